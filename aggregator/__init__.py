@@ -1,0 +1,3 @@
+"""Regional news aggregator."""
+
+__version__ = "0.1.0"

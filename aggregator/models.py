@@ -1,0 +1,269 @@
+"""Frozen values that cross module boundaries.
+
+Stages (config, fetch, parse, extract, clean, dedup, store, filters, publish) exchange only
+these types; none imports another stage. Times are timezone-aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Deployment settings (config/aggregator.yaml; each overridable by AGGREGATOR_<NAME>).
+
+    Durations are in seconds, sizes in bytes. A tuple setting takes a comma-separated value
+    in its environment variable.
+    """
+
+    database: str = "var/aggregator.db"
+    output_dir: str = "var/public"
+    listen: str = "127.0.0.1:8080"
+    # Absolute URL under which the output directory is reachable (self links, OPML).
+    base_url: str = "http://127.0.0.1:8080/"
+    user_agent: str = "aggregator/0.1 (+https://github.com/aggregator/aggregator; regional news reader)"
+    log_level: str = "INFO"
+
+    # Scheduling
+    default_interval: float = 900.0
+    min_interval: float = 300.0
+    max_interval: float = 86400.0
+    jitter: float = 0.1  # fraction of the interval, +/-
+    max_backoff: float = 86400.0
+    retry_after_max: float = 21600.0
+    workers: int = 8
+
+    # Fetching
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    fetch_deadline: float = 60.0  # total wall time for one request, redirects included
+    feed_max_bytes: int = 15 * 1024 * 1024
+    page_max_bytes: int = 5 * 1024 * 1024
+    max_redirects: int = 5
+    per_host_concurrency: int = 2
+    per_host_delay: float = 1.0
+    allow_private_hosts: tuple[str, ...] = ()  # hosts or CIDRs trusted globally
+
+    # Parsing in a worker process
+    parse_timeout: float = 30.0
+    parse_memory_mb: int = 512
+
+    # Full text
+    full_text: bool = True
+    article_budget: int = 200  # article pages per cycle
+    extract_processes: int = 0  # 0: one per core
+    page_retention_days: int = 30
+
+    # Stories
+    dedup_threshold: float = 0.7
+    dedup_window_days: int = 7
+
+    # Publishing
+    combined_limit: int = 200
+
+
+@dataclass(frozen=True)
+class SiteRule:
+    """Per-site extraction rule from feeds.yaml: applied before extraction."""
+
+    body: str | None = None  # CSS selector of the article body
+    strip: tuple[str, ...] = ()  # CSS selectors removed before extraction
+
+
+@dataclass(frozen=True)
+class FeedConfig:
+    name: str
+    url: str
+    language: str | None = None
+    tags: tuple[str, ...] = ()
+    title: str | None = None
+    interval: float | None = None  # seconds; None: Settings.default_interval
+    full_text: bool | None = None  # None: Settings.full_text
+    allow_private_network: bool = False  # for this feed's own configured URL only
+    rule: SiteRule | None = None
+    line: int = 0  # line in feeds.yaml, for messages
+
+
+@dataclass(frozen=True)
+class FilterTerm:
+    """One include/exclude term. ``pattern`` is a keyword (word-bounded, case-folded) unless
+    ``regex`` is set. ``spellings`` are alternatives (``a | b | c`` or an alias)."""
+
+    spellings: tuple[str, ...]
+    field: str | None = None  # title, text, author, category, url; None: title and text
+    regex: bool = False
+    line: int = 0
+    col: int = 0
+
+
+@dataclass(frozen=True)
+class FilterSpec:
+    include: tuple[FilterTerm, ...] = ()
+    exclude: tuple[FilterTerm, ...] = ()
+    sources: tuple[str, ...] = ()  # feed names, tags or languages
+    languages: tuple[str, ...] = ()
+    max_age: float | None = None  # seconds
+    min_words: int | None = None
+    min_outlets: int | None = None
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    name: str  # URL path component: <name>.atom, <name>.rss, <name>.json
+    title: str
+    description: str = ""
+    filter: FilterSpec = field(default_factory=FilterSpec)
+    limit: int = 200
+    formats: tuple[str, ...] = ("atom", "rss", "json")
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    settings: Settings
+    feeds: tuple[FeedConfig, ...]
+    outputs: tuple[OutputConfig, ...]
+    aliases: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    config_path: str | None = None
+    feeds_path: str | None = None
+
+
+# --------------------------------------------------------------------------- fetching
+
+
+@dataclass(frozen=True)
+class FetchRequest:
+    url: str
+    kind: str = "feed"  # "feed" or "page" (pages: HTML content type required, robots.txt)
+    etag: str | None = None
+    last_modified: str | None = None
+    max_bytes: int = 15 * 1024 * 1024
+    allow_private: bool = False  # the configured URL itself may be private (never redirects)
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    url: str  # as requested
+    final_url: str  # after redirects
+    status: int  # 200, or 304 when not_modified
+    headers: tuple[tuple[str, str], ...]  # lower-cased names
+    body: bytes = b""
+    not_modified: bool = False
+    permanent_url: str | None = None  # set when every redirect in the chain was 301/308
+    content_type: str | None = None  # media type without parameters, lower case
+    charset: str | None = None  # from the Content-Type header
+    etag: str | None = None
+    last_modified: str | None = None
+    max_age: float | None = None  # Cache-Control max-age, seconds
+    elapsed: float = 0.0
+
+    def header(self, name: str) -> str | None:
+        name = name.lower()
+        for k, v in self.headers:
+            if k == name:
+                return v
+        return None
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+@dataclass(frozen=True)
+class Enclosure:
+    url: str
+    type: str | None = None
+    length: int | None = None
+
+
+@dataclass(frozen=True)
+class ParsedEntry:
+    key: str  # identity within its feed: guid, else link, else content hash
+    guid: str | None
+    url: str | None
+    title: str  # plain text, hygiene applied
+    author: str | None
+    summary_html: str | None  # raw (unsanitised) HTML from the feed
+    content_html: str | None  # raw (unsanitised) HTML from the feed
+    published: datetime | None  # UTC; None when missing/unparseable/future (see date_note)
+    updated: datetime | None
+    published_raw: str | None  # the value as found in the feed
+    date_note: str | None = None  # None, "missing", "unparseable", "future", "ancient"
+    categories: tuple[str, ...] = ()
+    enclosures: tuple[Enclosure, ...] = ()
+    language: str | None = None
+
+
+@dataclass(frozen=True)
+class ParsedFeed:
+    title: str | None
+    link: str | None
+    language: str | None
+    format: str  # feedparser's version string, e.g. "rss20", "atom10", "json11"
+    entries: tuple[ParsedEntry, ...]
+    ttl: float | None = None  # RSS <ttl>, seconds
+    warnings: tuple[str, ...] = ()
+
+
+# --------------------------------------------------------------------------- articles
+
+
+@dataclass(frozen=True)
+class Article:
+    """What extraction found on an article page, before cleaning."""
+
+    html: str  # main content HTML (unsanitised)
+    text: str
+    title: str | None = None
+    author: str | None = None
+    published: datetime | None = None
+    image: str | None = None  # lead image URL (absolute)
+    image_caption: str | None = None
+    language: str | None = None
+    canonical_url: str | None = None
+    method: str = "trafilatura"
+
+
+# --------------------------------------------------------------------------- publishing
+
+
+@dataclass(frozen=True)
+class Outlet:
+    """One outlet that carried a story (for "Also reported by")."""
+
+    feed_name: str
+    title: str
+    url: str | None
+    published: datetime
+
+
+@dataclass(frozen=True)
+class Item:
+    """One entry as publishing and filtering see it (a row of the ``items`` view plus story)."""
+
+    id: int
+    uid: str  # stable id for feeds: tag URI built from feed and entry key
+    feed_name: str
+    feed_title: str
+    feed_url: str
+    feed_link: str | None
+    feed_language: str | None
+    feed_tags: tuple[str, ...]
+    title: str
+    url: str | None
+    author: str | None
+    published: datetime
+    updated: datetime
+    content_html: str  # sanitised
+    summary: str  # plain text
+    text: str  # plain text of the full article
+    categories: tuple[str, ...] = ()
+    language: str | None = None
+    word_count: int = 0
+    image: str | None = None
+    enclosures: tuple[Enclosure, ...] = ()
+    story_id: int | None = None
+    outlets: tuple[Outlet, ...] = ()  # the other outlets of the story, earliest first
