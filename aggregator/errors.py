@@ -91,3 +91,15 @@ class StoreError(AggregatorError):
 
 class FilterError(AggregatorError):
     """An output filter is invalid (bad regular expression, unknown field)."""
+
+
+class ServerError(AggregatorError):
+    """The HTTP server cannot start: a malformed ``listen`` value or an unusable address."""
+
+
+class DedupError(AggregatorError, ValueError):
+    """Dedup was given an invalid signature or threshold (a programming or data error)."""
+
+
+class PublishError(AggregatorError):
+    """An output could not be published (e.g. an unknown format)."""

@@ -86,6 +86,7 @@ class FeedConfig:
     allow_private_network: bool = False  # for this feed's own configured URL only
     rule: SiteRule | None = None
     line: int = 0  # line in feeds.yaml, for messages
+    site_url: str | None = None  # the outlet's home page (OPML htmlUrl)
 
 
 @dataclass(frozen=True)
@@ -225,6 +226,7 @@ class Article:
     language: str | None = None
     canonical_url: str | None = None
     method: str = "trafilatura"
+    description: str | None = None  # the page's meta / og description (teaser)
 
 
 # --------------------------------------------------------------------------- publishing
@@ -267,3 +269,47 @@ class Item:
     enclosures: tuple[Enclosure, ...] = ()
     story_id: int | None = None
     outlets: tuple[Outlet, ...] = ()  # the other outlets of the story, earliest first
+
+
+# --------------------------------------------------------------------------- stories
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A stored entry that may be the same story as a new one (from the store's indexes)."""
+
+    entry_id: int
+    story_id: int | None
+    feed_name: str
+    url_norm: str | None
+    text_hash: str | None
+    signature: bytes | None
+    title: str
+    published: datetime
+    word_count: int
+    canonical_norm: str | None = None  # the stored entry's canonical URL, normalised
+
+
+@dataclass(frozen=True)
+class StoryMatch:
+    """Why a new entry joins an existing story: reason is "url", "canonical", "text" or
+    "near"; score is the similarity (1.0 for exact reasons)."""
+
+    story_id: int | None
+    entry_id: int
+    reason: str
+    score: float
+
+
+@dataclass(frozen=True)
+class ArchiveLinks:
+    """RFC 5005 archive links of one published feed document (all absolute URLs).
+
+    ``page`` is the URL of this document when it is an archive page (it then carries
+    ``fh:archive``); None for the current (subscription) document.
+    """
+
+    current: str
+    prev_archive: str | None = None  # the next older archive page
+    next_archive: str | None = None  # the next newer archive page
+    page: str | None = None

@@ -1,0 +1,470 @@
+"""Command line: `aggregator [--config FILE] [--feeds FILE] COMMAND`.
+
+Command and option names are a contract with operators' scripts: keep them stable.
+Exit codes: 0 success; 1 the command could not do its work; 2 invalid configuration or usage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from .config import add_feeds, check_files, export_opml, load_config, read_opml
+from .errors import AggregatorError, ConfigError
+from .models import Config
+
+DEFAULT_CONFIG = "config/aggregator.yaml"
+DEFAULT_FEEDS = "feeds.yaml"
+
+
+class Ctx:
+    def __init__(self, config_path: str | None, feeds_path: str | None) -> None:
+        self.config_path = config_path
+        self.feeds_path = feeds_path
+
+    def load(self) -> Config:
+        try:
+            config = load_config(self.config_path, self.feeds_path)
+        except ConfigError as exc:
+            for p in exc.problems:
+                click.echo(str(p), err=True)
+            raise SystemExit(2) from exc
+        _setup_logging(config.settings.log_level)
+        return config
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _default(path: str, env: str) -> str | None:
+    value = os.environ.get(env)
+    if value:
+        return value
+    return path if Path(path).exists() else None
+
+
+@click.group()
+@click.version_option(__version__, prog_name="aggregator")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help=f"Settings file (default: {DEFAULT_CONFIG} if present; "
+                   "env AGGREGATOR_CONFIG).")
+@click.option("--feeds", "feeds_path", type=click.Path(dir_okay=False),
+              help=f"Feed list (default: {DEFAULT_FEEDS}; env AGGREGATOR_FEEDS).")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, feeds_path: str | None) -> None:
+    """Regional news aggregator: polls feeds, extracts articles, clusters stories and
+    republishes filtered feeds."""
+    ctx.obj = Ctx(
+        config_path or _default(DEFAULT_CONFIG, "AGGREGATOR_CONFIG"),
+        feeds_path or _default(DEFAULT_FEEDS, "AGGREGATOR_FEEDS") or DEFAULT_FEEDS,
+    )
+
+
+# --------------------------------------------------------------------------- check
+
+
+@main.command()
+@click.pass_obj
+def check(obj: Ctx) -> None:
+    """Validate settings and feeds.yaml; print every problem as file:line:col: message."""
+    problems = check_files(obj.config_path, obj.feeds_path)
+    for p in problems:
+        click.echo(str(p))
+    if problems:
+        click.echo(f"{len(problems)} problem(s) found", err=True)
+        raise SystemExit(2)
+    config = load_config(obj.config_path, obj.feeds_path)
+    click.echo(f"ok: {len(config.feeds)} feeds, {len(config.outputs)} outputs")
+
+
+# --------------------------------------------------------------------------- update / publish
+
+
+@main.command()
+@click.option("--all", "all_feeds", is_flag=True, help="Poll every feed, not only those due.")
+@click.option("--feed", "names", multiple=True, help="Poll only this feed (repeatable).")
+@click.option("--no-articles", is_flag=True, help="Skip the full-text backlog this time.")
+@click.pass_obj
+def update(obj: Ctx, all_feeds: bool, names: tuple[str, ...], no_articles: bool) -> None:
+    """One poll cycle now over the feeds that are due, then publish."""
+    from .pipeline import FeedOutcome, Pipeline
+
+    config = obj.load()
+    unknown = set(names) - {f.name for f in config.feeds}
+    if unknown:
+        raise click.UsageError(f"unknown feed(s): {', '.join(sorted(unknown))}")
+    try:
+        pipeline = Pipeline(config)
+    except AggregatorError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(1) from exc
+    tty = sys.stdout.isatty()
+    bar: Any = None
+    failed = 0
+
+    def on_start(n: int) -> None:
+        nonlocal bar
+        if tty:
+            bar = click.progressbar(length=n, label="polling", show_pos=True)
+            bar.__enter__()
+
+    def on_done(o: FeedOutcome) -> None:
+        nonlocal failed
+        failed += o.status in ("error", "gone")
+        if bar is not None:
+            bar.update(1)
+        else:
+            click.echo(o.line())
+
+    try:
+        report = pipeline.run_cycle(all_feeds=all_feeds, names=names or None,
+                                    on_start=on_start, on_done=on_done,
+                                    articles=not no_articles)
+    except AggregatorError as exc:
+        click.echo(f"error: cycle could not run: {exc}", err=True)
+        raise SystemExit(1) from exc
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+        pipeline.close()
+    new = sum(o.new for o in report.feeds)
+    click.echo(
+        f"{len(report.feeds)} feeds polled, {failed} failed, {new} new entries, "
+        f"{report.articles_done} articles extracted, {report.articles_failed} failed, "
+        f"{len(report.published)} files published"
+    )
+
+
+@main.command()
+@click.pass_obj
+def publish(obj: Ctx) -> None:
+    """Render the published feeds now from the database."""
+    from .pipeline import Pipeline
+
+    config = obj.load()
+    pipeline = Pipeline(config)
+    try:
+        written = pipeline.publish()
+    finally:
+        pipeline.close()
+    click.echo(f"{len(written)} files written to {config.settings.output_dir}")
+
+
+@main.command()
+@click.pass_obj
+def run(obj: Ctx) -> None:
+    """Run the daemon: scheduler, HTTP server, signals (SIGTERM stops, SIGHUP reloads)."""
+    from .daemon import Daemon
+
+    config = obj.load()
+    daemon = Daemon(config, config_path=obj.config_path, feeds_path=obj.feeds_path)
+    code = daemon.run()
+    # The writer has finished its transaction and the database is closed; fetches still in
+    # flight are abandoned rather than waited for (SIGTERM must exit within seconds).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _open_store(config: Config) -> Any:
+    from .store import Store
+
+    path = config.settings.database
+    if not Path(path).exists():
+        raise click.ClickException(f"no database at {path}: run `aggregator update` first")
+    store = Store(path)
+    store.migrate()
+    return store
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def status(obj: Ctx, as_json: bool) -> None:
+    """Per-feed health: last attempt and success, HTTP status, errors, next poll, entries."""
+    config = obj.load()
+    store = _open_store(config)
+    try:
+        rows = store.feed_health()
+        backlog = store.backlog_size()
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps({"feeds": rows, "backlog": backlog}, ensure_ascii=False,
+                              indent=2))
+        return
+    for r in rows:
+        state = "disabled" if r["disabled_reason"] else ("ok" if not r["consecutive_errors"]
+                                                         else f"{r['consecutive_errors']} errors")
+        if not r["active"]:
+            state = "removed"
+        click.echo(
+            f"{r['name']:<24} {state:<10} http={r['last_status'] or '-':<4} "
+            f"entries={r['entries']:<5} last_success={r['last_success'] or '-'} "
+            f"next={r['next_poll'] or '-'}"
+        )
+        if r["effective_url"]:
+            click.echo(f"  moved to {r['effective_url']}")
+        if r["last_error"]:
+            click.echo(f"  last error ({r['last_error_kind']}): {r['last_error']}")
+        if r["disabled_reason"]:
+            click.echo(f"  disabled: {r['disabled_reason']}")
+        if r["extracted_share"] is not None:
+            click.echo(f"  full text: {r['extracted_share']:.0%} extracted, "
+                       f"median {r['median_words'] or 0} words")
+        if r.get("extraction_drop"):
+            click.echo("  WARNING: extraction success dropped sharply: the site may have been "
+                       "redesigned; check its site rule with `aggregator extract URL`")
+    click.echo(f"{len(rows)} feeds, {backlog} articles waiting")
+
+
+@main.command()
+@click.argument("query")
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def search(obj: Ctx, query: str, limit: int, as_json: bool) -> None:
+    """Full-text search over stored entries (substrings, any script)."""
+    config = obj.load()
+    store = _open_store(config)
+    try:
+        rows = [dict(r) for r in store.search(query, limit)]
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    for r in rows:
+        click.echo(f"{r['published']}  {r['feed_name']}  {r['title']}\n  {r['url']}\n"
+                   f"  {r['snippet']}")
+    if not rows:
+        click.echo("no match")
+
+
+@main.command()
+@click.argument("story_id", type=int)
+@click.pass_obj
+def story(obj: Ctx, story_id: int) -> None:
+    """Print a story with its members and why each joined."""
+    config = obj.load()
+    store = _open_store(config)
+    try:
+        s, members = store.story(story_id)
+    finally:
+        store.close()
+    if s is None:
+        raise click.ClickException(f"no story {story_id}")
+    rep = next((m for m in members if m["id"] == s["representative_id"]), None)
+    click.echo(f"story {story_id}: {rep['title'] if rep else '?'}")
+    click.echo(f"  {len(members)} entries from {len({m['feed_name'] for m in members})} "
+               f"outlets; first seen {s['first_seen']}, updated {s['updated']}")
+    for m in members:
+        marker = "*" if m["id"] == s["representative_id"] else " "
+        reason = m["match_reason"]
+        why = "first of the story" if reason == "first" else \
+            f"{reason} match, score {m['match_score']:.2f}"
+        click.echo(f" {marker} #{m['id']} {m['published']} {m['feed_name']}: {m['title']}")
+        click.echo(f"     {m['url']} ({m['word_count']} words; {why})")
+
+
+@main.command()
+@click.argument("output_name")
+@click.option("--limit", default=20, show_default=True, help="How many items to show.")
+@click.pass_obj
+def preview(obj: Ctx, output_name: str, limit: int) -> None:
+    """List what an output keeps and, for dropped recent items, the rule that dropped each."""
+    from . import filters
+
+    config = obj.load()
+    output = next((o for o in config.outputs if o.name == output_name), None)
+    if output is None:
+        names = ", ".join(o.name for o in config.outputs)
+        raise click.UsageError(f"no output {output_name!r} (outputs: {names})")
+    store = _open_store(config)
+    try:
+        pool = store.items(limit=max(limit * 20, 500))
+    finally:
+        store.close()
+    flt = filters.compile_filter(output.filter)
+    now = datetime.now(UTC)
+    kept, dropped = [], []
+    for item in pool:
+        reason = flt.check(item, now)
+        (kept if reason is None else dropped).append((item, reason))
+    click.echo(f"{output.name}: keeps {len(kept)} of the {len(pool)} newest stories")
+    for item, _ in kept[:limit]:
+        click.echo(f"  + {item.published:%Y-%m-%d %H:%M} {item.feed_name}: {item.title}")
+    if dropped:
+        click.echo("dropped:")
+    for item, reason in dropped[:limit]:
+        click.echo(f"  - {item.published:%Y-%m-%d %H:%M} {item.feed_name}: {item.title}\n"
+                   f"      {reason}")
+
+
+# --------------------------------------------------------------------------- full text
+
+
+@main.command()
+@click.argument("source")
+@click.option("--url", "base_url", help="The page's URL (for relative links), when SOURCE is "
+                                         "a file or -.")
+@click.option("--feed", "feed_name", help="Apply this feed's site rule from feeds.yaml.")
+@click.option("--format", "fmt", type=click.Choice(["text", "html", "json"]), default="text",
+              show_default=True)
+@click.pass_obj
+def extract(obj: Ctx, source: str, base_url: str | None, feed_name: str | None,
+            fmt: str) -> None:
+    """Print the cleaned article of SOURCE (a URL, a file, or - for standard input)."""
+    from . import clean
+    from . import extract as extract_mod
+    from .fetch import Fetcher
+    from .models import FetchRequest
+
+    config = obj.load()
+    rule = None
+    if feed_name:
+        feed = next((f for f in config.feeds if f.name == feed_name), None)
+        if feed is None:
+            raise click.UsageError(f"unknown feed {feed_name!r}")
+        rule = feed.rule
+    charset = None
+    try:
+        if source == "-":
+            body = sys.stdin.buffer.read()
+            url = base_url or "about:blank"
+        elif source.startswith(("http://", "https://")):
+            fetcher = Fetcher(config.settings)
+            try:
+                res = fetcher.fetch(FetchRequest(url=source, kind="page",
+                                                 max_bytes=config.settings.page_max_bytes))
+            finally:
+                fetcher.close()
+            body, url, charset = res.body, res.final_url, res.charset
+        else:
+            body = Path(source).read_bytes()
+            url = base_url or Path(source).resolve().as_uri()
+        article = extract_mod.extract_article(body, url, charset=charset, rule=rule)
+    except (AggregatorError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    html = clean.sanitize_html(article.html, url)
+    text = clean.html_to_text(html)
+    if fmt == "html":
+        click.echo(html)
+    elif fmt == "json":
+        data = asdict(article)
+        data.update(html=html, text=text, word_count=clean.word_count(text))
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+    else:
+        if article.title:
+            click.echo(article.title)
+            click.echo()
+        click.echo(text)
+
+
+@main.command()
+@click.option("--feed", "feed_name", help="Only this feed's entries.")
+@click.option("--since", type=click.DateTime(), help="Only entries published since DATE.")
+@click.pass_obj
+def reprocess(obj: Ctx, feed_name: str | None, since: datetime | None) -> None:
+    """Re-apply extraction and cleaning to stored pages (after a site rule changes)."""
+    from .pipeline import Pipeline
+
+    config = obj.load()
+    pipeline = Pipeline(config)
+    try:
+        done, failed = pipeline.reprocess(
+            feed=feed_name, since=since.replace(tzinfo=UTC) if since else None
+        )
+        pipeline.publish()
+    finally:
+        pipeline.close()
+    click.echo(f"{done} entries reprocessed, {failed} failed")
+
+
+# --------------------------------------------------------------------------- feed list
+
+
+@main.command("import-opml")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@click.pass_obj
+def import_opml(obj: Ctx, file: str) -> None:
+    """Add the OPML file's feeds to feeds.yaml (comments and order kept)."""
+    data = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+    try:
+        feeds = read_opml(data)
+        added = add_feeds(obj.feeds_path or DEFAULT_FEEDS, feeds)
+    except AggregatorError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for name in added:
+        click.echo(f"added {name}")
+    click.echo(f"{len(added)} feeds added, {len(feeds) - len(added)} already present")
+
+
+@main.command("export-opml")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="File (default stdout).")
+@click.pass_obj
+def export_opml_cmd(obj: Ctx, output: str | None) -> None:
+    """Write the configured feeds as OPML."""
+    config = obj.load()
+    data = export_opml(config)
+    if output:
+        Path(output).write_bytes(data)
+    else:
+        sys.stdout.buffer.write(data)
+
+
+@main.command()
+@click.argument("url")
+@click.option("--name", help="Feed name (default: derived from the host).")
+@click.option("--language", help="Language code, e.g. en, ru, hy, az, ka.")
+@click.option("--tag", "tags", multiple=True, help="Tag (repeatable).")
+@click.pass_obj
+def add(obj: Ctx, url: str, name: str | None, language: str | None,
+        tags: tuple[str, ...]) -> None:
+    """Find the feed of a page (or take a feed URL) and add it to feeds.yaml."""
+    from .pipeline import discover_feed
+
+    config = obj.load()
+    try:
+        feed_url, title = discover_feed(config, url)
+    except AggregatorError as exc:
+        raise click.ClickException(str(exc)) from exc
+    entry: dict[str, Any] = {"url": feed_url}
+    if name:
+        entry["name"] = name
+    if title:
+        entry["title"] = title
+    if language:
+        entry["language"] = language
+    if tags:
+        entry["tags"] = list(tags)
+    try:
+        added = add_feeds(obj.feeds_path or DEFAULT_FEEDS, [entry])
+    except AggregatorError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if added:
+        click.echo(f"added {added[0]}: {feed_url}")
+    else:
+        click.echo(f"already present: {feed_url}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

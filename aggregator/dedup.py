@@ -1,0 +1,432 @@
+"""Story dedup: recognise the same story across outlets and re-posts.
+
+Precision first: a wrong merge hides news, a missed merge only shows a story twice. Every
+rule below errs on the side of *not* merging.
+
+Signals, strongest first (:func:`decide`)
+  1. ``url``       same normalised URL (:func:`normalize_url`) as a stored entry.
+  2. ``canonical`` one side's canonical URL (from its article page, normalised) equals the
+                   other side's URL or canonical URL.
+  3. ``text``      same :func:`text_hash`: the identical body re-posted (any headline).
+  4. ``near``      MinHash estimated Jaccard similarity >= threshold, with guards.
+A URL that names no page (a bare host: some feeds link every item to the home page, some
+sites point every canonical there) never matches.
+
+Tokenisation (:func:`tokens`)
+  NFKC; soft hyphens and zero-width characters removed; apostrophes inside words removed
+  (Ukrainian ``з'явиться``/``з’явиться``/``зʼявиться`` are one token); Turkic ``İ``/``ı``
+  folded to ``i`` before case folding (Azerbaijani/Turkish spellings meet English ones);
+  Russian ``ё`` folded to ``е``. A token is a run of Unicode letters, digits and combining
+  marks (so Latin, Cyrillic, Armenian, Georgian, Indic scripts work); each Han/Kana
+  character is its own token because those scripts do not separate words with spaces.
+
+Shingles and permutations (:func:`signature`)
+  The token stream of the title followed by the text is cut into overlapping 4-word
+  shingles (4 is long enough that two different stories rarely share one, short enough
+  that an edit destroys only 4 shingles). Each shingle is hashed to 32 bits with BLAKE2b;
+  128 hash functions h_i(x) = ((a_i*x + b_i) mod 2**64) >> 32 (Dietzfelbinger's
+  multiply-add-shift, strongly universal for 32-bit keys) with a_i, b_i derived from
+  BLAKE2b of a fixed label, so signatures are identical in every process, platform and
+  numpy version. The signature is the 128 minima as little-endian uint32: 512 bytes.
+  Texts under 20 tokens get no signature (and no text hash): they mean too little.
+
+Bands (:func:`band_keys`)
+  32 bands of 4 rows; each band's 4 minima and its index are hashed (BLAKE2b) to a signed
+  64-bit int for an SQLite INTEGER column. Two texts with Jaccard s share at least one key
+  with probability 1-(1-s**4)**32: 0.9998 at s=0.7, 0.988 at 0.6, 0.87 at 0.5, 0.23 at 0.3,
+  ~0 for unrelated texts; so the candidate lookup finds nearly every pair above any
+  threshold an operator would set (>= 0.6), and :func:`decide` sorts out the rest.
+
+Threshold
+  ``threshold`` is the estimated Jaccard similarity of the two shingle sets (share of
+  4-word sequences in common). 0.7 (the default ``dedup_threshold``) keeps a copy whose
+  lead was trimmed, headline rewritten, byline/boilerplate swapped or a paragraph added or
+  dropped, and rejects different stories on one topic (which share well under 0.3). The
+  estimate's standard error is sqrt(s(1-s)/128), about 0.04 at 0.7.
+
+Guards on ``near`` (why)
+  * Length: the shorter text must have at least ``0.75 * threshold`` of the longer one's
+    words. Sets with Jaccard s have a size ratio >= s, so a pair failing this cannot truly
+    be that similar: it only passed through MinHash noise (or one text contains the other
+    as a small part, e.g. a digest quoting a brief: not the same story).
+  * Short texts (under 50 words, i.e. feed summaries rather than articles): a shared
+    standfirst or boilerplate sentence dominates them, so the titles must also share a
+    content word (4+ letters or a number) or the similarity must be >= 0.9.
+  The same title guard applies to a ``text`` match of a short text: some feeds repeat one
+  tagline as every item's description, which must not merge their items.
+
+Tie-break
+  Stronger signal first, then higher score, then the earliest published candidate, then
+  the lowest entry id: deterministic whatever order the store returns candidates in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections.abc import Sequence
+from urllib.parse import parse_qsl, quote, urlsplit
+
+import numpy as np
+
+from aggregator.errors import DedupError
+from aggregator.models import Candidate, StoryMatch
+
+__all__ = [
+    "BANDS",
+    "MIN_TOKENS",
+    "NUM_PERM",
+    "ROWS",
+    "SHINGLE",
+    "band_keys",
+    "decide",
+    "normalize_url",
+    "signature",
+    "similarity",
+    "text_hash",
+    "tokens",
+]
+
+SHINGLE = 4  # words per shingle
+NUM_PERM = 128  # MinHash permutations (uint32 each)
+BANDS = 32
+ROWS = 4  # BANDS * ROWS == NUM_PERM
+MIN_TOKENS = 20  # below this a text gets no hash nor signature
+SHORT_TEXT = 50  # under this many words a text is a summary: titles must agree too
+SHORT_TEXT_SURE = 0.9  # ... unless the short texts are this similar
+LENGTH_SLACK = 0.75  # min/max word count must be >= LENGTH_SLACK * threshold
+SIGNATURE_BYTES = NUM_PERM * 4
+
+_REASON_RANK = {"url": 0, "canonical": 1, "text": 2, "near": 3}
+
+# --------------------------------------------------------------------------- tokens
+
+
+def _mark_class() -> str:
+    """Character class of the combining marks (\\w misses them; Thai, Indic, Arabic need them)."""
+    ranges: list[tuple[int, int]] = []
+    for cp in [*range(0x0300, 0x2000), *range(0x20D0, 0x2100), *range(0xFE20, 0xFE30)]:
+        if unicodedata.category(chr(cp)).startswith("M"):
+            if ranges and ranges[-1][1] == cp - 1:
+                ranges[-1] = (ranges[-1][0], cp)
+            else:
+                ranges.append((cp, cp))
+    return "".join(f"{chr(a)}-{chr(b)}" if a != b else chr(a) for a, b in ranges)
+
+
+# Han ideographs, kana and their iteration marks: one token per character.
+_IDEO = "\u3005\u3007\u3021-\u3029\u3038-\u303b\u3041-\u3096\u309d-\u309f\u30a1-\u30fa\u30fc-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
+_IDEO_RE = re.compile(f"[{_IDEO}]")
+_WORD_RE = re.compile(f"(?:[^\\W_]|[{_mark_class()}])+")
+_INVISIBLE_RE = re.compile("[\u00ad\u200b-\u200d\u2060\ufeff]")
+_APOSTROPHE_RE = re.compile("(?<=\\w)['\u2019\u02bc\u02bb](?=\\w)")
+
+
+def tokens(text: str) -> list[str]:
+    """Normalised words of ``text`` (see the module docstring); [] for empty text."""
+    if not text:
+        return []
+    text = unicodedata.normalize("NFKC", text)
+    text = _INVISIBLE_RE.sub("", text)
+    text = _APOSTROPHE_RE.sub("", text)
+    text = text.replace("İ", "i").replace("ı", "i").casefold()
+    text = text.replace("i\u0307", "i").replace("ё", "е")
+    if _IDEO_RE.search(text):
+        text = _IDEO_RE.sub(r" \g<0> ", text)
+    return _WORD_RE.findall(text)
+
+
+def text_hash(title: str, text: str) -> str | None:
+    """Hash of the normalised tokens of ``text`` (the title is left out so that the same
+    body under a rewritten headline still matches); None under MIN_TOKENS tokens."""
+    toks = tokens(text)
+    if len(toks) < MIN_TOKENS:
+        return None
+    return hashlib.blake2b("\x1f".join(toks).encode("utf-8"), digest_size=16).hexdigest()
+
+
+# --------------------------------------------------------------------------- MinHash
+
+
+def _permutations() -> tuple[np.ndarray, np.ndarray]:
+    """The fixed (a, b) of every hash function, from BLAKE2b: stable everywhere."""
+    a = np.empty(NUM_PERM, dtype=np.uint64)
+    b = np.empty(NUM_PERM, dtype=np.uint64)
+    for i in range(NUM_PERM):
+        d = hashlib.blake2b(f"aggregator-minhash-v1/{i}".encode(), digest_size=16).digest()
+        a[i] = int.from_bytes(d[:8], "little")
+        b[i] = int.from_bytes(d[8:], "little")
+    return a.reshape(-1, 1), b.reshape(-1, 1)
+
+
+_A, _B = _permutations()
+
+
+def _shingle_hashes(stream: list[str]) -> np.ndarray:
+    shingles = {"\x1f".join(stream[i : i + SHINGLE]) for i in range(len(stream) - SHINGLE + 1)}
+    digests = b"".join(
+        hashlib.blake2b(s.encode("utf-8"), digest_size=4).digest() for s in sorted(shingles)
+    )
+    return np.frombuffer(digests, dtype="<u4").astype(np.uint64)
+
+
+def signature(title: str, text: str) -> bytes | None:
+    """MinHash signature (NUM_PERM little-endian uint32) of the 4-word shingles of title and
+    text; None when the text has fewer than MIN_TOKENS tokens."""
+    body = tokens(text)
+    if len(body) < MIN_TOKENS:
+        return None
+    x = _shingle_hashes(tokens(title) + body)
+    # uint64 arithmetic wraps modulo 2**64, which is exactly what multiply-add-shift needs.
+    hashed = (_A * x + _B) >> np.uint64(32)
+    return hashed.min(axis=1).astype("<u4").tobytes()
+
+
+def _as_array(sig: bytes) -> np.ndarray:
+    if not isinstance(sig, bytes | bytearray | memoryview) or len(sig) != SIGNATURE_BYTES:
+        size = len(sig) if isinstance(sig, bytes | bytearray | memoryview) else type(sig).__name__
+        raise DedupError(f"invalid signature: expected {SIGNATURE_BYTES} bytes, got {size}")
+    return np.frombuffer(sig, dtype="<u4")
+
+
+def band_keys(sig: bytes) -> list[int]:
+    """One signed 64-bit key per LSH band (BANDS bands of ROWS minima, band index mixed in)."""
+    _as_array(sig)
+    width = ROWS * 4
+    return [
+        int.from_bytes(
+            hashlib.blake2b(
+                bytes([band]) + sig[band * width : (band + 1) * width], digest_size=8
+            ).digest(),
+            "little",
+            signed=True,
+        )
+        for band in range(BANDS)
+    ]
+
+
+def similarity(a: bytes, b: bytes) -> float:
+    """Estimated Jaccard similarity of the shingle sets behind two signatures (0..1)."""
+    return float(np.count_nonzero(_as_array(a) == _as_array(b))) / NUM_PERM
+
+
+# --------------------------------------------------------------------------- URLs
+
+_TRACKING_PARAMS = frozenset(
+    {
+        "fbclid", "gclid", "gclsrc", "dclid", "gbraid", "wbraid", "yclid", "msclkid",
+        "twclid", "ttclid", "igshid", "li_fat_id", "mc_cid", "mc_eid", "_ga", "_gl",
+        "_openstat", "mkt_tok", "ncid", "ocid", "cmpid", "cmp", "icid", "s_cid", "sr_share",
+        "ref", "ref_src", "ref_url", "xtor", "wt.mc_id", "wt.zmc", "spm", "rss", "amp",
+    }
+)  # fmt: skip
+_TRACKING_PREFIXES = ("utm_", "mtm_", "pk_", "hmb_", "_hs", "vero_", "oly_", "at_")
+_HOST_PREFIXES = ("www.", "m.", "amp.")
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+_QUERY_SAFE = "-._~!$'()*,;:@/?"
+_PCT_RE = re.compile("%([0-9A-Fa-f]{2})")
+_STRAY_PCT_RE = re.compile("%(?![0-9A-Fa-f]{2})")
+_AMP_EXT_RE = re.compile(r"\.amp(\.[A-Za-z0-9]+)$")
+
+
+def _norm_pct(s: str) -> str:
+    """Decode escaped unreserved characters, upper-case other escapes, escape the rest
+    (non-ASCII as UTF-8): raw and percent-encoded Cyrillic paths compare equal."""
+
+    def fix(m: re.Match[str]) -> str:
+        c = chr(int(m.group(1), 16))
+        return c if c in _UNRESERVED else "%" + m.group(1).upper()
+
+    s = _STRAY_PCT_RE.sub("%25", _PCT_RE.sub(fix, s))
+    return quote(s, safe=_PATH_SAFE, errors="surrogateescape")
+
+
+def _norm_host(host: str) -> str:
+    """Lower case; IDN labels always as punycode (``пример.рф`` == ``xn--e1afmkfd.xn--p1ai``)."""
+    labels = []
+    for label in host.rstrip(".").split("."):
+        if label.lower().startswith("xn--"):
+            try:
+                label = label[4:].encode("ascii").decode("punycode")
+            except (UnicodeError, ValueError):
+                pass  # not valid punycode: keep it as written
+        label = unicodedata.normalize("NFKC", label).lower()
+        if not label.isascii():
+            label = "xn--" + label.encode("punycode").decode("ascii")
+        labels.append(label)
+    host = ".".join(labels)
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in _HOST_PREFIXES:
+            if host.startswith(prefix) and "." in host[len(prefix) :]:
+                host, stripped = host[len(prefix) :], True
+    return host
+
+
+def _norm_path(path: str) -> str:
+    path = _norm_pct(path)
+    segments: list[str] = []
+    for seg in path.split("/"):
+        if seg in ("", "."):
+            continue  # empty segments: doubled and trailing slashes
+        if seg == "..":
+            if segments:
+                segments.pop()
+            continue
+        segments.append(seg)
+    # AMP variants: /amp/<path>, <path>/amp, <name>.amp.<ext>
+    if len(segments) > 1 and segments[0].lower() == "amp":
+        segments.pop(0)
+    if len(segments) > 1 and segments[-1].lower() == "amp":
+        segments.pop()
+    if segments:
+        segments[-1] = _AMP_EXT_RE.sub(r"\1", segments[-1])
+    return "/" + "/".join(segments) if segments else ""
+
+
+def _is_tracking(key: str) -> bool:
+    k = key.lower()
+    return k in _TRACKING_PARAMS or k.startswith(_TRACKING_PREFIXES)
+
+
+def _norm_query(query: str) -> str:
+    pairs = parse_qsl(query, keep_blank_values=True, errors="surrogateescape")
+    kept = sorted(
+        (k, v)
+        for k, v in pairs
+        if not _is_tracking(k)
+        and not (k.lower() in ("outputtype", "output") and v.lower() == "amp")
+    )
+    return "&".join(
+        quote(k, safe=_QUERY_SAFE, errors="surrogateescape")
+        + ("=" + quote(v, safe=_QUERY_SAFE, errors="surrogateescape") if v else "")
+        for k, v in kept
+    )
+
+
+def normalize_url(url: str) -> str:
+    """The form of ``url`` under which copies of one page compare equal (for matching only,
+    not for display): http and https alike, host lower case without www./m./amp. and
+    default port, IDN as punycode, path with normalised escapes and no dot segments,
+    doubled or trailing slashes, AMP variants collapsed, tracking parameters removed and the
+    rest sorted, fragment dropped (except ``#!`` routes). Non-web strings come back stripped."""
+    raw = url.strip()
+    if raw.startswith("//"):
+        raw = "https:" + raw
+    try:
+        parts = urlsplit(raw)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return raw
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not host:
+        return raw
+    host = _norm_host(host)
+    # Google's AMP cache: https://<x>.cdn.ampproject.org/c/s/<host>/<path>
+    if host.endswith(".cdn.ampproject.org"):
+        m = re.match(r"/[civ]/(s/)?(.+)", parts.path)
+        if m:
+            rest = m.group(2) + ("?" + parts.query if parts.query else "")
+            return normalize_url(("https://" if m.group(1) else "http://") + rest)
+    if ":" in host:
+        host = f"[{host}]"  # IPv6 literal
+    netloc = host if port in (None, 80, 443) else f"{host}:{port}"
+    out = "https://" + netloc + _norm_path(parts.path)
+    query = _norm_query(parts.query)
+    if query:
+        out += "?" + query
+    if parts.fragment.startswith("!"):
+        out += "#" + _norm_pct(parts.fragment)  # hash-bang route: the fragment is the page
+    return out
+
+
+def _names_a_page(url_norm: str) -> bool:
+    """False for a bare host, which some feeds give as every item's link."""
+    rest = url_norm.split("://", 1)[-1]
+    return "/" in rest or "?" in rest or "#" in rest
+
+
+# --------------------------------------------------------------------------- decide
+
+
+def _title_words(title: str) -> set[str]:
+    """Content words of a title: 4+ characters, a number, or an ideograph."""
+    return {
+        t for t in tokens(title) if len(t) >= 4 or any(c.isdigit() for c in t) or _IDEO_RE.match(t)
+    }
+
+
+def _same_canonical(url_norm: str | None, canonical_norm: str | None, c: Candidate) -> bool:
+    """One side's canonical URL is the other's URL or canonical URL (a page naming a page)."""
+    pairs = (
+        (canonical_norm, c.url_norm),
+        (canonical_norm, c.canonical_norm),
+        (url_norm, c.canonical_norm),
+    )
+    return any(a and a == b and _names_a_page(a) for a, b in pairs)
+
+
+def decide(
+    *,
+    url_norm: str | None,
+    canonical_norm: str | None,
+    text_hash: str | None,
+    signature: bytes | None,
+    title: str,
+    word_count: int,
+    candidates: Sequence[Candidate],
+    threshold: float,
+) -> StoryMatch | None:
+    """The stored entry this new entry is a copy of, or None (see the module docstring).
+
+    ``word_count`` is ``len(tokens(text))`` of the new entry; candidates' ``word_count`` is
+    the same measure of theirs. ``threshold`` is the minimum estimated Jaccard similarity.
+    """
+    if not 0.0 < threshold <= 1.0:
+        raise DedupError(f"dedup threshold must be in (0, 1], got {threshold!r}")
+    if signature is not None:
+        _as_array(signature)
+    own_words: set[str] | None = None  # computed on first need
+    best: tuple[tuple[int, float, float, int], StoryMatch] | None = None
+    for c in candidates:
+        reason: str | None = None
+        score = 1.0
+        if url_norm and c.url_norm == url_norm and _names_a_page(url_norm):
+            reason = "url"
+        elif _same_canonical(url_norm, canonical_norm, c):
+            reason = "canonical"
+        else:
+            short = min(word_count, c.word_count) < SHORT_TEXT
+            if text_hash and c.text_hash == text_hash:
+                if not short:
+                    reason = "text"
+                else:
+                    own_words = _title_words(title) if own_words is None else own_words
+                    if own_words & _title_words(c.title):
+                        reason = "text"
+            if reason is None and signature is not None and c.signature is not None:
+                score = similarity(signature, c.signature)
+                longer = max(word_count, c.word_count, 1)
+                if (
+                    score >= threshold
+                    and min(word_count, c.word_count) / longer >= LENGTH_SLACK * threshold
+                ):
+                    if not short or score >= SHORT_TEXT_SURE:
+                        reason = "near"
+                    else:
+                        own_words = _title_words(title) if own_words is None else own_words
+                        if own_words & _title_words(c.title):
+                            reason = "near"
+        if reason is None:
+            continue
+        key = (_REASON_RANK[reason], -score, c.published.timestamp(), c.entry_id)
+        if best is None or key < best[0]:
+            best = (
+                key,
+                StoryMatch(story_id=c.story_id, entry_id=c.entry_id, reason=reason, score=score),
+            )
+    return best[1] if best else None

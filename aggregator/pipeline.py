@@ -1,0 +1,690 @@
+"""The only orchestrator: config → fetch → parse → clean → dedup → store → filters → publish,
+and the article path (backlog → fetch page → extract → clean → store).
+
+Concurrency model:
+- a bounded thread pool fetches (network-bound) and hands bodies to the parser pool
+  (worker processes with memory/CPU limits, so a hostile feed costs one feed);
+- every database write runs on ONE writer thread, one short transaction per feed;
+- article extraction runs in a process pool sized to the cores;
+- publishing reads through its own connection (WAL snapshot) under a lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, TypeVar
+
+from . import clean, dedup, extract, fetch, filters, parse, publish
+from .errors import AggregatorError, ExtractError, FetchError, FilterError, ParseError
+from .models import (
+    Article,
+    Config,
+    FeedConfig,
+    FetchRequest,
+    Item,
+    OutputConfig,
+    ParsedEntry,
+    SiteRule,
+    StoryMatch,
+)
+from .store import FeedState, NewEntry, Store
+
+log = logging.getLogger("aggregator.pipeline")
+T = TypeVar("T")
+
+# --------------------------------------------------------------------------- reports
+
+
+@dataclass(frozen=True)
+class FeedOutcome:
+    """What one poll of one feed did (one summary line per feed in `update`)."""
+
+    name: str
+    status: str  # "ok", "not_modified", "unchanged", "error", "gone"
+    new: int = 0
+    updated: int = 0
+    entries: int = 0
+    error: str | None = None
+    error_kind: str | None = None
+    http_status: int | None = None
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        if self.status == "error" or self.status == "gone":
+            return f"{self.name}: {self.status} ({self.error_kind}) {self.error}"
+        extra = f", {self.new} new, {self.updated} updated" if self.status == "ok" else ""
+        return f"{self.name}: {self.status}{extra} [{self.seconds:.2f}s]"
+
+
+@dataclass
+class CycleReport:
+    feeds: list[FeedOutcome] = field(default_factory=list)
+    articles_done: int = 0
+    articles_failed: int = 0
+    published: list[Path] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return any(f.new or f.updated for f in self.feeds) or self.articles_done > 0
+
+
+# --------------------------------------------------------------------------- writer thread
+
+
+class Writer:
+    """Runs every store call on one thread, in submission order."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._queue: queue.Queue[tuple[Callable[[Store], Any], Future[Any]] | None] = (
+            queue.Queue()
+        )
+        self._thread = threading.Thread(target=self._run, name="aggregator-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            fn, fut = job
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn(self.store))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                fut.set_exception(exc)
+
+    def submit(self, fn: Callable[[Store], T]) -> Future[T]:
+        fut: Future[T] = Future()
+        self._queue.put((fn, fut))
+        return fut
+
+    def call(self, fn: Callable[[Store], T]) -> T:
+        return self.submit(fn).result()
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _jittered(seconds: float, fraction: float) -> float:
+    if fraction <= 0:
+        return seconds
+    return seconds * (1 + random.uniform(-fraction, fraction))
+
+
+def _extract_job(body: bytes, url: str, charset: str | None, rule: SiteRule | None) -> Article:
+    """Runs in an extraction worker process."""
+    return extract.extract_article(body, url, charset=charset, rule=rule)
+
+
+@dataclass(frozen=True)
+class _Fetched:
+    state: FeedState
+    feed: FeedConfig
+    outcome: str  # "parsed", "not_modified", "unchanged", "error"
+    result: Any = None
+    parsed: Any = None
+    entries: tuple[NewEntry, ...] = ()
+    error: AggregatorError | None = None
+    started: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Reprocessed:
+    id: int
+    word_count: int
+    title: str = ""
+
+
+class Pipeline:
+    """Owns the pools and the writer; `poll`, `process_articles` and `publish` are the verbs."""
+
+    def __init__(self, config: Config, *, processes: int | None = None) -> None:
+        self.config = config
+        s = config.settings
+        self.store = Store(s.database)
+        self.store.migrate()
+        self.writer = Writer(self.store)
+        self.fetcher = fetch.Fetcher(s)
+        self.parser = parse.ParserPool(
+            processes=max(1, processes if processes is not None else min(2, os.cpu_count() or 1)),
+            timeout=s.parse_timeout,
+            memory_mb=s.parse_memory_mb,
+        )
+        self.threads = ThreadPoolExecutor(max_workers=max(1, s.workers),
+                                          thread_name_prefix="aggregator-fetch")
+        self._extract_pool: ProcessPoolExecutor | None = None
+        self._extract_lock = threading.Lock()
+        self._publish_lock = threading.Lock()
+        self._reader: Store | None = None
+        self.stopping = threading.Event()
+        self.last_progress = time.monotonic()
+        self.writer.call(lambda st: st.sync_feeds(config.feeds, _now()))
+
+    # ----------------------------------------------------------------------- lifecycle
+
+    def reload(self, config: Config) -> None:
+        """Swap in a new configuration (already validated); feeds are synced to the store."""
+        self.config = config
+        self.writer.call(lambda st: st.sync_feeds(config.feeds, _now()))
+
+    def stop(self) -> None:
+        """Stop taking work: no new fetches start; in-flight ones are abandoned."""
+        self.stopping.set()
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.threads.shutdown(wait=False, cancel_futures=True)
+        self.fetcher.close()
+        self.writer.close()
+        self.parser.close()
+        if self._extract_pool is not None:
+            self._extract_pool.shutdown(wait=False, cancel_futures=True)
+        if self._reader is not None:
+            self._reader.close()
+        self.store.close()
+
+    @property
+    def feeds_by_name(self) -> dict[str, FeedConfig]:
+        return {f.name: f for f in self.config.feeds}
+
+    # ----------------------------------------------------------------------- polling
+
+    def due(self, *, all_feeds: bool = False, names: Iterable[str] | None = None
+            ) -> list[FeedState]:
+        if all_feeds or names is not None:
+            states = self.writer.call(lambda st: st.feed_states(names))
+            return [s for s in states if s.disabled_reason is None or names is not None]
+        return self.writer.call(lambda st: st.due_feeds(_now()))
+
+    def poll(
+        self,
+        states: Sequence[FeedState],
+        *,
+        on_done: Callable[[FeedOutcome], None] | None = None,
+    ) -> list[FeedOutcome]:
+        """Fetch and parse the given feeds concurrently; store each as it completes."""
+        feeds = self.feeds_by_name
+        futures = [
+            self.threads.submit(self._fetch_one, st, feeds[st.name])
+            for st in states
+            if st.name in feeds and not self.stopping.is_set()
+        ]
+        outcomes: list[FeedOutcome] = []
+        pending_writes: list[Future[FeedOutcome]] = []
+        for fut in as_completed(futures):
+            try:
+                fetched = fut.result()
+            except Exception as exc:  # a bug must cost one feed, never the cycle
+                log.exception("poll worker crashed: %s", exc)
+                continue
+            pending_writes.append(self.writer.submit(lambda st, f=fetched: self._write(st, f)))
+        for w in pending_writes:
+            try:
+                outcome = w.result()
+            except Exception as exc:
+                log.exception("storing a feed failed: %s", exc)
+                continue
+            outcomes.append(outcome)
+            self.last_progress = time.monotonic()
+            if on_done:
+                on_done(outcome)
+        return outcomes
+
+    def _fetch_one(self, state: FeedState, feed: FeedConfig) -> _Fetched:
+        """Runs on a fetch thread: network, parse (in the parser pool), entry preparation."""
+        started = time.monotonic()
+        if self.stopping.is_set():
+            return _Fetched(state, feed, "error", error=FetchError("stopped", "shutting down"),
+                            started=started)
+        s = self.config.settings
+        url = state.fetch_url
+        req = FetchRequest(
+            url=url,
+            kind="feed",
+            etag=state.etag,
+            last_modified=state.last_modified,
+            max_bytes=s.feed_max_bytes,
+            # The opt-in covers the configured URL only (and its recorded permanent move).
+            allow_private=feed.allow_private_network,
+        )
+        try:
+            result = self.fetcher.fetch(req)
+        except FetchError as exc:
+            return _Fetched(state, feed, "error", error=exc, started=started)
+        if result.not_modified:
+            return _Fetched(state, feed, "not_modified", result=result, started=started)
+        body_hash = _sha256(result.body)
+        if state.body_hash == body_hash:
+            # Many servers ignore conditional GET: same bytes, nothing to parse.
+            return _Fetched(state, feed, "unchanged", result=result, started=started)
+        try:
+            parsed = self.parser.parse(
+                result.body, result.final_url, content_type=result.content_type,
+                charset=result.charset, now=_now(),
+            )
+        except ParseError as exc:
+            return _Fetched(state, feed, "error", result=result, error=exc, started=started)
+        base = result.final_url
+        entries = []
+        seen: set[str] = set()
+        for pe in parsed.entries:
+            if pe.key in seen:
+                continue
+            seen.add(pe.key)
+            try:
+                entries.append(self._prepare_entry(pe, feed, base))
+            except Exception as exc:  # one odd entry must not cost the feed
+                log.warning("%s: skipped entry %r: %s", feed.name, pe.key[:80], exc)
+        return _Fetched(state, feed, "parsed", result=result, parsed=parsed,
+                        entries=tuple(entries), started=started)
+
+    def _prepare_entry(self, pe: ParsedEntry, feed: FeedConfig, base: str) -> NewEntry:
+        s = self.config.settings
+        url = clean.absolute_url(pe.url, base) if pe.url else None
+        raw_html = pe.content_html or pe.summary_html or ""
+        feed_html = clean.sanitize_html(raw_html, url or base)
+        text = clean.clean_text(clean.html_to_text(feed_html))
+        title = clean.clean_line(pe.title) or clean.clean_line(clean.summarize(text, 80))
+        title = title or "(untitled)"
+        full_text = feed.full_text if feed.full_text is not None else s.full_text
+        words = clean.word_count(text)
+        sig = dedup.signature(title, text)
+        content_hash = _sha256(
+            "\0".join([title, raw_html, pe.url or "", pe.published_raw or ""]).encode(
+                "utf-8", "replace"
+            )
+        )
+        enclosures = tuple(
+            replace(e, url=u) for e in pe.enclosures
+            if (u := clean.absolute_url(e.url, base))
+        )
+        return NewEntry(
+            key=pe.key,
+            guid=pe.guid,
+            url=url,
+            url_norm=dedup.normalize_url(url) if url else None,
+            title=title,
+            author=clean.clean_line(pe.author) or None,
+            feed_html=feed_html,
+            content_html=feed_html,
+            text=text,
+            summary=clean.summarize(text),
+            word_count=words,
+            language=pe.language or feed.language,
+            categories=tuple(c for c in (clean.clean_line(x, 200) for x in pe.categories) if c),
+            enclosures=enclosures,
+            image=None,
+            published=pe.published,
+            published_raw=pe.published_raw,
+            date_note=pe.date_note,
+            content_hash=content_hash,
+            extract_status="pending" if (full_text and url) else "skipped",
+            text_hash=dedup.text_hash(title, text),
+            signature=sig,
+            band_keys=tuple(dedup.band_keys(sig)) if sig else (),
+        )
+
+    def _matcher(self) -> Callable[[Any, Sequence[Any]], StoryMatch | None]:
+        threshold = self.config.settings.dedup_threshold
+
+        def match(e: Any, candidates: Sequence[Any]) -> StoryMatch | None:
+            return dedup.decide(
+                url_norm=e.url_norm,
+                canonical_norm=getattr(e, "canonical_norm", None),
+                text_hash=e.text_hash,
+                signature=e.signature,
+                title=e.title,
+                word_count=e.word_count,
+                candidates=candidates,
+                threshold=threshold,
+            )
+
+        return match
+
+    def _next_poll(self, feed: FeedConfig, now: datetime, *, errors: int = 0,
+                   max_age: float | None = None, ttl: float | None = None,
+                   retry_after: float | None = None) -> tuple[datetime, float]:
+        s = self.config.settings
+        base = feed.interval or s.default_interval
+        if errors:
+            # Exponential backoff on consecutive errors, capped.
+            delay = min(base * (2 ** min(errors - 1, 16)), max(s.max_backoff, base))
+        else:
+            # Cache-Control max-age and RSS <ttl> may lengthen the interval, within bounds.
+            hint = max(max_age or 0.0, ttl or 0.0)
+            delay = min(max(base, min(hint, s.max_interval)), s.max_interval)
+            delay = max(delay, min(s.min_interval, base))
+        interval = delay
+        if retry_after:
+            delay = max(delay, retry_after)
+        return now + timedelta(seconds=_jittered(delay, s.jitter)), interval
+
+    def _write(self, st: Store, f: _Fetched) -> FeedOutcome:
+        """Runs on the writer thread: one transaction for the feed."""
+        now = _now()
+        elapsed = time.monotonic() - f.started
+        s = self.config.settings
+        if f.outcome == "error":
+            err = f.error
+            assert err is not None
+            kind = getattr(err, "kind", "error")
+            status = getattr(err, "status", None)
+            retry_after = getattr(err, "retry_after", None)
+            gone = kind == "gone"
+            next_poll, _ = self._next_poll(f.feed, now, errors=f.state.consecutive_errors + 1,
+                                           retry_after=retry_after)
+            permanent = f.result.permanent_url if f.result is not None else None
+            st.record_failure(
+                f.state.id, now=now, kind=kind, message=str(err), status=status,
+                next_poll=next_poll, disable=gone,
+                retry_after_until=(now + timedelta(seconds=retry_after)) if retry_after else None,
+                permanent_url=permanent,
+            )
+            # Logged once per attempt, with the reason.
+            log.warning("%s: %s: %s", f.feed.name, kind, err)
+            return FeedOutcome(f.feed.name, "gone" if gone else "error", error=str(err),
+                               error_kind=kind, http_status=status, seconds=elapsed)
+        result = f.result
+        ttl = f.parsed.ttl if f.parsed is not None else None
+        next_poll, interval = self._next_poll(f.feed, now, max_age=result.max_age, ttl=ttl)
+        common: dict[str, Any] = dict(
+            now=now, status=result.status, next_poll=next_poll, interval=interval,
+            etag=result.etag, last_modified=result.last_modified,
+            permanent_url=result.permanent_url,
+        )
+        if f.outcome in ("not_modified", "unchanged"):
+            st.record_success(f.state.id, body_hash=None, **common)
+            return FeedOutcome(f.feed.name, f.outcome, http_status=result.status,
+                               seconds=elapsed)
+        parsed = f.parsed
+        stored = st.record_success(
+            f.state.id,
+            body_hash=_sha256(result.body),
+            title=clean.clean_line(parsed.title) or None,
+            link=parsed.link,
+            language=parsed.language,
+            format=parsed.format,
+            warnings=parsed.warnings,
+            entries=f.entries,
+            matcher=self._matcher(),
+            window_days=s.dedup_window_days,
+            **common,
+        )
+        new = sum(1 for x in stored if x.is_new)
+        changed = sum(1 for x in stored if x.changed and not x.is_new)
+        return FeedOutcome(f.feed.name, "ok", new=new, updated=changed,
+                           entries=len(stored), http_status=result.status, seconds=elapsed)
+
+    # ----------------------------------------------------------------------- articles
+
+    def _extractor(self) -> ProcessPoolExecutor:
+        with self._extract_lock:
+            if self._extract_pool is None:
+                n = self.config.settings.extract_processes or os.cpu_count() or 1
+                self._extract_pool = ProcessPoolExecutor(
+                    max_workers=max(1, n), mp_context=get_context("spawn")
+                )
+            return self._extract_pool
+
+    def _reset_extractor(self) -> None:
+        with self._extract_lock:
+            if self._extract_pool is not None:
+                self._extract_pool.shutdown(wait=False, cancel_futures=True)
+            self._extract_pool = None
+
+    def process_articles(self, budget: int | None = None) -> tuple[int, int]:
+        """Drain up to `budget` entries of the backlog (newest first). Returns (done, failed).
+        A page that cannot be fetched or extracted keeps the feed's content; the reason is
+        recorded on the entry, and the feed is not marked failing."""
+        s = self.config.settings
+        budget = s.article_budget if budget is None else budget
+        if budget <= 0 or self.stopping.is_set():
+            return 0, 0
+        backlog = self.writer.call(lambda st: st.backlog(budget))
+        if not backlog:
+            return 0, 0
+        futures = [self.threads.submit(self._article_one, b) for b in backlog]
+        done = failed = 0
+        writes: list[Future[bool]] = []
+        for fut in as_completed(futures):
+            try:
+                job = fut.result()
+            except Exception as exc:
+                log.exception("article worker crashed: %s", exc)
+                continue
+            writes.append(self.writer.submit(lambda st, j=job: self._write_article(st, j)))
+        for w in writes:
+            try:
+                ok = w.result()
+            except Exception as exc:
+                log.exception("storing an article failed: %s", exc)
+                failed += 1
+                continue
+            done += ok
+            failed += not ok
+            self.last_progress = time.monotonic()
+        return done, failed
+
+    def _article_one(self, b: Any) -> dict[str, Any]:
+        s = self.config.settings
+        feed = self.feeds_by_name.get(b.feed_name)
+        rule = feed.rule if feed else None
+        job: dict[str, Any] = {"entry": b}
+        if self.stopping.is_set():
+            job["error"] = "stopped"
+            job["retry"] = True
+            return job
+        try:
+            result = self.fetcher.fetch(FetchRequest(url=b.url, kind="page",
+                                                     max_bytes=s.page_max_bytes))
+        except FetchError as exc:
+            job["error"] = f"{exc.kind}: {exc}"
+            return job
+        job["page"] = (b.url, result.final_url, result.charset, result.body)
+        try:
+            fut = self._extractor().submit(_extract_job, result.body, result.final_url,
+                                           result.charset, rule)
+            article = fut.result(timeout=60)
+        except ExtractError as exc:
+            job["error"] = f"{exc.kind}: {exc}"
+            return job
+        except BrokenProcessPool:
+            self._reset_extractor()
+            job["error"] = "crashed: the extraction worker died on this page"
+            return job
+        except Exception as exc:  # timeouts and unexpected library errors
+            job["error"] = f"error: {type(exc).__name__}: {exc}"
+            return job
+        base = result.final_url
+        html = clean.sanitize_html(article.html, base)
+        text = clean.clean_text(clean.html_to_text(html))
+        job.update(
+            article=article, html=html, text=text, words=clean.word_count(text),
+            canonical=dedup.normalize_url(article.canonical_url) if article.canonical_url
+            else None,
+        )
+        return job
+
+    def _write_article(self, st: Store, job: dict[str, Any]) -> bool:
+        now = _now()
+        b = job["entry"]
+        if job.get("retry"):
+            return False
+        if "article" not in job:
+            st.record_article(b.id, now=now, status="failed", method=None, error=job["error"],
+                              page=None)
+            return False
+        article: Article = job["article"]
+        words = job["words"]
+        page = job.get("page")
+        if words == 0 or words < b.word_count:
+            # The feed already carries more text: never replace it by a shorter extraction.
+            st.record_article(b.id, now=now, status="feed", method=article.method,
+                              error=None, canonical_url=job["canonical"], page=page)
+            return True
+        title = b.title
+        sig = dedup.signature(title, job["text"])
+        st.record_article(
+            b.id, now=now, status="done", method=article.method, error=None,
+            content_html=job["html"], text=job["text"], summary=clean.summarize(job["text"]),
+            word_count=words, language=article.language,
+            image=clean.absolute_url(article.image, page[1] if page else None),
+            author=clean.clean_line(article.author) or None,
+            canonical_url=job["canonical"], text_hash=dedup.text_hash(title, job["text"]),
+            signature=sig, band_keys=tuple(dedup.band_keys(sig)) if sig else (), page=page,
+        )
+        st.rematch_entry(b.id, self._matcher(), now, self.config.settings.dedup_window_days,
+                         canonical_norm=job["canonical"])
+        return True
+
+    def reprocess(self, *, feed: str | None = None, since: datetime | None = None
+                  ) -> tuple[int, int]:
+        """Re-apply extraction and cleaning to stored pages, without refetching."""
+        pages = self.writer.call(lambda st: list(st.stored_pages(feed, since)))
+        feeds = self.feeds_by_name
+        done = failed = 0
+        for entry_id, url, final_url, charset, body, feed_name in pages:
+            cfg = feeds.get(feed_name)
+            base = final_url or url
+            try:
+                article = self._extractor().submit(
+                    _extract_job, body, base, charset, cfg.rule if cfg else None
+                ).result(timeout=60)
+            except Exception as exc:  # keep going: one bad page costs one entry
+                log.warning("reprocess #%d: %s", entry_id, exc)
+                failed += 1
+                continue
+            html = clean.sanitize_html(article.html, base)
+            text = clean.clean_text(clean.html_to_text(html))
+            feed_html, title = self.writer.call(
+                lambda st, i=entry_id: st.entry_feed_html(i))
+            feed_words = clean.word_count(clean.html_to_text(feed_html))
+            job = {
+                "entry": _Reprocessed(entry_id, feed_words, title),
+                "article": article, "html": html, "text": text,
+                "words": clean.word_count(text),
+                "canonical": dedup.normalize_url(article.canonical_url)
+                if article.canonical_url else None,
+                "page": None,
+            }
+            ok = self.writer.call(lambda st, j=job: self._write_article(st, j))
+            done += ok
+            failed += not ok
+        return done, failed
+
+    # ----------------------------------------------------------------------- publishing
+
+    def _read_store(self) -> Store:
+        if self._reader is None:
+            self._reader = Store(self.config.settings.database)
+        return self._reader
+
+    def output_items(self, output: OutputConfig, *, pages: int = 10,
+                     candidates: Sequence[Item] | None = None,
+                     now: datetime | None = None) -> list[Item]:
+        now = now or _now()
+        try:
+            flt = filters.compile_filter(output.filter)
+        except FilterError as exc:
+            raise AggregatorError(f"output {output.name}: {exc}") from exc
+        pool = candidates if candidates is not None else self._read_store().items(
+            limit=max(output.limit * (pages + 1), 1000))
+        kept = [i for i in pool if flt.check(i, now) is None]
+        return kept[: output.limit * (pages + 1)]
+
+    def publish(self) -> list[Path]:
+        """Render every output from the store (no refetch) and write them atomically."""
+        s = self.config.settings
+        out_dir = Path(s.output_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        now = _now()
+        written: list[Path] = []
+        with self._publish_lock:
+            store = self._read_store()
+            biggest = max((o.limit for o in self.config.outputs), default=s.combined_limit)
+            pool = store.items(limit=max(biggest * 11, 2000))
+            # Sanitised at storage, and again before output: the sanitizer always runs last.
+            pool = [replace(i, content_html=clean.sanitize_html(i.content_html, i.url))
+                    for i in pool]
+            for output in self.config.outputs:
+                try:
+                    items = self.output_items(output, candidates=pool, now=now)
+                except AggregatorError as exc:
+                    log.error("%s", exc)
+                    continue
+                written += publish.publish_output(output, items, out_dir, base_url=s.base_url,
+                                                  now=now)
+            publish.write_index(self.config.outputs, out_dir, base_url=s.base_url)
+        return written
+
+    # ----------------------------------------------------------------------- cycle
+
+    def run_cycle(
+        self,
+        *,
+        all_feeds: bool = False,
+        names: Iterable[str] | None = None,
+        on_done: Callable[[FeedOutcome], None] | None = None,
+        on_start: Callable[[int], None] | None = None,
+        articles: bool = True,
+    ) -> CycleReport:
+        report = CycleReport()
+        states = self.due(all_feeds=all_feeds, names=names)
+        if on_start:
+            on_start(len(states))
+        report.feeds = self.poll(states, on_done=on_done)
+        if articles and self.config.settings.full_text:
+            report.articles_done, report.articles_failed = self.process_articles()
+        report.published = self.publish()
+        return report
+
+
+def discover_feed(config: Config, url: str) -> tuple[str, str | None]:
+    """The feed URL for `url`: the URL itself when it serves a feed, else the first feed its
+    HTML page announces with <link rel="alternate">. Returns (feed_url, title)."""
+    fetcher = fetch.Fetcher(config.settings)
+    try:
+        res = fetcher.fetch(FetchRequest(url=url, max_bytes=config.settings.feed_max_bytes))
+        try:
+            parsed = parse.parse_feed(res.body, res.final_url, content_type=res.content_type,
+                                      charset=res.charset)
+            return res.final_url, parsed.title
+        except ParseError:
+            pass
+        found = extract.discover_feeds(res.body, res.final_url, charset=res.charset)
+        if not found:
+            raise AggregatorError(f"{url}: not a feed, and the page announces no feed")
+        feed_url, title = found[0]
+        res2 = fetcher.fetch(FetchRequest(url=feed_url, max_bytes=config.settings.feed_max_bytes))
+        parsed = parse.parse_feed(res2.body, res2.final_url, content_type=res2.content_type,
+                                  charset=res2.charset)
+        return res2.final_url, parsed.title or title
+    finally:
+        fetcher.close()

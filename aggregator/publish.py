@@ -1,0 +1,730 @@
+"""Render outputs as Atom 1.0, RSS 2.0 and JSON Feed 1.1 files, with RFC 5005 archives.
+
+Only the standard library is used: markup is built by hand with strict escaping.
+
+Text hygiene: every string that reaches XML, HTML or JSON first loses the characters XML 1.0
+forbids (C0 controls except tab/newline/CR, lone surrogates, U+FFFE/U+FFFF) and C1 controls,
+which are never meaningful in news text and are invalid in HTML. Titles and other text fields
+are always escaped text, never markup; content HTML (already sanitised by the pipeline) is
+published as escaped text too (Atom ``type="html"``, RSS ``content:encoded``), never raw.
+
+Archives (RFC 5005 archived feeds): the current document of an output holds its newest
+``output.limit`` items (newest ``published`` first). Older items go to archive pages
+``<name>-archive-<n>.<fmt>`` of ``output.limit`` items each, filled from the OLDEST item:
+page 1 holds the oldest items and only the newest page is partial, so when new items arrive
+earlier pages keep their bytes (only the newest page, and the one before it when a page is
+added, change). This holds when the caller passes every item of the output: with a sliding
+window the oldest item moves and pages renumber. Only the newest ``archive_pages`` pages are
+written (their numbers unchanged); other ``<name>-archive-<n>.<fmt>`` files are removed.
+
+Files are written atomically and only when their bytes change, with their mtime set to the
+newest item's ``updated`` so the server's Last-Modified follows the newest item (or to the
+publish time when the bytes changed without a newer item, so Last-Modified still advances).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import html
+import json
+import mimetypes
+import os
+import re
+import tempfile
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+from aggregator import __version__
+from aggregator.errors import PublishError
+from aggregator.models import ArchiveLinks, Item, Outlet, OutputConfig
+
+ATOM_NS = "http://www.w3.org/2005/Atom"
+FH_NS = "http://purl.org/syndication/history/1.0"
+MEDIA_NS = "http://search.yahoo.com/mrss/"
+CONTENT_NS = "http://purl.org/rss/1.0/modules/content/"
+DC_NS = "http://purl.org/dc/elements/1.1/"
+JSONFEED_VERSION = "https://jsonfeed.org/version/1.1"
+GENERATOR = "aggregator"
+
+FORMATS = ("atom", "rss", "json")
+MEDIA_TYPES = {
+    "atom": "application/atom+xml",
+    "rss": "application/rss+xml",
+    "json": "application/feed+json",
+}
+FORMAT_LABELS = {"atom": "Atom", "rss": "RSS", "json": "JSON Feed"}
+
+# Characters XML 1.0 forbids, plus C1 controls (allowed by XML but invalid in HTML).
+_INVALID = re.compile("[^\t\n\r\x20-\x7e\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_ARCHIVE_SUFFIX = re.compile(r"-archive-\d+$")
+_LANG_TAG = re.compile(r"[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*")
+_XML_TEXT = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
+_XML_ATTR = str.maketrans(
+    {
+        "&": "&amp;",
+        "<": "&lt;",
+        ">": "&gt;",
+        '"': "&quot;",
+        "\r": "&#13;",
+        "\n": "&#10;",
+        "\t": "&#9;",
+    }
+)
+
+
+# --------------------------------------------------------------------------- text helpers
+
+
+def clean_text(text: str) -> str:
+    """``text`` without characters that are invalid in XML 1.0 (and C1 controls)."""
+    return _INVALID.sub("", text)
+
+
+def _t(text: str) -> str:
+    """Escaped XML element text."""
+    return clean_text(text).translate(_XML_TEXT)
+
+
+def _a(text: str) -> str:
+    """Escaped XML attribute value (for use inside double quotes)."""
+    return clean_text(text).translate(_XML_ATTR)
+
+
+def _h(text: str) -> str:
+    """Escaped HTML text or attribute value."""
+    return html.escape(clean_text(text), quote=True)
+
+
+def _http(url: str | None) -> str | None:
+    """``url`` when it is an absolute http(s) URL, else None (no javascript: or data: links)."""
+    if not url:
+        return None
+    url = clean_text(url).strip()
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return None
+    return url
+
+
+def _utc(dt: datetime) -> datetime:
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).replace(microsecond=0)
+
+
+def rfc3339(dt: datetime) -> str:
+    d = _utc(dt)
+    return f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{d.hour:02d}:{d.minute:02d}:{d.second:02d}Z"
+
+
+def rfc822(dt: datetime) -> str:
+    return email.utils.format_datetime(_utc(dt), usegmt=True)
+
+
+def _lang(tag: str | None) -> str | None:
+    if tag and _LANG_TAG.fullmatch(tag.replace("_", "-")):
+        return tag.replace("_", "-")
+    return None
+
+
+def _file_url(base_url: str, name: str) -> str:
+    return base_url.rstrip("/") + "/" + quote(name)
+
+
+def _home_url(base_url: str) -> str:
+    return base_url if base_url.endswith("/") else base_url + "/"
+
+
+def _categories(item: Item) -> list[str]:
+    seen: dict[str, None] = {}
+    for c in item.categories:
+        c = clean_text(c).strip()
+        if c:
+            seen.setdefault(c, None)
+    return list(seen)
+
+
+def _guess_type(url: str) -> str | None:
+    return mimetypes.guess_type(urlsplit(url).path)[0]
+
+
+def also_reported_html(outlets: Sequence[Outlet]) -> str:
+    """The "Also reported by" paragraph for a story's other outlets ("" when none)."""
+    parts = []
+    for outlet in outlets:
+        title = _h(outlet.title.strip() or outlet.feed_name)
+        href = _http(outlet.url)
+        label = f'<a href="{_h(href)}">{title}</a>' if href else title
+        parts.append(f"{label} ({_utc(outlet.published):%Y-%m-%d %H:%M} UTC)")
+    if not parts:
+        return ""
+    return "<p>Also reported by: " + ", ".join(parts) + "</p>"
+
+
+def content_html(item: Item) -> str:
+    """The HTML published as an item's content: its content (or summary) and outlets."""
+    body = item.content_html.strip()
+    if not body and item.summary.strip():
+        body = f"<p>{_h(item.summary.strip())}</p>"
+    return clean_text(body + also_reported_html(item.outlets))
+
+
+def _newest(items: Sequence[Item]) -> datetime | None:
+    return max((_utc(i.updated) for i in items), default=None)
+
+
+def _feed_updated(items: Sequence[Item], now: datetime) -> datetime:
+    # The newest item, not the clock: re-rendering unchanged items gives identical bytes.
+    return _newest(items) or _utc(now)
+
+
+def _self_url(output: OutputConfig, fmt: str, base_url: str, archive: ArchiveLinks | None) -> str:
+    if archive is not None and archive.page:
+        return archive.page
+    return _file_url(base_url, f"{output.name}.{fmt}")
+
+
+# --------------------------------------------------------------------------- Atom
+
+
+def _atom_entry(item: Item) -> list[str]:
+    lang = _lang(item.language)
+    out = [f'<entry xml:lang="{_a(lang)}">' if lang else "<entry>"]
+    out.append(f"<id>{_t(item.uid)}</id>")
+    out.append(f'<title type="text">{_t(item.title)}</title>')
+    url = _http(item.url)
+    if url:
+        out.append(f'<link rel="alternate" type="text/html" href="{_a(url)}"/>')
+    for enc in item.enclosures:
+        href = _http(enc.url)
+        if not href:
+            continue
+        attrs = f'rel="enclosure" href="{_a(href)}"'
+        if enc.type:
+            attrs += f' type="{_a(enc.type)}"'
+        if enc.length is not None and enc.length >= 0:
+            attrs += f' length="{enc.length}"'
+        out.append(f"<link {attrs}/>")
+    if item.author and clean_text(item.author).strip():
+        out.append(f"<author><name>{_t(item.author.strip())}</name></author>")
+    out.append(f"<published>{rfc3339(item.published)}</published>")
+    out.append(f"<updated>{rfc3339(item.updated)}</updated>")
+    for term in _categories(item):
+        out.append(f'<category term="{_a(term)}"/>')
+    image = _http(item.image)
+    if image:
+        out.append(f'<media:thumbnail url="{_a(image)}"/>')
+    if item.summary.strip():
+        out.append(f'<summary type="text">{_t(item.summary.strip())}</summary>')
+    out.append(f'<content type="html">{_t(content_html(item))}</content>')
+    # The outlet: its author stands in for the entry's when the item has none (RFC 4287
+    # requires an author per entry, in the entry, the feed or the entry's source).
+    out.append("<source>")
+    out.append(f"<id>{_t(item.feed_url)}</id>")
+    out.append(f'<title type="text">{_t(item.feed_title or item.feed_name)}</title>')
+    feed_url = _http(item.feed_url)
+    if feed_url:
+        out.append(f'<link rel="self" href="{_a(feed_url)}"/>')
+    feed_link = _http(item.feed_link)
+    if feed_link:
+        out.append(f'<link rel="alternate" type="text/html" href="{_a(feed_link)}"/>')
+    out.append(f"<author><name>{_t(item.feed_title or item.feed_name)}</name></author>")
+    out.append("</source>")
+    out.append("</entry>")
+    return out
+
+
+def render_atom(
+    output: OutputConfig,
+    items: Sequence[Item],
+    *,
+    base_url: str,
+    now: datetime,
+    archive: ArchiveLinks | None = None,
+) -> bytes:
+    """An Atom 1.0 document of ``items`` (in the given order); RFC 5005 links from ``archive``."""
+    self_url = _self_url(output, "atom", base_url, archive)
+    feed_id = archive.current if archive is not None else self_url
+    out = [
+        '<?xml version="1.0" encoding="utf-8"?>',
+        f'<feed xmlns="{ATOM_NS}" xmlns:fh="{FH_NS}" xmlns:media="{MEDIA_NS}">',
+        f"<id>{_t(feed_id)}</id>",
+        f'<title type="text">{_t(output.title)}</title>',
+    ]
+    if output.description.strip():
+        out.append(f'<subtitle type="text">{_t(output.description.strip())}</subtitle>')
+    out.append(f"<updated>{rfc3339(_feed_updated(items, now))}</updated>")
+    out.append(f'<link rel="self" type="application/atom+xml" href="{_a(self_url)}"/>')
+    out.append(f'<link rel="alternate" type="text/html" href="{_a(_home_url(base_url))}"/>')
+    out.extend(_atom_archive_links(archive))
+    out.append(f'<generator version="{_a(__version__)}">{GENERATOR}</generator>')
+    for item in items:
+        out.extend(_atom_entry(item))
+    out.append("</feed>")
+    return ("\n".join(out) + "\n").encode("utf-8")
+
+
+def _atom_archive_links(archive: ArchiveLinks | None, prefix: str = "") -> list[str]:
+    """RFC 5005 links (``prefix`` is "atom:" inside RSS) and fh:archive for archive pages."""
+    if archive is None:
+        return []
+    out = []
+    if archive.page:
+        out.append("<fh:archive/>")
+        out.append(f'<{prefix}link rel="current" href="{_a(archive.current)}"/>')
+    if archive.prev_archive:
+        out.append(f'<{prefix}link rel="prev-archive" href="{_a(archive.prev_archive)}"/>')
+    if archive.next_archive:
+        out.append(f'<{prefix}link rel="next-archive" href="{_a(archive.next_archive)}"/>')
+    return out
+
+
+# --------------------------------------------------------------------------- RSS
+
+
+def _rss_item(item: Item) -> list[str]:
+    out = ["<item>", f"<title>{_t(item.title)}</title>"]
+    url = _http(item.url)
+    if url:
+        out.append(f"<link>{_t(url)}</link>")
+    out.append(f'<guid isPermaLink="false">{_t(item.uid)}</guid>')
+    out.append(f"<pubDate>{rfc822(item.published)}</pubDate>")
+    out.append(f"<atom:updated>{rfc3339(item.updated)}</atom:updated>")
+    if item.author and clean_text(item.author).strip():
+        # RSS <author> must be an e-mail address; a name goes to dc:creator.
+        out.append(f"<dc:creator>{_t(item.author.strip())}</dc:creator>")
+    for term in _categories(item):
+        out.append(f"<category>{_t(term)}</category>")
+    body = content_html(item)
+    summary = item.summary.strip()
+    description = f"<p>{_h(summary)}</p>" if summary else body
+    out.append(f"<description>{_t(description)}</description>")
+    out.append(f"<content:encoded>{_t(body)}</content:encoded>")
+    # RSS allows one enclosure per item, and requires its length and type.
+    for enc in item.enclosures:
+        href = _http(enc.url)
+        if href:
+            length = enc.length if enc.length is not None and enc.length >= 0 else 0
+            mime = enc.type or _guess_type(href) or "application/octet-stream"
+            out.append(f'<enclosure url="{_a(href)}" length="{length}" type="{_a(mime)}"/>')
+            break
+    image = _http(item.image)
+    if image:
+        out.append(f'<media:thumbnail url="{_a(image)}"/>')
+    feed_url = _http(item.feed_url)
+    source_title = _t(item.feed_title or item.feed_name)
+    if feed_url:
+        out.append(f'<source url="{_a(feed_url)}">{source_title}</source>')
+    out.append("</item>")
+    return out
+
+
+def render_rss(
+    output: OutputConfig,
+    items: Sequence[Item],
+    *,
+    base_url: str,
+    now: datetime,
+    archive: ArchiveLinks | None = None,
+) -> bytes:
+    """An RSS 2.0 document of ``items``; RFC 5005 links as atom:link from ``archive``."""
+    self_url = _self_url(output, "rss", base_url, archive)
+    updated = _feed_updated(items, now)
+    published = max((_utc(i.published) for i in items), default=updated)
+    out = [
+        '<?xml version="1.0" encoding="utf-8"?>',
+        f'<rss version="2.0" xmlns:atom="{ATOM_NS}" xmlns:content="{CONTENT_NS}" '
+        f'xmlns:dc="{DC_NS}" xmlns:fh="{FH_NS}" xmlns:media="{MEDIA_NS}">',
+        "<channel>",
+        f"<title>{_t(output.title)}</title>",
+        f"<link>{_t(_home_url(base_url))}</link>",
+        f"<description>{_t(output.description.strip() or output.title)}</description>",
+        f'<atom:link rel="self" type="application/rss+xml" href="{_a(self_url)}"/>',
+        *_atom_archive_links(archive, prefix="atom:"),
+        f"<pubDate>{rfc822(published)}</pubDate>",
+        f"<lastBuildDate>{rfc822(updated)}</lastBuildDate>",
+        f"<generator>{GENERATOR} {_t(__version__)}</generator>",
+        "<docs>https://www.rssboard.org/rss-specification</docs>",
+    ]
+    for item in items:
+        out.extend(_rss_item(item))
+    out.append("</channel>")
+    out.append("</rss>")
+    return ("\n".join(out) + "\n").encode("utf-8")
+
+
+# --------------------------------------------------------------------------- JSON Feed
+
+
+def _json_clean(value: object) -> object:
+    """Apply text hygiene to every string of a JSON value (lone surrogates cannot be UTF-8)."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {k: _json_clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_clean(v) for v in value]
+    return value
+
+
+def _json_item(item: Item) -> dict[str, object]:
+    entry: dict[str, object] = {"id": item.uid}
+    url = _http(item.url)
+    if url:
+        entry["url"] = url
+    entry["title"] = item.title
+    body = content_html(item)
+    if body:
+        entry["content_html"] = body
+    else:
+        entry["content_text"] = item.summary or item.title
+    if item.summary.strip():
+        entry["summary"] = item.summary.strip()
+    image = _http(item.image)
+    if image:
+        entry["image"] = image
+    entry["date_published"] = rfc3339(item.published)
+    entry["date_modified"] = rfc3339(item.updated)
+    feed_link = _http(item.feed_link)
+    if item.author and clean_text(item.author).strip():
+        entry["authors"] = [{"name": item.author.strip()}]
+    else:
+        outlet: dict[str, object] = {"name": item.feed_title or item.feed_name}
+        if feed_link:
+            outlet["url"] = feed_link
+        entry["authors"] = [outlet]
+    tags = _categories(item)
+    if tags:
+        entry["tags"] = tags
+    lang = _lang(item.language)
+    if lang:
+        entry["language"] = lang
+    attachments = []
+    for enc in item.enclosures:
+        href = _http(enc.url)
+        if href:
+            att: dict[str, object] = {
+                "url": href,
+                "mime_type": enc.type or _guess_type(href) or "application/octet-stream",
+            }
+            if enc.length is not None and enc.length >= 0:
+                att["size_in_bytes"] = enc.length
+            attachments.append(att)
+    if attachments:
+        entry["attachments"] = attachments
+    source: dict[str, object] = {"id": item.feed_name, "title": item.feed_title or item.feed_name}
+    if _http(item.feed_url):
+        source["feed_url"] = item.feed_url
+    if feed_link:
+        source["home_page_url"] = feed_link
+    entry["_source"] = source
+    return entry
+
+
+def render_json(
+    output: OutputConfig,
+    items: Sequence[Item],
+    *,
+    base_url: str,
+    now: datetime,
+    archive: ArchiveLinks | None = None,
+) -> bytes:
+    """A JSON Feed 1.1 document of ``items``. ``next_url`` points to the next OLDER archive
+    page (JSON Feed pagination); ``_archive`` carries the RFC 5005 links."""
+    feed: dict[str, object] = {
+        "version": JSONFEED_VERSION,
+        "title": output.title,
+        "home_page_url": _home_url(base_url),
+        "feed_url": _self_url(output, "json", base_url, archive),
+    }
+    if output.description.strip():
+        feed["description"] = output.description.strip()
+    if archive is not None:
+        if archive.prev_archive:
+            feed["next_url"] = archive.prev_archive
+        ext: dict[str, object] = {"current": archive.current, "archive": bool(archive.page)}
+        if archive.prev_archive:
+            ext["prev_archive"] = archive.prev_archive
+        if archive.next_archive:
+            ext["next_archive"] = archive.next_archive
+        feed["_archive"] = ext
+    feed["_aggregator"] = {
+        "generator": f"{GENERATOR} {__version__}",
+        "updated": rfc3339(_feed_updated(items, now)),
+    }
+    feed["items"] = [_json_item(item) for item in items]
+    text = json.dumps(_json_clean(feed), ensure_ascii=False, indent=1)
+    return (text + "\n").encode("utf-8")
+
+
+Renderer = Callable[..., bytes]
+RENDERERS: dict[str, Renderer] = {"atom": render_atom, "rss": render_rss, "json": render_json}
+
+
+# --------------------------------------------------------------------------- files
+
+
+def write_atomic(path: Path, data: bytes, mtime: float | None = None) -> bool:
+    """Write ``data`` to ``path`` through a temporary file in the same directory (fsync,
+    rename, fsync of the directory). Returns False, writing nothing, when ``path`` already
+    holds exactly ``data``. ``mtime`` (seconds since the epoch) is set on the new file."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return False
+    except FileNotFoundError:
+        pass
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp_name, 0o644)  # mkstemp's 0600 would hide the file from a web server
+        if mtime is not None:
+            os.utime(tmp_name, (mtime, mtime))
+        os.replace(tmp_name, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+    return True
+
+
+def _publish_file(
+    path: Path,
+    render: Callable[[datetime], bytes],
+    newest: datetime | None,
+    now: datetime,
+) -> bool:
+    """Render and write one document; ``render`` takes the clock used for an empty feed."""
+    try:
+        old_mtime: float | None = path.stat().st_mtime
+    except FileNotFoundError:
+        old_mtime = None
+    now_ts = float(int(_utc(now).timestamp()))
+    if newest is None and old_mtime is not None:
+        # An empty feed is dated by the clock: re-render it with the date it was written
+        # with (its mtime) so an unchanged empty feed is not rewritten every cycle.
+        same = render(datetime.fromtimestamp(old_mtime, UTC))
+        try:
+            if path.read_bytes() == same:
+                return False
+        except FileNotFoundError:
+            pass
+    data = render(datetime.fromtimestamp(now_ts, UTC))
+    mtime = newest.timestamp() if newest is not None else now_ts
+    if old_mtime is not None and mtime <= old_mtime:
+        # Changed bytes must move Last-Modified forward, or If-Modified-Since clients miss
+        # the change (an item dropped or updated without a newer item).
+        try:
+            changed = path.read_bytes() != data
+        except FileNotFoundError:
+            changed = True
+        if changed:
+            mtime = max(now_ts, old_mtime + 1)
+    return write_atomic(path, data, mtime)
+
+
+def _check_name(name: str) -> None:
+    # A name ending in -archive-<n> would collide with another output's archive pages (and
+    # be deleted as stale); a path separator or leading dot would escape or hide the file.
+    if (
+        not name
+        or "/" in name
+        or "\\" in name
+        or name.startswith(".")
+        or _ARCHIVE_SUFFIX.search(name)
+    ):
+        raise PublishError(
+            f"output name {name!r} cannot be published: it must be a plain file name, "
+            "not starting with a dot nor ending in -archive-<number>"
+        )
+
+
+def _archive_name(name: str, number: int, fmt: str) -> str:
+    return f"{name}-archive-{number}.{fmt}"
+
+
+def _order_key(item: Item) -> tuple[datetime, str]:
+    return (_utc(item.published), item.uid)
+
+
+def publish_output(
+    output: OutputConfig,
+    items: Sequence[Item],
+    out_dir: Path,
+    *,
+    base_url: str,
+    now: datetime,
+    archive_pages: int = 10,
+) -> list[Path]:
+    """Write ``<name>.<fmt>`` for each of the output's formats with its newest ``output.limit``
+    items, and archive pages of the older ones (see the module docstring); remove stale
+    archive files and files of formats the output no longer has. Pass every item of the
+    output, in any order. Returns the files whose bytes changed."""
+    _check_name(output.name)
+    for fmt in output.formats:
+        if fmt not in RENDERERS:
+            raise PublishError(
+                f"output {output.name!r}: unknown format {fmt!r} (expected one of {', '.join(FORMATS)})"
+            )
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    size = max(1, output.limit)
+    newest_first = sorted(items, key=_order_key, reverse=True)
+    current = newest_first[:size]
+    oldest_first = newest_first[size:][::-1]
+    pages = [oldest_first[i : i + size] for i in range(0, len(oldest_first), size)]
+    numbered = list(enumerate(pages, start=1))
+    numbered = numbered[len(numbered) - archive_pages :] if archive_pages > 0 else []
+    numbers = [n for n, _ in numbered]
+
+    written: list[Path] = []
+    keep: set[str] = set()
+    for fmt in output.formats:
+        render = RENDERERS[fmt]
+        current_url = _file_url(base_url, f"{output.name}.{fmt}")
+
+        def page_url(n: int, fmt: str = fmt) -> str:
+            return _file_url(base_url, _archive_name(output.name, n, fmt))
+
+        docs: list[tuple[str, list[Item], ArchiveLinks]] = [
+            (
+                f"{output.name}.{fmt}",
+                current,
+                ArchiveLinks(current_url, prev_archive=page_url(numbers[-1]) if numbers else None),
+            )
+        ]
+        for n, page in numbered:
+            links = ArchiveLinks(
+                current_url,
+                prev_archive=page_url(n - 1) if n - 1 in numbers else None,
+                next_archive=page_url(n + 1) if n + 1 in numbers else None,
+                page=page_url(n),
+            )
+            docs.append((_archive_name(output.name, n, fmt), page[::-1], links))
+
+        for file_name, doc_items, links in docs:
+            keep.add(file_name)
+            path = out_dir / file_name
+
+            def render_doc(
+                clock: datetime,
+                doc_items: list[Item] = doc_items,
+                links: ArchiveLinks = links,
+                render: Renderer = render,
+            ) -> bytes:
+                return render(output, doc_items, base_url=base_url, now=clock, archive=links)
+
+            if _publish_file(path, render_doc, _newest(doc_items), now):
+                written.append(path)
+
+    own = re.compile(re.escape(output.name) + r"(?:-archive-\d+)?\.(?:atom|rss|json)")
+    for path in out_dir.iterdir():
+        if own.fullmatch(path.name) and path.name not in keep:
+            path.unlink(missing_ok=True)
+    return written
+
+
+# --------------------------------------------------------------------------- index and OPML
+
+
+def _preferred_format(output: OutputConfig) -> str | None:
+    for fmt in FORMATS:
+        if fmt in output.formats:
+            return fmt
+    return None
+
+
+def render_index(outputs: Sequence[OutputConfig], *, base_url: str, title: str) -> bytes:
+    """index.html: every output with a link per format and autodiscovery links. Polyglot
+    markup (void elements self-closed, no named entities) so it also parses as XML."""
+    head = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8"/>',
+        '<meta name="viewport" content="width=device-width, initial-scale=1"/>',
+        f"<title>{_h(title)}</title>",
+    ]
+    body = ["<body>", f"<h1>{_h(title)}</h1>"]
+    if outputs:
+        body.append("<ul>")
+    for output in outputs:
+        links = []
+        for fmt in output.formats:
+            if fmt not in MEDIA_TYPES:
+                continue
+            href = _h(_file_url(base_url, f"{output.name}.{fmt}"))
+            label = FORMAT_LABELS[fmt]
+            head.append(
+                f'<link rel="alternate" type="{MEDIA_TYPES[fmt]}" '
+                f'title="{_h(output.title)} ({label})" href="{href}"/>'
+            )
+            links.append(f'<a href="{href}" type="{MEDIA_TYPES[fmt]}">{label}</a>')
+        line = f"<li><strong>{_h(output.title)}</strong>"
+        if output.description.strip():
+            line += f" \u2014 {_h(output.description.strip())}"
+        body.append(line + ": " + " | ".join(links) + "</li>")
+    if outputs:
+        body.append("</ul>")
+    else:
+        body.append("<p>No outputs are configured.</p>")
+    opml = _h(_file_url(base_url, "outputs.opml"))
+    body.append(f'<p><a href="{opml}" type="text/x-opml">All feeds as OPML</a></p>')
+    body.append("</body>")
+    doc = head + ["</head>"] + body + ["</html>"]
+    return ("\n".join(doc) + "\n").encode("utf-8")
+
+
+def render_opml(outputs: Sequence[OutputConfig], *, base_url: str, title: str) -> bytes:
+    """OPML 2.0: one outline per output, pointing at its preferred format (Atom, RSS, JSON),
+    so that importing it subscribes once to each output."""
+    out = [
+        '<?xml version="1.0" encoding="utf-8"?>',
+        '<opml version="2.0">',
+        f"<head><title>{_t(title)}</title></head>",
+        "<body>",
+    ]
+    for output in outputs:
+        fmt = _preferred_format(output)
+        if fmt is None:
+            continue
+        attrs = (
+            f'type="rss" text="{_a(output.title)}" title="{_a(output.title)}" '
+            f'xmlUrl="{_a(_file_url(base_url, f"{output.name}.{fmt}"))}" '
+            f'htmlUrl="{_a(_home_url(base_url))}"'
+        )
+        if output.description.strip():
+            attrs += f' description="{_a(output.description.strip())}"'
+        out.append(f"<outline {attrs}/>")
+    out.append("</body>")
+    out.append("</opml>")
+    return ("\n".join(out) + "\n").encode("utf-8")
+
+
+def write_index(
+    outputs: Sequence[OutputConfig],
+    out_dir: Path,
+    *,
+    base_url: str,
+    title: str = "aggregator",
+) -> None:
+    """Write ``index.html`` and ``outputs.opml`` (each only when its bytes change)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(out_dir / "index.html", render_index(outputs, base_url=base_url, title=title))
+    write_atomic(out_dir / "outputs.opml", render_opml(outputs, base_url=base_url, title=title))

@@ -1,0 +1,1084 @@
+"""SQLite storage: the only module that touches the database (through sqlite-utils).
+
+The schema is a public contract documented in docs/schema.md. Downstream tools read the
+`items`, `feed_health` and `story_outlets` views while the daemon writes: the database runs in
+WAL mode, so readers never block the writer and the writer never blocks readers.
+
+Writes happen on one thread (the pipeline's writer); each feed's results are one short
+transaction. Migrations are ordered and applied automatically at open.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from .errors import StoreError
+from .models import Candidate, Enclosure, FeedConfig, Item, Outlet
+
+# --------------------------------------------------------------------------- time helpers
+
+
+def ts(dt: datetime | None) -> str | None:
+    """UTC ISO 8601 with a Z, second precision: sortable as text."""
+    if dt is None:
+        return None
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_ts(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+# --------------------------------------------------------------------------- migrations
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "initial schema",
+        """
+CREATE TABLE feeds (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    url TEXT NOT NULL,
+    effective_url TEXT,
+    title TEXT,
+    link TEXT,
+    language TEXT,
+    tags TEXT NOT NULL DEFAULT '[]',
+    format TEXT,
+    active INTEGER NOT NULL DEFAULT 1,
+    disabled_reason TEXT,
+    etag TEXT,
+    last_modified TEXT,
+    body_hash TEXT,
+    interval REAL,
+    last_attempt TEXT,
+    last_success TEXT,
+    last_status INTEGER,
+    consecutive_errors INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    last_error_kind TEXT,
+    next_poll TEXT,
+    retry_after_until TEXT,
+    warnings TEXT NOT NULL DEFAULT '[]',
+    created TEXT NOT NULL
+);
+CREATE TABLE stories (
+    id INTEGER PRIMARY KEY,
+    representative_id INTEGER,
+    first_seen TEXT NOT NULL,
+    updated TEXT NOT NULL,
+    entry_count INTEGER NOT NULL DEFAULT 0,
+    outlet_count INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE entries (
+    id INTEGER PRIMARY KEY,
+    feed_id INTEGER NOT NULL REFERENCES feeds(id),
+    key TEXT NOT NULL,
+    guid TEXT,
+    url TEXT,
+    url_norm TEXT,
+    canonical_url TEXT,
+    title TEXT NOT NULL,
+    author TEXT,
+    feed_html TEXT,
+    content_html TEXT NOT NULL,
+    text TEXT NOT NULL,
+    summary TEXT NOT NULL DEFAULT '',
+    word_count INTEGER NOT NULL DEFAULT 0,
+    language TEXT,
+    categories TEXT NOT NULL DEFAULT '[]',
+    enclosures TEXT NOT NULL DEFAULT '[]',
+    image TEXT,
+    published TEXT NOT NULL,
+    published_raw TEXT,
+    date_note TEXT,
+    updated TEXT NOT NULL,
+    first_seen TEXT NOT NULL,
+    last_seen TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    extract_status TEXT NOT NULL,
+    extract_method TEXT,
+    extract_error TEXT,
+    extracted_at TEXT,
+    text_hash TEXT,
+    signature BLOB,
+    story_id INTEGER REFERENCES stories(id),
+    match_reason TEXT,
+    match_score REAL,
+    UNIQUE (feed_id, key)
+);
+CREATE INDEX entries_published ON entries(published);
+CREATE INDEX entries_feed_published ON entries(feed_id, published);
+CREATE INDEX entries_url_norm ON entries(url_norm);
+CREATE INDEX entries_canonical ON entries(canonical_url);
+CREATE INDEX entries_text_hash ON entries(text_hash);
+CREATE INDEX entries_story ON entries(story_id);
+CREATE INDEX entries_backlog ON entries(first_seen) WHERE extract_status = 'pending';
+CREATE TABLE entry_bands (
+    band_key INTEGER NOT NULL,
+    entry_id INTEGER NOT NULL,
+    PRIMARY KEY (band_key, entry_id)
+) WITHOUT ROWID;
+CREATE INDEX entry_bands_entry ON entry_bands(entry_id);
+CREATE TABLE pages (
+    entry_id INTEGER PRIMARY KEY REFERENCES entries(id),
+    url TEXT NOT NULL,
+    final_url TEXT,
+    fetched_at TEXT NOT NULL,
+    charset TEXT,
+    body BLOB NOT NULL
+);
+CREATE VIRTUAL TABLE entries_fts USING fts5(
+    title, text, content='entries', content_rowid='id', tokenize='trigram'
+);
+CREATE TRIGGER entries_fts_ai AFTER INSERT ON entries BEGIN
+    INSERT INTO entries_fts(rowid, title, text) VALUES (new.id, new.title, new.text);
+END;
+CREATE TRIGGER entries_fts_ad AFTER DELETE ON entries BEGIN
+    INSERT INTO entries_fts(entries_fts, rowid, title, text)
+    VALUES ('delete', old.id, old.title, old.text);
+END;
+CREATE TRIGGER entries_fts_au AFTER UPDATE OF title, text ON entries BEGIN
+    INSERT INTO entries_fts(entries_fts, rowid, title, text)
+    VALUES ('delete', old.id, old.title, old.text);
+    INSERT INTO entries_fts(rowid, title, text) VALUES (new.id, new.title, new.text);
+END;
+CREATE VIEW items AS
+SELECT
+    e.id AS id,
+    f.name AS feed_name,
+    COALESCE(f.title, f.name) AS feed_title,
+    e.title AS title,
+    e.url AS url,
+    e.author AS author,
+    e.published AS published,
+    e.updated AS updated,
+    e.text AS text,
+    e.content_html AS content_html,
+    e.summary AS summary,
+    e.word_count AS word_count,
+    COALESCE(e.language, f.language) AS language,
+    e.categories AS categories,
+    e.guid AS guid,
+    e.first_seen AS first_seen,
+    e.extract_status AS extract_status,
+    e.story_id AS story_id,
+    e.match_reason AS match_reason,
+    e.match_score AS match_score
+FROM entries e JOIN feeds f ON f.id = e.feed_id;
+CREATE VIEW feed_health AS
+SELECT
+    f.name AS name,
+    f.url AS url,
+    f.effective_url AS effective_url,
+    f.active AS active,
+    f.disabled_reason AS disabled_reason,
+    f.last_attempt AS last_attempt,
+    f.last_success AS last_success,
+    f.last_status AS last_status,
+    f.consecutive_errors AS consecutive_errors,
+    f.last_error AS last_error,
+    f.last_error_kind AS last_error_kind,
+    f.next_poll AS next_poll,
+    f.interval AS interval,
+    (SELECT COUNT(*) FROM entries e WHERE e.feed_id = f.id) AS entries,
+    (SELECT MAX(e.published) FROM entries e WHERE e.feed_id = f.id) AS newest_entry,
+    (SELECT ROUND(AVG(CASE WHEN r.extract_status = 'done' THEN 1.0 ELSE 0.0 END), 3)
+       FROM (SELECT extract_status FROM entries e
+             WHERE e.feed_id = f.id AND e.extract_status IN ('done', 'failed', 'feed')
+             ORDER BY e.first_seen DESC LIMIT 50) r) AS extracted_share,
+    (SELECT CAST(AVG(m.word_count) AS INTEGER) FROM (
+        SELECT w.word_count, ROW_NUMBER() OVER (ORDER BY w.word_count) AS rn,
+               COUNT(*) OVER () AS cnt
+        FROM (SELECT word_count FROM entries e
+              WHERE e.feed_id = f.id AND e.extract_status = 'done'
+              ORDER BY e.first_seen DESC LIMIT 50) w) m
+       WHERE m.rn IN ((m.cnt + 1) / 2, (m.cnt + 2) / 2)) AS median_words,
+    -- 1 when the last 10 processed entries were extracted at under half the rate of the 40
+    -- before them (which were mostly extracted): the site was probably redesigned.
+    (SELECT CASE WHEN COUNT(*) = 50
+                  AND AVG(CASE WHEN x.rn > 10 THEN x.ok END) >= 0.5
+                  AND AVG(CASE WHEN x.rn <= 10 THEN x.ok END)
+                      < AVG(CASE WHEN x.rn > 10 THEN x.ok END) / 2
+             THEN 1 ELSE 0 END
+       FROM (SELECT CASE WHEN e.extract_status = 'done' THEN 1.0 ELSE 0.0 END AS ok,
+                    ROW_NUMBER() OVER (ORDER BY e.first_seen DESC, e.id DESC) AS rn
+             FROM entries e WHERE e.feed_id = f.id
+               AND e.extract_status IN ('done', 'failed', 'feed')
+             ORDER BY e.first_seen DESC, e.id DESC LIMIT 50) x) AS extraction_drop,
+    f.warnings AS warnings
+FROM feeds f;
+CREATE VIEW story_outlets AS
+SELECT
+    s.id AS story_id,
+    r.title AS title,
+    r.url AS url,
+    s.first_seen AS first_seen,
+    s.updated AS updated,
+    COUNT(DISTINCT e.feed_id) AS outlet_count,
+    COUNT(e.id) AS entry_count,
+    (SELECT GROUP_CONCAT(name, ', ') FROM (
+        SELECT DISTINCT f2.name AS name FROM entries e2 JOIN feeds f2 ON f2.id = e2.feed_id
+        WHERE e2.story_id = s.id ORDER BY f2.name)) AS outlets
+FROM stories s
+JOIN entries e ON e.story_id = s.id
+LEFT JOIN entries r ON r.id = s.representative_id
+GROUP BY s.id;
+""",
+    ),
+]
+
+
+# --------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True)
+class FeedState:
+    """The scheduling state of one feed, as the pipeline needs it."""
+
+    id: int
+    name: str
+    url: str
+    effective_url: str | None
+    etag: str | None
+    last_modified: str | None
+    body_hash: str | None
+    consecutive_errors: int
+    next_poll: datetime | None
+    interval: float | None
+    disabled_reason: str | None
+    active: bool
+
+    @property
+    def fetch_url(self) -> str:
+        return self.effective_url or self.url
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    """An entry ready for storage (cleaned by the pipeline)."""
+
+    key: str
+    guid: str | None
+    url: str | None
+    url_norm: str | None
+    title: str
+    author: str | None
+    feed_html: str
+    content_html: str
+    text: str
+    summary: str
+    word_count: int
+    language: str | None
+    categories: tuple[str, ...]
+    enclosures: tuple[Enclosure, ...]
+    image: str | None
+    published: datetime | None  # None: use first-seen time (see docs/schema.md)
+    published_raw: str | None
+    date_note: str | None
+    content_hash: str
+    extract_status: str  # "pending" (full text wanted) or "skipped"
+    text_hash: str | None
+    signature: bytes | None
+    band_keys: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    """What the pipeline needs back about an entry after an upsert."""
+
+    id: int
+    feed_id: int
+    key: str
+    is_new: bool
+    changed: bool
+
+
+@dataclass(frozen=True)
+class BacklogEntry:
+    id: int
+    feed_name: str
+    url: str
+    feed_html: str
+    word_count: int
+    title: str
+    story_id: int | None
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _enclosures_json(encs: Iterable[Enclosure]) -> str:
+    return _json([{"url": e.url, "type": e.type, "length": e.length} for e in encs])
+
+
+class Store:
+    """All reads and writes of the database. Not shared across threads: open one per thread
+    (readers) and use one for the writer."""
+
+    def __init__(self, path: str | Path, *, readonly: bool = False, timeout: float = 30.0) -> None:
+        self.path = str(path)
+        self.readonly = readonly
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            if readonly:
+                conn = sqlite3.connect(
+                    f"file:{self.path}?mode=ro", uri=True, timeout=timeout,
+                    check_same_thread=False,
+                )
+            else:
+                conn = sqlite3.connect(self.path, timeout=timeout, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {self.path}: {exc}") from exc
+        conn.row_factory = sqlite3.Row
+        # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
+        conn.isolation_level = None
+        self.conn = conn
+        self.db = sqlite_utils.Database(conn)
+        self._lock = threading.RLock()
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            if not readonly:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.execute("PRAGMA foreign_keys = ON")
+                # Keep the WAL bounded even when readers pin old snapshots for a while.
+                conn.execute("PRAGMA wal_autocheckpoint = 1000")
+                conn.execute("PRAGMA journal_size_limit = 67108864")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot configure database {self.path}: {exc}") from exc
+
+    # ----------------------------------------------------------------------- lifecycle
+
+    def close(self) -> None:
+        """Close; a writer first folds the WAL back and truncates it, unless a reader still
+        holds a snapshot (then it returns at once: never wait on readers)."""
+        if not self.readonly:
+            try:
+                self.conn.execute("PRAGMA busy_timeout = 0")
+                self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                pass
+        self.conn.close()
+
+    def migrate(self) -> list[str]:
+        """Apply pending migrations in order; returns their names."""
+        applied: list[str] = []
+        with self.transaction():
+            self.conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied TEXT NOT NULL)"
+            )
+            done = {r[0] for r in self.conn.execute("SELECT version FROM schema_migrations")}
+            for version, (name, sql) in enumerate(MIGRATIONS, start=1):
+                if version in done:
+                    continue
+                for statement in _split_sql(sql):
+                    self.conn.execute(statement)
+                self.conn.execute(
+                    "INSERT INTO schema_migrations(version, name, applied) VALUES (?, ?, ?)",
+                    (version, name, ts(datetime.now(UTC))),
+                )
+                applied.append(name)
+        return applied
+
+    def schema_version(self) -> int:
+        try:
+            row = self.conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+        except sqlite3.OperationalError:
+            return 0
+        return int(row[0] or 0)
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One short write transaction; rolled back on any error."""
+        with self._lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            else:
+                self.conn.execute("COMMIT")
+
+    def checkpoint(self) -> None:
+        """Fold the WAL back into the database (PASSIVE: never waits for readers)."""
+        try:
+            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.OperationalError:
+            pass
+
+    def integrity_check(self) -> str:
+        return str(self.conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+    # ----------------------------------------------------------------------- feeds
+
+    def sync_feeds(self, feeds: Sequence[FeedConfig], now: datetime) -> None:
+        """Make the feeds table match the configuration: add new feeds (due now), update
+        changed URLs and metadata, mark removed feeds inactive (their entries stay)."""
+        with self.transaction() as c:
+            existing = {r["name"]: r for r in c.execute("SELECT * FROM feeds")}
+            names = set()
+            for f in feeds:
+                names.add(f.name)
+                row = existing.get(f.name)
+                tags = _json(list(f.tags))
+                if row is None:
+                    c.execute(
+                        "INSERT INTO feeds(name, url, title, language, tags, next_poll, created)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (f.name, f.url, f.title, f.language, tags, ts(now), ts(now)),
+                    )
+                    continue
+                if row["url"] != f.url:
+                    # A new configured URL replaces any recorded move and its cache state.
+                    c.execute(
+                        "UPDATE feeds SET url = ?, effective_url = NULL, etag = NULL,"
+                        " last_modified = NULL, body_hash = NULL, disabled_reason = NULL,"
+                        " consecutive_errors = 0, next_poll = ? WHERE id = ?",
+                        (f.url, ts(now), row["id"]),
+                    )
+                c.execute(
+                    "UPDATE feeds SET active = 1, language = ?, tags = ?,"
+                    " title = COALESCE(?, title) WHERE id = ?",
+                    (f.language, tags, f.title, row["id"]),
+                )
+            for name, row in existing.items():
+                if name not in names and row["active"]:
+                    c.execute("UPDATE feeds SET active = 0 WHERE id = ?", (row["id"],))
+
+    def feed_states(self, names: Iterable[str] | None = None) -> list[FeedState]:
+        rows = self.conn.execute("SELECT * FROM feeds WHERE active = 1 ORDER BY name").fetchall()
+        wanted = set(names) if names is not None else None
+        return [_feed_state(r) for r in rows if wanted is None or r["name"] in wanted]
+
+    def due_feeds(self, now: datetime) -> list[FeedState]:
+        rows = self.conn.execute(
+            "SELECT * FROM feeds WHERE active = 1 AND disabled_reason IS NULL"
+            " AND (next_poll IS NULL OR next_poll <= ?) ORDER BY next_poll, name",
+            (ts(now),),
+        ).fetchall()
+        return [_feed_state(r) for r in rows]
+
+    def next_due(self) -> datetime | None:
+        row = self.conn.execute(
+            "SELECT MIN(next_poll) FROM feeds WHERE active = 1 AND disabled_reason IS NULL"
+        ).fetchone()
+        return parse_ts(row[0]) if row else None
+
+    def record_success(
+        self,
+        feed_id: int,
+        *,
+        now: datetime,
+        status: int,
+        next_poll: datetime,
+        interval: float,
+        etag: str | None,
+        last_modified: str | None,
+        body_hash: str | None,
+        permanent_url: str | None,
+        title: str | None = None,
+        link: str | None = None,
+        language: str | None = None,
+        format: str | None = None,
+        warnings: Sequence[str] = (),
+        entries: Sequence[NewEntry] = (),
+        matcher: Any = None,
+        window_days: int = 7,
+    ) -> list[StoredEntry]:
+        """Record a successful poll (200 or 304) and upsert its entries in ONE transaction.
+
+        ``matcher(entry, candidates) -> StoryMatch | None`` decides the story of each new
+        entry (the pipeline passes dedup.decide bound to its settings).
+        """
+        with self.transaction() as c:
+            stored = [
+                self._upsert_entry(c, feed_id, e, now, matcher, window_days) for e in entries
+            ]
+            c.execute(
+                "UPDATE feeds SET last_attempt = ?, last_success = ?, last_status = ?,"
+                " consecutive_errors = 0, last_error = NULL, last_error_kind = NULL,"
+                " next_poll = ?, interval = ?, retry_after_until = NULL,"
+                " etag = COALESCE(?, etag), last_modified = COALESCE(?, last_modified),"
+                " body_hash = COALESCE(?, body_hash),"
+                " effective_url = COALESCE(?, effective_url),"
+                " title = COALESCE(title, ?), link = COALESCE(?, link),"
+                " language = COALESCE(language, ?), format = COALESCE(?, format),"
+                " warnings = ? WHERE id = ?",
+                (
+                    ts(now), ts(now), status, ts(next_poll), interval, etag, last_modified,
+                    body_hash, permanent_url, title, link, language, format,
+                    _json(list(warnings)), feed_id,
+                ),
+            )
+        return stored
+
+    def record_failure(
+        self,
+        feed_id: int,
+        *,
+        now: datetime,
+        kind: str,
+        message: str,
+        status: int | None,
+        next_poll: datetime,
+        disable: bool = False,
+        retry_after_until: datetime | None = None,
+        permanent_url: str | None = None,
+    ) -> None:
+        with self.transaction() as c:
+            c.execute(
+                "UPDATE feeds SET last_attempt = ?, last_status = ?,"
+                " consecutive_errors = consecutive_errors + 1, last_error = ?,"
+                " last_error_kind = ?, next_poll = ?, retry_after_until = ?,"
+                " effective_url = COALESCE(?, effective_url),"
+                " disabled_reason = CASE WHEN ? THEN ? ELSE disabled_reason END"
+                " WHERE id = ?",
+                (
+                    ts(now), status, message, kind, ts(next_poll), ts(retry_after_until),
+                    permanent_url, 1 if disable else 0, message, feed_id,
+                ),
+            )
+
+    # ----------------------------------------------------------------------- entries
+
+    def _upsert_entry(
+        self,
+        c: sqlite3.Connection,
+        feed_id: int,
+        e: NewEntry,
+        now: datetime,
+        matcher: Any,
+        window_days: int,
+    ) -> StoredEntry:
+        row = c.execute(
+            "SELECT id, content_hash, extract_status FROM entries WHERE feed_id = ? AND key = ?",
+            (feed_id, e.key),
+        ).fetchone()
+        published = ts(e.published or now)
+        if row is not None:
+            if row["content_hash"] == e.content_hash:
+                return StoredEntry(row["id"], feed_id, e.key, is_new=False, changed=False)
+            # Edited in place: same identity, new content. The published date stays unless
+            # the feed now gives a sane one; full text is fetched again.
+            c.execute(
+                "UPDATE entries SET guid = ?, url = ?, url_norm = ?, title = ?, author = ?,"
+                " feed_html = ?, content_html = ?, text = ?, summary = ?, word_count = ?,"
+                " language = ?, categories = ?, enclosures = ?, image = ?,"
+                " published = CASE WHEN ? IS NULL THEN published ELSE ? END,"
+                " published_raw = ?, date_note = ?, updated = ?, last_seen = ?,"
+                " content_hash = ?, extract_status = ?, extract_error = NULL,"
+                " text_hash = ?, signature = ? WHERE id = ?",
+                (
+                    e.guid, e.url, e.url_norm, e.title, e.author, e.feed_html, e.content_html,
+                    e.text, e.summary, e.word_count, e.language, _json(list(e.categories)),
+                    _enclosures_json(e.enclosures), e.image, ts(e.published), ts(e.published),
+                    e.published_raw, e.date_note, ts(now), ts(now), e.content_hash,
+                    e.extract_status, e.text_hash, e.signature, row["id"],
+                ),
+            )
+            self._set_bands(c, row["id"], e.band_keys)
+            self._touch_story_of(c, row["id"], now)
+            return StoredEntry(row["id"], feed_id, e.key, is_new=False, changed=True)
+
+        cur = c.execute(
+            "INSERT INTO entries(feed_id, key, guid, url, url_norm, title, author, feed_html,"
+            " content_html, text, summary, word_count, language, categories, enclosures, image,"
+            " published, published_raw, date_note, updated, first_seen, last_seen,"
+            " content_hash, extract_status, text_hash, signature)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                feed_id, e.key, e.guid, e.url, e.url_norm, e.title, e.author, e.feed_html,
+                e.content_html, e.text, e.summary, e.word_count, e.language,
+                _json(list(e.categories)), _enclosures_json(e.enclosures), e.image, published,
+                e.published_raw, e.date_note, ts(now), ts(now), ts(now), e.content_hash,
+                e.extract_status, e.text_hash, e.signature,
+            ),
+        )
+        entry_id = int(cur.lastrowid or 0)
+        self._set_bands(c, entry_id, e.band_keys)
+        match = None
+        if matcher is not None:
+            since = (e.published or now) - timedelta(days=window_days)
+            candidates = self._candidates(
+                c, entry_id, e.url_norm, None, e.text_hash, e.band_keys, since
+            )
+            match = matcher(e, candidates) if candidates else None
+        self._assign_story(c, entry_id, match, now)
+        return StoredEntry(entry_id, feed_id, e.key, is_new=True, changed=True)
+
+    @staticmethod
+    def _set_bands(c: sqlite3.Connection, entry_id: int, keys: Sequence[int]) -> None:
+        c.execute("DELETE FROM entry_bands WHERE entry_id = ?", (entry_id,))
+        if keys:
+            c.executemany(
+                "INSERT OR IGNORE INTO entry_bands(band_key, entry_id) VALUES (?, ?)",
+                [(k, entry_id) for k in keys],
+            )
+
+    def _candidates(
+        self,
+        c: sqlite3.Connection,
+        entry_id: int,
+        url_norm: str | None,
+        canonical_norm: str | None,
+        text_hash: str | None,
+        band_keys: Sequence[int],
+        since: datetime,
+        limit: int = 200,
+    ) -> list[Candidate]:
+        """Entries that may be the same story: same normalised URL or canonical URL, same text
+        hash, or sharing an LSH band, within the window. Every lookup goes through an index."""
+        ids: set[int] = set()
+        for value in {url_norm, canonical_norm} - {None}:
+            ids.update(
+                r[0]
+                for r in c.execute(
+                    "SELECT id FROM entries WHERE url_norm = ? UNION"
+                    " SELECT id FROM entries WHERE canonical_url = ? LIMIT ?",
+                    (value, value, limit),
+                )
+            )
+        if text_hash:
+            ids.update(
+                r[0]
+                for r in c.execute(
+                    "SELECT id FROM entries WHERE text_hash = ? LIMIT ?", (text_hash, limit)
+                )
+            )
+        if band_keys:
+            marks = ",".join("?" * len(band_keys))
+            ids.update(
+                r[0]
+                for r in c.execute(
+                    f"SELECT DISTINCT entry_id FROM entry_bands WHERE band_key IN ({marks})"
+                    " LIMIT ?",
+                    (*band_keys, limit),
+                )
+            )
+        ids.discard(entry_id)
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        rows = c.execute(
+            "SELECT e.id, e.story_id, f.name AS feed_name, e.url_norm, e.canonical_url,"
+            " e.text_hash, e.signature, e.title, e.published, e.word_count"
+            f" FROM entries e JOIN feeds f ON f.id = e.feed_id WHERE e.id IN ({marks})"
+            " AND e.published >= ? ORDER BY e.published, e.id",
+            (*ids, ts(since)),
+        ).fetchall()
+        return [
+            Candidate(
+                entry_id=r["id"],
+                story_id=r["story_id"],
+                feed_name=r["feed_name"],
+                url_norm=r["url_norm"],
+                text_hash=r["text_hash"],
+                signature=r["signature"],
+                title=r["title"],
+                published=parse_ts(r["published"]) or since,
+                word_count=r["word_count"],
+            )
+            for r in rows
+        ]
+
+    def _assign_story(
+        self, c: sqlite3.Connection, entry_id: int, match: Any, now: datetime
+    ) -> None:
+        if match is not None and match.story_id is not None:
+            c.execute(
+                "UPDATE entries SET story_id = ?, match_reason = ?, match_score = ? WHERE id = ?",
+                (match.story_id, match.reason, match.score, entry_id),
+            )
+            self._refresh_story(c, match.story_id, now)
+            return
+        cur = c.execute(
+            "INSERT INTO stories(representative_id, first_seen, updated, entry_count,"
+            " outlet_count) VALUES (?, ?, ?, 1, 1)",
+            (entry_id, ts(now), ts(now)),
+        )
+        c.execute(
+            "UPDATE entries SET story_id = ?, match_reason = 'first', match_score = 1.0"
+            " WHERE id = ?",
+            (cur.lastrowid, entry_id),
+        )
+
+    def _touch_story_of(self, c: sqlite3.Connection, entry_id: int, now: datetime) -> None:
+        row = c.execute("SELECT story_id FROM entries WHERE id = ?", (entry_id,)).fetchone()
+        if row and row[0] is not None:
+            self._refresh_story(c, row[0], now)
+
+    @staticmethod
+    def _refresh_story(c: sqlite3.Connection, story_id: int, now: datetime) -> None:
+        """Recount a story and re-pick its representative: the fullest early version, i.e.
+        among the members published within 6 hours of the earliest, the one with the most
+        words (ties: earliest, then lowest id)."""
+        members = c.execute(
+            "SELECT id, feed_id, published, word_count FROM entries WHERE story_id = ?"
+            " ORDER BY published, id",
+            (story_id,),
+        ).fetchall()
+        if not members:
+            return
+        first = parse_ts(members[0]["published"]) or now
+        early = [m for m in members if (parse_ts(m["published"]) or now) - first
+                 <= timedelta(hours=6)]
+        rep = max(early, key=lambda m: (m["word_count"], -members.index(m)))
+        c.execute(
+            "UPDATE stories SET representative_id = ?, updated = ?, entry_count = ?,"
+            " outlet_count = ? WHERE id = ?",
+            (
+                rep["id"], ts(now), len(members), len({m["feed_id"] for m in members}),
+                story_id,
+            ),
+        )
+
+    def rematch_entry(
+        self, entry_id: int, matcher: Any, now: datetime, window_days: int,
+        canonical_norm: str | None = None,
+    ) -> None:
+        """After full text arrives, a lone entry may now be recognisable as a known story."""
+        with self.transaction() as c:
+            row = c.execute(
+                "SELECT e.*, (SELECT COUNT(*) FROM entries x WHERE x.story_id = e.story_id)"
+                " AS members FROM entries e WHERE e.id = ?",
+                (entry_id,),
+            ).fetchone()
+            if row is None or row["members"] > 1:
+                return
+            keys = [r[0] for r in c.execute(
+                "SELECT band_key FROM entry_bands WHERE entry_id = ?", (entry_id,))]
+            published = parse_ts(row["published"]) or now
+            candidates = self._candidates(
+                c, entry_id, row["url_norm"], canonical_norm, row["text_hash"], keys,
+                published - timedelta(days=window_days),
+            )
+            candidates = [x for x in candidates if x.story_id != row["story_id"]]
+            if not candidates:
+                return
+            match = matcher(_RowEntry(row), candidates)
+            if match is None or match.story_id is None:
+                return
+            old = row["story_id"]
+            c.execute(
+                "UPDATE entries SET story_id = ?, match_reason = ?, match_score = ? WHERE id = ?",
+                (match.story_id, match.reason, match.score, entry_id),
+            )
+            if old is not None:
+                c.execute("DELETE FROM stories WHERE id = ?", (old,))
+            self._refresh_story(c, match.story_id, now)
+
+    # ----------------------------------------------------------------------- full text
+
+    def backlog(self, limit: int) -> list[BacklogEntry]:
+        """Entries waiting for their article page, newest first."""
+        rows = self.conn.execute(
+            "SELECT e.id, f.name AS feed_name, e.url, e.feed_html, e.word_count, e.title,"
+            " e.story_id FROM entries e JOIN feeds f ON f.id = e.feed_id"
+            " WHERE e.extract_status = 'pending' AND e.url IS NOT NULL"
+            " ORDER BY e.first_seen DESC, e.id DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [
+            BacklogEntry(r["id"], r["feed_name"], r["url"], r["feed_html"] or "",
+                         r["word_count"], r["title"], r["story_id"])
+            for r in rows
+        ]
+
+    def backlog_size(self) -> int:
+        return int(self.conn.execute(
+            "SELECT COUNT(*) FROM entries WHERE extract_status = 'pending'").fetchone()[0])
+
+    def record_article(
+        self,
+        entry_id: int,
+        *,
+        now: datetime,
+        status: str,
+        method: str | None,
+        error: str | None,
+        content_html: str | None = None,
+        text: str | None = None,
+        summary: str | None = None,
+        word_count: int | None = None,
+        language: str | None = None,
+        image: str | None = None,
+        author: str | None = None,
+        canonical_url: str | None = None,
+        text_hash: str | None = None,
+        signature: bytes | None = None,
+        band_keys: Sequence[int] | None = None,
+        page: tuple[str, str | None, str | None, bytes] | None = None,
+    ) -> None:
+        """Store the outcome of an article fetch. ``status``: done (content replaced),
+        feed (the feed's own content was better), failed (reason in ``error``)."""
+        with self.transaction() as c:
+            if content_html is not None:
+                c.execute(
+                    "UPDATE entries SET content_html = ?, text = ?, summary = ?,"
+                    " word_count = ?, language = COALESCE(language, ?),"
+                    " image = COALESCE(image, ?), author = COALESCE(author, ?),"
+                    " canonical_url = COALESCE(?, canonical_url), text_hash = ?,"
+                    " signature = ?, updated = ? WHERE id = ?",
+                    (
+                        content_html, text, summary, word_count, language, image, author,
+                        canonical_url, text_hash, signature, ts(now), entry_id,
+                    ),
+                )
+                if band_keys is not None:
+                    self._set_bands(c, entry_id, band_keys)
+            elif canonical_url:
+                c.execute(
+                    "UPDATE entries SET canonical_url = COALESCE(?, canonical_url) WHERE id = ?",
+                    (canonical_url, entry_id),
+                )
+            c.execute(
+                "UPDATE entries SET extract_status = ?, extract_method = ?, extract_error = ?,"
+                " extracted_at = ? WHERE id = ?",
+                (status, method, error, ts(now), entry_id),
+            )
+            if page is not None:
+                url, final_url, charset, body = page
+                c.execute(
+                    "INSERT OR REPLACE INTO pages(entry_id, url, final_url, fetched_at, charset,"
+                    " body) VALUES (?, ?, ?, ?, ?, ?)",
+                    (entry_id, url, final_url, ts(now), charset, zlib.compress(body, 6)),
+                )
+            self._touch_story_of(c, entry_id, now)
+
+    def stored_pages(
+        self, feed: str | None = None, since: datetime | None = None
+    ) -> Iterator[tuple[int, str, str | None, str | None, bytes, str]]:
+        """(entry_id, url, final_url, charset, body, feed_name) for reprocessing."""
+        sql = (
+            "SELECT p.entry_id, p.url, p.final_url, p.charset, p.body, f.name FROM pages p"
+            " JOIN entries e ON e.id = p.entry_id JOIN feeds f ON f.id = e.feed_id WHERE 1=1"
+        )
+        args: list[Any] = []
+        if feed:
+            sql += " AND f.name = ?"
+            args.append(feed)
+        if since:
+            sql += " AND e.published >= ?"
+            args.append(ts(since))
+        for r in self.conn.execute(sql + " ORDER BY p.entry_id", args):
+            yield r[0], r[1], r[2], r[3], zlib.decompress(r[4]), r[5]
+
+    def prune_pages(self, older_than: datetime) -> int:
+        with self.transaction() as c:
+            cur = c.execute("DELETE FROM pages WHERE fetched_at < ?", (ts(older_than),))
+            return cur.rowcount
+
+    def entry_feed_html(self, entry_id: int) -> tuple[str, str]:
+        """(sanitised feed content, title) of an entry."""
+        row = self.conn.execute(
+            "SELECT feed_html, title FROM entries WHERE id = ?", (entry_id,)
+        ).fetchone()
+        return (row[0] or "", row[1]) if row else ("", "")
+
+    # ----------------------------------------------------------------------- reading
+
+    def items(
+        self,
+        *,
+        limit: int = 200,
+        one_per_story: bool = True,
+        since: datetime | None = None,
+    ) -> list[Item]:
+        """Newest items for publishing. With ``one_per_story``, each story appears once: its
+        representative, carrying the other outlets; ordered by the story's first publication."""
+        args: list[Any] = []
+        where = ""
+        if since is not None:
+            where = "WHERE e.published >= ?"
+            args.append(ts(since))
+        if one_per_story:
+            sql = (
+                "SELECT e.*, f.name AS feed_name, COALESCE(f.title, f.name) AS feed_title,"
+                " COALESCE(f.effective_url, f.url) AS feed_url, f.link AS feed_link,"
+                " f.language AS feed_language, f.tags AS feed_tags, s.updated AS story_updated"
+                " FROM stories s JOIN entries e ON e.id = s.representative_id"
+                " JOIN feeds f ON f.id = e.feed_id "
+                + where.replace("e.published", "s.first_seen")
+                + " ORDER BY e.published DESC, e.id DESC LIMIT ?"
+            )
+        else:
+            sql = (
+                "SELECT e.*, f.name AS feed_name, COALESCE(f.title, f.name) AS feed_title,"
+                " COALESCE(f.effective_url, f.url) AS feed_url, f.link AS feed_link,"
+                " f.language AS feed_language, f.tags AS feed_tags, NULL AS story_updated"
+                " FROM entries e JOIN feeds f ON f.id = e.feed_id "
+                + where
+                + " ORDER BY e.published DESC, e.id DESC LIMIT ?"
+            )
+        rows = self.conn.execute(sql, (*args, limit)).fetchall()
+        outlets = self._outlets([r["story_id"] for r in rows if r["story_id"]]) \
+            if one_per_story else {}
+        return [_item(r, outlets.get(r["story_id"], ())) for r in rows]
+
+    def _outlets(self, story_ids: Sequence[int]) -> dict[int, tuple[tuple[int, Outlet], ...]]:
+        result: dict[int, list[tuple[int, Outlet]]] = {}
+        ids = list(set(story_ids))
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self.conn.execute(
+                "SELECT e.id, e.story_id, e.url, e.published, e.first_seen, f.name,"
+                " COALESCE(f.title, f.name) AS title FROM entries e"
+                f" JOIN feeds f ON f.id = e.feed_id WHERE e.story_id IN ({marks})"
+                " ORDER BY e.published, e.id",
+                chunk,
+            ):
+                result.setdefault(r["story_id"], []).append(
+                    (r["id"], Outlet(r["name"], r["title"], r["url"],
+                                     parse_ts(r["published"]) or datetime.now(UTC)))
+                )
+        return {k: tuple(v) for k, v in result.items()}
+
+    def search(self, query: str, limit: int = 20) -> list[sqlite3.Row]:
+        """Full-text search (trigram: substrings of 3+ characters in any script)."""
+        phrase = '"' + query.replace('"', '""') + '"'
+        if len(query.strip()) < 3:
+            like = f"%{query.strip()}%"
+            return self.conn.execute(
+                "SELECT id, feed_name, title, url, published, substr(text, 1, 200) AS snippet"
+                " FROM items WHERE title LIKE ? OR text LIKE ? ORDER BY published DESC LIMIT ?",
+                (like, like, limit),
+            ).fetchall()
+        return self.conn.execute(
+            "SELECT i.id, i.feed_name, i.title, i.url, i.published,"
+            " snippet(entries_fts, 1, '[', ']', '…', 12) AS snippet"
+            " FROM entries_fts JOIN items i ON i.id = entries_fts.rowid"
+            " WHERE entries_fts MATCH ? ORDER BY rank LIMIT ?",
+            (phrase, limit),
+        ).fetchall()
+
+    def feed_health(self) -> list[dict[str, Any]]:
+        rows = self.conn.execute("SELECT * FROM feed_health ORDER BY name").fetchall()
+        result = []
+        for r in rows:
+            d = dict(r)
+            d["warnings"] = json.loads(d.get("warnings") or "[]")
+            d["active"] = bool(d["active"])
+            result.append(d)
+        return result
+
+    def story(self, story_id: int) -> tuple[sqlite3.Row | None, list[sqlite3.Row]]:
+        s = self.conn.execute("SELECT * FROM stories WHERE id = ?", (story_id,)).fetchone()
+        members = self.conn.execute(
+            "SELECT e.id, f.name AS feed_name, e.title, e.url, e.published, e.word_count,"
+            " e.match_reason, e.match_score FROM entries e JOIN feeds f ON f.id = e.feed_id"
+            " WHERE e.story_id = ? ORDER BY e.published, e.id",
+            (story_id,),
+        ).fetchall()
+        return s, members
+
+    def count_entries(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+
+
+class _RowEntry:
+    """Adapts an entries row to the attributes a matcher reads from a NewEntry."""
+
+    def __init__(self, row: sqlite3.Row) -> None:
+        self.url_norm = row["url_norm"]
+        self.text_hash = row["text_hash"]
+        self.signature = row["signature"]
+        self.title = row["title"]
+        self.word_count = row["word_count"]
+        self.canonical_norm: str | None = None
+
+
+def _feed_state(r: sqlite3.Row) -> FeedState:
+    return FeedState(
+        id=r["id"],
+        name=r["name"],
+        url=r["url"],
+        effective_url=r["effective_url"],
+        etag=r["etag"],
+        last_modified=r["last_modified"],
+        body_hash=r["body_hash"],
+        consecutive_errors=r["consecutive_errors"],
+        next_poll=parse_ts(r["next_poll"]),
+        interval=r["interval"],
+        disabled_reason=r["disabled_reason"],
+        active=bool(r["active"]),
+    )
+
+
+def entry_uid(feed_name: str, key: str) -> str:
+    """A stable, opaque id for published feeds (a tag URI, RFC 4151)."""
+    digest = hashlib.sha1(f"{feed_name}\0{key}".encode()).hexdigest()[:20]
+    return f"tag:aggregator,2026:{feed_name}/{digest}"
+
+
+def _item(r: sqlite3.Row, members: tuple[tuple[int, Outlet], ...]) -> Item:
+    published = parse_ts(r["published"]) or datetime.now(UTC)
+    updated = parse_ts(r["updated"]) or published
+    story_updated = parse_ts(r["story_updated"]) if r["story_updated"] else None
+    if story_updated and story_updated > updated:
+        updated = story_updated  # an outlet joining the story moves the item's `updated`
+    others = tuple(o for (eid, o) in members if eid != r["id"])
+    encs = tuple(
+        Enclosure(d.get("url", ""), d.get("type"), d.get("length"))
+        for d in json.loads(r["enclosures"] or "[]")
+        if d.get("url")
+    )
+    return Item(
+        id=r["id"],
+        uid=entry_uid(r["feed_name"], r["key"]),
+        feed_name=r["feed_name"],
+        feed_title=r["feed_title"],
+        feed_url=r["feed_url"],
+        feed_link=r["feed_link"],
+        feed_language=r["feed_language"],
+        feed_tags=tuple(json.loads(r["feed_tags"] or "[]")),
+        title=r["title"],
+        url=r["url"],
+        author=r["author"],
+        published=published,
+        updated=max(updated, published),
+        content_html=r["content_html"],
+        summary=r["summary"],
+        text=r["text"],
+        categories=tuple(json.loads(r["categories"] or "[]")),
+        language=r["language"] or r["feed_language"],
+        word_count=r["word_count"],
+        image=r["image"],
+        enclosures=encs,
+        story_id=r["story_id"],
+        outlets=others,
+    )
+
+
+def _split_sql(sql: str) -> list[str]:
+    """Split a migration into statements (triggers contain semicolons inside BEGIN...END)."""
+    statements: list[str] = []
+    buf: list[str] = []
+    for line in sql.strip().splitlines():
+        buf.append(line)
+        joined = "\n".join(buf).strip()
+        if sqlite3.complete_statement(joined):
+            statements.append(joined)
+            buf = []
+    if "\n".join(buf).strip():
+        statements.append("\n".join(buf).strip())
+    return statements

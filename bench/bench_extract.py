@@ -1,0 +1,211 @@
+"""Extraction quality and speed on the shared corpus (``make bench-extract``).
+
+Scores, for our pipeline (extract_article -> sanitize_html -> html_to_text) and for plain
+``trafilatura.extract(html)`` measured in the same run:
+
+- trafilatura cases: share of ``with`` snippets present, share of ``without`` snippets absent;
+- newspaper4k and newspaper4k-fulltext cases: mean token-level F1 against expected.txt;
+- goose3 content cases: share whose expected cleaned_text (a prefix) is found in the text.
+
+Speed: pages per second of CPU time (one process, one core) for extract + clean over every
+corpus article page, and the slowest page.
+
+Options: ``--variants`` also scores pipeline variants (trafilatura fast mode, no bs4
+preprocessing); ``--limit N`` uses the first N cases of each set (quick runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+CORPUS = ROOT.parent / "shared" / "corpus"
+
+import trafilatura  # noqa: E402
+
+from aggregator import extract as extract_mod  # noqa: E402
+from aggregator.clean import html_to_text, sanitize_html  # noqa: E402
+from aggregator.errors import ExtractError  # noqa: E402
+
+logging.disable(logging.CRITICAL)
+
+SETS = ("trafilatura", "newspaper4k", "newspaper4k-fulltext", "goose3")
+
+
+@dataclass
+class Case:
+    set: str
+    name: str
+    path: Path
+    url: str
+    expected: object
+
+
+@dataclass
+class Result:
+    scores: dict[str, list[float]] = field(default_factory=dict)
+    cpu: float = 0.0
+    pages: int = 0
+    slowest: tuple[float, str] = (0.0, "")
+    errors: Counter[str] = field(default_factory=Counter)
+
+
+def load_cases(limit: int | None) -> list[Case]:
+    urls = {}
+    for record in json.loads((CORPUS / "manifest.json").read_text()):
+        if record["kind"] == "article":
+            urls[record["path"].rstrip("/")] = record.get("url") or ""
+    cases: list[Case] = []
+    per_set: Counter[str] = Counter()
+    for source in sorted((CORPUS / "articles").glob("**/source.html")):
+        folder = source.parent
+        rel = str(folder.relative_to(CORPUS))
+        top = rel.split("/")[1]
+        expected: object = None
+        set_name = top
+        if top == "trafilatura":
+            expected = json.loads((folder / "expected.json").read_text())
+        elif top in ("newspaper4k", "newspaper4k-fulltext"):
+            expected = (folder / "expected.txt").read_text(encoding="utf-8", errors="replace")
+        elif top == "goose3" and "/content/" in rel:
+            expected = json.loads((folder / "expected.json").read_text())["expected"]["cleaned_text"]
+        else:
+            set_name = "other"  # speed only
+        if limit is not None and per_set[set_name] >= limit:
+            continue
+        per_set[set_name] += 1
+        url = urls.get(rel, "")
+        if not url and isinstance(expected, dict):
+            url = str(expected.get("url") or "")
+        cases.append(Case(set_name, folder.name, source, url or "https://example.invalid/", expected))
+    return cases
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def _ws(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _tokens(text: str) -> Counter[str]:
+    return Counter(re.findall(r"\w+", text.casefold()))
+
+
+def token_f1(got: str, expected: str) -> float:
+    g, e = _tokens(got), _tokens(expected)
+    if not g and not e:
+        return 1.0
+    common = sum((g & e).values())
+    if not common:
+        return 0.0
+    precision, recall = common / sum(g.values()), common / sum(e.values())
+    return 2 * precision * recall / (precision + recall)
+
+
+def score(case: Case, text: str, result: Result) -> None:
+    flat = _ws(text)
+    if case.set == "trafilatura":
+        exp = case.expected
+        assert isinstance(exp, dict)
+        result.scores.setdefault("with", []).extend(float(_ws(s) in flat) for s in exp.get("with", []))
+        result.scores.setdefault("without", []).extend(float(_ws(s) not in flat) for s in exp.get("without", []))
+    elif case.set in ("newspaper4k", "newspaper4k-fulltext"):
+        result.scores.setdefault(case.set, []).append(token_f1(text, str(case.expected)))
+    elif case.set == "goose3":
+        result.scores.setdefault("goose3", []).append(float(_ws(str(case.expected)) in flat))
+
+
+# --------------------------------------------------------------------------- extractors
+
+
+def ours(body: bytes, url: str) -> str:
+    article = extract_mod.extract_article(body, url)
+    return html_to_text(sanitize_html(article.html, url))
+
+
+def plain(body: bytes, url: str) -> str:
+    return trafilatura.extract(body) or ""
+
+
+def run(name: str, fn: Callable[[bytes, str], str], cases: list[Case]) -> Result:
+    result = Result()
+    for case in cases:
+        body = case.path.read_bytes()
+        start = time.process_time()
+        try:
+            text = fn(body, case.url)
+        except ExtractError as exc:
+            text = ""
+            result.errors[exc.kind] += 1
+        elapsed = time.process_time() - start
+        result.cpu += elapsed
+        result.pages += 1
+        if elapsed > result.slowest[0]:
+            result.slowest = (elapsed, str(case.path.parent.relative_to(CORPUS)))
+        score(case, text, result)
+    print(f"  ran {name}: {result.pages} pages", file=sys.stderr)
+    return result
+
+
+def _pct(values: list[float]) -> str:
+    return f"{100 * sum(values) / len(values):6.1f}" if values else "   n/a"
+
+
+def table(results: dict[str, Result]) -> str:
+    metrics = [
+        ("trafilatura: with present %", "with"),
+        ("trafilatura: without absent %", "without"),
+        ("newspaper4k: token F1 %", "newspaper4k"),
+        ("newspaper4k-fulltext: token F1 %", "newspaper4k-fulltext"),
+        ("goose3 content: prefix found %", "goose3"),
+    ]
+    names = list(results)
+    width = max(12, *(len(n) for n in names))
+    lines = [f"{'metric':34}" + "".join(f"{n:>{width + 2}}" for n in names)]
+    for label, key in metrics:
+        counts = len(next(iter(results.values())).scores.get(key, []))
+        row = f"{label + f' (n={counts})':34}"
+        row += "".join(f"{_pct(results[n].scores.get(key, [])):>{width + 2}}" for n in names)
+        lines.append(row)
+    lines.append(f"{'pages/s (CPU, one core)':34}" + "".join(f"{results[n].pages / results[n].cpu:>{width + 2}.1f}" for n in names))
+    lines.append(f"{'slowest page (s CPU)':34}" + "".join(f"{results[n].slowest[0]:>{width + 2}.3f}" for n in names))
+    lines.append(f"{'ExtractError count':34}" + "".join(f"{sum(results[n].errors.values()):>{width + 2}}" for n in names))
+    for n in names:
+        lines.append(f"  slowest for {n}: {results[n].slowest[1]}; errors {dict(results[n].errors)}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", action="store_true", help="also score pipeline variants")
+    parser.add_argument("--limit", type=int, default=None, help="cases per set (quick run)")
+    args = parser.parse_args()
+    if not CORPUS.is_dir():
+        print(f"corpus not found at {CORPUS}", file=sys.stderr)
+        return 2
+    cases = load_cases(args.limit)
+    results = {"ours": run("ours", ours, cases), "plain": run("plain trafilatura", plain, cases)}
+    if args.variants:
+        for variant, options in extract_mod.VARIANTS.items():
+            def fn(body: bytes, url: str, options: dict[str, object] = options) -> str:
+                article = extract_mod.extract_article(body, url, **options)  # type: ignore[arg-type]
+                return html_to_text(sanitize_html(article.html, url))
+
+            results[variant] = run(variant, fn, cases)
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

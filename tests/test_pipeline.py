@@ -1,0 +1,262 @@
+"""End to end: real local feed server, real SQLite file, the real pipeline and CLI."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+
+import feedparser
+import pytest
+
+from aggregator.config import load_config
+from aggregator.pipeline import Pipeline
+
+from .feedserver import FeedServer
+from .util import cli, env_for, write_feeds
+
+
+@pytest.fixture
+def server() -> Iterator[FeedServer]:
+    with FeedServer(feeds=3, entries=5) as s:
+        yield s
+
+
+def make_pipeline(tmp_path: Path, feeds: list[dict[str, object]], **env: str) -> Pipeline:
+    path = write_feeds(tmp_path / "feeds.yaml", feeds)
+    config = load_config(None, str(path), env_for(tmp_path, AGGREGATOR_FULL_TEXT="false",
+                                                  **env))
+    return Pipeline(config, processes=1)
+
+
+def db(tmp_path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(tmp_path / "agg.db")
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def health(tmp_path: Path, name: str) -> sqlite3.Row:
+    return db(tmp_path).execute("SELECT * FROM feed_health WHERE name = ?", (name,)).fetchone()
+
+
+def test_cycle_stores_publishes_and_revalidates(tmp_path: Path, server: FeedServer) -> None:
+    feeds = [{"name": f"f{n}", "url": server.url(f"/feed/{n}.xml")} for n in range(3)]
+    p = make_pipeline(tmp_path, feeds)
+    try:
+        report = p.run_cycle(all_feeds=True)
+        assert sorted(o.status for o in report.feeds) == ["ok"] * 3
+        assert sum(o.new for o in report.feeds) == 15
+        out = tmp_path / "public"
+        for ext in ("atom", "rss", "json"):
+            assert (out / f"all.{ext}").exists()
+        parsed = feedparser.parse((out / "all.atom").read_bytes())
+        assert not parsed.bozo
+        assert len(parsed.entries) == 15
+        assert {e.source.title for e in parsed.entries} == {"Local feed 0", "Local feed 1",
+                                                             "Local feed 2"}
+        # Second cycle: the server answers 304 to our conditional GET.
+        report = p.run_cycle(all_feeds=True)
+        assert [o.status for o in report.feeds] == ["not_modified"] * 3
+        # A new entry appears in every feed.
+        server.round = 1
+        report = p.run_cycle(all_feeds=True)
+        assert sum(o.new for o in report.feeds) == 3
+        assert db(tmp_path).execute("SELECT COUNT(*) FROM items").fetchone()[0] == 18
+    finally:
+        p.close()
+
+
+def test_identical_body_not_parsed_again(tmp_path: Path) -> None:
+    with FeedServer(feeds=1, entries=3, conditional=False) as server:
+        p = make_pipeline(tmp_path, [{"name": "plain", "url": server.url("/feed/0.xml")}])
+        try:
+            assert p.run_cycle(all_feeds=True).feeds[0].status == "ok"
+            assert p.run_cycle(all_feeds=True).feeds[0].status == "unchanged"
+        finally:
+            p.close()
+
+
+def test_moved_gone_and_rate_limited(tmp_path: Path, server: FeedServer) -> None:
+    server.route("/moved.xml", status=301, headers={"Location": server.url("/feed/0.xml")})
+    server.route("/temp.xml", status=302, headers={"Location": server.url("/feed/1.xml")})
+    server.route("/gone.xml", status=410, body="gone")
+    server.route("/busy.xml", status=429, headers={"Retry-After": "3600"}, body="slow down")
+    feeds = [
+        {"name": "moved", "url": server.url("/moved.xml")},
+        {"name": "temp", "url": server.url("/temp.xml")},
+        {"name": "gone", "url": server.url("/gone.xml")},
+        # Retry-After holds a whole host: put the busy feed on another host name.
+        {"name": "busy", "url": server.url("/busy.xml").replace("127.0.0.1", "localhost")},
+    ]
+    p = make_pipeline(tmp_path, feeds, AGGREGATOR_ALLOW_PRIVATE_HOSTS="127.0.0.1,localhost")
+    try:
+        before = datetime.now(UTC)
+        p.run_cycle(all_feeds=True)
+        moved = health(tmp_path, "moved")
+        assert moved["effective_url"] == server.url("/feed/0.xml")
+        assert moved["entries"] == 5
+        assert health(tmp_path, "temp")["effective_url"] is None
+        gone = health(tmp_path, "gone")
+        assert gone["disabled_reason"] and gone["last_status"] == 410
+        busy = health(tmp_path, "busy")
+        assert busy["last_error_kind"] == "rate_limited" and busy["consecutive_errors"] == 1
+        next_poll = datetime.strptime(busy["next_poll"], "%Y-%m-%dT%H:%M:%SZ").replace(
+            tzinfo=UTC)
+        assert next_poll >= before + timedelta(seconds=3500)
+        # The moved feed is polled at its new address from now on; the gone feed no more.
+        hits_moved = server.hits["/moved.xml"]
+        hits_gone = server.hits["/gone.xml"]
+        p.run_cycle(all_feeds=True)
+        assert server.hits["/moved.xml"] == hits_moved
+        assert server.hits["/gone.xml"] == hits_gone
+        assert not any(s.name == "gone" for s in p.due())
+    finally:
+        p.close()
+
+
+def test_not_a_feed_stores_nothing_and_backs_off(tmp_path: Path, server: FeedServer) -> None:
+    server.route("/html.xml", body="<!doctype html><html><body><p>Hello</p></body></html>",
+                 headers={"Content-Type": "text/html"})
+    server.route("/empty.xml", body="")
+    server.route("/truncated.xml",
+                 body=server.feed_xml(0)[: len(server.feed_xml(0)) // 2])
+    feeds = [{"name": n, "url": server.url(f"/{n}.xml")} for n in ("html", "empty", "truncated")]
+    p = make_pipeline(tmp_path, feeds)
+    try:
+        p.run_cycle(all_feeds=True)
+        p.run_cycle(all_feeds=True)
+        for name in ("html", "empty", "truncated"):
+            h = health(tmp_path, name)
+            assert h["entries"] == 0, name
+            assert h["consecutive_errors"] == 2, name
+            assert h["last_error"], name
+        # Exponential backoff: the second failure waits longer than the first.
+        h = health(tmp_path, "html")
+        assert h["next_poll"] > h["last_attempt"]
+    finally:
+        p.close()
+
+
+def test_dates_duplicates_and_edits(tmp_path: Path, server: FeedServer) -> None:
+    def feed(title_b: str) -> str:
+        return f"""<?xml version="1.0"?><rss version="2.0"><channel><title>Dates</title>
+<item><guid isPermaLink="false">a</guid><title>No date</title><link>http://example.org/a</link></item>
+<item><guid isPermaLink="false">b</guid><title>{title_b}</title><link>http://example.org/b</link>
+<pubDate>Wed, 01 Jan 2999 00:00:00 GMT</pubDate></item>
+<item><guid isPermaLink="false">c</guid><title>Epoch</title><pubDate>Thu, 01 Jan 1970 00:00:00 GMT</pubDate></item>
+<item><guid isPermaLink="false">d</guid><title>Garbage</title><pubDate>yesterday-ish</pubDate></item>
+<item><guid isPermaLink="false">a</guid><title>Duplicate of a</title></item>
+</channel></rss>"""
+
+    server.route("/dates.xml", body=feed("Future"))
+    p = make_pipeline(tmp_path, [{"name": "dates", "url": server.url("/dates.xml")}])
+    try:
+        before = datetime.now(UTC).replace(microsecond=0)
+        p.run_cycle(all_feeds=True)
+        rows = {r["guid"]: r for r in db(tmp_path).execute(
+            "SELECT e.guid, e.title, e.published, e.date_note, e.published_raw FROM entries e")}
+        assert set(rows) == {"a", "b", "c", "d"}
+        assert rows["a"]["title"] == "No date"  # first occurrence wins
+        assert rows["a"]["date_note"] == "missing"
+        assert rows["b"]["date_note"] == "future"
+        assert rows["c"]["date_note"] == "ancient"
+        assert rows["d"]["date_note"] == "unparseable"
+        assert rows["d"]["published_raw"] == "yesterday-ish"
+        for r in rows.values():
+            published = datetime.strptime(r["published"], "%Y-%m-%dT%H:%M:%SZ").replace(
+                tzinfo=UTC)
+            assert before - timedelta(seconds=5) <= published <= datetime.now(UTC)
+        # An edited entry (same guid, new title) is updated in place, not duplicated.
+        server.route("/dates.xml", body=feed("Future, edited"))
+        p.run_cycle(all_feeds=True)
+        titles = [r[0] for r in db(tmp_path).execute("SELECT title FROM entries WHERE guid='b'")]
+        assert titles == ["Future, edited"]
+        assert db(tmp_path).execute("SELECT COUNT(*) FROM entries").fetchone()[0] == 4
+    finally:
+        p.close()
+
+
+def test_search_any_script(tmp_path: Path, server: FeedServer) -> None:
+    body = """<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>S</title>
+<item><guid isPermaLink="false">1</guid><title>Գյումրիում նոր դպրոց է բացվել</title>
+<description>Armenian text about Gyumri</description></item>
+<item><guid isPermaLink="false">2</guid><title>ქუთაისში ახალი ხიდი გაიხსნა</title>
+<description>Georgian text</description></item>
+<item><guid isPermaLink="false">3</guid><title>В Гюмри открылась школа</title><description>Russian</description></item>
+</channel></rss>"""
+    server.route("/s.xml", body=body)
+    feeds_path = write_feeds(tmp_path / "feeds.yaml", [{"name": "s", "url": server.url("/s.xml")}])
+    env = env_for(tmp_path, AGGREGATOR_FULL_TEXT="false")
+    r = cli(["update", "--all"], env, feeds=feeds_path)
+    assert r.returncode == 0, r.stderr
+    assert "s: ok" in r.stdout
+    for query, guid_title in (("Գյումր", "Գյումրիում"), ("ხიდი", "ქუთაისში"),
+                              ("Гюмри", "В Гюмри")):
+        r = cli(["search", "--json", query], env, feeds=feeds_path)
+        assert r.returncode == 0, r.stderr
+        hits = json.loads(r.stdout)
+        assert [h["title"].split()[0] for h in hits] == [guid_title.split()[0]], query
+
+
+def test_cli_update_exit_codes_and_status(tmp_path: Path, server: FeedServer) -> None:
+    server.route("/bad.xml", status=500, body="oops")
+    feeds_path = write_feeds(tmp_path / "feeds.yaml", [
+        {"name": "good", "url": server.url("/feed/0.xml")},
+        {"name": "bad", "url": server.url("/bad.xml")},
+    ])
+    env = env_for(tmp_path, AGGREGATOR_FULL_TEXT="false")
+    r = cli(["update"], env, feeds=feeds_path)
+    assert r.returncode == 0, r.stderr  # some feeds failed: still 0
+    lines = r.stdout.splitlines()
+    assert any(line.startswith("good: ok") for line in lines)
+    assert any(line.startswith("bad: error (http)") for line in lines)
+    r = cli(["status", "--json"], env, feeds=feeds_path)
+    data = json.loads(r.stdout)
+    by_name = {f["name"]: f for f in data["feeds"]}
+    assert by_name["good"]["entries"] == 5 and by_name["good"]["last_status"] == 200
+    assert by_name["bad"]["consecutive_errors"] == 1 and by_name["bad"]["last_status"] == 500
+    # A cycle that cannot run (the database path is a directory) exits non-zero.
+    (tmp_path / "dir.db").mkdir()
+    r = cli(["update"], {**env, "AGGREGATOR_DATABASE": str(tmp_path / "dir.db")},
+            feeds=feeds_path)
+    assert r.returncode != 0
+    # Invalid configuration: exit 2 with file:line:col.
+    (tmp_path / "broken.yaml").write_text("feeds:\n  - name: x\n    ur: http://x/\n")
+    r = cli(["check"], env, feeds=tmp_path / "broken.yaml")
+    assert r.returncode == 2
+    assert "broken.yaml:3:5:" in r.stdout
+
+
+def test_full_text_replaces_teaser(tmp_path: Path, server: FeedServer) -> None:
+    feeds_path = write_feeds(tmp_path / "feeds.yaml",
+                             [{"name": "ft", "url": server.url("/feed/0.xml")}])
+    config = load_config(None, str(feeds_path), env_for(tmp_path))
+    p = Pipeline(config, processes=1)
+    try:
+        report = p.run_cycle(all_feeds=True)
+        assert report.articles_done == 5, report
+        rows = db(tmp_path).execute(
+            "SELECT extract_status, word_count, content_html FROM entries").fetchall()
+        assert {r["extract_status"] for r in rows} == {"done"}
+        assert all(r["word_count"] > 300 for r in rows)
+        assert not any("Copyright local test outlet" in r["content_html"] for r in rows)
+        assert not any("Home" in r["content_html"] for r in rows)
+    finally:
+        p.close()
+
+
+def test_retry_after_http_date(tmp_path: Path, server: FeedServer) -> None:
+    when = format_datetime(datetime.now(UTC) + timedelta(hours=2), usegmt=True)
+    server.route("/busy.xml", status=503, headers={"Retry-After": when})
+    p = make_pipeline(tmp_path, [{"name": "busy", "url": server.url("/busy.xml")}])
+    try:
+        p.run_cycle(all_feeds=True)
+        h = health(tmp_path, "busy")
+        assert h["last_error_kind"] == "rate_limited"
+        assert h["next_poll"] >= (datetime.now(UTC) + timedelta(minutes=110)).strftime(
+            "%Y-%m-%dT%H:%M:%SZ")
+    finally:
+        p.close()
