@@ -33,7 +33,7 @@ from xml.parsers import expat
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.events import AliasEvent
+from ruamel.yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.reader import ReaderError
 
@@ -80,8 +80,8 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TAG = "tag:yaml.org,2002:"
 
 _FEED_KEYS = (
-    "name", "url", "title", "language", "tags", "interval", "full_text",
-    "allow_private_network", "site_url", "rules",
+    "name", "url", "title", "site_url", "language", "tags", "interval", "full_text",
+    "allow_private_network", "rules",
 )  # fmt: skip
 _RULE_KEYS = ("body", "strip")
 _OUTPUT_KEYS = ("name", "title", "description", "limit", "formats", "filter")
@@ -364,9 +364,20 @@ def _tab_lines(text: str) -> list[tuple[int, int]]:
 
 def _compose(text: str, problems: _Problems) -> tuple[bool, Node | None]:
     """(ok, root node); ok with None is an empty document."""
-    yaml = _rt_yaml()
     try:
-        return True, yaml.compose(text)
+        # Events first: the parser is iterative, the composer recursive (and ruamel's scanner
+        # slows down quadratically with flow depth), so junk nesting stops here, early.
+        depth = 0
+        for event in _rt_yaml().parse(text):
+            if isinstance(event, CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    line, col = event.start_mark.line + 1, event.start_mark.column + 1
+                    problems.add(line, col, f"nesting deeper than {MAX_DEPTH} levels")
+                    return False, None
+            elif isinstance(event, CollectionEndEvent):
+                depth -= 1
+        return True, _rt_yaml().compose(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -1116,7 +1127,11 @@ def _feeds_tree(
         return [], [], {}
     elsewhere = {f.name: "in config/aggregator.yaml" for f in dataclasses.fields(Settings)}
     elsewhere.update({key: "under a feed in `feeds:`" for key in _FEED_KEYS})
-    top = check.fields(tree, _TOP_KEYS, "feeds file", elsewhere=elsewhere)
+    # Top-level `x-...` keys are ignored: a home for YAML anchors (`x-common: &common`).
+    visible = {k: v for k, v in tree.value.items() if not k.startswith("x-")}
+    top = check.fields(
+        _Y("map", visible, tree.line, tree.col), _TOP_KEYS, "feeds file", elsewhere=elsewhere
+    )
     if "feeds" not in tree.value:
         check.p.at(tree, "feeds file is missing required key 'feeds'")
     aliases = _aliases(check, top["aliases"]) if "aliases" in top else {}
@@ -1307,13 +1322,22 @@ def _last_end(node: Node) -> int:
     return int(node.end_mark.index)
 
 
-def _map_indent(text: str) -> int:
-    """The operator's mapping indentation (first nested key), default 2."""
-    for line in text.split("\n"):
-        stripped = line.lstrip(" ")
-        indent = len(line) - len(stripped)
-        if indent and stripped and not stripped.startswith(("#", "-")) and ":" in stripped:
-            return min(indent, 8)
+def _map_indent(root: Node | None) -> int:
+    """The operator's mapping indentation: a block mapping nested under a key, default 2."""
+    todo = [root] if root is not None else []
+    seen: set[int] = set()
+    while todo:
+        node = todo.pop(0)  # breadth first: the outermost example is the most telling
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, MappingNode):
+            for knode, vnode in node.value:
+                if isinstance(vnode, MappingNode) and not vnode.flow_style and vnode.value:
+                    indent = vnode.start_mark.column - knode.start_mark.column
+                    if 0 < indent <= 8:
+                        return int(indent)
+        todo.extend(_children(node))
     return 2
 
 
@@ -1336,7 +1360,7 @@ def _insert_feeds(text: str, root: Node | None, rendered_for: Any) -> str | None
     """New document text with the feeds inserted as text, or None when ruamel must re-dump.
 
     ``rendered_for(seq_indent, dash_col)`` renders the new items indented at ``dash_col``."""
-    map_indent = _map_indent(text)
+    map_indent = _map_indent(root)
     found = _find(root, "feeds")
     if root is None or (isinstance(root, MappingNode) and not root.flow_style and found is None):
         # No feeds key yet: append one at the end, after whatever comments are there.
@@ -1456,7 +1480,7 @@ def add_feeds(
         return []
 
     try:
-        map_indent = _map_indent(text)
+        map_indent = _map_indent(root)
 
         def rendered_for(seq_indent: int, dash_col: int) -> str:
             block = _render_items(accepted, seq_indent, map_indent)
@@ -1634,4 +1658,5 @@ def export_opml(config: Config) -> bytes:
             attrs["category"] = ",".join("/" + tag for tag in feed.tags)
         ET.SubElement(body, "outline", attrs)
     ET.indent(opml)
-    return ET.tostring(opml, encoding="utf-8", xml_declaration=True) + b"\n"
+    body_xml = ET.tostring(opml, encoding="unicode")
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n' + body_xml + "\n").encode("utf-8")

@@ -257,21 +257,25 @@ def _fix_images(soup: BeautifulSoup, base: str) -> None:
 
 
 def _set_captions_aside(soup: BeautifulSoup) -> dict[str, str]:
-    """Map image src to its <figcaption> text, removing the captions from the page.
+    """Reduce each <figure> to its image; return image src -> caption text.
 
-    trafilatura discards <figcaption>; the captions are put back after extraction.
+    trafilatura drops <figcaption> and, with images enabled, keeps the rest of a figure
+    (credits, share buttons, galleries' text) as content. Captions are put back after
+    extraction, on the images trafilatura kept.
     """
     captions: dict[str, str] = {}
     for figure in soup.find_all("figure"):
-        caption = figure.find("figcaption")
-        img = figure.find("img")
-        if caption is None or img is None:
+        if figure.decomposed:
             continue
-        text = _squash(caption.get_text(" "))
+        img = figure.find("img")
+        if img is None:
+            continue  # a figure without image (quote, table, embed): trafilatura decides
+        caption = figure.find("figcaption")
+        text = _squash(caption.get_text(" ")) if caption is not None else ""
         src = img.get("src")
         if text and isinstance(src, str):
             captions.setdefault(src, text)
-        caption.decompose()
+        figure.replace_with(img.extract())
     return captions
 
 

@@ -184,9 +184,9 @@ def _xml_entry(
     pub_raw, upd_raw = _text(_get(e, "published")) or None, _text(_get(e, "updated")) or None
     published, updated, date_note = _date_policy(
         pub_raw,
-        _feedparser_date(pub_raw, _get(e, "published_parsed")) or _localised_date(pub_raw),
+        _entry_date(pub_raw, _get(e, "published_parsed")),
         upd_raw,
-        _feedparser_date(upd_raw, _get(e, "updated_parsed")) or _localised_date(upd_raw),
+        _entry_date(upd_raw, _get(e, "updated_parsed")),
         now,
     )
     lang = _language(_get(e, "language"))
@@ -618,7 +618,7 @@ def _parse_json(
     if len(items) > max_entries:
         warnings.append(f"feed has {len(items)} entries; only the first {max_entries} were kept")
     return ParsedFeed(
-        title=_plain_or_none(doc.get("title"), "text/plain"),
+        title=_json_title(doc.get("title")) or None,
         link=feed_link,
         language=feed_lang,
         format=fmt,
@@ -630,8 +630,7 @@ def _parse_json(
 
 def _json_entry(item: dict[str, Any], base: str, feed_lang: str | None, now: datetime) -> ParsedEntry:
     link = _clean_url(item.get("url"), base) or _clean_url(item.get("external_url"), base)
-    # JSON Feed titles are plain text, but publishers often leave entities in them.
-    title = _cut(_collapse(html.unescape(_text(item.get("title")))), MAX_TITLE_CHARS)
+    title = _json_title(item.get("title"))
     content = _text(item.get("content_html")) or None
     if not content and _text(item.get("content_text")).strip():
         content = _text_to_html(_text(item.get("content_text")))
@@ -658,7 +657,7 @@ def _json_entry(item: dict[str, Any], base: str, feed_lang: str | None, now: dat
         key=_entry_key(guid or None, link, title, content or summary),
         guid=_scrub(guid) or None,
         url=link,
-        title=_scrub(title) or "",
+        title=title,
         author=_cut(", ".join(names), MAX_SHORT_CHARS) or None,
         summary_html=_scrub(summary),
         content_html=_scrub(content),
@@ -670,6 +669,12 @@ def _json_entry(item: dict[str, Any], base: str, feed_lang: str | None, now: dat
         enclosures=tuple(enclosures.values()),
         language=_language(item.get("language")) or feed_lang,
     )
+
+
+def _json_title(value: Any) -> str:
+    # JSON Feed titles are plain text, but publishers (WordPress) often leave entities in them.
+    text = _text(value)[: MAX_TITLE_CHARS * 32]
+    return _scrub(_cut(_collapse(html.unescape(text)), MAX_TITLE_CHARS)) or ""
 
 
 def _parse_iso(raw: str | None) -> datetime | None:
@@ -692,7 +697,8 @@ def _parse_iso(raw: str | None) -> datetime | None:
 def _finish_entries(
     entries: list[ParsedEntry], max_entries: int, warnings: list[str]
 ) -> tuple[ParsedEntry, ...]:
-    """Keep the first ``max_entries`` in document order, then drop repeated keys (first wins)."""
+    """Keep the first ``max_entries`` in document order, then drop repeated keys (first wins)
+    and entries with nothing in them (no title, link, guid, text or enclosure)."""
     if len(entries) > max_entries:
         if not any(w.startswith("feed has ") for w in warnings):
             warnings.append(f"feed has {len(entries)} entries; only the first {max_entries} were kept")
@@ -700,12 +706,21 @@ def _finish_entries(
     seen: set[str] = set()
     kept: list[ParsedEntry] = []
     dups: list[str] = []
+    empty = 0
     for entry in entries:
+        if not (
+            entry.title or entry.url or entry.guid or entry.summary_html
+            or entry.content_html or entry.enclosures
+        ):
+            empty += 1
+            continue
         if entry.key in seen:
             dups.append(entry.key)
             continue
         seen.add(entry.key)
         kept.append(entry)
+    if empty:
+        warnings.append(f"{empty} empty entr{'y' if empty == 1 else 'ies'} (no title, link or text) dropped")
     if dups:
         sample = ", ".join(repr(k[:80]) for k in list(dict.fromkeys(dups))[:3])
         warnings.append(
@@ -772,19 +787,20 @@ def _date_note(raw: str | None, value: datetime | None, now: datetime) -> str | 
 _CLOCK_12H = re.compile(r"\b(1[0-2]|0?[1-9]):[0-5]\d(?::[0-5]\d)?\s*([AaPp])\.?[Mm]\b\.?")
 
 
-def _feedparser_date(raw: str | None, parsed: Any) -> datetime | None:
-    """feedparser's UTC value, corrected for a 12-hour clock (it ignores AM/PM), else None."""
-    value = _struct_to_dt(parsed)
-    if value is None or raw is None:
-        return value
-    m = _CLOCK_12H.search(raw)
-    if m:
-        hour, pm = int(m.group(1)), m.group(2) in "Pp"
-        if pm and hour != 12:
-            value += timedelta(hours=12)
-        elif not pm and hour == 12:
-            value -= timedelta(hours=12)
-    return value
+def _entry_date(raw: str | None, parsed: Any) -> datetime | None:
+    """feedparser's UTC value, else our fallbacks. feedparser ignores AM/PM and then the zone
+    after it, so 12-hour clock dates are rewritten to 24 hours and parsed here instead."""
+    if raw and (m := _CLOCK_12H.search(raw)):
+        hour = int(m.group(1)) % 12 + (12 if m.group(2) in "Pp" else 0)
+        clock = m.group()[len(m.group(1)) :].rstrip(".")
+        clock = re.sub(r"\s*[AaPp]\.?[Mm]$", "", clock)
+        fixed = f"{raw[: m.start()]}{hour:02d}{clock}{raw[m.end() :]}"
+        try:
+            dt = parsedate_to_datetime(fixed)
+            return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+        except (TypeError, ValueError, IndexError):
+            return _localised_date(fixed)
+    return _struct_to_dt(parsed) or _localised_date(raw)
 
 
 def _struct_to_dt(value: Any) -> datetime | None:

@@ -11,11 +11,13 @@ published as escaped text too (Atom ``type="html"``, RSS ``content:encoded``), n
 Archives (RFC 5005 archived feeds): the current document of an output holds its newest
 ``output.limit`` items (newest ``published`` first). Older items go to archive pages
 ``<name>-archive-<n>.<fmt>`` of ``output.limit`` items each, filled from the OLDEST item:
-page 1 holds the oldest items and only the newest page is partial, so when new items arrive
-earlier pages keep their bytes (only the newest page, and the one before it when a page is
-added, change). This holds when the caller passes every item of the output: with a sliding
-window the oldest item moves and pages renumber. Only the newest ``archive_pages`` pages are
-written (their numbers unchanged); other ``<name>-archive-<n>.<fmt>`` files are removed.
+page 1 holds the oldest items and only the newest page is partial. A page is sealed once
+full: its boundary (its newest item) is kept in ``.<name>.archive.json`` beside the files, so
+pages keep their items and bytes when new items arrive, even when the caller passes only the
+newest items (a window): the oldest page the window cuts short is left out rather than
+shrunk. An item arriving late, with an old date, joins the sealed page its date falls in.
+Only the newest ``archive_pages`` pages are written (numbers unchanged); other
+``<name>-archive-<n>.<fmt>`` files are removed. Changing ``output.limit`` restarts paging.
 
 Files are written atomically and only when their bytes change, with their mtime set to the
 newest item's ``updated`` so the server's Last-Modified follows the newest item (or to the
@@ -24,6 +26,7 @@ publish time when the bytes changed without a newer item, so Last-Modified still
 
 from __future__ import annotations
 
+import bisect
 import email.utils
 import html
 import json
@@ -60,18 +63,6 @@ FORMAT_LABELS = {"atom": "Atom", "rss": "RSS", "json": "JSON Feed"}
 _INVALID = re.compile("[^\t\n\r\x20-\x7e\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _ARCHIVE_SUFFIX = re.compile(r"-archive-\d+$")
 _LANG_TAG = re.compile(r"[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*")
-_XML_TEXT = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
-_XML_ATTR = str.maketrans(
-    {
-        "&": "&amp;",
-        "<": "&lt;",
-        ">": "&gt;",
-        '"': "&quot;",
-        "\r": "&#13;",
-        "\n": "&#10;",
-        "\t": "&#9;",
-    }
-)
 
 
 # --------------------------------------------------------------------------- text helpers
@@ -83,13 +74,17 @@ def clean_text(text: str) -> str:
 
 
 def _t(text: str) -> str:
-    """Escaped XML element text."""
-    return clean_text(text).translate(_XML_TEXT)
+    """Escaped XML element text (CR as a reference: parsers would turn a raw one into LF)."""
+    # Chained str.replace: several times faster than str.translate on non-ASCII text.
+    text = clean_text(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("\r", "&#13;")
 
 
 def _a(text: str) -> str:
-    """Escaped XML attribute value (for use inside double quotes)."""
-    return clean_text(text).translate(_XML_ATTR)
+    """Escaped XML attribute value, for use inside double quotes (whitespace as references,
+    which attribute-value normalisation would otherwise turn into spaces)."""
+    text = _t(text).replace('"', "&quot;")
+    return text.replace("\n", "&#10;").replace("\t", "&#9;")
 
 
 def _h(text: str) -> str:
@@ -193,7 +188,7 @@ def _self_url(output: OutputConfig, fmt: str, base_url: str, archive: ArchiveLin
 
 
 def _atom_entry(item: Item) -> list[str]:
-    lang = _lang(item.language)
+    lang = _lang(item.language or item.feed_language)
     out = [f'<entry xml:lang="{_a(lang)}">' if lang else "<entry>"]
     out.append(f"<id>{_t(item.uid)}</id>")
     out.append(f'<title type="text">{_t(item.title)}</title>')
@@ -401,7 +396,7 @@ def _json_item(item: Item) -> dict[str, object]:
     tags = _categories(item)
     if tags:
         entry["tags"] = tags
-    lang = _lang(item.language)
+    lang = _lang(item.language or item.feed_language)
     if lang:
         entry["language"] = lang
     attachments = []
@@ -558,8 +553,62 @@ def _archive_name(name: str, number: int, fmt: str) -> str:
     return f"{name}-archive-{number}.{fmt}"
 
 
-def _order_key(item: Item) -> tuple[datetime, str]:
-    return (_utc(item.published), item.uid)
+Key = tuple[str, str]  # (published as RFC 3339, uid): the order of items in an output
+
+
+def _order_key(item: Item) -> Key:
+    return (rfc3339(item.published), item.uid)
+
+
+def _manifest_path(out_dir: Path, name: str) -> Path:
+    # A dot file: the server refuses to serve those.
+    return out_dir / f".{name}.archive.json"
+
+
+def _load_sealed(path: Path, size: int) -> list[tuple[Key, int]]:
+    """Sealed archive pages (newest key, item count) from the manifest, oldest page first; []
+    when it is missing, unreadable or was made for another page size."""
+    try:
+        data = json.loads(path.read_bytes())
+        if data.get("version") != 1 or data.get("size") != size:
+            return []
+        return [((str(k[0]), str(k[1])), int(c)) for k, c in data["pages"]]
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return []
+
+
+def _paginate(
+    older: list[Item], sealed: list[tuple[Key, int]], size: int
+) -> tuple[list[tuple[int, list[Item]]], list[tuple[Key, int]]]:
+    """Split ``older`` (oldest first) into archive pages: (number, items oldest first).
+
+    Sealed pages keep their boundaries. The oldest page holding items may be cut short by
+    the caller passing only the newest items: it is left out while it holds fewer items
+    than when it was sealed. Items newer than every sealed page fill new pages of ``size``,
+    and each full one is sealed. Returns the pages and the updated seals.
+    """
+    keys = [_order_key(i) for i in older]
+    pages: list[tuple[int, list[Item]]] = []
+    seals: list[tuple[Key, int]] = []
+    start = 0
+    bottom = True  # no older page holds items: this one may be cut by the caller's window
+    for number, (last, count) in enumerate(sealed, start=1):
+        end = bisect.bisect_right(keys, last, lo=start)
+        members = older[start:end]
+        start = end
+        if members and (not bottom or len(members) >= count):
+            pages.append((number, members))
+            count = len(members)  # items added late, or removed from the output
+        bottom = bottom and not members
+        seals.append((last, count))
+    number = len(sealed)
+    for i in range(start, len(older), size):
+        number += 1
+        chunk = older[i : i + size]
+        pages.append((number, chunk))
+        if len(chunk) == size:
+            seals.append((keys[i + size - 1], size))
+    return pages, seals
 
 
 def publish_output(
@@ -573,8 +622,8 @@ def publish_output(
 ) -> list[Path]:
     """Write ``<name>.<fmt>`` for each of the output's formats with its newest ``output.limit``
     items, and archive pages of the older ones (see the module docstring); remove stale
-    archive files and files of formats the output no longer has. Pass every item of the
-    output, in any order. Returns the files whose bytes changed."""
+    archive files and files of formats the output no longer has. Items may come in any
+    order. Returns the files whose bytes changed."""
     _check_name(output.name)
     for fmt in output.formats:
         if fmt not in RENDERERS:
@@ -586,10 +635,9 @@ def publish_output(
     size = max(1, output.limit)
     newest_first = sorted(items, key=_order_key, reverse=True)
     current = newest_first[:size]
-    oldest_first = newest_first[size:][::-1]
-    pages = [oldest_first[i : i + size] for i in range(0, len(oldest_first), size)]
-    numbered = list(enumerate(pages, start=1))
-    numbered = numbered[len(numbered) - archive_pages :] if archive_pages > 0 else []
+    manifest = _manifest_path(out_dir, output.name)
+    pages, seals = _paginate(newest_first[size:][::-1], _load_sealed(manifest, size), size)
+    numbered = pages[len(pages) - archive_pages :] if archive_pages > 0 else []
     numbers = [n for n, _ in numbered]
 
     written: list[Path] = []
@@ -636,6 +684,11 @@ def publish_output(
     for path in out_dir.iterdir():
         if own.fullmatch(path.name) and path.name not in keep:
             path.unlink(missing_ok=True)
+    if seals:
+        state = {"version": 1, "size": size, "pages": [[list(k), c] for k, c in seals]}
+        write_atomic(manifest, json.dumps(state, ensure_ascii=False).encode("utf-8") + b"\n")
+    else:
+        manifest.unlink(missing_ok=True)
     return written
 
 

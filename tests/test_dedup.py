@@ -389,6 +389,39 @@ def test_decide_reasons_and_precedence() -> None:
     assert decide_for([], url="https://e.example/9", text=LONG) is None
 
 
+def test_decide_canonical_either_side() -> None:
+    """The stored entry's canonical URL counts too: an aggregator's copy whose page names
+    the original, or two copies naming the same original."""
+    stored = dataclass_replace(
+        cand(1, story_id=5, url="https://agg.example/item/77", text=OTHER, title="X"),
+        canonical_norm=dedup.normalize_url("https://www.outlet.example/news/karabakh-1"),
+    )
+    m = decide_for([stored], url="https://outlet.example/news/karabakh-1/?utm_source=tg", text=LONG)
+    assert m is not None and (m.reason, m.story_id) == ("canonical", 5)
+    m = decide_for(
+        [stored],
+        url="https://other.example/9",
+        canonical="http://outlet.example/news/karabakh-1",
+        text=LONG,
+    )
+    assert m is not None and m.reason == "canonical"
+    assert (
+        decide_for(
+            [stored], url="https://other.example/9", canonical="https://outlet.example/", text=LONG
+        )
+        is None
+    )
+    # a canonical pointing at the home page names no article
+    home = dataclass_replace(stored, canonical_norm=dedup.normalize_url("https://outlet.example/"))
+    assert (
+        decide_for(
+            [home], url="https://x.example/2", canonical="http://www.outlet.example", text=LONG
+        )
+        is None
+    )
+    assert decide_for([home], url="https://outlet.example", text=LONG) is None
+
+
 def test_decide_tie_break_is_deterministic() -> None:
     late = cand(
         5, story_id=1, url="https://x.example/1", text=LONG, published=T0 + timedelta(hours=2)

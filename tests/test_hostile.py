@@ -61,6 +61,18 @@ SCRIPTED = """<?xml version="1.0" encoding="utf-8"?>
 </channel></rss>"""
 
 
+def assert_inert(html: str) -> None:
+    """Nothing in this HTML would run in a browser."""
+    low = html.lower()
+    for bad in ("<script", "<iframe", "<form", "<base", "<meta", "<svg", "<math", "<object",
+                "<embed", "style=", "data:text"):
+        assert bad not in low, bad
+    assert not re.search(r"<[^>]+\son\w+\s*=", low)
+    # Every URL attribute is http(s), mailto or a data: image: no script scheme.
+    for url in re.findall(r"(?:href|src|action)\s*=\s*[\"']([^\"']*)", low):
+        assert url.startswith(("http://", "https://", "mailto:", "data:image/")), url
+
+
 def _drip(req: Request) -> tuple[int, dict[str, str], bytes]:
     time.sleep(4)  # longer than the test deadline of 2 s
     return 200, {"Content-Type": "application/rss+xml"}, b"<rss/>"
@@ -79,7 +91,7 @@ def hostile(tmp_path: Path) -> Iterator[tuple[FeedServer, Path]]:
             "<title>&x;</title></item></channel></rss>"))
         s.route("/surrogate.xml", body=(
             '<?xml version="1.0"?><rss version="2.0"><channel><title>S</title><item>'
-            "<guid isPermaLink="false">1</guid><title>bad &#xD800; ref</title></item></channel></rss>"))
+            "<guid isPermaLink='false'>1</guid><title>bad &#xD800; ref</title></item></channel></rss>"))
         bomb = gzip.compress(b"<rss>" + b" " * (40 * 1024 * 1024) + b"</rss>")
         s.route("/bomb.xml", body=bomb, headers={"Content-Encoding": "gzip",
                                                   "Content-Type": "application/rss+xml"})
@@ -93,7 +105,7 @@ def hostile(tmp_path: Path) -> Iterator[tuple[FeedServer, Path]]:
         s.route("/busy.xml", status=429, body="<html>slow down</html>",
                 headers={"Retry-After": "120"})
         s.route("/down.xml", status=503, body="<rss version='2.0'><channel><title>maint"
-                                              "</title><item><guid isPermaLink="false">x</guid></item></channel>"
+                                              "</title><item><guid isPermaLink='false'>x</guid></item></channel>"
                                               "</rss>")
         s.route("/tofile.xml", status=302, headers={"Location": f"file://{secret}"})
         s.route("/tometa.xml", status=302,
@@ -113,8 +125,10 @@ def test_hostile_feeds_cost_only_themselves(tmp_path: Path,
                                             hostile: tuple[FeedServer, Path]) -> None:
     server, _secret = hostile
     feeds = [{"name": "good", "url": server.url("/feed/0.xml"), "allow_private_network": True}]
-    feeds += [{"name": n, "url": server.url(f"/{n}.xml"), "allow_private_network": True}
-              for n in NAMES]
+    # Retry-After holds a whole host: the rate-limited feeds live on another host name.
+    feeds += [{"name": n, "url": server.url(f"/{n}.xml").replace(
+               "127.0.0.1", "localhost" if n in ("busy", "down") else "127.0.0.1"),
+               "allow_private_network": True} for n in NAMES]
     path = write_feeds(tmp_path / "feeds.yaml", feeds)
     # No global allow-list here: each feed's own opt-in covers its configured URL only.
     env = env_for(tmp_path, AGGREGATOR_ALLOW_PRIVATE_HOSTS="", AGGREGATOR_FETCH_DEADLINE="2",
@@ -135,7 +149,7 @@ def test_hostile_feeds_cost_only_themselves(tmp_path: Path,
     entries = {r["name"]: r["entries"] for r in health.values()}
     expect_error = {
         "laughs": None, "quadratic": None, "html": "not_a_feed", "empty": "empty",
-        "space": "empty", "decl": None, "busy": "rate_limited", "down": "rate_limited",
+        "space": "empty", "decl": "empty", "busy": "rate_limited", "down": "http",
         "bomb": "too_large", "huge": "too_large", "drip": "deadline",
         "tofile": "blocked", "tometa": "blocked", "toloop": "blocked", "loop": None,
     }
@@ -182,28 +196,21 @@ def test_published_files_contain_nothing_executable(tmp_path: Path,
     for f in ("all.atom", "all.rss"):
         data = (out / f).read_bytes()
         etree.fromstring(data)  # well-formed
-        assert not feedparser.parse(data).bozo
-        # Unescape once, as a reader does, and look for anything a browser would run.
         parsed = feedparser.parse(data)
+        assert not parsed.bozo
+        # Unescape once, as a reader does, and look for anything a browser would run.
         for e in parsed.entries:
-            html = " ".join(c.value for c in e.get("content", [])) + e.get("summary", "")
-            low = html.lower()
-            for bad in ("<script", "javascript:", "onerror", "onclick", "onload", "<iframe",
-                        "<form", "<base", "<meta", "<svg", "<math", "<object", "style=",
-                        "data:text"):
-                assert bad not in low, (f, bad)
-            assert not re.search(r"<[^>]+\son\w+\s*=", low)
+            assert_inert(" ".join(c.value for c in e.get("content", [])) + e.get("summary", ""))
     data = json.loads((out / "all.json").read_text())
     for item in data["items"]:
-        low = item.get("content_html", "").lower()
-        assert "<script" not in low and "javascript:" not in low
+        assert_inert(item.get("content_html", ""))
         assert "javascript:" not in item.get("url", "")
     assert "<script" not in (out / "index.html").read_text().lower()
 
 
 def test_same_guid_in_two_feeds_is_two_entries(tmp_path: Path) -> None:
     body = ('<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>'
-            "<item><guid isPermaLink="false">shared</guid><title>One</title></item></channel></rss>")
+            "<item><guid isPermaLink='false'>shared</guid><title>One</title></item></channel></rss>")
     with FeedServer() as s:
         s.route("/a.xml", body=body)
         s.route("/b.xml", body=body.replace("One", "Two"))

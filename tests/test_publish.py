@@ -100,7 +100,9 @@ def rich_items() -> list[Item]:
             ),
             story_id=9,
         ),
-        make_item(2, author=None, categories=(), language=None, summary="", url=None),
+        make_item(
+            2, author=None, categories=(), language=None, feed_language=None, summary="", url=None
+        ),
         make_item(3, feed_link=None, content_html="", feed_title=""),
     ]
 
@@ -311,6 +313,7 @@ def test_json_feed() -> None:
     }
     assert first["attachments"][1]["mime_type"] == "application/pdf"  # guessed
     assert first["language"] == "hy" and "language" not in second
+    assert third["language"] == "hy"  # the feed's language when the item has none
     assert "Also reported by" in first["content_html"]
     assert third["content_html"] == "<p>Summary 3</p>"  # no content: the summary
 
@@ -465,7 +468,7 @@ def test_archive_pages_and_links(tmp_path: Path, atom_schema: etree.RelaxNG) -> 
         for suffix in ("", "-archive-1", "-archive-2")
         for fmt in ("atom", "rss", "json")
     }
-    assert {p.name for p in tmp_path.iterdir()} == names
+    assert {p.name for p in tmp_path.iterdir()} == names | {".caucasus.archive.json"}
     current, page1, page2 = (
         tmp_path / f"caucasus{s}.atom" for s in ("", "-archive-1", "-archive-2")
     )
@@ -540,6 +543,66 @@ def test_archive_pages_are_stable_across_republish(tmp_path: Path) -> None:
     assert ids_of(tmp_path / "caucasus-archive-3.atom") == ["tag:aggregator,2024:news-am/21"]
 
 
+def test_archive_pages_stable_when_given_only_the_newest_items(tmp_path: Path) -> None:
+    """The pipeline passes a window of the newest items: pages must not shift with it."""
+    output = replace(OUTPUT, limit=5, formats=("atom",))
+    window = 5 * 4  # the current feed and three pages
+
+    def publish(count: int) -> set[str]:
+        items = series(count)[-window:]
+        return {p.name for p in publish_output(output, items, tmp_path, base_url=BASE, now=NOW)}
+
+    publish(20)  # pages 1-3: items 1-5, 6-10, 11-15
+    assert ids_of(tmp_path / "caucasus-archive-3.atom")[-1] == "tag:aggregator,2024:news-am/11"
+    # Item 1 leaves the window: page 1 is cut short, so it is left out, not shrunk.
+    assert publish(21) == {
+        "caucasus.atom",
+        "caucasus-archive-2.atom",  # lost its prev-archive link
+        "caucasus-archive-3.atom",  # gained a next-archive link
+        "caucasus-archive-4.atom",  # new: item 16
+    }
+    assert not (tmp_path / "caucasus-archive-1.atom").exists()
+    settled = snapshot(tmp_path)
+    for count in (22, 23, 24):
+        assert publish(count) == {"caucasus.atom", "caucasus-archive-4.atom"}
+        now = snapshot(tmp_path)
+        for page in ("caucasus-archive-2.atom", "caucasus-archive-3.atom"):
+            assert now[page] == settled[page]
+    uid = "tag:aggregator,2024:news-am/{}".format
+    assert ids_of(tmp_path / "caucasus-archive-2.atom") == [uid(n) for n in range(10, 5, -1)]
+    assert ids_of(tmp_path / "caucasus-archive-4.atom") == [uid(n) for n in range(19, 15, -1)]
+
+
+def test_late_item_joins_its_sealed_page(tmp_path: Path) -> None:
+    output = replace(OUTPUT, limit=10, formats=("atom",))
+    items = series(25)
+    publish_output(output, items, tmp_path, base_url=BASE, now=NOW)
+    before = snapshot(tmp_path)
+    late = make_item(99, published=items[2].published + timedelta(minutes=30))  # 3 < it < 4
+    written = publish_output(output, [*items, late], tmp_path, base_url=BASE, now=NOW)
+    assert [p.name for p in written] == ["caucasus-archive-1.atom"]
+    assert late.uid in ids_of(tmp_path / "caucasus-archive-1.atom")
+    assert len(ids_of(tmp_path / "caucasus-archive-1.atom")) == 11
+    assert snapshot(tmp_path)["caucasus-archive-2.atom"] == before["caucasus-archive-2.atom"]
+    # The seal now counts 11 items: a window cutting item 1 leaves the page out.
+    publish_output(output, [*items[1:], late], tmp_path, base_url=BASE, now=NOW)
+    assert not (tmp_path / "caucasus-archive-1.atom").exists()
+    assert "prev-archive" not in links_of(tmp_path / "caucasus-archive-2.atom")
+
+
+def test_paging_restarts_on_limit_change_or_bad_manifest(tmp_path: Path) -> None:
+    output = replace(OUTPUT, limit=10, formats=("json",))
+    publish_output(output, series(25), tmp_path, base_url=BASE, now=NOW)
+    publish_output(replace(output, limit=5), series(25), tmp_path, base_url=BASE, now=NOW)
+    names = sorted(p.name for p in tmp_path.glob("caucasus*"))
+    assert names == [f"caucasus-archive-{n}.json" for n in (1, 2, 3, 4)] + ["caucasus.json"]
+    first = json.loads((tmp_path / "caucasus-archive-1.json").read_bytes())
+    assert [i["id"] for i in first["items"]][-1] == "tag:aggregator,2024:news-am/1"
+    (tmp_path / ".caucasus.archive.json").write_text('{"version": 1, "size": 5, "pages": [7]}')
+    publish_output(replace(output, limit=5), series(25), tmp_path, base_url=BASE, now=NOW)
+    assert json.loads((tmp_path / "caucasus-archive-1.json").read_bytes()) == first
+
+
 def test_archive_page_limit_and_stale_files(tmp_path: Path) -> None:
     output = replace(OUTPUT, limit=5)
     publish_output(output, series(25), tmp_path, base_url=BASE, now=NOW)  # pages 1-4
@@ -561,7 +624,9 @@ def test_archive_page_limit_and_stale_files(tmp_path: Path) -> None:
         now=NOW,
         archive_pages=0,
     )
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["caucasus.atom", *unrelated])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [".caucasus.archive.json", "caucasus.atom", *unrelated]
+    )
     assert "prev-archive" not in links_of(tmp_path / "caucasus.atom")
 
 

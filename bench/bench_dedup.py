@@ -1,0 +1,254 @@
+"""Cost of matching ONE new entry against 10k, 100k and 1M stored entries (`make bench-dedup`).
+
+One match = signature + band keys + text hash of the new entry, the candidate lookup through
+SQLite (URL, text hash and LSH band indexes, then the candidates' rows within the window,
+as the store does it) and dedup.decide(). The database is a real SQLite file in a temporary
+directory with the store's dedup schema. Filler entries stand for unrelated stories: random
+signatures and random band keys (unrelated texts share no band), spread over 30 days; a few
+true near-duplicates of corpus articles are planted among them and must be found.
+
+Usage: python bench/bench_dedup.py [--sizes 10000,100000,1000000] [--probes 100] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import random
+import re
+import resource
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from aggregator import dedup  # noqa: E402
+from aggregator.models import Candidate  # noqa: E402
+
+SCHEMA = """
+CREATE TABLE entries (id INTEGER PRIMARY KEY, feed_id INTEGER, story_id INTEGER, url_norm TEXT,
+    text_hash TEXT, signature BLOB, title TEXT, published TEXT, word_count INTEGER);
+CREATE TABLE entry_bands (band_key INTEGER NOT NULL, entry_id INTEGER NOT NULL,
+    PRIMARY KEY (band_key, entry_id)) WITHOUT ROWID;
+"""
+INDEXES = """
+CREATE INDEX entries_url_norm ON entries(url_norm);
+CREATE INDEX entries_text_hash ON entries(text_hash);
+"""
+NOW = datetime(2020, 9, 29, 12, 0, tzinfo=UTC)
+WINDOW = timedelta(days=7)
+THRESHOLD = 0.7
+BATCH = 50_000
+PLANTED = 20
+CANDIDATE_LIMIT = 200
+
+
+def ts(d: datetime) -> str:
+    return d.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def load_texts() -> list[tuple[str, str]]:
+    """(title, text) of real articles from the corpus; synthetic ones if it is absent."""
+    corpus = Path(os.environ.get("AGGREGATOR_SHARED", ROOT.parent / "shared")) / "corpus"
+    out = []
+    for p in sorted((corpus / "articles" / "newspaper4k-fulltext").glob("*/expected.txt")):
+        text = p.read_text(encoding="utf-8")
+        if len(dedup.tokens(text)) >= 150:
+            out.append((p.parent.name, text))
+    if len(out) < 50:
+        rng = random.Random(1)
+        vocab = [f"w{i}" for i in range(20_000)]
+        out = [(f"t{i}", " ".join(rng.choices(vocab, k=600))) for i in range(100)]
+    return out
+
+
+def copy_of(text: str) -> str:
+    """A syndicated copy: byline and footer added, last sentence dropped."""
+    return "By Staff Reporter\n\n" + text.strip().rsplit(".", 1)[0] + ".\n\nAll rights reserved."
+
+
+def build(path: Path, size: int, texts: list[tuple[str, str]], seed: int = 0) -> dict[int, int]:
+    """Fill ``path`` with ``size`` entries; returns {probe index: planted entry id}."""
+    rng = np.random.default_rng(seed)
+    prng = random.Random(seed)
+    db = sqlite3.connect(path)
+    db.executescript("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -262144;")
+    db.executescript(SCHEMA)
+    planted_ids = dict(zip(range(PLANTED), sorted(prng.sample(range(1, size + 1), PLANTED)), strict=True))
+    by_id = {eid: i for i, eid in planted_ids.items()}
+    start = NOW - timedelta(days=30)
+    band_chunks: list[tuple[np.ndarray, np.ndarray]] = []
+    for lo in range(1, size + 1, BATCH):
+        hi = min(size + 1, lo + BATCH)
+        n = hi - lo
+        sigs = rng.integers(0, 2**32, size=(n, dedup.NUM_PERM), dtype=np.uint32).astype("<u4")
+        offsets = rng.integers(0, 30 * 86400, size=n)
+        hashes = rng.integers(0, 2**63, size=(n, 2), dtype=np.int64)
+        words = rng.integers(80, 2000, size=n)
+        rows = []
+        for k in range(n):
+            eid = lo + k
+            if eid in by_id:
+                i = by_id[eid]
+                title, text = texts[i]
+                copy = copy_of(text)
+                sig = dedup.signature(title, copy)
+                assert sig is not None
+                rows.append((eid, eid % 300, None, f"https://planted.example/{eid}", dedup.text_hash(title, copy),
+                             sig, title, ts(NOW - timedelta(hours=6)), len(dedup.tokens(copy))))  # fmt: skip
+                band_chunks.append((np.array(dedup.band_keys(sig), dtype=np.int64), np.full(dedup.BANDS, eid, dtype=np.int64)))
+                continue
+            rows.append((eid, eid % 300, eid // 3, f"https://site{eid % 300}.example/news/{eid}",
+                         f"{hashes[k, 0]:016x}{hashes[k, 1]:016x}", sigs[k].tobytes(), f"Entry {eid}",
+                         ts(start + timedelta(seconds=int(offsets[k]))), int(words[k])))  # fmt: skip
+        db.executemany("INSERT INTO entries VALUES (?,?,?,?,?,?,?,?,?)", rows)
+        keep = np.array([lo + k not in by_id for k in range(n)])
+        ids = np.arange(lo, hi, dtype=np.int64)[keep]
+        keys = rng.integers(-(2**63), 2**63 - 1, size=(len(ids), dedup.BANDS), dtype=np.int64)
+        band_chunks.append((keys.ravel(), np.repeat(ids, dedup.BANDS)))
+    # Insert band rows in key order: the WITHOUT ROWID B-tree then grows at its right edge.
+    keys = np.concatenate([k for k, _ in band_chunks])
+    ids = np.concatenate([i for _, i in band_chunks])
+    order = np.argsort(keys)
+    keys, ids = keys[order], ids[order]
+    del band_chunks, order
+    step = 1_000_000
+    for lo in range(0, len(keys), step):
+        db.executemany(
+            "INSERT OR IGNORE INTO entry_bands VALUES (?, ?)",
+            zip(keys[lo : lo + step].tolist(), ids[lo : lo + step].tolist(), strict=True),
+        )
+    db.executescript(INDEXES)
+    db.commit()
+    db.close()
+    return planted_ids
+
+
+def candidates(db: sqlite3.Connection, url_norm: str, text_hash: str | None, keys: list[int]) -> list[Candidate]:
+    """The store's lookup: ids through the indexes, then the rows within the window."""
+    ids: set[int] = {r[0] for r in db.execute("SELECT id FROM entries WHERE url_norm = ? LIMIT ?", (url_norm, CANDIDATE_LIMIT))}
+    if text_hash:
+        ids.update(r[0] for r in db.execute("SELECT id FROM entries WHERE text_hash = ? LIMIT ?", (text_hash, CANDIDATE_LIMIT)))
+    if keys:
+        marks = ",".join("?" * len(keys))
+        ids.update(r[0] for r in db.execute(
+            f"SELECT DISTINCT entry_id FROM entry_bands WHERE band_key IN ({marks}) LIMIT ?", (*keys, CANDIDATE_LIMIT)))  # fmt: skip
+    if not ids:
+        return []
+    marks = ",".join("?" * len(ids))
+    rows = db.execute(
+        "SELECT id, story_id, feed_id, url_norm, text_hash, signature, title, published, word_count"
+        f" FROM entries WHERE id IN ({marks}) AND published >= ? ORDER BY published, id",
+        (*ids, ts(NOW - WINDOW)),
+    ).fetchall()
+    return [
+        Candidate(entry_id=r[0], story_id=r[1], feed_name=f"feed{r[2]}", url_norm=r[3], text_hash=r[4],
+                  signature=r[5], title=r[6], published=datetime.fromisoformat(r[7]), word_count=r[8])
+        for r in rows
+    ]  # fmt: skip
+
+
+def match_one(db: sqlite3.Connection, title: str, text: str, url: str) -> tuple[object, float]:
+    """One complete match; returns (StoryMatch or None, seconds spent in SQLite)."""
+    sig = dedup.signature(title, text)
+    keys = dedup.band_keys(sig) if sig else []
+    th = dedup.text_hash(title, text)
+    url_norm = dedup.normalize_url(url)
+    t = time.perf_counter()
+    cands = candidates(db, url_norm, th, keys)
+    lookup = time.perf_counter() - t
+    m = dedup.decide(url_norm=url_norm, canonical_norm=None, text_hash=th, signature=sig, title=title,
+                     word_count=len(dedup.tokens(text)), candidates=cands, threshold=THRESHOLD)  # fmt: skip
+    return m, lookup
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+
+
+def rss_mb(who: int = resource.RUSAGE_SELF) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024  # Linux: KiB
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="10000,100000,1000000")
+    ap.add_argument("--probes", type=int, default=100, help="new entries matched per size")
+    ap.add_argument("--keep", help="build the databases in this directory and keep them")
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    texts = load_texts()
+    probes = [texts[i % len(texts)] for i in range(args.probes)]
+
+    # Signature cost for a typical 600-word article
+    title, long_text = max(texts, key=lambda t: len(dedup.tokens(t[1])))
+    words = re.findall(r"\S+", long_text)[:600]
+    article = " ".join(words)
+    n_tokens = len(dedup.tokens(article))
+    times = []
+    for _ in range(200):
+        t = time.perf_counter()
+        dedup.band_keys(dedup.signature(title, article) or b"")
+        times.append(time.perf_counter() - t)
+    sig_ms = statistics.median(times) * 1000
+    print(f"signature + band keys of a 600-word article ({n_tokens} tokens): median {sig_ms:.2f} ms, p95 {pct(times, 0.95) * 1000:.2f} ms")
+
+    results = []
+    tmp = tempfile.TemporaryDirectory(prefix="bench-dedup-") if not args.keep else None
+    where = Path(args.keep or (tmp.name if tmp else "."))
+    where.mkdir(parents=True, exist_ok=True)
+    try:
+        for size in sizes:
+            path = where / f"dedup-{size}.db"
+            path.unlink(missing_ok=True)
+            t = time.perf_counter()
+            # Built in a child process so that this process's peak RSS is the matching's.
+            with multiprocessing.get_context("fork").Pool(1) as pool:
+                planted = pool.apply(build, (path, size, texts))
+            build_s = time.perf_counter() - t
+            db = sqlite3.connect(path)
+            total, lookups, found, wrong = [], [], 0, 0
+            for round_ in range(2):  # first round warms the page cache; both are counted
+                for i, (title, text) in enumerate(probes):
+                    t = time.perf_counter()
+                    m, lookup = match_one(db, title, text, f"https://new.example/{round_}/{i}")
+                    total.append(time.perf_counter() - t)
+                    lookups.append(lookup)
+                    expected = planted.get(i % len(texts))
+                    got = getattr(m, "entry_id", None)
+                    if round_ == 0:
+                        found += expected is not None and got == expected
+                        wrong += got is not None and got != expected
+            db.close()
+            size_mb = path.stat().st_size / 2**20
+            n_planted = sum(1 for i in range(len(probes)) if i % len(texts) in planted)
+            results.append((size, statistics.median(total), pct(total, 0.95), statistics.median(lookups), pct(lookups, 0.95), size_mb, rss_mb(), build_s, found, n_planted, wrong))
+            print(f"  {size:>9,} entries built in {build_s:.1f} s", flush=True)
+            path.unlink(missing_ok=True)
+    finally:
+        if tmp:
+            tmp.cleanup()
+
+    print()
+    print(f"{'entries':>10} {'match p50':>10} {'match p95':>10} {'lookup p50':>11} {'lookup p95':>11} {'DB MB':>8} {'peak RSS MB':>12} {'planted found':>14} {'wrong':>6}")
+    for size, m50, m95, l50, l95, mb, rss, _b, found, n_planted, wrong in results:
+        print(f"{size:>10,} {m50 * 1000:>8.2f}ms {m95 * 1000:>8.2f}ms {l50 * 1000:>9.3f}ms {l95 * 1000:>9.3f}ms {mb:>8.1f} {rss:>12.0f} {found:>9}/{n_planted:<4} {wrong:>6}")
+    if len(results) > 1:
+        first, last = results[0], results[-1]
+        print(f"ratio {last[0]:,}/{first[0]:,}: match p50 {last[1] / first[1]:.2f}x, lookup p50 {last[3] / first[3]:.2f}x (goal <= 2x)")
+    print(f"signature: {sig_ms:.2f} ms per 600-word article; peak RSS of the matching process {rss_mb():.0f} MB,"
+          f" of the builder process {rss_mb(resource.RUSAGE_CHILDREN):.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
