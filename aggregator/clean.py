@@ -197,6 +197,12 @@ _BLOCK_TAGS = frozenset(
 _SKIP_TAGS = frozenset({"script", "style", "noscript", "template", "head", "title", "svg", "math"})
 
 
+# Markers in the parser's output: a line break (<br>, a newline inside <pre>) and a
+# paragraph break (block boundary). Raw newlines in HTML text are only whitespace.
+_LINE = "\x01"
+_PARA = "\x02"
+
+
 class _TextParser(HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -209,40 +215,35 @@ class _TextParser(HTMLParser):
         if tag in _SKIP_TAGS:
             self.skip += 1
         elif tag == "br":
-            self.parts.append("\n")
+            self.parts.append(_LINE)
         elif tag in ("td", "th"):
             if self.cell_open:
                 self.parts.append(" | ")
             self.cell_open = True
         elif tag in _BLOCK_TAGS:
-            self.parts.append("\n\n")
+            self.parts.append(_PARA)
             if tag == "tr":
                 self.cell_open = False
-            if tag == "pre":
+            elif tag == "pre":
                 self.pre += 1
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "br":
-            self.parts.append("\n")
+            self.parts.append(_LINE)
         elif tag in _BLOCK_TAGS:
-            self.parts.append("\n\n")
+            self.parts.append(_PARA)
 
     def handle_endtag(self, tag: str) -> None:
         if tag in _SKIP_TAGS:
             self.skip = max(0, self.skip - 1)
         elif tag in _BLOCK_TAGS:
-            self.parts.append("\n\n")
+            self.parts.append(_PARA)
             if tag == "pre":
                 self.pre = max(0, self.pre - 1)
 
     def handle_data(self, data: str) -> None:
-        if self.skip:
-            return
-        if self.pre:
-            # keep line structure inside <pre>; "\x00" marks a protected newline
-            self.parts.append(data.replace("\n", "\x00"))
-        else:
-            self.parts.append(data)
+        if not self.skip:
+            self.parts.append(data.replace("\n", _LINE) if self.pre else data)
 
 
 def html_to_text(html: str) -> str:
@@ -251,18 +252,14 @@ def html_to_text(html: str) -> str:
     if not html:
         return ""
     parser = _TextParser()
-    parser.feed(html.replace("\x00", ""))
+    parser.feed(html.replace(_LINE, "").replace(_PARA, ""))
     parser.close()
-    raw = "".join(parser.parts)
     paragraphs = []
-    for chunk in re.split(r"\n[ \t\r\f\v]*\n", raw):
-        lines = []
-        for line in chunk.replace("\x00", "\n").split("\n"):
-            line = clean_line(line, max_len=1_000_000)
-            if line:
-                lines.append(line)
-        if lines:
-            paragraphs.append("\n".join(lines))
+    for chunk in "".join(parser.parts).split(_PARA):
+        lines = [clean_line(line, max_len=len(line) + 1) for line in chunk.split(_LINE)]
+        text = "\n".join(line for line in lines if line)
+        if text:
+            paragraphs.append(text)
     return "\n\n".join(paragraphs)
 
 

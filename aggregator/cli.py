@@ -305,7 +305,8 @@ def preview(obj: Ctx, output_name: str, limit: int) -> None:
         store.close()
     flt = filters.compile_filter(output.filter)
     now = datetime.now(UTC)
-    kept, dropped = [], []
+    kept: list[tuple[Any, str | None]] = []
+    dropped: list[tuple[Any, str | None]] = []
     for item in pool:
         reason = flt.check(item, now)
         (kept if reason is None else dropped).append((item, reason))

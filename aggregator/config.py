@@ -6,8 +6,9 @@ Settings come from ``config/aggregator.yaml``, each overridable by ``AGGREGATOR_
 Both files are *composed* (not constructed) with ruamel.yaml's round-trip loader (YAML 1.2):
 every value keeps its line/col, no tag is ever turned into an object (``!!python/...`` is
 refused, not run), and validation walks the node tree collecting every problem instead of
-stopping at the first. Editing (``add_feeds``) inserts text next to what the operator wrote,
-so comments, order and formatting stay byte for byte.
+stopping at the first. Editing (``add_feeds``) inserts text after the operator's last feed,
+so comments, order and formatting stay byte for byte (a flow-style or empty ``feeds:`` list
+goes through a ruamel round trip instead, which keeps comments and order).
 """
 
 from __future__ import annotations
@@ -740,7 +741,7 @@ def _setting_error(name: str, value: Any) -> str | None:
     if name == "listen":
         return _listen_error(value)
     if name == "base_url":
-        return _url_error(value)
+        return (error := _url_error(value)) and f"base_url: {error}"
     if name == "log_level":
         return None if value.upper() in _LOG_LEVELS else (
             f"log_level must be one of {', '.join(_LOG_LEVELS)}, got {value!r}"
@@ -920,8 +921,6 @@ def _feed(check: _Checker, item: _Y, settings: Settings) -> FeedConfig | None:
         ok &= kwargs["rule"] is not None
     if not ok or name is None or url is None:
         return None
-    if kwargs.get("allow_private_network") is None:
-        kwargs.pop("allow_private_network", None)
     return FeedConfig(name=name, url=url.strip(), line=item.line, **kwargs)
 
 
@@ -1620,8 +1619,6 @@ def read_opml(data: bytes, *, source: str = "OPML") -> list[dict[str, object]]:
     except expat.ExpatError as exc:
         message = f"not well-formed XML: {expat.ErrorString(exc.code)}"
         raise _opml_error(source, exc.lineno, exc.offset + 1, message) from None
-    if not stack and not feeds and count == 0 and not data.strip():
-        raise _opml_error(source, 1, 1, "empty OPML document")
 
     taken: set[str] = set()
     out = []

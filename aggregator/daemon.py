@@ -33,6 +33,7 @@ log = logging.getLogger("aggregator.daemon")
 POLL_TICK = 10.0  # seconds between looks at which feeds are due
 ARTICLE_TICK = 20.0
 MAINTENANCE_TICK = 5.0
+PUBLISH_TICK = 15.0
 
 
 def sd_notify(message: str) -> bool:
@@ -86,16 +87,17 @@ class Daemon:
     def _poll_job(self) -> None:
         if self._stop.is_set():
             return
-        outcomes = self.pipeline.poll(self.pipeline.due())
+        self.pipeline.poll(self.pipeline.due())
         self._cycles += 1
-        if any(o.new or o.updated for o in outcomes):
-            self._publish()
 
     def _article_job(self) -> None:
         if self._stop.is_set() or not self.config.settings.full_text:
             return
-        done, _failed = self.pipeline.process_articles()
-        if done:
+        self.pipeline.process_articles()
+
+    def _publish_job(self) -> None:
+        """Publishing is debounced: at most once per PUBLISH_TICK, and only after a change."""
+        if self.pipeline.dirty.is_set() and not self._stop.is_set():
             self._publish()
 
     def _publish(self) -> None:
@@ -138,7 +140,7 @@ class Daemon:
 
     def reload(self) -> bool:
         """Load the files again; an invalid file keeps the old configuration running."""
-        sd_notify("RELOADING=1\nMONOTONIC_USEC=%d" % (time.monotonic_ns() // 1000))
+        sd_notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
         self._mtimes = self._file_mtimes()
         try:
             config = load_config(self.config_path, self.feeds_path, self.env)
@@ -201,8 +203,10 @@ class Daemon:
                                id="articles", next_run_time=now + timedelta(seconds=3))
         self.scheduler.add_job(self._maintenance_job, "interval", seconds=MAINTENANCE_TICK,
                                id="maintenance")
+        self.scheduler.add_job(self._publish_job, "interval", seconds=PUBLISH_TICK,
+                               id="publish", next_run_time=now + timedelta(seconds=2))
         self.scheduler.start()
-        sd_notify("READY=1\nSTATUS=polling %d feeds" % len(self.config.feeds))
+        sd_notify(f"READY=1\nSTATUS=polling {len(self.config.feeds)} feeds")
         if ready:
             ready()
         try:

@@ -18,7 +18,9 @@ import json
 import logging
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from html import escape
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -26,7 +28,6 @@ import charset_normalizer
 import trafilatura
 from bs4 import BeautifulSoup, Comment, NavigableString, Tag
 from soupsieve import SelectorSyntaxError
-from trafilatura.htmlprocessing import build_html_output
 
 from aggregator.errors import ExtractError
 from aggregator.models import Article, SiteRule
@@ -161,18 +162,23 @@ def decode_html(body: bytes, charset: str | None = None) -> str:
 _LAZY_SRC_ATTRS = ("data-src", "data-lazy-src", "data-original", "data-lazy", "data-url")
 _LAZY_SRCSET_ATTRS = ("data-srcset", "data-lazy-srcset")
 _PLACEHOLDER = re.compile(
-    r"^data:|blank\.|spacer\.|pixel\.|placeholder|transparent\.|lazy[-_.]|loading\.|/1x1\.|grey\.gif|gray\.gif",
+    r"^data:|blank\.|spacer\.|pixel\.|placeholder|transparent\.|lazy[-_.]|loading\.|/1x1\.|gr[ae]y\.gif",
+    re.IGNORECASE,
+)
+# Pictures that are never article images, judged by their file path.
+_NOT_CONTENT_IMAGE = re.compile(
+    r"logo|icon|avatar|sprite|emoji|gravatar|badge|button|banner[-_]?ad|/ads?/|pixel|spacer|1x1",
     re.IGNORECASE,
 )
 
 
-def _is_placeholder(src: str | None) -> bool:
-    return not src or not src.strip() or bool(_PLACEHOLDER.search(src.strip()))
+def _is_placeholder(src: object) -> bool:
+    return not isinstance(src, str) or not src.strip() or bool(_PLACEHOLDER.search(src.strip()))
 
 
-def _best_from_srcset(srcset: str | None) -> str | None:
+def _best_from_srcset(srcset: object) -> str | None:
     """The largest candidate of a srcset ("a.jpg 320w, b.jpg 640w" or "a.jpg 1x, b.jpg 2x")."""
-    if not srcset:
+    if not isinstance(srcset, str):
         return None
     best: tuple[float, str] | None = None
     for part in srcset.split(","):
@@ -180,7 +186,7 @@ def _best_from_srcset(srcset: str | None) -> str | None:
         if not bits or _is_placeholder(bits[0]):
             continue
         size = 1.0
-        if len(bits) > 1 and bits[1][:-1].replace(".", "", 1).isdigit():
+        if len(bits) > 1 and re.fullmatch(r"\d+(\.\d+)?[wx]", bits[1]):
             size = float(bits[1][:-1])
         if best is None or size > best[0]:
             best = (size, bits[0])
@@ -188,7 +194,7 @@ def _best_from_srcset(srcset: str | None) -> str | None:
 
 
 def _real_src(img: Tag) -> str | None:
-    """The image a browser with JavaScript would end up showing."""
+    """The image a browser running the page's lazy-loading script would end up showing."""
     for attr in _LAZY_SRC_ATTRS:
         value = img.get(attr)
         if isinstance(value, str) and not _is_placeholder(value):
@@ -197,29 +203,28 @@ def _real_src(img: Tag) -> str | None:
     if isinstance(src, str) and not _is_placeholder(src):
         return src.strip()
     for attr in (*_LAZY_SRCSET_ATTRS, "srcset"):
-        value = img.get(attr)
-        best = _best_from_srcset(value if isinstance(value, str) else None)
+        best = _best_from_srcset(img.get(attr))
         if best:
             return best
     picture = img.find_parent("picture")
     if picture is not None:
         for source in picture.find_all("source"):
-            srcset = source.get("data-srcset") or source.get("srcset")
-            best = _best_from_srcset(srcset if isinstance(srcset, str) else None)
+            best = _best_from_srcset(source.get("data-srcset") or source.get("srcset"))
             if best:
                 return best
     return None
 
 
-def _abs(url: str | None, base: str) -> str | None:
-    if not url:
+def _abs(url: object, base: str) -> str | None:
+    """Absolute http(s) URL, or None."""
+    if not isinstance(url, str) or not url.strip():
         return None
     url = re.sub(r"[\t\n\r]", "", url).strip()
     try:
         joined = urljoin(base, url) if base else url
+        return joined if urlsplit(joined).scheme in ("http", "https") else None
     except ValueError:
         return None
-    return joined if urlsplit(joined).scheme in ("http", "https") else None
 
 
 def _fix_images(soup: BeautifulSoup, base: str) -> None:
@@ -227,24 +232,18 @@ def _fix_images(soup: BeautifulSoup, base: str) -> None:
     for noscript in soup.find_all("noscript"):
         fallback = noscript.find("img")
         if fallback is None:
-            # Text such as "please enable JavaScript" is never content.
-            noscript.decompose()
+            noscript.decompose()  # "please enable JavaScript" is never content
             continue
         placeholder = None
-        for candidate in (noscript.find_previous_sibling("img"), noscript.parent and noscript.parent.find("img")):
-            if isinstance(candidate, Tag) and candidate is not fallback:
-                if _is_placeholder(candidate.get("src")) or _real_src(candidate) is None:  # type: ignore[arg-type]
-                    placeholder = candidate
-                    break
+        for candidate in (noscript.find_previous_sibling("img"), noscript.parent.find("img") if noscript.parent else None):
+            if isinstance(candidate, Tag) and candidate is not fallback and _is_placeholder(candidate.get("src")):
+                placeholder = candidate
+                break
         if placeholder is not None:
             placeholder.replace_with(fallback.extract())
             noscript.decompose()
         else:
-            sibling = noscript.find_previous_sibling("img")
-            if isinstance(sibling, Tag) and _real_src(sibling):
-                noscript.decompose()  # the image is already there: avoid a duplicate
-            else:
-                noscript.unwrap()
+            noscript.unwrap()
     for img in soup.find_all("img"):
         src = _abs(_real_src(img), base)
         if src is None:
@@ -256,27 +255,83 @@ def _fix_images(soup: BeautifulSoup, base: str) -> None:
                 del img[attr]
 
 
-def _set_captions_aside(soup: BeautifulSoup) -> dict[str, str]:
-    """Reduce each <figure> to its image; return image src -> caption text.
+@dataclass
+class _Image:
+    """A candidate article image and the text around it, to place it in the extracted body."""
 
-    trafilatura drops <figcaption> and, with images enabled, keeps the rest of a figure
-    (credits, share buttons, galleries' text) as content. Captions are put back after
-    extraction, on the images trafilatura kept.
-    """
-    captions: dict[str, str] = {}
-    for figure in soup.find_all("figure"):
-        if figure.decomposed:
+    src: str
+    alt: str
+    caption: str
+    before: str  # comparison key of the text that follows the image (the image sits before it)
+    after: str  # comparison key of the text that precedes it
+
+
+_ANCHOR_MIN = 20  # characters of comparison key: shorter keys match by chance
+_ANCHOR_MAX = 80
+_ANCHOR_SCAN = 60  # text nodes looked at on each side
+
+
+def _anchor(nodes: Iterator[Any], skip: Tag | None, backwards: bool) -> str:
+    words: list[str] = []
+    length = 0
+    for count, node in enumerate(nodes):
+        if count >= _ANCHOR_SCAN:
+            break
+        if not isinstance(node, NavigableString) or isinstance(node, Comment):
             continue
-        img = figure.find("img")
-        if img is None:
-            continue  # a figure without image (quote, table, embed): trafilatura decides
-        caption = figure.find("figcaption")
-        text = _squash(caption.get_text(" ")) if caption is not None else ""
+        if skip is not None and skip in node.parents:
+            continue
+        if node.parent is not None and node.parent.name in ("script", "style", "title"):
+            continue
+        key = _norm(str(node))
+        if not key:
+            continue
+        words = [key, *words] if backwards else [*words, key]
+        length += len(key) + 1
+        if length > _ANCHOR_MIN:
+            break
+    key = " ".join(words)
+    if len(key) < _ANCHOR_MIN:
+        return ""
+    return key[-_ANCHOR_MAX:] if backwards else key[:_ANCHOR_MAX]
+
+
+def _small(img: Tag) -> bool:
+    for attr in ("width", "height"):
+        value = img.get(attr)
+        if isinstance(value, str) and value.strip().isdigit() and int(value) <= 32:
+            return True
+    return False
+
+
+def _collect_images(soup: BeautifulSoup) -> list[_Image]:
+    """Candidate content images in page order, with caption and surrounding text.
+
+    trafilatura extracts better text with images off (with images on, image-rich teaser
+    lists and figure credits leak in), so images are placed back by their neighbouring text:
+    an image whose neighbours did not make it into the article was not part of it.
+    """
+    images: list[_Image] = []
+    seen: set[str] = set()
+    for img in soup.find_all("img"):
         src = img.get("src")
-        if text and isinstance(src, str):
-            captions.setdefault(src, text)
-        figure.replace_with(img.extract())
-    return captions
+        if not isinstance(src, str) or src in seen or _small(img) or _NOT_CONTENT_IMAGE.search(urlsplit(src).path):
+            continue
+        seen.add(src)
+        figure = img.find_parent("figure")
+        caption_tag = figure.find("figcaption") if figure is not None else None
+        caption = _squash(caption_tag.get_text(" ")) if isinstance(caption_tag, Tag) else ""
+        alt = img.get("alt")
+        images.append(
+            _Image(
+                src=src,
+                alt=_squash(alt) if isinstance(alt, str) else "",
+                caption=caption,
+                before=_anchor(img.next_elements, figure, backwards=False),
+                after=_anchor(img.previous_elements, figure, backwards=True),
+            )
+        )
+    return images
 
 
 def _apply_rule(soup: BeautifulSoup, rule: SiteRule, url: str) -> list[Tag]:
@@ -295,7 +350,7 @@ def _apply_rule(soup: BeautifulSoup, rule: SiteRule, url: str) -> list[Tag]:
 
 
 def validate_rule(rule: SiteRule) -> list[str]:
-    """Problems with a site rule's selectors (empty when all parse), for config checks."""
+    """Problems with a site rule's CSS selectors (empty when all parse), for config checks."""
     problems = []
     probe = BeautifulSoup("<p></p>", "html.parser")
     for selector in ((rule.body,) if rule.body else ()) + tuple(rule.strip):
@@ -319,9 +374,9 @@ def _meta(soup: BeautifulSoup, *names: str) -> str | None:
     return None
 
 
-def _parse_datetime(value: str | None) -> datetime | None:
+def _parse_datetime(value: object) -> datetime | None:
     """ISO 8601 (as found in meta tags, JSON-LD, <time datetime>) to aware UTC."""
-    if not value:
+    if not isinstance(value, str) or not value.strip():
         return None
     value = value.strip()
     if re.fullmatch(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?[+-]\d{4}", value):
@@ -356,14 +411,20 @@ def _json_ld_values(soup: BeautifulSoup, key: str) -> Iterator[Any]:
 
 
 def _published(soup: BeautifulSoup) -> datetime | None:
-    candidates: list[str | None] = [
-        _meta(soup, "article:published_time", "og:published_time", "datePublished", "pubdate", "date"),
+    """Publication time with its time of day: meta tags, JSON-LD, itemprop, <time>."""
+    candidates: list[object] = [
+        _meta(soup, "article:published_time", "og:published_time", "datePublished", "pubdate", "date", "dc.date"),
     ]
-    candidates.extend(v for v in _json_ld_values(soup, "datePublished") if isinstance(v, str))
+    candidates.extend(_json_ld_values(soup, "datePublished"))
     itemprop = soup.find(attrs={"itemprop": "datePublished"})
     if isinstance(itemprop, Tag):
-        value = itemprop.get("content") or itemprop.get("datetime")
-        candidates.append(value if isinstance(value, str) else None)
+        candidates.append(itemprop.get("content") or itemprop.get("datetime"))
+    scope = soup.find("article") or soup.find("main")
+    if isinstance(scope, Tag):
+        # the first dated <time> of the article itself (a page header may show today's date)
+        time_tag = scope.find("time", attrs={"datetime": True})
+        if isinstance(time_tag, Tag):
+            candidates.append(time_tag.get("datetime"))
     for candidate in candidates:
         parsed = _parse_datetime(candidate)
         if parsed is not None:
@@ -391,17 +452,82 @@ def _canonical(soup: BeautifulSoup, url: str) -> str | None:
         rel = link.get("rel") or []
         rels = rel if isinstance(rel, list) else str(rel).split()
         if "canonical" in (r.lower() for r in rels):
-            return _abs(str(link["href"]), url)
+            return _abs(link["href"], url)
     return _abs(_meta(soup, "og:url"), url)
+
+
+# --------------------------------------------------------------------------- trafilatura
+
+_TRAFILATURA_OPTIONS: dict[str, Any] = {
+    "with_metadata": True,
+    "include_images": False,  # placed back by _place_images
+    "include_links": True,
+    "include_formatting": True,
+    "include_tables": True,
+    "include_comments": False,
+    "output_format": "python",
+}
+
+_HI = {"#b": "strong", "#i": "em", "#u": "u", "#t": "code", "#sub": "sub", "#sup": "sup"}
+_SIMPLE = {
+    "p": "p", "quote": "blockquote", "code": "pre", "table": "table", "row": "tr", "item": "li",
+    "del": "s", "div": "div", "lb": "br", "figure": "figure",
+}  # fmt: skip
+_VOID = {"br", "img"}
+
+
+def _html_tag(elem: Any) -> tuple[str | None, str]:
+    """HTML tag and attribute string for one element of trafilatura's XML output."""
+    tag, rend = elem.tag, elem.get("rend") or ""
+    if tag == "head":
+        return (rend if re.fullmatch(r"h[1-6]", rend) else "h3"), ""
+    if tag == "list":
+        return ("ol" if rend == "ol" else "ul"), ""
+    if tag == "hi":
+        return _HI.get(rend, "em"), ""
+    if tag == "cell":
+        return ("th" if elem.get("role") == "head" else "td"), ""
+    if tag == "ref":
+        target = elem.get("target")
+        return "a", f' href="{escape(target)}"' if target else ""
+    if tag == "graphic":
+        src = elem.get("src")
+        return ("img", f' src="{escape(src)}"') if src else (None, "")
+    return _SIMPLE.get(tag), ""
+
+
+def _xml_to_html(body: Any) -> str:
+    """trafilatura's XML tree as HTML, without the whitespace that pretty printing adds
+    between inline elements (it would split words such as "NDR-Recherchen")."""
+    parts: list[str] = []
+
+    def walk(elem: Any) -> None:
+        name, attrs = _html_tag(elem) if isinstance(elem.tag, str) else (None, "")
+        if name:
+            parts.append(f"<{name}{attrs}>")
+        if elem.text and isinstance(elem.tag, str):
+            parts.append(escape(elem.text, quote=False))
+        for child in elem:
+            walk(child)
+        if name and name not in _VOID:
+            parts.append(f"</{name}>")
+        if elem.tail:
+            parts.append(escape(elem.tail, quote=False))
+
+    if body.text:
+        parts.append(escape(body.text, quote=False))
+    for child in body:
+        walk(child)
+    return "".join(parts)
 
 
 # --------------------------------------------------------------------------- post-processing
 
-_BLOCKS = ("p", "h1", "h2", "h3", "h4", "h5", "h6", "li", "blockquote", "pre", "figure", "ul", "ol", "table", "div")
+_BLOCKS = ("p", "h1", "h2", "h3", "h4", "h5", "h6", "li", "blockquote", "pre", "figure", "figcaption", "ul", "ol", "table", "tr", "div")
 
 _MONTHS_AND_DATE_WORDS = {
-    # Stems (first four letters, case-folded) of months, weekdays and "published/updated"
-    # words in the languages of the region and the corpus.
+    # Stems (first three or four letters, case-folded) of months, weekdays and "published /
+    # updated" in the languages of the region and of the corpus.
     *"janu febr marc apri may june july augu sept octo nove dece".split(),
     *"jan feb mar apr jun jul aug sep oct nov dec".split(),
     *"mond tues wedn thur frid satu sund publ upda post last modi".split(),
@@ -412,7 +538,7 @@ _MONTHS_AND_DATE_WORDS = {
     *"იანვ თებე მარტ აპრი მაის ივნი ივლი აგვი სექტ ოქტო ნოემ დეკე".split(),
     *"janv févr mars avri juin juil août sept octo nove déce".split(),
     *"ener febr marz abri mayo juni juli agos sept octu novi dici".split(),
-    *"janu febr märz apri juni juli augu sept okto nove deze".split(),
+    *"janu febr märz apri juni juli augu sept okto nove deze stand".split(),
 }
 
 
@@ -426,57 +552,50 @@ def _norm(text: str) -> str:
 
 
 def _is_date_line(text: str) -> bool:
+    """A short line made of a date, a time and words such as "Published" or "Updated"."""
     if len(text) > 80:
         return False
     words = re.findall(r"\w+", text.casefold())
     if not words or not any(w.isdigit() for w in words):
         return False
-    dateish = sum(1 for w in words if w.isdigit() or len(w) <= 2 or w[:4] in _MONTHS_AND_DATE_WORDS or w[:3] in _MONTHS_AND_DATE_WORDS)
+    dateish = sum(
+        1 for w in words if w.isdigit() or len(w) <= 2 or w[:4] in _MONTHS_AND_DATE_WORDS or w[:3] in _MONTHS_AND_DATE_WORDS
+    )
     return dateish >= 0.8 * len(words)
 
 
-_BREADCRUMB_START = re.compile(r"^\s*(home|main|главная|главная страница|գլխավոր|ana səhifə|მთავარი|startseite|accueil|inicio)\b", re.I)
-_BREADCRUMB_SEP = re.compile(r"\s[»›>/•|→]\s|^[•›»]")
+_BREADCRUMB_START = re.compile(
+    r"^\s*(home|main page|главная|գլխավոր|ana səhifə|მთავარი|startseite|accueil|inicio)\b", re.IGNORECASE
+)
+_BREADCRUMB_SEP = re.compile(r"\s[»›>/•|→]\s|^\s*[•›»]")
 
 
 def _is_breadcrumb(text: str, title_key: str) -> bool:
     if len(text) > 200:
         return False
-    if _BREADCRUMB_START.search(text):
+    if _BREADCRUMB_START.search(text) and len(text.split()) <= 25:
         return True
-    return bool(_BREADCRUMB_SEP.search(text)) and title_key != "" and title_key in _norm(text)
-
-
-def _top_blocks(body: Tag, limit: int = 6) -> list[Tag]:
-    """The first top-level blocks of the extracted body, where repeats of the metadata sit."""
-    out = []
-    for child in body.children:
-        if isinstance(child, Tag):
-            out.append(child)
-            if len(out) >= limit:
-                break
-    return out
+    return bool(_BREADCRUMB_SEP.search(text)) and bool(title_key) and title_key in _norm(text)
 
 
 def _drop_metadata_repeats(body: Tag, title: str | None) -> None:
+    """Remove what repeats the metadata at the top: title heading, date line, breadcrumbs."""
     title_key = _norm(title or "")
-    for heading in body.find_all(["h1"]):
+    for heading in body.find_all("h1"):
         if title_key and _norm(heading.get_text(" ")) == title_key:
             heading.decompose()
-    for block in _top_blocks(body):
-        if block.name == "img" or block.find("img") is not None:
+    seen = 0
+    for block in [c for c in body.children if isinstance(c, Tag)]:
+        if block.name in ("figure", "img") or block.find("img") is not None:
             continue
         text = _squash(block.get_text(" "))
-        key = _norm(text)
-        if not key:
+        if not text:
             continue
-        if (
-            (title_key and key == title_key)
-            or _is_date_line(text)
-            or _is_breadcrumb(text, title_key)
-        ):
+        if (title_key and _norm(text) == title_key) or _is_date_line(text) or _is_breadcrumb(text, title_key):
             block.decompose()
-        elif len(text) > 150:
+            continue
+        seen += 1
+        if len(text) > 150 or seen >= 4:
             break  # the article proper has begun
     for img in body.find_all("img"):
         alt = img.get("alt")
@@ -484,75 +603,69 @@ def _drop_metadata_repeats(body: Tag, title: str | None) -> None:
             del img["alt"]  # the image alt is the title a third time (seen on real outlets)
 
 
-def _restore_captions(soup: BeautifulSoup, body: Tag, captions: dict[str, str]) -> None:
-    """Wrap each extracted image that had a caption in <figure><img><figcaption>."""
-    for img in body.find_all("img"):
-        src = img.get("src")
-        caption = captions.get(src) if isinstance(src, str) else None
-        if caption is None:
-            continue
-        figure = soup.new_tag("figure")
-        parent = img.parent
-        if isinstance(parent, Tag) and parent is not body and parent.name == "p":
-            if _squash(parent.get_text()) or len(parent.find_all(True)) > 1:
-                parent.insert_after(figure)  # a <figure> cannot sit inside a <p>
-            else:
-                parent.replace_with(figure)
-            figure.append(img.extract())
+def _figure(soup: BeautifulSoup, image: _Image) -> Tag:
+    attrs = {"src": image.src}
+    if image.alt:
+        attrs["alt"] = image.alt
+    img = soup.new_tag("img", attrs=attrs)
+    if not image.caption:
+        return img
+    figure = soup.new_tag("figure")
+    figure.append(img)
+    figcaption = soup.new_tag("figcaption")
+    figcaption.string = image.caption
+    figure.append(figcaption)
+    return figure
+
+
+def _place_images(soup: BeautifulSoup, body: Tag, images: list[_Image]) -> list[_Image]:
+    """Insert each image next to the extracted block that holds its neighbouring text.
+
+    Returns the images placed, in page order.
+    """
+    blocks = [(child, _norm(child.get_text(" "))) for child in body.children if isinstance(child, Tag)]
+    placed: list[_Image] = []
+    last_after: dict[int, Tag] = {}
+    for image in images:
+        target = None
+        if image.before:
+            target = next((b for b, key in blocks if image.before in key), None)
+        if target is not None:
+            target.insert_before(_figure(soup, image))
+        elif image.after and (target := next((b for b, key in blocks if image.after in key), None)) is not None:
+            anchor = last_after.get(id(target), target)
+            node = _figure(soup, image)
+            anchor.insert_after(node)
+            last_after[id(target)] = node
         else:
-            img.replace_with(figure)
-            figure.append(img)
-        figcaption = soup.new_tag("figcaption")
-        figcaption.string = caption
-        figure.append(figcaption)
-        # trafilatura may have kept the caption text as a paragraph of its own
-        following = figure.find_next_sibling()
-        if isinstance(following, Tag) and _norm(following.get_text(" ")) == _norm(caption):
-            following.decompose()
+            continue
+        placed.append(image)
+    return placed
+
+
+def _drop_empty(body: Tag) -> None:
+    for block in body.find_all(["p", "li", "blockquote", "div", "h2", "h3", "h4", "h5", "h6", "a", "strong", "em"]):
+        if not block.decomposed and not block.get_text(strip=True) and block.find("img") is None:
+            block.decompose()
 
 
 def _block_text(body: Tag) -> str:
     """Plain text: blocks as paragraphs separated by a blank line, <br> as a line break."""
     for br in body.find_all("br"):
-        br.replace_with("\n")
+        br.replace_with("\x01")
     for block in body.find_all(_BLOCKS):
-        block.insert_before("\n\n")
-        block.insert_after("\n\n")
+        block.insert_before("\x02")
+        block.append("\x02")
     paragraphs = []
-    for chunk in re.split(r"\n\s*\n", body.get_text()):
-        lines = [_squash(line) for line in chunk.split("\n")]
+    for chunk in body.get_text().split("\x02"):
+        lines = [_squash(line) for line in chunk.split("\x01")]
         text = "\n".join(line for line in lines if line)
         if text:
             paragraphs.append(text)
     return "\n\n".join(paragraphs)
 
 
-def _inner_html(tag: Tag) -> str:
-    return "".join(str(child) for child in tag.children).strip()
-
-
 # --------------------------------------------------------------------------- extraction
-
-
-def _run_trafilatura(html: str, url: str) -> Any:
-    return trafilatura.bare_extraction(
-        html,
-        url=url or None,
-        with_metadata=True,
-        include_images=True,
-        include_links=True,
-        include_formatting=True,
-        include_tables=True,
-        include_comments=False,
-        output_format="html",
-    )
-
-
-def _check_size(text_len: int, tags: int, url: str) -> None:
-    if text_len > MAX_BYTES:
-        raise ExtractError("too_large", f"{url}: page of {text_len} characters exceeds {MAX_BYTES}")
-    if tags > MAX_TAGS:
-        raise ExtractError("too_large", f"{url}: page has {tags} tags, more than the {MAX_TAGS} allowed")
 
 
 def extract_article(
@@ -576,7 +689,11 @@ def extract_article(
         text = body.replace("\x00", "")
     if not text.strip():
         raise ExtractError("empty", f"{url}: empty page")
-    _check_size(len(text), text.count("<"), url)
+    if len(text) > MAX_BYTES:
+        raise ExtractError("too_large", f"{url}: page of {len(text)} characters exceeds {MAX_BYTES}")
+    tags = text.count("<")
+    if tags > MAX_TAGS:
+        raise ExtractError("too_large", f"{url}: page has {tags} tags, more than the {MAX_TAGS} allowed")
     try:
         return _extract(text, url, rule)
     except RecursionError as exc:
@@ -593,58 +710,67 @@ def _extract(html: str, url: str, rule: SiteRule | None) -> Article:
     canonical = _canonical(soup, url)
     description = _meta(soup, "og:description", "description", "twitter:description")
     meta_image = _abs(_meta(soup, "og:image", "og:image:url", "twitter:image"), url)
+    page_title = _meta(soup, "og:title") or (soup.title.get_text(" ", strip=True) if soup.title else None)
 
-    method = "trafilatura"
-    rule_body: list[Tag] = _apply_rule(soup, rule, url) if rule is not None else []
+    rule_body = _apply_rule(soup, rule, url) if rule is not None else []
     _fix_images(soup, url)
-    captions = _set_captions_aside(soup)
+    images = _collect_images(soup)
+    rule_html = "".join(str(node) for node in rule_body if not node.decomposed)
     if rule_body:
-        # Keep <head> so trafilatura still reads title, author and date from meta tags.
+        # <head> stays so that trafilatura still reads title, author and date from meta tags.
         head = soup.find("head")
-        inner = "".join(str(node) for node in rule_body if not node.decomposed)
-        page = f"<html>{head if head is not None else ''}<body><article>{inner}</article></body></html>"
+        page = f"<html>{head if head is not None else ''}<body><article>{rule_html}</article></body></html>"
         method = "rule+trafilatura"
     else:
         page = str(soup)
+        method = "trafilatura"
 
-    document = _run_trafilatura(page, url)
-    if document is None or document.body is None:
-        if not rule_body:
-            raise ExtractError("no_content", f"{url}: no article text found")
-        # The rule names the body: trust it even when trafilatura finds it too short.
-        out = BeautifulSoup(f"<html><body>{inner}</body></html>", _BS4_PARSER)
-        method = "rule"
-        title = _meta(soup, "og:title") or (soup.title.get_text(strip=True) if soup.title else None)
-        author = _meta(soup, "author", "article:author")
-        date = None
-        image = meta_image
+    document = trafilatura.bare_extraction(page, url=url or None, **_TRAFILATURA_OPTIONS)
+    if document is not None and document.body is not None and len(document.body):
+        out = BeautifulSoup(f"<html><body>{_xml_to_html(document.body)}</body></html>", _BS4_PARSER)
+        title, author, date = document.title or page_title, document.author, document.date
+        result = out.body
+        placed = _place_images(out, result, images) if result is not None else []
+    elif rule_body:
+        # The rule names the body: trust it even where trafilatura finds too little text.
+        out = BeautifulSoup(f"<html><body>{rule_html}</body></html>", _BS4_PARSER)
+        title, author, date, method = page_title, _meta(soup, "author", "article:author"), None, "rule"
+        result = out.body
+        placed = [i for i in images if result is not None and result.find("img", src=i.src) is not None]
     else:
-        out = BeautifulSoup(build_html_output(document), _BS4_PARSER)
-        title, author, date, image = document.title, document.author, document.date, document.image
-    result = out.body
+        raise ExtractError("no_content", f"{url}: no article text found")
     if result is None:
         raise ExtractError("no_content", f"{url}: no article text found")
 
-    _restore_captions(out, result, captions)
     _drop_metadata_repeats(result, title)
-    content_html = _inner_html(result)
+    _drop_empty(result)
+    content_html = "".join(str(child) for child in result.children).strip()
     text = _block_text(result)
-    if not text and result.find("img") is None:
+    if not text and not placed:
         raise ExtractError("no_content", f"{url}: no article text found")
 
-    image = meta_image or _abs(image, url)
-    if published is None:
-        published = _parse_datetime(date)  # trafilatura/htmldate: a day, no time
+    lead = _lead_image(meta_image, placed)
     return Article(
         html=content_html,
         text=text,
         title=_squash(title) if title else None,
         author=_squash(author) if author else None,
-        published=published,
-        image=image,
-        image_caption=captions.get(image) if image else None,
+        published=published or _parse_datetime(date),  # trafilatura's date: a day, no time
+        image=lead.src if lead else meta_image,
+        image_caption=(lead.caption or None) if lead else None,
         language=language,
         canonical_url=canonical,
         method=method,
         description=_squash(description) if description else None,
     )
+
+
+def _lead_image(meta_image: str | None, placed: list[_Image]) -> _Image | None:
+    """The page's declared image (og:image) if it is in the body, else the first body image."""
+    if meta_image:
+        path = urlsplit(meta_image).path
+        for image in placed:
+            if image.src == meta_image or urlsplit(image.src).path == path:
+                return _Image(meta_image, image.alt, image.caption, "", "")
+        return None
+    return placed[0] if placed else None

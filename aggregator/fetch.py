@@ -63,6 +63,8 @@ ACCEPT = {
     "robots": "text/plain, */*;q=0.5",
 }
 
+DEADLINE_SLACK = 0.05  # s: a timeout ending this close to the deadline is the deadline
+
 ROBOTS_MAX_BYTES = 512 * 1024  # RFC 9309: parse at least 500 KiB, ignore the rest
 ROBOTS_DEFAULT_TTL = 86400.0  # RFC 9309: do not cache for more than 24 h
 ROBOTS_MIN_TTL = 60.0  # a max-age of 0 must not mean one robots.txt fetch per page
@@ -337,6 +339,10 @@ class _Attempt:
         if self.remaining() <= 0:
             raise self.deadline_error()
 
+    def over(self) -> bool:
+        """Whether a failure is due to the deadline (socket timeouts are cut to end on it)."""
+        return self.remaining() <= DEADLINE_SLACK
+
     def timeout(self, limit: float) -> float:
         """A socket timeout no longer than ``limit`` nor the time left."""
         left = self.remaining()
@@ -532,7 +538,7 @@ def _resolve(attempt: _Attempt, host: str, port: int) -> list[Any]:
         return list(future.result(timeout=limit))
     except FutureTimeout:
         future.cancel()
-        if attempt.remaining() <= 0:
+        if attempt.over():
             raise attempt.deadline_error() from None
         raise FetchError(
             "timeout", f"{attempt.url}: DNS lookup of {host} timed out", url=attempt.url
@@ -546,7 +552,7 @@ def _resolve(attempt: _Attempt, host: str, port: int) -> list[Any]:
 
 def _connect_error(attempt: _Attempt, host: str, port: int, error: OSError | None) -> FetchError:
     url = attempt.url
-    if attempt.remaining() <= 0:
+    if attempt.over():
         return attempt.deadline_error()
     if isinstance(error, TimeoutError | socket.timeout):
         return FetchError("timeout", f"{url}: connecting to {host}:{port} timed out", url=url)
@@ -573,7 +579,7 @@ class _HostGate:
         self._cond = threading.Condition()
         self._hosts: dict[str, _HostGate._State] = {}
 
-    def acquire(self, host: str, attempt: _Attempt) -> None:
+    def acquire(self, host: str, attempt: _Attempt, url: str) -> None:
         with self._cond:
             state = self._hosts.setdefault(host, self._State())
             while True:
@@ -586,9 +592,9 @@ class _HostGate:
                 if wait <= 0:
                     raise FetchError(
                         "deadline",
-                        f"{attempt.url}: gave up waiting for a free slot on {host} "
+                        f"{url}: gave up waiting for a free slot on {host} "
                         f"within the {attempt.budget:g} s fetch deadline",
-                        url=attempt.url,
+                        url=url,
                     )
                 if state.in_flight < self._limit:
                     wait = min(wait, state.next_start - now)
@@ -662,7 +668,7 @@ class Fetcher:
 
     def retry_after_for(self, host: str) -> float | None:
         """Seconds left of ``host``'s Retry-After window, or None when not rate limited."""
-        host = host.strip().strip("[]").lower().rstrip(".")
+        host = _ascii_host(host.strip().strip("[]").lower().rstrip("."))
         with self._lock:
             until = self._rate_limited.get(host)
             if until is None:
@@ -715,7 +721,7 @@ class Fetcher:
             self._check_rate_limit(target.host, url)
             if req.kind == "page":
                 self._check_robots(url, target, attempt, allow_private)
-            self._gate.acquire(target.host, attempt)
+            self._gate.acquire(target.host, attempt, url)
             try:
                 self._check_rate_limit(target.host, url)  # may have started while we waited
                 outcome = self._hop(req, url, target, attempt, allow_private, jar, truncate)
@@ -790,7 +796,7 @@ class Fetcher:
             attempt.check()  # headers cut short by the watchdog look complete: don't trust them
             status = resp.status_code
             if status in REDIRECT_STATUSES:
-                location = (resp.headers.get("location") or "").strip()
+                location = _header_text(resp.headers.get("location") or "").strip()
                 if not location:
                     raise FetchError(
                         "http",
@@ -923,7 +929,7 @@ class Fetcher:
             try:
                 rules = self._cached_robots(origin)
                 if rules is None:
-                    rules = self._load_robots(origin, target, attempt, allow_private)
+                    rules = self._load_robots(target, attempt, allow_private)
                     with self._lock:
                         self._robots[origin] = rules
             finally:
@@ -939,9 +945,8 @@ class Fetcher:
                 return None
             return rules
 
-    def _load_robots(
-        self, origin: str, target: _Target, attempt: _Attempt, allow_private: bool
-    ) -> _Robots:
+    def _load_robots(self, target: _Target, attempt: _Attempt, allow_private: bool) -> _Robots:
+        """Fetch and parse robots.txt; RFC 9309 for what failures mean."""
         host = f"[{target.host}]" if ":" in target.host else target.host
         default_port = (target.scheme, target.port) in (("http", 80), ("https", 443))
         netloc = host if default_port else f"{host}:{target.port}"
@@ -1057,7 +1062,7 @@ class _Decoder:
 
 def _transport_error(attempt: _Attempt, url: str, error: Exception) -> FetchError:
     """Map a requests/urllib3/socket exception to a FetchError kind."""
-    if attempt.remaining() <= 0:
+    if attempt.over():
         return attempt.deadline_error(url)
     if isinstance(error, requests.exceptions.ConnectTimeout):
         return FetchError("timeout", f"{url}: connecting timed out", url=url)
@@ -1093,6 +1098,14 @@ def _innermost(error: BaseException) -> str:
             break
         error = nested
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+def _header_text(value: str) -> str:
+    """http.client decodes headers as Latin-1; servers often mean UTF-8 (non-ASCII paths)."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return value
 
 
 def _content_type(value: str | None) -> tuple[str | None, str | None]:

@@ -47,6 +47,7 @@ EARLIEST_DATE = datetime(1995, 1, 1, tzinfo=UTC)
 FUTURE_SLACK = timedelta(days=1)
 
 _NON_SPACE = re.compile(rb"[^ \t\r\n]")
+_CHARSET_PARAM = re.compile(r"charset\s*=\s*[\"']?([\w.:-]+)", re.I)
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _SPACES = re.compile(r"\s+")
 _LANG = re.compile(r"^[a-z]{2,8}(?:-[a-z0-9]{1,8})*$")
@@ -94,7 +95,12 @@ def _parse(
     start = _first_non_space(body)
     if start < 0:
         raise ParseError("empty", f"body is only whitespace ({len(body)} bytes)")
-    ctype = (content_type or "").strip().lower()
+    # Tolerate a full header value ("text/xml; charset=koi8-r") as well as the bare type.
+    ctype, _, params = (content_type or "").partition(";")
+    ctype = ctype.strip().lower()
+    if not charset and (m := _CHARSET_PARAM.search(params)):
+        charset = m.group(1)
+    charset = (charset or "").strip().strip("\"'").lower() or None
     if body[start : start + 1] in (b"{", b"[") or (
         "json" in ctype and body[start : start + 1] != b"<"
     ):
@@ -159,9 +165,8 @@ def _parse_xml(
 
     feed: Mapping[str, Any] = result.get("feed") or {}
     feed_link = _clean_url(_get(feed, "link"), url)
-    base = feed_link or url
     feed_lang = _language(_get(feed, "language"))
-    entries = [_xml_entry(e, url, base, feed_lang, now) for e in entries_raw]
+    entries = [_xml_entry(e, url, feed_lang, now) for e in entries_raw]
     return ParsedFeed(
         title=_plain_or_none(_get(feed, "title"), _detail_type(feed, "title_detail")),
         link=feed_link,
@@ -173,9 +178,9 @@ def _parse_xml(
     )
 
 
-def _xml_entry(
-    e: Mapping[str, Any], feed_url: str, base: str, feed_lang: str | None, now: datetime
-) -> ParsedEntry:
+def _xml_entry(e: Mapping[str, Any], base: str, feed_lang: str | None, now: datetime) -> ParsedEntry:
+    # feedparser already resolved relative URLs against xml:base or the feed URL (base);
+    # joining again only matters when the feed URL is not http(s), e.g. in tests.
     link = _clean_url(_get(e, "link"), base)
     title = _plain(_get(e, "title"), _detail_type(e, "title_detail"), MAX_TITLE_CHARS)
     summary = _html_value(_get(e, "summary"), _detail_type(e, "summary_detail"))
@@ -212,7 +217,7 @@ def _xml_entry(
         categories=_categories(
             (t.get("term") or t.get("label")) for t in _list(e, "tags") if isinstance(t, Mapping)
         ),
-        enclosures=_enclosures(e, link or base),
+        enclosures=_enclosures(e, base),
         language=lang or feed_lang,
     )
 
@@ -241,15 +246,16 @@ def _longest_content(e: Mapping[str, Any]) -> str | None:
 
 
 def _authors(e: Mapping[str, Any]) -> str | None:
+    # Names may carry entities or markup like titles do: same plain-text treatment.
     names = [
-        _plain(a.get("name") or "", "text/plain", MAX_SHORT_CHARS)
+        _plain(a.get("name") or "", "text/html", MAX_SHORT_CHARS)
         for a in _list(e, "authors")
         if isinstance(a, Mapping)
     ]
     names = list(dict.fromkeys(n for n in names if n))
     if names:
         return _cut(", ".join(names), MAX_SHORT_CHARS)
-    return _plain(_get(e, "author") or "", "text/plain", MAX_SHORT_CHARS) or None
+    return _plain(_get(e, "author") or "", "text/html", MAX_SHORT_CHARS) or None
 
 
 def _enclosures(e: Mapping[str, Any], base: str) -> tuple[Enclosure, ...]:
@@ -611,7 +617,7 @@ def _parse_json(
         items = []
     feed_link = _clean_url(doc.get("home_page_url"), url)
     feed_lang = _language(doc.get("language"))
-    base = _clean_url(doc.get("feed_url"), url) or url
+    base = url
     entries = [
         _json_entry(item, base, feed_lang, now) for item in items[: max_entries + 1] if isinstance(item, dict)
     ]
@@ -648,7 +654,7 @@ def _json_entry(item: dict[str, Any], base: str, feed_lang: str | None, now: dat
     enclosures: dict[str, Enclosure] = {}
     attachments = item.get("attachments")
     for att in attachments if isinstance(attachments, list) else []:
-        if isinstance(att, dict) and (att_url := _clean_url(att.get("url"), link or base)):
+        if isinstance(att, dict) and (att_url := _clean_url(att.get("url"), base)):
             enclosures.setdefault(
                 att_url,
                 Enclosure(att_url, _scrub(_text(att.get("mime_type")).strip()) or None, _int(att.get("size_in_bytes"))),
@@ -1091,6 +1097,9 @@ def _worker_main(conn: Connection, memory_mb: int, cpu_seconds: float) -> None:
             request = conn.recv()
         except (EOFError, OSError):
             return  # parent gone
+        except MemoryError:  # the body alone does not fit under the limit
+            conn.send((True, None, ("memory", "out of memory while receiving the feed body")))
+            return
         if request is None:
             return
         _set_cpu_budget(cpu_seconds)
@@ -1120,6 +1129,13 @@ def _worker_main(conn: Connection, memory_mb: int, cpu_seconds: float) -> None:
             return
         if recycle:
             return
+
+
+def _poll(conn: Connection, timeout: float) -> bool:
+    try:
+        return conn.poll(timeout)
+    except (OSError, ValueError, EOFError):
+        return True  # let recv() report the broken connection
 
 
 class _Worker:
@@ -1190,6 +1206,8 @@ class ParserPool:
     def __init__(self, processes: int = 1, *, timeout: float = 30.0, memory_mb: int = 512) -> None:
         if processes < 1:
             raise ValueError(f"ParserPool needs at least one process, got {processes}")
+        if memory_mb < 64:  # an idle worker already maps ~35 MB
+            raise ValueError(f"ParserPool memory_mb must be at least 64, got {memory_mb}")
         if timeout <= 0:
             raise ValueError(f"ParserPool timeout must be positive, got {timeout}")
         self.processes = processes
@@ -1298,9 +1316,15 @@ class ParserPool:
         started = time.monotonic()
         try:
             worker.conn.send(request)
-            ready = worker.conn.poll(self.timeout)
-        except (OSError, ValueError, EOFError):
+        except (OSError, ValueError):
+            # A worker that cannot even hold the body says so (memory) and exits mid-send.
+            if _poll(worker.conn, 1.0):
+                try:
+                    return worker.conn.recv()  # type: ignore[no-any-return]
+                except (EOFError, OSError):
+                    pass
             raise ParseError("crashed", f"parser worker died ({worker._exit()})") from None
+        ready = _poll(worker.conn, self.timeout)
         if not ready:
             worker.kill()
             raise ParseError("timeout", f"parsing took longer than {self.timeout:g} s; worker killed")

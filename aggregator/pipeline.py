@@ -23,6 +23,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, 
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, TypeVar
@@ -184,6 +185,9 @@ class Pipeline:
         self._publish_lock = threading.Lock()
         self._reader: Store | None = None
         self.stopping = threading.Event()
+        self.dirty = threading.Event()
+        self.max_lateness = 0.0  # seconds after its due time the latest-started fetch began
+        self._lateness: list[float] = []  # something publishable changed since the last publish
         self.last_progress = time.monotonic()
         self.writer.call(lambda st: st.sync_feeds(config.feeds, _now()))
 
@@ -231,6 +235,8 @@ class Pipeline:
     ) -> list[FeedOutcome]:
         """Fetch and parse the given feeds concurrently; store each as it completes."""
         feeds = self.feeds_by_name
+        self._lateness = []
+        tick = time.monotonic()
         futures = [
             self.threads.submit(self._fetch_one, st, feeds[st.name])
             for st in states
@@ -244,7 +250,7 @@ class Pipeline:
             except Exception as exc:  # a bug must cost one feed, never the cycle
                 log.exception("poll worker crashed: %s", exc)
                 continue
-            pending_writes.append(self.writer.submit(lambda st, f=fetched: self._write(st, f)))
+            pending_writes.append(self.writer.submit(partial(self._write, f=fetched)))
         for w in pending_writes:
             try:
                 outcome = w.result()
@@ -255,11 +261,18 @@ class Pipeline:
             self.last_progress = time.monotonic()
             if on_done:
                 on_done(outcome)
+        if states:
+            # Lateness: how long after its due time each fetch actually started.
+            self.max_lateness = max(self._lateness, default=0.0)
+            log.info("polled %d feeds in %.1f s; max lateness %.1f s", len(outcomes),
+                     time.monotonic() - tick, self.max_lateness)
         return outcomes
 
     def _fetch_one(self, state: FeedState, feed: FeedConfig) -> _Fetched:
         """Runs on a fetch thread: network, parse (in the parser pool), entry preparation."""
         started = time.monotonic()
+        if state.next_poll is not None:
+            self._lateness.append((datetime.now(UTC) - state.next_poll).total_seconds())
         if self.stopping.is_set():
             return _Fetched(state, feed, "error", error=FetchError("stopped", "shutting down"),
                             started=started)
@@ -439,6 +452,8 @@ class Pipeline:
         )
         new = sum(1 for x in stored if x.is_new)
         changed = sum(1 for x in stored if x.changed and not x.is_new)
+        if new or changed:
+            self.dirty.set()
         return FeedOutcome(f.feed.name, "ok", new=new, updated=changed,
                            entries=len(stored), http_status=result.status, seconds=elapsed)
 
@@ -479,7 +494,7 @@ class Pipeline:
             except Exception as exc:
                 log.exception("article worker crashed: %s", exc)
                 continue
-            writes.append(self.writer.submit(lambda st, j=job: self._write_article(st, j)))
+            writes.append(self.writer.submit(partial(self._write_article, job=job)))
         for w in writes:
             try:
                 ok = w.result()
@@ -490,6 +505,8 @@ class Pipeline:
             done += ok
             failed += not ok
             self.last_progress = time.monotonic()
+        if done:
+            self.dirty.set()
         return done, failed
 
     def _article_one(self, b: Any) -> dict[str, Any]:
@@ -583,8 +600,8 @@ class Pipeline:
                 continue
             html = clean.sanitize_html(article.html, base)
             text = clean.clean_text(clean.html_to_text(html))
-            feed_html, title = self.writer.call(
-                lambda st, i=entry_id: st.entry_feed_html(i))
+            feed_html, title = self.writer.call(partial(Store.entry_feed_html,
+                                                        entry_id=entry_id))
             feed_words = clean.word_count(clean.html_to_text(feed_html))
             job = {
                 "entry": _Reprocessed(entry_id, feed_words, title),
@@ -594,7 +611,7 @@ class Pipeline:
                 if article.canonical_url else None,
                 "page": None,
             }
-            ok = self.writer.call(lambda st, j=job: self._write_article(st, j))
+            ok = self.writer.call(partial(self._write_article, job=job))
             done += ok
             failed += not ok
         return done, failed
@@ -627,6 +644,7 @@ class Pipeline:
         now = _now()
         written: list[Path] = []
         with self._publish_lock:
+            self.dirty.clear()
             store = self._read_store()
             biggest = max((o.limit for o in self.config.outputs), default=s.combined_limit)
             pool = store.items(limit=max(biggest * 11, 2000))
@@ -662,8 +680,15 @@ class Pipeline:
         report.feeds = self.poll(states, on_done=on_done)
         if articles and self.config.settings.full_text:
             report.articles_done, report.articles_failed = self.process_articles()
-        report.published = self.publish()
+        if self.dirty.is_set() or not self.outputs_exist():
+            report.published = self.publish()
         return report
+
+    def outputs_exist(self) -> bool:
+        out = Path(self.config.settings.output_dir)
+        return (out / "index.html").exists() and all(
+            (out / f"{o.name}.{fmt}").exists() for o in self.config.outputs for fmt in o.formats
+        )
 
 
 def discover_feed(config: Config, url: str) -> tuple[str, str | None]:

@@ -34,13 +34,15 @@ def ts(dt: datetime | None) -> str | None:
     """UTC ISO 8601 with a Z, second precision: sortable as text."""
     if dt is None:
         return None
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if dt.tzinfo is not UTC:
+        dt = dt.astimezone(UTC)
+    return dt.replace(microsecond=0, tzinfo=None).isoformat() + "Z"
 
 
 def parse_ts(value: str | None) -> datetime | None:
     if not value:
         return None
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    return datetime.fromisoformat(value)  # 3.11 reads the trailing Z as UTC
 
 
 # --------------------------------------------------------------------------- migrations

@@ -81,9 +81,13 @@ def build(path: Path, size: int, texts: list[tuple[str, str]], seed: int = 0) ->
     rng = np.random.default_rng(seed)
     prng = random.Random(seed)
     db = sqlite3.connect(path)
-    db.executescript("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -262144;")
+    db.executescript(
+        "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -262144;"
+    )
     db.executescript(SCHEMA)
-    planted_ids = dict(zip(range(PLANTED), sorted(prng.sample(range(1, size + 1), PLANTED)), strict=True))
+    planted_ids = dict(
+        zip(range(PLANTED), sorted(prng.sample(range(1, size + 1), PLANTED)), strict=True)
+    )
     by_id = {eid: i for i, eid in planted_ids.items()}
     start = NOW - timedelta(days=30)
     band_chunks: list[tuple[np.ndarray, np.ndarray]] = []
@@ -94,7 +98,7 @@ def build(path: Path, size: int, texts: list[tuple[str, str]], seed: int = 0) ->
         offsets = rng.integers(0, 30 * 86400, size=n)
         hashes = rng.integers(0, 2**63, size=(n, 2), dtype=np.int64)
         words = rng.integers(80, 2000, size=n)
-        rows = []
+        rows: list[tuple[object, ...]] = []
         for k in range(n):
             eid = lo + k
             if eid in by_id:
@@ -103,13 +107,39 @@ def build(path: Path, size: int, texts: list[tuple[str, str]], seed: int = 0) ->
                 copy = copy_of(text)
                 sig = dedup.signature(title, copy)
                 assert sig is not None
-                rows.append((eid, eid % 300, None, f"https://planted.example/{eid}", dedup.text_hash(title, copy),
-                             sig, title, ts(NOW - timedelta(hours=6)), len(dedup.tokens(copy))))  # fmt: skip
-                band_chunks.append((np.array(dedup.band_keys(sig), dtype=np.int64), np.full(dedup.BANDS, eid, dtype=np.int64)))
+                rows.append(
+                    (
+                        eid,
+                        eid % 300,
+                        None,
+                        f"https://planted.example/{eid}",
+                        dedup.text_hash(title, copy),
+                        sig,
+                        title,
+                        ts(NOW - timedelta(hours=6)),
+                        len(dedup.tokens(copy)),
+                    )
+                )
+                band_chunks.append(
+                    (
+                        np.array(dedup.band_keys(sig), dtype=np.int64),
+                        np.full(dedup.BANDS, eid, dtype=np.int64),
+                    )
+                )
                 continue
-            rows.append((eid, eid % 300, eid // 3, f"https://site{eid % 300}.example/news/{eid}",
-                         f"{hashes[k, 0]:016x}{hashes[k, 1]:016x}", sigs[k].tobytes(), f"Entry {eid}",
-                         ts(start + timedelta(seconds=int(offsets[k]))), int(words[k])))  # fmt: skip
+            rows.append(
+                (
+                    eid,
+                    eid % 300,
+                    eid // 3,
+                    f"https://site{eid % 300}.example/news/{eid}",
+                    f"{hashes[k, 0]:016x}{hashes[k, 1]:016x}",
+                    sigs[k].tobytes(),
+                    f"Entry {eid}",
+                    ts(start + timedelta(seconds=int(offsets[k]))),
+                    int(words[k]),
+                )
+            )
         db.executemany("INSERT INTO entries VALUES (?,?,?,?,?,?,?,?,?)", rows)
         keep = np.array([lo + k not in by_id for k in range(n)])
         ids = np.arange(lo, hi, dtype=np.int64)[keep]
@@ -133,15 +163,32 @@ def build(path: Path, size: int, texts: list[tuple[str, str]], seed: int = 0) ->
     return planted_ids
 
 
-def candidates(db: sqlite3.Connection, url_norm: str, text_hash: str | None, keys: list[int]) -> list[Candidate]:
+def candidates(
+    db: sqlite3.Connection, url_norm: str, text_hash: str | None, keys: list[int]
+) -> list[Candidate]:
     """The store's lookup: ids through the indexes, then the rows within the window."""
-    ids: set[int] = {r[0] for r in db.execute("SELECT id FROM entries WHERE url_norm = ? LIMIT ?", (url_norm, CANDIDATE_LIMIT))}
+    ids: set[int] = {
+        r[0]
+        for r in db.execute(
+            "SELECT id FROM entries WHERE url_norm = ? LIMIT ?", (url_norm, CANDIDATE_LIMIT)
+        )
+    }
     if text_hash:
-        ids.update(r[0] for r in db.execute("SELECT id FROM entries WHERE text_hash = ? LIMIT ?", (text_hash, CANDIDATE_LIMIT)))
+        ids.update(
+            r[0]
+            for r in db.execute(
+                "SELECT id FROM entries WHERE text_hash = ? LIMIT ?", (text_hash, CANDIDATE_LIMIT)
+            )
+        )
     if keys:
         marks = ",".join("?" * len(keys))
-        ids.update(r[0] for r in db.execute(
-            f"SELECT DISTINCT entry_id FROM entry_bands WHERE band_key IN ({marks}) LIMIT ?", (*keys, CANDIDATE_LIMIT)))  # fmt: skip
+        ids.update(
+            r[0]
+            for r in db.execute(
+                f"SELECT DISTINCT entry_id FROM entry_bands WHERE band_key IN ({marks}) LIMIT ?",
+                (*keys, CANDIDATE_LIMIT),
+            )
+        )
     if not ids:
         return []
     marks = ",".join("?" * len(ids))
@@ -151,10 +198,19 @@ def candidates(db: sqlite3.Connection, url_norm: str, text_hash: str | None, key
         (*ids, ts(NOW - WINDOW)),
     ).fetchall()
     return [
-        Candidate(entry_id=r[0], story_id=r[1], feed_name=f"feed{r[2]}", url_norm=r[3], text_hash=r[4],
-                  signature=r[5], title=r[6], published=datetime.fromisoformat(r[7]), word_count=r[8])
+        Candidate(
+            entry_id=r[0],
+            story_id=r[1],
+            feed_name=f"feed{r[2]}",
+            url_norm=r[3],
+            text_hash=r[4],
+            signature=r[5],
+            title=r[6],
+            published=datetime.fromisoformat(r[7]),
+            word_count=r[8],
+        )
         for r in rows
-    ]  # fmt: skip
+    ]
 
 
 def match_one(db: sqlite3.Connection, title: str, text: str, url: str) -> tuple[object, float]:
@@ -166,8 +222,16 @@ def match_one(db: sqlite3.Connection, title: str, text: str, url: str) -> tuple[
     t = time.perf_counter()
     cands = candidates(db, url_norm, th, keys)
     lookup = time.perf_counter() - t
-    m = dedup.decide(url_norm=url_norm, canonical_norm=None, text_hash=th, signature=sig, title=title,
-                     word_count=len(dedup.tokens(text)), candidates=cands, threshold=THRESHOLD)  # fmt: skip
+    m = dedup.decide(
+        url_norm=url_norm,
+        canonical_norm=None,
+        text_hash=th,
+        signature=sig,
+        title=title,
+        word_count=len(dedup.tokens(text)),
+        candidates=cands,
+        threshold=THRESHOLD,
+    )
     return m, lookup
 
 
@@ -201,7 +265,9 @@ def main() -> None:
         dedup.band_keys(dedup.signature(title, article) or b"")
         times.append(time.perf_counter() - t)
     sig_ms = statistics.median(times) * 1000
-    print(f"signature + band keys of a 600-word article ({n_tokens} tokens): median {sig_ms:.2f} ms, p95 {pct(times, 0.95) * 1000:.2f} ms")
+    print(
+        f"signature + band keys of a 600-word article ({n_tokens} tokens): median {sig_ms:.2f} ms, p95 {pct(times, 0.95) * 1000:.2f} ms"
+    )
 
     results = []
     tmp = tempfile.TemporaryDirectory(prefix="bench-dedup-") if not args.keep else None
@@ -232,7 +298,21 @@ def main() -> None:
             db.close()
             size_mb = path.stat().st_size / 2**20
             n_planted = sum(1 for i in range(len(probes)) if i % len(texts) in planted)
-            results.append((size, statistics.median(total), pct(total, 0.95), statistics.median(lookups), pct(lookups, 0.95), size_mb, rss_mb(), build_s, found, n_planted, wrong))
+            results.append(
+                (
+                    size,
+                    statistics.median(total),
+                    pct(total, 0.95),
+                    statistics.median(lookups),
+                    pct(lookups, 0.95),
+                    size_mb,
+                    rss_mb(),
+                    build_s,
+                    found,
+                    n_planted,
+                    wrong,
+                )
+            )
             print(f"  {size:>9,} entries built in {build_s:.1f} s", flush=True)
             path.unlink(missing_ok=True)
     finally:
@@ -240,14 +320,22 @@ def main() -> None:
             tmp.cleanup()
 
     print()
-    print(f"{'entries':>10} {'match p50':>10} {'match p95':>10} {'lookup p50':>11} {'lookup p95':>11} {'DB MB':>8} {'peak RSS MB':>12} {'planted found':>14} {'wrong':>6}")
+    print(
+        f"{'entries':>10} {'match p50':>10} {'match p95':>10} {'lookup p50':>11} {'lookup p95':>11} {'DB MB':>8} {'peak RSS MB':>12} {'planted found':>14} {'wrong':>6}"
+    )
     for size, m50, m95, l50, l95, mb, rss, _b, found, n_planted, wrong in results:
-        print(f"{size:>10,} {m50 * 1000:>8.2f}ms {m95 * 1000:>8.2f}ms {l50 * 1000:>9.3f}ms {l95 * 1000:>9.3f}ms {mb:>8.1f} {rss:>12.0f} {found:>9}/{n_planted:<4} {wrong:>6}")
+        print(
+            f"{size:>10,} {m50 * 1000:>8.2f}ms {m95 * 1000:>8.2f}ms {l50 * 1000:>9.3f}ms {l95 * 1000:>9.3f}ms {mb:>8.1f} {rss:>12.0f} {found:>9}/{n_planted:<4} {wrong:>6}"
+        )
     if len(results) > 1:
         first, last = results[0], results[-1]
-        print(f"ratio {last[0]:,}/{first[0]:,}: match p50 {last[1] / first[1]:.2f}x, lookup p50 {last[3] / first[3]:.2f}x (goal <= 2x)")
-    print(f"signature: {sig_ms:.2f} ms per 600-word article; peak RSS of the matching process {rss_mb():.0f} MB,"
-          f" of the builder process {rss_mb(resource.RUSAGE_CHILDREN):.0f} MB")
+        print(
+            f"ratio {last[0]:,}/{first[0]:,}: match p50 {last[1] / first[1]:.2f}x, lookup p50 {last[3] / first[3]:.2f}x (goal <= 2x)"
+        )
+    print(
+        f"signature: {sig_ms:.2f} ms per 600-word article; peak RSS of the matching process {rss_mb():.0f} MB,"
+        f" of the builder process {rss_mb(resource.RUSAGE_CHILDREN):.0f} MB"
+    )
 
 
 if __name__ == "__main__":

@@ -181,7 +181,9 @@ def test_restart_resumes_schedule(tmp_path: Path, server: FeedServer) -> None:
                         [{"name": "f0", "url": server.url("/feed/0.xml")}])
     d = Daemon(tmp_path, feeds, AGGREGATOR_FULL_TEXT="false")
     assert d.notify.wait_for("READY=1")
-    assert d.wait_until(lambda: server.hits["/feed/0.xml"] >= 1)
+    # Wait until the poll is committed (not merely sent), then restart.
+    assert d.wait_until(
+        lambda: json.loads(d.get("/status.json"))["feeds"][0]["last_success"] is not None)
     assert d.stop() == 0
     hits = server.hits["/feed/0.xml"]
     d = Daemon(tmp_path, feeds, AGGREGATOR_FULL_TEXT="false")

@@ -4,6 +4,7 @@ from article texts) that reports pair precision and recall."""
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import html
 import itertools
@@ -14,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -48,6 +50,11 @@ SAME_URLS = [
         "https://example.com/a",
     ),
     ("https://example.com/a?UTM_Source=x&_ga=1.2.3&ref=rss&msclkid=q", "https://example.com/a"),
+    # session ids
+    (
+        "https://example.com/news/a;jsessionid=0A1B2C?id=5&PHPSESSID=x",
+        "https://example.com/news/a?id=5",
+    ),
     # remaining query sorted; '+' and %20 are both a space
     ("https://example.com/search?b=2&a=1", "https://example.com/search?a=1&b=2"),
     ("https://example.com/s?q=a+b", "https://example.com/s?q=a%20b"),
@@ -223,6 +230,14 @@ def test_similarity_estimates_jaccard() -> None:
     assert (
         dedup.similarity(dedup.signature("", base) or b"", dedup.signature("", other) or b"") < 0.05
     )
+
+
+def test_signature_chunking_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Long pages are hashed in chunks (bounded memory); the result must not depend on it."""
+    text = " ".join(f"{LOREM} part {i}." for i in range(40))
+    whole = dedup.signature("t", text)
+    monkeypatch.setattr(dedup, "_CHUNK", 7)
+    assert dedup.signature("t", text) == whole
 
 
 def test_signature_golden_value() -> None:
@@ -531,6 +546,26 @@ def dataclass_replace(c: Candidate, **kw: object) -> Candidate:
     return replace(c, **kw)  # type: ignore[arg-type]
 
 
+def test_decide_skips_damaged_stored_signature() -> None:
+    """A truncated BLOB in the database must not stop the ingest, nor match anything."""
+    stored = cand(1, url="https://a.example/1", text=LONG, title="t")
+    damaged = dataclass_replace(stored, signature=(stored.signature or b"")[:100], text_hash=None)
+    assert decide_for([damaged], url="https://b.example/1", text=LONG, title="t") is None
+    m = decide_for(
+        [damaged, dataclass_replace(stored, entry_id=2)],
+        url="https://b.example/1",
+        text=LONG + " More.",
+        title="t",
+    )
+    assert m is not None and m.entry_id == 2 and m.reason == "near"
+    # the new entry's own signature is computed here: a bad one is a bug and raises
+    with pytest.raises(DedupError):
+        dedup.decide(
+            url_norm=None, canonical_norm=None, text_hash=None, signature=b"x", title="t",
+            word_count=10, candidates=[stored], threshold=THRESHOLD,
+        )  # fmt: skip
+
+
 def test_decide_threshold_is_respected_and_validated() -> None:
     stored = cand(1, url="https://a.example/1", text=LONG, title="t")
     edited = LONG.replace("Analysts expect a second vote on the budget next month.", "")
@@ -563,6 +598,15 @@ def test_decide_threshold_is_respected_and_validated() -> None:
 # one; then decide() says yes or no.
 
 
+@dataclass(frozen=True)
+class Features:
+    url_norm: str
+    text_hash: str | None
+    signature: bytes | None
+    bands: frozenset[int]
+    word_count: int
+
+
 @dataclass
 class Doc:
     name: str
@@ -571,47 +615,44 @@ class Doc:
     title: str
     text: str
     published: datetime = T0
-    _f: dict[str, object] = field(default_factory=dict)
+    _features: Features | None = None
 
-    def features(self) -> dict[str, object]:
-        if not self._f:
+    def features(self) -> Features:
+        if self._features is None:
             sig = dedup.signature(self.title, self.text)
-            self._f = {
-                "url_norm": dedup.normalize_url(self.url),
-                "text_hash": dedup.text_hash(self.title, self.text),
-                "signature": sig,
-                "bands": set(dedup.band_keys(sig)) if sig else set(),
-                "word_count": len(dedup.tokens(self.text)),
-            }
-        return self._f
+            self._features = Features(
+                url_norm=dedup.normalize_url(self.url),
+                text_hash=dedup.text_hash(self.title, self.text),
+                signature=sig,
+                bands=frozenset(dedup.band_keys(sig)) if sig else frozenset(),
+                word_count=len(dedup.tokens(self.text)),
+            )
+        return self._features
 
 
 def predict(stored: Doc, new: Doc) -> StoryMatch | None:
     a, b = stored.features(), new.features()
-    if not (
-        a["url_norm"] == b["url_norm"]
-        or (a["text_hash"] and a["text_hash"] == b["text_hash"])
-        or a["bands"] & b["bands"]
-    ):  # type: ignore[operator]
-        return None
+    same_hash = a.text_hash is not None and a.text_hash == b.text_hash
+    if not (a.url_norm == b.url_norm or same_hash or a.bands & b.bands):
+        return None  # the store would not even look at it
     c = Candidate(
         entry_id=1,
         story_id=None,
         feed_name=stored.feed,
-        url_norm=a["url_norm"],  # type: ignore[arg-type]
-        text_hash=a["text_hash"],  # type: ignore[arg-type]
-        signature=a["signature"],  # type: ignore[arg-type]
+        url_norm=a.url_norm,
+        text_hash=a.text_hash,
+        signature=a.signature,
         title=stored.title,
         published=stored.published,
-        word_count=a["word_count"],  # type: ignore[arg-type]
+        word_count=a.word_count,
     )
     return dedup.decide(
-        url_norm=b["url_norm"],  # type: ignore[arg-type]
+        url_norm=b.url_norm,
         canonical_norm=None,
-        text_hash=b["text_hash"],  # type: ignore[arg-type]
-        signature=b["signature"],  # type: ignore[arg-type]
+        text_hash=b.text_hash,
+        signature=b.signature,
         title=new.title,
-        word_count=b["word_count"],  # type: ignore[arg-type]
+        word_count=b.word_count,
         candidates=[c],
         threshold=THRESHOLD,
     )
@@ -697,7 +738,7 @@ def load_ua(corpus: Path) -> dict[tuple[str, str], Doc]:
             for k, v in e.items():  # ukranews carries the article in <yandex:full-text>
                 if "full-text" in k or "full_text" in k:
                     body = v if isinstance(v, str) else body
-            published = datetime(*e.published_parsed[:6], tzinfo=UTC)
+            published = datetime.fromtimestamp(calendar.timegm(e.published_parsed), UTC)
             docs[(name, e.link)] = Doc(
                 f"{name}:{e.link}", name, e.link, e.title.strip(), _plain(body), published
             )
@@ -918,73 +959,50 @@ class Tally:
         return self.tp / (self.tp + self.fn) if self.tp + self.fn else 1.0
 
 
-def run_evaluation(corpus: Path) -> dict[str, Tally]:
-    tallies: dict[str, Tally] = defaultdict(Tally)
+Judge = Callable[[str, Doc, Doc, bool], None]
 
-    def judge(category: str, stored: Doc, new: Doc, label: bool) -> None:
-        m = predict(stored, new)
-        tallies[category].add(label, m is not None, f"{stored.name} ~ {new.name}: {m}")
 
-    # Ukrainian feeds, hand-labelled
+def judge_ua(judge: Judge, corpus: Path) -> None:
+    """The Ukrainian feeds: hand-labelled pairs, every other pair, re-syndicated items."""
     ua = load_ua(corpus)
-    for a, b, kind in UA_POSITIVES:
-        judge(f"ua {kind} (positive)", ua[a], ua[b], True)
-    for a, b in UA_NEGATIVES:
-        judge("ua related stories (negative)", ua[a], ua[b], False)
-    ua_docs = sorted(ua.values(), key=lambda d: d.name)
-    labelled = {frozenset((a, b)) for a, b, _ in UA_POSITIVES}
-    for a, b in itertools.combinations(ua_docs, 2):
-        key = frozenset(((a.feed, a.url), (b.feed, b.url)))
-        if key not in labelled:
+    for first, second, kind in UA_POSITIVES:
+        judge(f"ua {kind} (positive)", ua[first], ua[second], True)
+    for first, second in UA_NEGATIVES:
+        judge("ua related stories (negative)", ua[first], ua[second], False)
+    docs = sorted(ua.values(), key=lambda d: d.name)
+    labelled = {frozenset((first, second)) for first, second, _ in UA_POSITIVES}
+    for a, b in itertools.combinations(docs, 2):
+        if frozenset(((a.feed, a.url), (b.feed, b.url))) not in labelled:
             judge("ua all other pairs (negative)", a, b, False)
-    # the same feed items re-syndicated: tracking URL, or same text at another outlet
-    for d in ua_docs:
+    for d in docs:
         if not d.url.startswith("http"):
             continue  # one item's link is a bare video id
-        judge(
-            EXACT[0],
-            d,
-            Doc(
-                d.name + "#utm",
-                "aggregator",
-                d.url + ("&" if "?" in d.url else "?") + "utm_source=telegram",
-                d.title,
-                d.text,
-            ),
-            True,
-        )
-        if d.features()["text_hash"]:
-            judge(
-                EXACT[1],
-                d,
-                Doc(
-                    d.name + "#copy",
-                    "aggregator",
-                    "https://copy.example/" + d.url[-30:],
-                    d.title,
-                    typographic(d.text),
-                ),
-                True,
-            )
+        tracked = d.url + ("&" if "?" in d.url else "?") + "utm_source=telegram"
+        judge(EXACT[0], d, Doc(d.name + "#utm", "aggregator", tracked, d.title, d.text), True)
+        if d.features().text_hash:
+            copy_url = "https://copy.example/" + d.url[-30:]
+            copy = Doc(d.name + "#copy", "aggregator", copy_url, d.title, typographic(d.text))
+            judge(EXACT[1], d, copy, True)
 
-    # Article texts: natural pairs, generated syndication variants, hard negatives
+
+def judge_articles(judge: Judge, corpus: Path) -> None:
+    """Article texts: natural pairs, generated syndication variants, hard negatives."""
     bases = load_bases(corpus)
     assert len(bases) >= 100
     by_name = {b.name: b for b in bases}
-    for a, b in NATURAL_POSITIVES:
-        judge("natural duplicate (positive)", by_name[a], by_name[b], True)
-    for a, b in NATURAL_NEGATIVES:
-        judge("natural related (negative)", by_name[a], by_name[b], False)
+    for first, second in NATURAL_POSITIVES:
+        judge("natural duplicate (positive)", by_name[first], by_name[second], True)
+    for first, second in NATURAL_NEGATIVES:
+        judge("natural related (negative)", by_name[first], by_name[second], False)
     natural = {frozenset(p) for p in NATURAL_POSITIVES}
-    all_variants: dict[str, list[Doc]] = {}
+    copies: dict[str, list[Doc]] = {}
     for i, base in enumerate(bases):
-        rng = random.Random(base.name)
-        donor = bases[(i + 37) % len(bases)]
         size = "long" if len(dedup.tokens(base.text)) >= 150 else "short"
-        all_variants[base.name] = []
-        for kind, v in variants(base, donor, rng):
+        donor = bases[(i + 37) % len(bases)]
+        copies[base.name] = []
+        for kind, v in variants(base, donor, random.Random(base.name)):
             judge(f"{kind} [{size}]", base, v, True)
-            all_variants[base.name].append(v)
+            copies[base.name].append(v)
         other = bases[(i + 1) % len(bases)]
         judge("follow-up on the same topic (negative)", base, follow_up(base, other), False)
     for a, b in itertools.combinations(bases, 2):
@@ -993,17 +1011,23 @@ def run_evaluation(corpus: Path) -> dict[str, Tally]:
         judge("different articles (negative)", a, b, False)
         if a.feed == b.feed:  # the same site's other pages, with its header and footer
             site = a.feed.removeprefix("base:")
-            judge(
-                "same site, other page (negative)",
-                with_site_boilerplate(a, site),
-                with_site_boilerplate(b, site),
-                False,
-            )
-            for v in all_variants[b.name][:4]:
+            a_page, b_page = with_site_boilerplate(a, site), with_site_boilerplate(b, site)
+            judge("same site, other page (negative)", a_page, b_page, False)
+            for v in copies[b.name][:4]:
                 judge("same site, other page's copies (negative)", a, v, False)
-    reports = daily_reports()
-    for a, b in itertools.combinations(reports, 2):
+    for a, b in itertools.combinations(daily_reports(), 2):
         judge("daily template, other day (negative)", a, b, False)
+
+
+def run_evaluation(corpus: Path) -> dict[str, Tally]:
+    tallies: dict[str, Tally] = defaultdict(Tally)
+
+    def judge(category: str, stored: Doc, new: Doc, label: bool) -> None:
+        m = predict(stored, new)
+        tallies[category].add(label, m is not None, f"{stored.name} ~ {new.name}: {m}")
+
+    judge_ua(judge, corpus)
+    judge_articles(judge, corpus)
     return tallies
 
 

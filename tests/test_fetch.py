@@ -4,7 +4,11 @@ server for misbehaving peers (dripping, stalling, endless, bombs)."""
 from __future__ import annotations
 
 import gzip
+import http.server
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 import time
 import tracemalloc
@@ -70,8 +74,13 @@ def make_fetcher() -> Iterator[Callable[..., Fetcher]]:
 class RawServer:
     """One-request-per-connection TCP server on 127.0.0.1 whose handler writes raw bytes."""
 
-    def __init__(self, handler: Callable[[RawServer, socket.socket, str], None]) -> None:
+    def __init__(
+        self,
+        handler: Callable[[RawServer, socket.socket, str], None],
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.handler = handler
+        self.tls = tls
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(0.1)
         self.port = self.listener.getsockname()[1]
@@ -85,7 +94,8 @@ class RawServer:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def url(self, path: str = "/") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
 
     def paths(self) -> list[str]:
         with self.lock:
@@ -113,6 +123,8 @@ class RawServer:
             conn.settimeout(5)
             head = b""
             try:
+                if self.tls is not None:
+                    conn = self.tls.wrap_socket(conn, server_side=True)
                 while b"\r\n\r\n" not in head:
                     chunk = conn.recv(4096)
                     if not chunk:
@@ -133,11 +145,13 @@ class RawServer:
 
 
 @pytest.fixture
-def raw() -> Iterator[Callable[[Callable[[RawServer, socket.socket, str], None]], RawServer]]:
+def raw() -> Iterator[Callable[..., RawServer]]:
     servers: list[RawServer] = []
 
-    def start(handler: Callable[[RawServer, socket.socket, str], None]) -> RawServer:
-        srv = RawServer(handler)
+    def start(
+        handler: Callable[[RawServer, socket.socket, str], None], tls: ssl.SSLContext | None = None
+    ) -> RawServer:
+        srv = RawServer(handler, tls)
         servers.append(srv)
         return srv
 
@@ -166,7 +180,9 @@ def fails(fetcher: Fetcher, req: FetchRequest) -> tuple[FetchError, float]:
 # --------------------------------------------------------------------------- basics
 
 
-def test_conditional_get_round_trip(server: HTTPServer, make_fetcher: Callable[..., Fetcher]) -> None:
+def test_conditional_get_round_trip(
+    server: HTTPServer, make_fetcher: Callable[..., Fetcher]
+) -> None:
     def handler(request: Request) -> Response:
         if request.headers.get("If-None-Match") == '"v1"':
             return Response(status=304, headers={"ETag": '"v1"'})
@@ -251,7 +267,9 @@ def test_multi_member_gzip_is_decoded_whole(
 
 
 @pytest.mark.parametrize(
-    "body", [b"this is not gzip at all", gzip.compress(b"x" * 5000)[:-30]], ids=["garbage", "truncated"]
+    "body",
+    [b"this is not gzip at all", gzip.compress(b"x" * 5000)[:-30]],
+    ids=["garbage", "truncated"],
 )
 def test_undecodable_gzip_is_a_decode_error(
     server: HTTPServer, make_fetcher: Callable[..., Fetcher], body: bytes
@@ -316,8 +334,12 @@ def test_gzip_bomb_stops_at_the_cap_with_bounded_memory(
 def test_body_exactly_at_the_cap_is_accepted(
     server: HTTPServer, make_fetcher: Callable[..., Fetcher]
 ) -> None:
-    server.expect_request("/exact").respond_with_data(gzip.compress(b"a" * 1000), headers={"Content-Encoding": "gzip"})
-    server.expect_request("/over").respond_with_data(gzip.compress(b"a" * 1001), headers={"Content-Encoding": "gzip"})
+    server.expect_request("/exact").respond_with_data(
+        gzip.compress(b"a" * 1000), headers={"Content-Encoding": "gzip"}
+    )
+    server.expect_request("/over").respond_with_data(
+        gzip.compress(b"a" * 1001), headers={"Content-Encoding": "gzip"}
+    )
     fetcher = make_fetcher()
     assert len(fetcher.fetch(FetchRequest(server.url_for("/exact"), max_bytes=1000)).body) == 1000
     error, _ = fails(fetcher, FetchRequest(server.url_for("/over"), max_bytes=1000))
@@ -376,6 +398,54 @@ def test_silent_server_read_timeout_and_deadline(
     assert 0.9 <= elapsed < 2.0
 
 
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A throw-away self-signed certificate for 127.0.0.1 (cert path, key path)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl command not available to make a test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = str(folder / "cert.pem"), str(folder / "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_https_through_guarded_connections(
+    raw: Callable[..., RawServer],
+    make_fetcher: Callable[..., Fetcher],
+    certificate: tuple[str, str],
+) -> None:
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(*certificate)
+
+    def handler(srv: RawServer, conn: socket.socket, path: str) -> None:
+        if path == "/feed":
+            body = gzip.compress(b"<rss>secure</rss>")
+            srv.send(conn, head(Content_Encoding="gzip", Content_Length=str(len(body))) + body)
+            return
+        srv.send(conn, head(Content_Length="100"))
+        while not srv.stop.wait(0.5):
+            srv.send(conn, b"x")
+
+    srv = raw(handler, tls)
+    untrusting = make_fetcher()
+    error, _ = fails(untrusting, FetchRequest(srv.url("/feed")))
+    assert error.kind == "connect"
+    assert "TLS" in str(error)
+
+    fetcher = make_fetcher(fetch_deadline=1.5, read_timeout=30.0)
+    fetcher._session.verify = certificate[0]  # trust the test certificate (no setting for it)
+    assert fetcher.fetch(FetchRequest(srv.url("/feed"))).body == b"<rss>secure</rss>"
+    error, elapsed = fails(fetcher, FetchRequest(srv.url("/drip")))
+    assert error.kind == "deadline"
+    assert 1.4 <= elapsed < 2.5
+
+
 # --------------------------------------------------------------------------- redirects
 
 
@@ -383,12 +453,16 @@ def chain(server: HTTPServer, hops: list[int], final: str = "/end") -> str:
     """Serve /r0 -> /r1 -> ... -> final with the given redirect statuses; return first URL."""
     for i, status in enumerate(hops):
         target = f"/r{i + 1}" if i + 1 < len(hops) else final
-        server.expect_request(f"/r{i}").respond_with_data("", status=status, headers={"Location": target})
+        server.expect_request(f"/r{i}").respond_with_data(
+            "", status=status, headers={"Location": target}
+        )
     server.expect_request(final).respond_with_data("<rss/>", content_type="application/rss+xml")
     return server.url_for("/r0")
 
 
-def test_redirect_chain_of_exactly_max_hops(server: HTTPServer, make_fetcher: Callable[..., Fetcher]) -> None:
+def test_redirect_chain_of_exactly_max_hops(
+    server: HTTPServer, make_fetcher: Callable[..., Fetcher]
+) -> None:
     url = chain(server, [302, 307, 303])  # max_redirects=3
     result = make_fetcher().fetch(FetchRequest(url))
     assert result.url == url
@@ -437,8 +511,33 @@ def test_permanent_url_only_when_every_hop_was_permanent(
     assert result.permanent_url == (server.url_for("/end") if permanent else None)
 
 
-def test_redirect_to_file_scheme_is_blocked(server: HTTPServer, make_fetcher: Callable[..., Fetcher]) -> None:
-    server.expect_request("/feed").respond_with_data("", status=302, headers={"Location": "file:///etc/passwd"})
+def test_redirect_to_a_utf8_location(
+    raw: Callable[..., RawServer], make_fetcher: Callable[..., Fetcher]
+) -> None:
+    def handler(srv: RawServer, conn: socket.socket, path: str) -> None:
+        if path == "/start":
+            srv.send(
+                conn,
+                head("301 Moved", Content_Length="0").replace(
+                    b"\r\n\r\n", "\r\nLocation: /новости/1\r\n\r\n".encode()
+                ),
+            )
+        else:
+            srv.send(conn, head(Content_Length="6") + b"<rss/>")
+
+    srv = raw(handler)
+    result = make_fetcher().fetch(FetchRequest(srv.url("/start")))
+    assert srv.paths() == ["/start", "/%D0%BD%D0%BE%D0%B2%D0%BE%D1%81%D1%82%D0%B8/1"]
+    assert result.permanent_url == result.final_url
+    assert result.final_url.endswith("/новости/1")
+
+
+def test_redirect_to_file_scheme_is_blocked(
+    server: HTTPServer, make_fetcher: Callable[..., Fetcher]
+) -> None:
+    server.expect_request("/feed").respond_with_data(
+        "", status=302, headers={"Location": "file:///etc/passwd"}
+    )
     error, _ = fails(make_fetcher(), FetchRequest(server.url_for("/feed")))
     assert isinstance(error, BlockedAddressError)
     assert error.kind == "blocked"
@@ -465,9 +564,14 @@ def test_allow_private_does_not_extend_to_redirects(
     assert [r.path for r, _ in server.log] == ["/feed"]
 
 
-def test_allow_private_hosts_covers_redirects(server: HTTPServer, make_fetcher: Callable[..., Fetcher]) -> None:
+def test_allow_private_hosts_covers_redirects(
+    server: HTTPServer, make_fetcher: Callable[..., Fetcher]
+) -> None:
     url = chain(server, [301])
-    assert make_fetcher(allow_private_hosts=("127.0.0.0/8",)).fetch(FetchRequest(url)).body == b"<rss/>"
+    assert (
+        make_fetcher(allow_private_hosts=("127.0.0.0/8",)).fetch(FetchRequest(url)).body
+        == b"<rss/>"
+    )
 
 
 # --------------------------------------------------------------------------- network policy
@@ -545,7 +649,17 @@ def test_check_url_allows_public(url: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["", "not a url", "http://", "http:///path", "http://exa mple.com/", "http://host:99999/", "http://a..b/", "http://256.1.1.1.1/x\n"]
+    "url",
+    [
+        "",
+        "not a url",
+        "http://",
+        "http:///path",
+        "http://exa mple.com/",
+        "http://host:99999/",
+        "http://a..b/",
+        "http://256.1.1.1.1/x\n",
+    ],
 )
 def test_check_url_bad_urls(url: str) -> None:
     with pytest.raises(FetchError) as info:
@@ -571,7 +685,8 @@ def test_check_url_allow_lists() -> None:
 
 
 @pytest.mark.parametrize(
-    "spelling", ["127.0.0.1", "2130706433", "0x7f000001", "0177.0.0.1", "127.1", "[::ffff:127.0.0.1]"]
+    "spelling",
+    ["127.0.0.1", "2130706433", "0x7f000001", "0177.0.0.1", "127.1", "[::ffff:127.0.0.1]"],
 )
 def test_fetch_refuses_ssrf_spellings_without_connecting(
     server: HTTPServer, make_fetcher: Callable[..., Fetcher], spelling: str
@@ -583,31 +698,81 @@ def test_fetch_refuses_ssrf_spellings_without_connecting(
     assert server.log == []
 
 
+class KeepAliveHandler(http.server.BaseHTTPRequestHandler):
+    """HTTP/1.1 with persistent connections (werkzeug's test server closes every one)."""
+
+    protocol_version = "HTTP/1.1"
+    seen: list[tuple[int, str]]  # (client port, path), set per server
+
+    def do_GET(self) -> None:
+        self.seen.append((self.client_address[1], self.path))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/rss+xml")
+        self.send_header("Content-Length", "6")
+        self.end_headers()
+        self.wfile.write(b"<rss/>")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def keepalive() -> Iterator[tuple[int, list[tuple[int, str]]]]:
+    seen: list[tuple[int, str]] = []
+    handler = type("Handler", (KeepAliveHandler,), {"seen": seen})
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    srv.daemon_threads = True
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield srv.server_address[1], seen
+    srv.shutdown()
+    srv.server_close()
+
+
+def fake_dns(host: str, port: int, *args: object) -> list[tuple[object, ...]]:
+    """Stand-in resolver (no DNS server can run here): news.example -> 127.0.0.1."""
+    if host == "news.example":
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+    raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+
 def test_connect_time_check_catches_dns_rebinding(
-    server: HTTPServer, make_fetcher: Callable[..., Fetcher], monkeypatch: pytest.MonkeyPatch
+    keepalive: tuple[int, list[tuple[int, str]]],
+    make_fetcher: Callable[..., Fetcher],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A public-looking name that resolves to loopback at connect time is refused, also on a
     pooled connection opened earlier by a request that was allowed to reach it."""
-
-    def fake_dns(host: str, port: int, *args: object) -> list[tuple[object, ...]]:
-        if host == "news.example":
-            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
-        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-
     monkeypatch.setattr(fetch_module, "_getaddrinfo", fake_dns)
-    server.expect_request("/feed").respond_with_data("<rss/>")
-    url = f"http://news.example:{server.port}/feed"
+    port, seen = keepalive
+    url = f"http://news.example:{port}/feed"
     check_url(url)  # statically fine: only the connection can tell
     fetcher = make_fetcher(allow_private_hosts=())
     assert fetcher.fetch(FetchRequest(url, allow_private=True)).body == b"<rss/>"
+    assert fetcher.fetch(FetchRequest(url, allow_private=True)).body == b"<rss/>"
+    assert len({client for client, _ in seen}) == 1  # the pooled connection was reused...
     error, _ = fails(fetcher, FetchRequest(url))
-    assert isinstance(error, BlockedAddressError)
+    assert isinstance(error, BlockedAddressError)  # ...but not for a request without the right
     assert "127.0.0.1" in str(error)
-    assert len(server.log) == 1
+    assert len(seen) == 2
 
-    error, _ = fails(fetcher, FetchRequest(f"http://nowhere.example:{server.port}/"))
+    error, _ = fails(fetcher, FetchRequest(f"http://nowhere.example:{port}/"))
     assert error.kind == "connect"
     assert "DNS" in str(error)
+
+
+def test_allow_private_hosts_by_name_opens_its_addresses(
+    keepalive: tuple[int, list[tuple[int, str]]],
+    make_fetcher: Callable[..., Fetcher],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(fetch_module, "_getaddrinfo", fake_dns)
+    port, seen = keepalive
+    fetcher = make_fetcher(allow_private_hosts=("news.example",))
+    assert fetcher.fetch(FetchRequest(f"http://news.example:{port}/feed")).status == 200
+    error, _ = fails(fetcher, FetchRequest(f"http://127.0.0.1:{port}/feed"))
+    assert isinstance(error, BlockedAddressError)  # the name is trusted, not its address
+    assert len(seen) == 1
 
 
 def test_connection_refused(make_fetcher: Callable[..., Fetcher]) -> None:
@@ -628,7 +793,9 @@ def test_bad_url_kind_from_fetch(make_fetcher: Callable[..., Fetcher]) -> None:
 # --------------------------------------------------------------------------- status codes
 
 
-def test_gone_and_other_http_errors(server: HTTPServer, make_fetcher: Callable[..., Fetcher]) -> None:
+def test_gone_and_other_http_errors(
+    server: HTTPServer, make_fetcher: Callable[..., Fetcher]
+) -> None:
     server.expect_request("/gone").respond_with_data("", status=410)
     server.expect_request("/missing").respond_with_data("", status=404)
     server.expect_request("/broken").respond_with_data("", status=500)
@@ -641,7 +808,9 @@ def test_gone_and_other_http_errors(server: HTTPServer, make_fetcher: Callable[.
     assert (error.kind, error.status) == ("http", 500)
 
 
-def test_retry_after_seconds_then_fast_fail(server: HTTPServer, make_fetcher: Callable[..., Fetcher]) -> None:
+def test_retry_after_seconds_then_fast_fail(
+    server: HTTPServer, make_fetcher: Callable[..., Fetcher]
+) -> None:
     server.expect_request("/feed").respond_with_data("", status=429, headers={"Retry-After": "120"})
     fetcher = make_fetcher()
     error, _ = fails(fetcher, FetchRequest(server.url_for("/feed")))
@@ -664,11 +833,17 @@ def test_retry_after_seconds_then_fast_fail(server: HTTPServer, make_fetcher: Ca
     ],
 )
 def test_retry_after_dates_and_clamping(
-    server: HTTPServer, make_fetcher: Callable[..., Fetcher], status: int, value: str, expected: float
+    server: HTTPServer,
+    make_fetcher: Callable[..., Fetcher],
+    status: int,
+    value: str,
+    expected: float,
 ) -> None:
     if value.startswith("date+"):  # built now, not at collection time
         value = formatdate(time.time() + float(value[5:]), usegmt=True)
-    server.expect_request("/feed").respond_with_data("", status=status, headers={"Retry-After": value})
+    server.expect_request("/feed").respond_with_data(
+        "", status=status, headers={"Retry-After": value}
+    )
     fetcher = make_fetcher()
     error, _ = fails(fetcher, FetchRequest(server.url_for("/feed")))
     assert error.kind == "rate_limited"
@@ -713,13 +888,17 @@ def test_page_content_type_checked_before_the_body(
             srv.send(conn, b"%PDF" * 16384)
 
     srv = raw(handler)
-    error, elapsed = fails(make_fetcher(), FetchRequest(srv.url("/doc"), kind="page", max_bytes=1 << 30))
+    error, elapsed = fails(
+        make_fetcher(), FetchRequest(srv.url("/doc"), kind="page", max_bytes=1 << 30)
+    )
     assert error.kind == "content_type"
     assert content_type in str(error)
     assert elapsed < 1.0
 
 
-@pytest.mark.parametrize("content_type", ["text/html; charset=windows-1251", "application/xhtml+xml", None])
+@pytest.mark.parametrize(
+    "content_type", ["text/html; charset=windows-1251", "application/xhtml+xml", None]
+)
 def test_page_html_or_unlabelled_is_accepted(
     raw: Callable[..., RawServer], make_fetcher: Callable[..., Fetcher], content_type: str | None
 ) -> None:
@@ -745,7 +924,9 @@ Disallow: /no-aggregator
 """
 
 
-def test_robots_disallow_allow_and_fetched_once(server: HTTPServer, make_fetcher: Callable[..., Fetcher]) -> None:
+def test_robots_disallow_allow_and_fetched_once(
+    server: HTTPServer, make_fetcher: Callable[..., Fetcher]
+) -> None:
     server.expect_request("/robots.txt").respond_with_data(ROBOTS, content_type="text/plain")
     for path in ("/news/1", "/news/2", "/private/x", "/no-aggregator/y"):
         server.expect_request(path).respond_with_data("<p/>", content_type="text/html")
@@ -762,6 +943,49 @@ def test_robots_disallow_allow_and_fetched_once(server: HTTPServer, make_fetcher
     assert fetcher.fetch(FetchRequest(server.url_for("/no-aggregator/y"))).body == b"<p/>"
 
 
+def test_robots_fetched_once_by_concurrent_pages(
+    server: HTTPServer, make_fetcher: Callable[..., Fetcher]
+) -> None:
+    def slow_robots(request: Request) -> Response:
+        time.sleep(0.3)  # every page thread arrives while the first robots fetch is running
+        return Response("User-agent: *\nDisallow: /private\n", content_type="text/plain")
+
+    server.expect_request("/robots.txt").respond_with_handler(slow_robots)
+    for i in range(4):
+        server.expect_request(f"/news/{i}").respond_with_data("<p/>", content_type="text/html")
+    fetcher = make_fetcher()
+    threads = [
+        threading.Thread(
+            target=fetcher.fetch, args=(FetchRequest(server.url_for(f"/news/{i}"), kind="page"),)
+        )
+        for i in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    paths = [r.path for r, _ in server.log]
+    assert paths.count("/robots.txt") == 1
+    assert sorted(p for p in paths if p.startswith("/news/")) == [f"/news/{i}" for i in range(4)]
+
+
+def test_robots_cache_expires_with_max_age(
+    server: HTTPServer, make_fetcher: Callable[..., Fetcher], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fetch_module, "ROBOTS_MIN_TTL", 0.3)  # the real floor is a minute
+    server.expect_request("/robots.txt").respond_with_data(
+        "User-agent: *\nDisallow:\n", headers={"Cache-Control": "max-age=0"}
+    )
+    server.expect_request("/a").respond_with_data("<p/>", content_type="text/html")
+    fetcher = make_fetcher()
+    fetcher.fetch(FetchRequest(server.url_for("/a"), kind="page"))
+    fetcher.fetch(FetchRequest(server.url_for("/a"), kind="page"))
+    assert [r.path for r, _ in server.log].count("/robots.txt") == 1
+    time.sleep(0.35)
+    fetcher.fetch(FetchRequest(server.url_for("/a"), kind="page"))
+    assert [r.path for r, _ in server.log].count("/robots.txt") == 2
+
+
 def test_robots_star_group(server: HTTPServer, make_fetcher: Callable[..., Fetcher]) -> None:
     server.expect_request("/robots.txt").respond_with_data("User-agent: *\nDisallow: /private\n")
     server.expect_request("/public").respond_with_data("<p/>", content_type="text/html")
@@ -771,10 +995,14 @@ def test_robots_star_group(server: HTTPServer, make_fetcher: Callable[..., Fetch
     assert fetcher.fetch(FetchRequest(server.url_for("/public"), kind="page")).status == 200
 
 
-def test_robots_missing_allows_all(server: HTTPServer, make_fetcher: Callable[..., Fetcher]) -> None:
+def test_robots_missing_allows_all(
+    server: HTTPServer, make_fetcher: Callable[..., Fetcher]
+) -> None:
     server.expect_request("/robots.txt").respond_with_data("nope", status=404)
     server.expect_request("/private/1").respond_with_data("<p/>", content_type="text/html")
-    assert make_fetcher().fetch(FetchRequest(server.url_for("/private/1"), kind="page")).status == 200
+    assert (
+        make_fetcher().fetch(FetchRequest(server.url_for("/private/1"), kind="page")).status == 200
+    )
 
 
 def test_robots_server_error_disallows_for_a_while(
@@ -825,7 +1053,9 @@ def run_parallel(fetcher: Fetcher, urls: list[str]) -> list[object]:
     return results
 
 
-def test_per_host_concurrency_limit(raw: Callable[..., RawServer], make_fetcher: Callable[..., Fetcher]) -> None:
+def test_per_host_concurrency_limit(
+    raw: Callable[..., RawServer], make_fetcher: Callable[..., Fetcher]
+) -> None:
     srv = raw(slow_ok(0.3))
     fetcher = make_fetcher(per_host_concurrency=2)
     results = run_parallel(fetcher, [srv.url(f"/feed{i}") for i in range(6)])
