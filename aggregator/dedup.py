@@ -68,6 +68,7 @@ Tie-break
 from __future__ import annotations
 
 import hashlib
+import zlib
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -123,7 +124,11 @@ def _mark_class() -> str:
 # Han ideographs, kana and their iteration marks: one token per character.
 _IDEO = "\u3005\u3007\u3021-\u3029\u3038-\u303b\u3041-\u3096\u309d-\u309f\u30a1-\u30fa\u30fc-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
 _IDEO_RE = re.compile(f"[{_IDEO}]")
-_WORD_RE = re.compile(f"(?:[^\\W_]|[{_mark_class()}])+")
+_MARKS = _mark_class()
+_WORD_RE = re.compile(f"(?:[^\\W_]|[{_MARKS}])+")
+_MARK_RE = re.compile(f"[{_MARKS}]")
+_SIMPLE_WORD_RE = re.compile(r"[^\W_]+")  # same result when the text has no combining mark
+_APOSTROPHES = ("'", "\u2019", "\u02bc", "\u02bb")
 _INVISIBLE_RE = re.compile("[\u00ad\u200b-\u200d\u2060\ufeff]")
 _APOSTROPHE_RE = re.compile("(?<=\\w)['\u2019\u02bc\u02bb](?=\\w)")
 
@@ -134,21 +139,20 @@ def tokens(text: str) -> list[str]:
         return []
     text = unicodedata.normalize("NFKC", text)
     text = _INVISIBLE_RE.sub("", text)
-    text = _APOSTROPHE_RE.sub("", text)
+    if any(a in text for a in _APOSTROPHES):
+        text = _APOSTROPHE_RE.sub("", text)
     text = text.replace("İ", "i").replace("ı", "i").casefold()
     text = text.replace("i\u0307", "i").replace("ё", "е")
     if _IDEO_RE.search(text):
         text = _IDEO_RE.sub(r" \g<0> ", text)
-    return _WORD_RE.findall(text)
+    word_re = _WORD_RE if _MARK_RE.search(text) else _SIMPLE_WORD_RE
+    return word_re.findall(text)
 
 
 def text_hash(title: str, text: str) -> str | None:
     """Hash of the normalised tokens of ``text`` (the title is left out so that the same
     body under a rewritten headline still matches); None under MIN_TOKENS tokens."""
-    toks = tokens(text)
-    if len(toks) < MIN_TOKENS:
-        return None
-    return hashlib.blake2b("\x1f".join(toks).encode("utf-8"), digest_size=16).hexdigest()
+    return _text_hash_of(tokens(text))
 
 
 # --------------------------------------------------------------------------- MinHash
@@ -169,26 +173,57 @@ _A, _B = _permutations()
 _CHUNK = 8192  # shingles hashed at once (8 MB of uint64 temporaries)
 
 
+_FNV = np.uint64(0x100000001B3)
+_LOW32 = np.uint64(0xFFFFFFFF)
+_SHIFT = np.uint64(32)
+
+
 def _shingle_hashes(stream: list[str]) -> np.ndarray:
-    shingles = {"\x1f".join(stream[i : i + SHINGLE]) for i in range(len(stream) - SHINGLE + 1)}
-    digests = b"".join(hashlib.blake2b(s.encode("utf-8"), digest_size=4).digest() for s in shingles)
-    return np.frombuffer(digests, dtype="<u4").astype(np.uint64)
+    """32-bit hashes of every SHINGLE-word window: each token is hashed once (CRC-32, stable
+    across processes), then windows are combined with vectorised multiply-xor arithmetic
+    (uint64, wrapping), so the cost is one C call per token rather than per shingle."""
+    n = len(stream) - SHINGLE + 1
+    if n <= 0:
+        return np.empty(0, dtype=np.uint64)
+    th = np.fromiter((zlib.crc32(t.encode("utf-8")) for t in stream), dtype=np.uint64,
+                     count=len(stream))
+    h = th[:n].copy()
+    for k in range(1, SHINGLE):
+        h = (h * _FNV) ^ th[k : k + n]
+    h ^= h >> _SHIFT
+    return h & _LOW32
+
+
+def _signature_of(body: list[str], title_tokens: list[str]) -> bytes | None:
+    if len(body) < MIN_TOKENS:
+        return None
+    x = _shingle_hashes(title_tokens + body)
+    mins = np.full(NUM_PERM, 2**32 - 1, dtype=np.uint64)
+    # In chunks: a 100k-word page would otherwise need a 100 MB temporary array.
+    for lo in range(0, len(x), _CHUNK):
+        # uint64 arithmetic wraps modulo 2**64, which is exactly what multiply-add-shift needs.
+        hashed = (_A * x[lo : lo + _CHUNK] + _B) >> _SHIFT
+        np.minimum(mins, hashed.min(axis=1), out=mins)
+    return mins.astype("<u4").tobytes()
+
+
+def _text_hash_of(body: list[str]) -> str | None:
+    if len(body) < MIN_TOKENS:
+        return None
+    return hashlib.blake2b("\x1f".join(body).encode("utf-8"), digest_size=16).hexdigest()
 
 
 def signature(title: str, text: str) -> bytes | None:
     """MinHash signature (NUM_PERM little-endian uint32) of the 4-word shingles of title and
     text; None when the text has fewer than MIN_TOKENS tokens."""
+    return _signature_of(tokens(text), tokens(title))
+
+
+def features(title: str, text: str) -> tuple[str | None, bytes | None, list[int]]:
+    """(text_hash, signature, band_keys) from one tokenisation: what the pipeline stores."""
     body = tokens(text)
-    if len(body) < MIN_TOKENS:
-        return None
-    x = _shingle_hashes(tokens(title) + body)
-    mins = np.full(NUM_PERM, 2**32 - 1, dtype=np.uint64)
-    # In chunks: a 100k-word page would otherwise need a 100 MB temporary array.
-    for lo in range(0, len(x), _CHUNK):
-        # uint64 arithmetic wraps modulo 2**64, which is exactly what multiply-add-shift needs.
-        hashed = (_A * x[lo : lo + _CHUNK] + _B) >> np.uint64(32)
-        np.minimum(mins, hashed.min(axis=1), out=mins)
-    return mins.astype("<u4").tobytes()
+    sig = _signature_of(body, tokens(title))
+    return _text_hash_of(body), sig, band_keys(sig) if sig is not None else []
 
 
 def _as_array(sig: bytes) -> np.ndarray:
@@ -198,20 +233,18 @@ def _as_array(sig: bytes) -> np.ndarray:
     return np.frombuffer(sig, dtype="<u4")
 
 
+_BAND_SEED = np.arange(1, BANDS + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+
+
 def band_keys(sig: bytes) -> list[int]:
-    """One signed 64-bit key per LSH band (BANDS bands of ROWS minima, band index mixed in)."""
-    _as_array(sig)
-    width = ROWS * 4
-    return [
-        int.from_bytes(
-            hashlib.blake2b(
-                bytes([band]) + sig[band * width : (band + 1) * width], digest_size=8
-            ).digest(),
-            "little",
-            signed=True,
-        )
-        for band in range(BANDS)
-    ]
+    """One signed 64-bit key per LSH band (BANDS bands of ROWS minima, band index mixed in),
+    computed for all bands at once."""
+    rows = _as_array(sig).astype(np.uint64).reshape(BANDS, ROWS)
+    h = _BAND_SEED.copy()
+    for r in range(ROWS):
+        h = (h ^ rows[:, r]) * _FNV
+    h ^= h >> np.uint64(29)
+    return [int(v) for v in h.view(np.int64)]
 
 
 def similarity(a: bytes, b: bytes) -> float:

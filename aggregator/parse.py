@@ -43,6 +43,7 @@ MAX_SHORT_CHARS = 500  # authors, categories
 MAX_URL_CHARS = 8192
 MAX_KEY_CHARS = 2048  # longer guids are hashed: keys are stored and indexed
 MAX_WARNINGS = 50
+MAX_RAW_DATE_CHARS = 200
 EARLIEST_DATE = datetime(1995, 1, 1, tzinfo=UTC)
 FUTURE_SLACK = timedelta(days=1)
 
@@ -204,7 +205,7 @@ def _xml_entry(e: Mapping[str, Any], base: str, feed_lang: str | None, now: date
                 break
     return ParsedEntry(
         key=_entry_key(guid, link, title, content or summary),
-        guid=_scrub(guid),
+        guid=_scrub(_cut(guid, MAX_KEY_CHARS)) if guid else None,
         url=link,
         title=title,
         author=_authors(e),
@@ -212,7 +213,7 @@ def _xml_entry(e: Mapping[str, Any], base: str, feed_lang: str | None, now: date
         content_html=_scrub(content),
         published=published,
         updated=updated,
-        published_raw=_scrub(pub_raw or upd_raw),
+        published_raw=_raw_date(pub_raw or upd_raw),
         date_note=date_note,
         categories=_categories(
             (t.get("term") or t.get("label")) for t in _list(e, "tags") if isinstance(t, Mapping)
@@ -661,7 +662,7 @@ def _json_entry(item: dict[str, Any], base: str, feed_lang: str | None, now: dat
             )
     return ParsedEntry(
         key=_entry_key(guid or None, link, title, content or summary),
-        guid=_scrub(guid) or None,
+        guid=_scrub(_cut(guid, MAX_KEY_CHARS)) or None,
         url=link,
         title=title,
         author=_cut(", ".join(names), MAX_SHORT_CHARS) or None,
@@ -669,7 +670,7 @@ def _json_entry(item: dict[str, Any], base: str, feed_lang: str | None, now: dat
         content_html=_scrub(content),
         published=published,
         updated=updated,
-        published_raw=_scrub(pub_raw or upd_raw),
+        published_raw=_raw_date(pub_raw or upd_raw),
         date_note=note,
         categories=_categories(tags if isinstance(tags, list) else []),
         enclosures=tuple(enclosures.values()),
@@ -776,6 +777,10 @@ def _date_policy(
         return published, updated, None
     note = pub_note if pub_raw else upd_note
     return None, updated, note
+
+
+def _raw_date(raw: str | None) -> str | None:
+    return _scrub(_cut(raw.strip(), MAX_RAW_DATE_CHARS)) or None if raw else None
 
 
 def _date_note(raw: str | None, value: datetime | None, now: datetime) -> str | None:
@@ -1058,7 +1063,8 @@ def _set_worker_limits(memory_mb: int) -> None:
         import resource
     except ImportError:  # pragma: no cover - not POSIX
         return
-    limit = memory_mb * 1024 * 1024
+    # Whatever the parent's __main__ made this spawned worker import, leave it 64 MB to work in.
+    limit = max(memory_mb * 1024 * 1024, _address_space() + 64 * 1024 * 1024)
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     if hard == resource.RLIM_INFINITY or hard >= limit:
         resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
@@ -1150,7 +1156,6 @@ class _Worker:
         )
         self.process.start()
         child.close()
-        self.calls = 0
 
     def wait_ready(self, timeout: float) -> None:
         if not self.conn.poll(timeout):
@@ -1160,7 +1165,7 @@ class _Worker:
             self.conn.recv()
         except (EOFError, OSError):
             self.kill()
-            raise ParseError("crashed", f"parser worker died on start ({self._exit()})") from None
+            raise ParseError("crashed", f"parser worker died on start ({self.exit_reason()})") from None
 
     def alive(self) -> bool:
         return self.process.is_alive()
@@ -1179,7 +1184,7 @@ class _Worker:
         self.process.join(1)
         self.kill()
 
-    def _exit(self) -> str:
+    def exit_reason(self) -> str:
         self.process.join(1)
         code = self.process.exitcode
         if code is None:
@@ -1323,7 +1328,7 @@ class ParserPool:
                     return worker.conn.recv()  # type: ignore[no-any-return]
                 except (EOFError, OSError):
                     pass
-            raise ParseError("crashed", f"parser worker died ({worker._exit()})") from None
+            raise ParseError("crashed", f"parser worker died ({worker.exit_reason()})") from None
         ready = _poll(worker.conn, self.timeout)
         if not ready:
             worker.kill()
@@ -1331,10 +1336,9 @@ class ParserPool:
         try:
             reply = worker.conn.recv()
         except (EOFError, OSError):
-            reason = worker._exit()
+            reason = worker.exit_reason()
             if "SIGXCPU" in reason:
                 raise ParseError("timeout", f"parsing exceeded its CPU budget ({reason})") from None
             elapsed = time.monotonic() - started
             raise ParseError("crashed", f"parser worker died after {elapsed:.1f} s ({reason})") from None
-        worker.calls += 1
         return reply  # type: ignore[no-any-return]

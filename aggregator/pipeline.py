@@ -328,7 +328,7 @@ class Pipeline:
         title = title or "(untitled)"
         full_text = feed.full_text if feed.full_text is not None else s.full_text
         words = clean.word_count(text)
-        sig = dedup.signature(title, text)
+        text_hash, sig, bands = dedup.features(title, text)
         content_hash = _sha256(
             "\0".join([title, raw_html, pe.url or "", pe.published_raw or ""]).encode(
                 "utf-8", "replace"
@@ -359,9 +359,9 @@ class Pipeline:
             date_note=pe.date_note,
             content_hash=content_hash,
             extract_status="pending" if (full_text and url) else "skipped",
-            text_hash=dedup.text_hash(title, text),
+            text_hash=text_hash,
             signature=sig,
-            band_keys=tuple(dedup.band_keys(sig)) if sig else (),
+            band_keys=tuple(bands),
         )
 
     def _matcher(self) -> Callable[[Any, Sequence[Any]], StoryMatch | None]:
@@ -395,9 +395,10 @@ class Pipeline:
             delay = min(max(base, min(hint, s.max_interval)), s.max_interval)
             delay = max(delay, min(s.min_interval, base))
         interval = delay
+        delay = _jittered(delay, s.jitter)
         if retry_after:
-            delay = max(delay, retry_after)
-        return now + timedelta(seconds=_jittered(delay, s.jitter)), interval
+            delay = max(delay, retry_after)  # jitter never brings a poll inside Retry-After
+        return now + timedelta(seconds=delay), interval
 
     def _write(self, st: Store, f: _Fetched) -> FeedOutcome:
         """Runs on the writer thread: one transaction for the feed."""
@@ -567,15 +568,15 @@ class Pipeline:
                               error=None, canonical_url=job["canonical"], page=page)
             return True
         title = b.title
-        sig = dedup.signature(title, job["text"])
+        text_hash, sig, bands = dedup.features(title, job["text"])
         st.record_article(
             b.id, now=now, status="done", method=article.method, error=None,
             content_html=job["html"], text=job["text"], summary=clean.summarize(job["text"]),
             word_count=words, language=article.language,
             image=clean.absolute_url(article.image, page[1] if page else None),
             author=clean.clean_line(article.author) or None,
-            canonical_url=job["canonical"], text_hash=dedup.text_hash(title, job["text"]),
-            signature=sig, band_keys=tuple(dedup.band_keys(sig)) if sig else (), page=page,
+            canonical_url=job["canonical"], text_hash=text_hash,
+            signature=sig, band_keys=tuple(bands), page=page,
         )
         st.rematch_entry(b.id, self._matcher(), now, self.config.settings.dedup_window_days,
                          canonical_norm=job["canonical"])

@@ -601,30 +601,47 @@ class Store:
             self._touch_story_of(c, row["id"], now)
             return StoredEntry(row["id"], feed_id, e.key, is_new=False, changed=True)
 
+        # The story is decided before the insert, so the entry row is written once.
+        match = None
+        if matcher is not None and (e.url_norm or e.text_hash or e.band_keys):
+            since = (e.published or now) - timedelta(days=window_days)
+            candidates = self._candidates(
+                c, 0, e.url_norm, None, e.text_hash, e.band_keys, since
+            )
+            match = matcher(e, candidates) if candidates else None
+        if match is not None and match.story_id is not None:
+            story_id, reason, score = match.story_id, match.reason, match.score
+        else:
+            story_id = int(c.execute(
+                "INSERT INTO stories(first_seen, updated, entry_count, outlet_count)"
+                " VALUES (?, ?, 1, 1)", (ts(now), ts(now))).lastrowid or 0)
+            reason, score = "first", 1.0
         cur = c.execute(
             "INSERT INTO entries(feed_id, key, guid, url, url_norm, title, author, feed_html,"
             " content_html, text, summary, word_count, language, categories, enclosures, image,"
             " published, published_raw, date_note, updated, first_seen, last_seen,"
-            " content_hash, extract_status, text_hash, signature)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " content_hash, extract_status, text_hash, signature, story_id, match_reason,"
+            " match_score)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 feed_id, e.key, e.guid, e.url, e.url_norm, e.title, e.author, e.feed_html,
                 e.content_html, e.text, e.summary, e.word_count, e.language,
                 _json(list(e.categories)), _enclosures_json(e.enclosures), e.image, published,
                 e.published_raw, e.date_note, ts(now), ts(now), ts(now), e.content_hash,
-                e.extract_status, e.text_hash, e.signature,
+                e.extract_status, e.text_hash, e.signature, story_id, reason, score,
             ),
         )
         entry_id = int(cur.lastrowid or 0)
-        self._set_bands(c, entry_id, e.band_keys)
-        match = None
-        if matcher is not None:
-            since = (e.published or now) - timedelta(days=window_days)
-            candidates = self._candidates(
-                c, entry_id, e.url_norm, None, e.text_hash, e.band_keys, since
+        if e.band_keys:
+            c.executemany(
+                "INSERT OR IGNORE INTO entry_bands(band_key, entry_id) VALUES (?, ?)",
+                [(k, entry_id) for k in e.band_keys],
             )
-            match = matcher(e, candidates) if candidates else None
-        self._assign_story(c, entry_id, match, now)
+        if reason == "first":
+            c.execute("UPDATE stories SET representative_id = ? WHERE id = ?",
+                      (entry_id, story_id))
+        else:
+            self._refresh_story(c, story_id, now)
         return StoredEntry(entry_id, feed_id, e.key, is_new=True, changed=True)
 
     @staticmethod
@@ -698,6 +715,7 @@ class Store:
                 title=r["title"],
                 published=parse_ts(r["published"]) or since,
                 word_count=r["word_count"],
+                canonical_norm=r["canonical_url"],
             )
             for r in rows
         ]

@@ -129,9 +129,13 @@ def score(case: Case, text: str, result: Result) -> None:
 # --------------------------------------------------------------------------- extractors
 
 
-def ours(body: bytes, url: str) -> str:
-    article = extract_mod.extract_article(body, url)
-    return html_to_text(sanitize_html(article.html, url))
+def ours(body: bytes, url: str, **options: object) -> str:
+    """Title and body text as a reader sees them. The title is scored with the text because
+    we move it from the body to Article.title, while plain trafilatura leaves it in the text
+    (several ``with`` snippets are titles)."""
+    article = extract_mod.extract_article(body, url, **options)  # type: ignore[arg-type]
+    text = html_to_text(sanitize_html(article.html, url))
+    return f"{article.title}\n\n{text}" if article.title else text
 
 
 def plain(body: bytes, url: str) -> str:

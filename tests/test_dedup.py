@@ -248,7 +248,7 @@ def test_signature_golden_value() -> None:
     assert hashlib.sha256(sig).hexdigest()[:16] == GOLDEN_SIGNATURE
 
 
-GOLDEN_SIGNATURE = "2355255e933ec09f"
+GOLDEN_SIGNATURE = "5e621fa1b9d2de1f"
 
 
 def test_signature_stable_across_processes() -> None:
