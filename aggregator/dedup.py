@@ -68,9 +68,9 @@ Tie-break
 from __future__ import annotations
 
 import hashlib
-import zlib
 import re
 import unicodedata
+import zlib
 from collections.abc import Sequence
 from urllib.parse import parse_qsl, quote, urlsplit
 

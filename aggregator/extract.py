@@ -462,7 +462,7 @@ _TRAFILATURA_OPTIONS: dict[str, Any] = {
     "with_metadata": True,
     "include_images": False,  # placed back by _place_images
     "include_links": True,
-    "include_formatting": True,
+    "include_formatting": False,  # on, trafilatura loses body text on some pages
     "include_tables": True,
     "include_comments": False,
     "output_format": "python",

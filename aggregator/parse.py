@@ -67,8 +67,9 @@ def parse_feed(
 ) -> ParsedFeed:
     """Parse a feed body fetched from ``url``; raise ParseError when it is not a usable feed.
 
-    ``content_type`` is the HTTP media type (no parameters) and ``charset`` its charset
-    parameter; ``now`` anchors the "future date" check (default: the current time).
+    ``content_type`` is the HTTP media type (a full header value is accepted too) and
+    ``charset`` its charset parameter; ``now`` anchors the "future date" check (default: the
+    current time). Entries beyond ``max_entries`` are dropped, first ones kept.
     """
     if now is None:
         now = datetime.now(UTC)
@@ -179,7 +180,9 @@ def _parse_xml(
     )
 
 
-def _xml_entry(e: Mapping[str, Any], base: str, feed_lang: str | None, now: datetime) -> ParsedEntry:
+def _xml_entry(
+    e: Mapping[str, Any], base: str, feed_lang: str | None, now: datetime
+) -> ParsedEntry:
     # feedparser already resolved relative URLs against xml:base or the feed URL (base);
     # joining again only matters when the feed URL is not http(s), e.g. in tests.
     link = _clean_url(_get(e, "link"), base)
@@ -274,7 +277,9 @@ def _enclosures(e: Mapping[str, Any], base: str) -> tuple[Enclosure, ...]:
     for href, mime, length in candidates:
         url = _clean_url(href, base)
         if url and url not in found:
-            found[url] = Enclosure(url=url, type=_scrub(_text(mime).strip()) or None, length=_int(length))
+            found[url] = Enclosure(
+                url=url, type=_scrub(_text(mime).strip()) or None, length=_int(length)
+            )
     return tuple(found.values())
 
 
@@ -344,7 +349,9 @@ def _check_charset(data: bytes, charset: str | None, warnings: list[str]) -> str
     except UnicodeDecodeError:
         return charset
     source = "HTTP charset" if charset else "XML declaration"
-    warnings.append(f"encoding: {source} says {declared}, but the body is valid UTF-8; read as UTF-8")
+    warnings.append(
+        f"encoding: {source} says {declared}, but the body is valid UTF-8; read as UTF-8"
+    )
     return "utf-8"
 
 
@@ -390,7 +397,9 @@ def _defuse(data: bytes, warnings: list[str]) -> _Prepared:
                         "hostile XML: DOCTYPE internal subset removed (entity declarations are not allowed)"
                     )
             else:
-                warnings.append(f"hostile XML: declaration {decl[:20]!r}... before the root removed")
+                warnings.append(
+                    f"hostile XML: declaration {decl[:20]!r}... before the root removed"
+                )
             pos = end
         elif data.startswith(b"<", pos):
             m = _NAME.match(data, pos + 1)
@@ -521,7 +530,9 @@ def _neutralise_body(body: bytes, warnings: list[str]) -> bytes:
 
         body = _BODY_DECL.sub(decl, body)
         if hits:
-            warnings.append(f"hostile XML: {hits} DOCTYPE/ENTITY declaration(s) inside the document neutralised")
+            warnings.append(
+                f"hostile XML: {hits} DOCTYPE/ENTITY declaration(s) inside the document neutralised"
+            )
     return body
 
 
@@ -533,14 +544,17 @@ _HREF = re.compile(rb"\bhref\s*=\s*[\"']([^\"']+)[\"']", re.I)
 
 def _advertised_feed(data: bytes) -> str:
     """Name the feed an HTML page advertises, so an operator can fix the feed URL."""
-    m = _ADVERTISED.search(data[:256 * 1024])
+    m = _ADVERTISED.search(data[: 256 * 1024])
     href = _HREF.search(m.group()) if m else None
     if not href:
         return ""
     return f"; the page advertises a feed at {html.unescape(href.group(1).decode('utf-8', 'replace'))!r}"
 
 
-_ENTRY_START = re.compile(rb"<!\[CDATA\[.*?(?:\]\]>|\Z)|<!--.*?(?:-->|\Z)|<(?:[A-Za-z_][-\w.]*:)?(?:item|entry)(?=[\s/>])", re.S)
+_ENTRY_START = re.compile(
+    rb"<!\[CDATA\[.*?(?:\]\]>|\Z)|<!--.*?(?:-->|\Z)|<(?:[A-Za-z_][-\w.]*:)?(?:item|entry)(?=[\s/>])",
+    re.S,
+)
 _ENTRY_END = re.compile(rb"</(?:[A-Za-z_][-\w.]*:)?(?:item|entry)\s*>")
 
 
@@ -550,7 +564,10 @@ def _cap_entries(data: bytes, max_entries: int, warnings: list[str]) -> bytes:
     A 50,000-entry feed would otherwise cost hundreds of MB of dicts. The span from the first
     surplus entry to the end of the last entry is removed, so the document stays well formed.
     """
-    if data.count(b"<item") + data.count(b"<entry") + data.count(b":item") + data.count(b":entry") <= max_entries:
+    if (
+        data.count(b"<item") + data.count(b"<entry") + data.count(b":item") + data.count(b":entry")
+        <= max_entries
+    ):
         return data
     count, cut = 0, -1
     for m in _ENTRY_START.finditer(data):
@@ -604,7 +621,9 @@ def _parse_json(
     except ValueError as exc:  # JSONDecodeError, and int() digit limits
         raise ParseError("malformed", f"invalid JSON: {exc}") from None
     if not isinstance(doc, dict):
-        raise ParseError("not_a_feed", f"JSON document is a {type(doc).__name__}, not a JSON Feed object")
+        raise ParseError(
+            "not_a_feed", f"JSON document is a {type(doc).__name__}, not a JSON Feed object"
+        )
     version = doc.get("version")
     if not (isinstance(version, str) and "jsonfeed.org/version/" in version):
         raise ParseError(
@@ -620,7 +639,9 @@ def _parse_json(
     feed_lang = _language(doc.get("language"))
     base = url
     entries = [
-        _json_entry(item, base, feed_lang, now) for item in items[: max_entries + 1] if isinstance(item, dict)
+        _json_entry(item, base, feed_lang, now)
+        for item in items[: max_entries + 1]
+        if isinstance(item, dict)
     ]
     if len(items) > max_entries:
         warnings.append(f"feed has {len(items)} entries; only the first {max_entries} were kept")
@@ -635,21 +656,38 @@ def _parse_json(
     )
 
 
-def _json_entry(item: dict[str, Any], base: str, feed_lang: str | None, now: datetime) -> ParsedEntry:
+def _json_entry(
+    item: dict[str, Any], base: str, feed_lang: str | None, now: datetime
+) -> ParsedEntry:
     link = _clean_url(item.get("url"), base) or _clean_url(item.get("external_url"), base)
     title = _json_title(item.get("title"))
     content = _text(item.get("content_html")) or None
     if not content and _text(item.get("content_text")).strip():
         content = _text_to_html(_text(item.get("content_text")))
-    summary = _text_to_html(_text(item.get("summary"))) if _text(item.get("summary")).strip() else None
+    summary = (
+        _text_to_html(_text(item.get("summary"))) if _text(item.get("summary")).strip() else None
+    )
     raw_id = item.get("id")
-    guid = str(raw_id).strip() if isinstance(raw_id, (str, int)) and not isinstance(raw_id, bool) else ""
-    pub_raw, upd_raw = _text(item.get("date_published")) or None, _text(item.get("date_modified")) or None
-    published, updated, note = _date_policy(pub_raw, _parse_iso(pub_raw), upd_raw, _parse_iso(upd_raw), now)
+    guid = (
+        str(raw_id).strip()
+        if isinstance(raw_id, (str, int)) and not isinstance(raw_id, bool)
+        else ""
+    )
+    pub_raw, upd_raw = (
+        _text(item.get("date_published")) or None,
+        _text(item.get("date_modified")) or None,
+    )
+    published, updated, note = _date_policy(
+        pub_raw, _parse_iso(pub_raw), upd_raw, _parse_iso(upd_raw), now
+    )
     authors = item.get("authors")
     if not isinstance(authors, list):
         authors = [item.get("author")]
-    names = [_plain(a.get("name") or "", "text/plain", MAX_SHORT_CHARS) for a in authors if isinstance(a, dict)]
+    names = [
+        _plain(a.get("name") or "", "text/plain", MAX_SHORT_CHARS)
+        for a in authors
+        if isinstance(a, dict)
+    ]
     names = list(dict.fromkeys(n for n in names if n))
     tags = item.get("tags")
     enclosures: dict[str, Enclosure] = {}
@@ -658,7 +696,11 @@ def _json_entry(item: dict[str, Any], base: str, feed_lang: str | None, now: dat
         if isinstance(att, dict) and (att_url := _clean_url(att.get("url"), base)):
             enclosures.setdefault(
                 att_url,
-                Enclosure(att_url, _scrub(_text(att.get("mime_type")).strip()) or None, _int(att.get("size_in_bytes"))),
+                Enclosure(
+                    att_url,
+                    _scrub(_text(att.get("mime_type")).strip()) or None,
+                    _int(att.get("size_in_bytes")),
+                ),
             )
     return ParsedEntry(
         key=_entry_key(guid or None, link, title, content or summary),
@@ -708,7 +750,9 @@ def _finish_entries(
     and entries with nothing in them (no title, link, guid, text or enclosure)."""
     if len(entries) > max_entries:
         if not any(w.startswith("feed has ") for w in warnings):
-            warnings.append(f"feed has {len(entries)} entries; only the first {max_entries} were kept")
+            warnings.append(
+                f"feed has {len(entries)} entries; only the first {max_entries} were kept"
+            )
         entries = entries[:max_entries]
     seen: set[str] = set()
     kept: list[ParsedEntry] = []
@@ -716,8 +760,12 @@ def _finish_entries(
     empty = 0
     for entry in entries:
         if not (
-            entry.title or entry.url or entry.guid or entry.summary_html
-            or entry.content_html or entry.enclosures
+            entry.title
+            or entry.url
+            or entry.guid
+            or entry.summary_html
+            or entry.content_html
+            or entry.enclosures
         ):
             empty += 1
             continue
@@ -727,7 +775,9 @@ def _finish_entries(
         seen.add(entry.key)
         kept.append(entry)
     if empty:
-        warnings.append(f"{empty} empty entr{'y' if empty == 1 else 'ies'} (no title, link or text) dropped")
+        warnings.append(
+            f"{empty} empty entr{'y' if empty == 1 else 'ies'} (no title, link or text) dropped"
+        )
     if dups:
         sample = ", ".join(repr(k[:80]) for k in list(dict.fromkeys(dups))[:3])
         warnings.append(
@@ -876,7 +926,9 @@ def _localised_date(raw: str | None) -> datetime | None:
     if month is None:
         return None
     try:
-        local = datetime(int(year), month, int(day), int(hour or 0), int(minute or 0), int(sec or 0))
+        local = datetime(
+            int(year), month, int(day), int(hour or 0), int(minute or 0), int(sec or 0)
+        )
     except ValueError:
         return None
     offset = _zone_offset(zone or "")
@@ -1029,7 +1081,9 @@ def _clean_url(value: Any, base: str) -> str | None:
     netloc = (userinfo + "@" if userinfo else "") + (f"[{host}]" if ":" in host else host)
     if port is not None:
         netloc += f":{port}"
-    return _scrub(urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, parts.fragment)))
+    return _scrub(
+        urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, parts.fragment))
+    )
 
 
 def _language(value: Any) -> str | None:
@@ -1165,7 +1219,9 @@ class _Worker:
             self.conn.recv()
         except (EOFError, OSError):
             self.kill()
-            raise ParseError("crashed", f"parser worker died on start ({self.exit_reason()})") from None
+            raise ParseError(
+                "crashed", f"parser worker died on start ({self.exit_reason()})"
+            ) from None
 
     def alive(self) -> bool:
         return self.process.is_alive()
@@ -1332,7 +1388,9 @@ class ParserPool:
         ready = _poll(worker.conn, self.timeout)
         if not ready:
             worker.kill()
-            raise ParseError("timeout", f"parsing took longer than {self.timeout:g} s; worker killed")
+            raise ParseError(
+                "timeout", f"parsing took longer than {self.timeout:g} s; worker killed"
+            )
         try:
             reply = worker.conn.recv()
         except (EOFError, OSError):
@@ -1340,5 +1398,7 @@ class ParserPool:
             if "SIGXCPU" in reason:
                 raise ParseError("timeout", f"parsing exceeded its CPU budget ({reason})") from None
             elapsed = time.monotonic() - started
-            raise ParseError("crashed", f"parser worker died after {elapsed:.1f} s ({reason})") from None
+            raise ParseError(
+                "crashed", f"parser worker died after {elapsed:.1f} s ({reason})"
+            ) from None
         return reply  # type: ignore[no-any-return]

@@ -298,19 +298,17 @@ class Pipeline:
             # Many servers ignore conditional GET: same bytes, nothing to parse.
             return _Fetched(state, feed, "unchanged", result=result, started=started)
         try:
+            # Parsed against the configured URL, not where it redirected: feedparser resolves
+            # bare guids against it, and entry identity must survive a move (e.g. to https).
             parsed = self.parser.parse(
-                result.body, result.final_url, content_type=result.content_type,
+                result.body, state.url, content_type=result.content_type,
                 charset=result.charset, now=_now(),
             )
         except ParseError as exc:
             return _Fetched(state, feed, "error", result=result, error=exc, started=started)
         base = result.final_url
         entries = []
-        seen: set[str] = set()
-        for pe in parsed.entries:
-            if pe.key in seen:
-                continue
-            seen.add(pe.key)
+        for pe in parsed.entries:  # keys are unique: parse drops later duplicates
             try:
                 entries.append(self._prepare_entry(pe, feed, base))
             except Exception as exc:  # one odd entry must not cost the feed

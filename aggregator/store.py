@@ -720,27 +720,6 @@ class Store:
             for r in rows
         ]
 
-    def _assign_story(
-        self, c: sqlite3.Connection, entry_id: int, match: Any, now: datetime
-    ) -> None:
-        if match is not None and match.story_id is not None:
-            c.execute(
-                "UPDATE entries SET story_id = ?, match_reason = ?, match_score = ? WHERE id = ?",
-                (match.story_id, match.reason, match.score, entry_id),
-            )
-            self._refresh_story(c, match.story_id, now)
-            return
-        cur = c.execute(
-            "INSERT INTO stories(representative_id, first_seen, updated, entry_count,"
-            " outlet_count) VALUES (?, ?, ?, 1, 1)",
-            (entry_id, ts(now), ts(now)),
-        )
-        c.execute(
-            "UPDATE entries SET story_id = ?, match_reason = 'first', match_score = 1.0"
-            " WHERE id = ?",
-            (cur.lastrowid, entry_id),
-        )
-
     def _touch_story_of(self, c: sqlite3.Connection, entry_id: int, now: datetime) -> None:
         row = c.execute("SELECT story_id FROM entries WHERE id = ?", (entry_id,)).fetchone()
         if row and row[0] is not None:

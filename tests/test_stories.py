@@ -1,0 +1,128 @@
+"""Stories end to end: the same story from several outlets is published once, with every
+outlet; related-but-different stories stay apart; `aggregator story` explains each join."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from pathlib import Path
+
+import feedparser
+
+from .feedserver import FeedServer
+from .util import cli, env_for, write_feeds
+
+STORY = (
+    "Armenia and Azerbaijan agreed on Tuesday to resume talks on the delimitation of their "
+    "shared border, the foreign ministries of both countries said in a joint statement issued "
+    "after a meeting of the commissions in the border town of Ijevan. The statement said the "
+    "commissions would meet again next month to discuss the northern section of the border, "
+    "where villages on both sides depend on the same roads and water supplies. Officials said "
+    "experts would use Soviet-era maps from the nineteen seventies as the basis for the work, "
+    "and that the parties had agreed on the rules of procedure for the joint commissions. "
+    "Observers in Yerevan and Baku described the meeting as constructive but cautioned that "
+    "difficult questions about enclaves and transport routes remained open for negotiation."
+)
+OTHER = (
+    "Georgia's parliament on Tuesday adopted amendments to the electoral code that change the "
+    "threshold for parties entering the legislature, after a debate that lasted late into the "
+    "night. Opposition deputies walked out before the vote, saying the changes had been "
+    "drafted without consultation, while the governing party said the reform followed the "
+    "recommendations of international observers. The amendments will apply to the elections "
+    "scheduled for next autumn, and the central election commission said it would publish "
+    "updated rules for the registration of candidates and observers within two weeks. Civil "
+    "society groups called on the president to return the bill to parliament for review."
+)
+
+
+def rss(title: str, items: list[tuple[str, str, str, str]]) -> str:
+    body = "".join(
+        f"<item><guid isPermaLink='false'>{g}</guid><title>{t}</title><link>{link}</link>"
+        f"<pubDate>{d}</pubDate><description>{text}</description></item>"
+        for g, t, link, text, d in [(a, b, c, e, "Tue, 24 Nov 2026 10:00:00 GMT")
+                                    for a, b, c, e in items]
+    )
+    return (f"<?xml version='1.0' encoding='utf-8'?><rss version='2.0'><channel>"
+            f"<title>{title}</title><link>http://example.org/</link>{body}</channel></rss>")
+
+
+def test_same_story_published_once_with_all_outlets(tmp_path: Path) -> None:
+    with FeedServer() as s:
+        s.route("/a.xml", body=rss("Outlet A", [
+            ("a1", "Armenia and Azerbaijan resume border talks",
+             "https://news-a.example/2026/11/border-talks?utm_source=rss", STORY),
+            ("a2", "Georgian parliament changes the electoral code",
+             "https://news-a.example/2026/11/electoral-code", OTHER),
+        ]))
+        # Outlet B republishes A's story with a new headline, a byline and a footer.
+        s.route("/b.xml", body=rss("Outlet B", [
+            ("b1", "Border commissions to meet again next month",
+             "https://www.news-b.example/amp/border/", "By our correspondent in Yerevan. "
+             + STORY + " Follow us on social networks."),
+        ]))
+        # Outlet C reports the same link (a re-post under a tracking URL).
+        s.route("/c.xml", body=rss("Outlet C", [
+            ("c1", "Border talks resume",
+             "http://news-a.example/2026/11/border-talks/?fbclid=xyz#top",
+             "Short teaser that links to outlet A's report."),
+        ]))
+        feeds = write_feeds(tmp_path / "feeds.yaml", [
+            {"name": "a", "url": s.url("/a.xml")},
+            {"name": "b", "url": s.url("/b.xml")},
+            {"name": "c", "url": s.url("/c.xml")},
+        ])
+        env = env_for(tmp_path, AGGREGATOR_FULL_TEXT="false")
+        r = cli(["update", "--all"], env, feeds=feeds)
+        assert r.returncode == 0, r.stderr
+    conn = sqlite3.connect(tmp_path / "agg.db")
+    conn.row_factory = sqlite3.Row
+    rows = {r["guid"]: r for r in conn.execute("SELECT * FROM items")}
+    assert len(rows) == 4  # nothing is deleted: every outlet's copy stays
+    story = rows["a1"]["story_id"]
+    assert rows["b1"]["story_id"] == story and rows["b1"]["match_reason"] == "near"
+    assert rows["c1"]["story_id"] == story and rows["c1"]["match_reason"] == "url"
+    assert rows["a2"]["story_id"] != story  # same day, same region, different story
+    outlets = conn.execute("SELECT * FROM story_outlets WHERE story_id = ?", (story,)).fetchone()
+    assert outlets["outlet_count"] == 3 and outlets["outlets"] == "a, b, c"
+
+    # The combined feed shows the story once, with the other outlets.
+    atom = feedparser.parse((tmp_path / "public" / "all.atom").read_bytes())
+    assert len(atom.entries) == 2
+    entry = next(e for e in atom.entries if "border" in e.title.lower())
+    content = entry.content[0].value
+    assert "Also reported by" in content
+    assert len(re.findall(r"Outlet [ABC]", content)) == 2
+    data = json.loads((tmp_path / "public" / "all.json").read_text())
+    assert len(data["items"]) == 2
+
+    # `aggregator story ID` explains each join.
+    r = cli(["story", str(story)], env, feeds=feeds)
+    assert r.returncode == 0, r.stderr
+    assert "3 entries from 3 outlets" in r.stdout
+    assert "near match, score" in r.stdout and "url match" in r.stdout
+    assert "first of the story" in r.stdout
+
+
+def test_outlet_joining_moves_updated(tmp_path: Path) -> None:
+    with FeedServer() as s:
+        s.route("/a.xml", body=rss("Outlet A", [("a1", "Talks", "https://a.example/x", STORY)]))
+        s.route("/b.xml", body=rss("Outlet B", []))
+        feeds = write_feeds(tmp_path / "feeds.yaml", [{"name": "a", "url": s.url("/a.xml")},
+                                                      {"name": "b", "url": s.url("/b.xml")}])
+        env = env_for(tmp_path, AGGREGATOR_FULL_TEXT="false")
+        assert cli(["update", "--all"], env, feeds=feeds).returncode == 0
+        first = feedparser.parse((tmp_path / "public" / "all.atom").read_bytes()).entries[0]
+        conn = sqlite3.connect(tmp_path / "agg.db")
+        # Pretend the first poll happened an hour ago, so the join is visibly later.
+        conn.execute("UPDATE stories SET updated = '2026-01-01T00:00:00Z'")
+        conn.execute("UPDATE entries SET updated = '2026-01-01T00:00:00Z'")
+        conn.commit()
+        s.route("/b.xml", body=rss("Outlet B", [("b1", "Talks again", "https://b.example/y",
+                                                 STORY)]))
+        assert cli(["update", "--all"], env, feeds=feeds).returncode == 0
+    entries = feedparser.parse((tmp_path / "public" / "all.atom").read_bytes()).entries
+    assert len(entries) == 1
+    assert entries[0].id == first.id
+    assert entries[0].updated_parsed > (2026, 1, 1)
+    assert "Outlet B" in entries[0].content[0].value
