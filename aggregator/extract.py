@@ -304,6 +304,20 @@ def _small(img: Tag) -> bool:
     return False
 
 
+_IMAGE_FILE = re.compile(r"\.(jpe?g|png|gif|webp|avif|bmp|tiff?)$", re.IGNORECASE)
+
+
+def _teaser_or_aside(img: Tag) -> bool:
+    """Images that illustrate something else: links to other pages (teasers, ads) and
+    images in asides, navigation or footers. A link to the image file itself is fine."""
+    link = img.find_parent("a")
+    if link is not None:
+        href = link.get("href")
+        if isinstance(href, str) and href.strip() and not _IMAGE_FILE.search(urlsplit(href.strip()).path):
+            return True
+    return img.find_parent(["aside", "nav", "footer"]) is not None
+
+
 def _collect_images(soup: BeautifulSoup) -> list[_Image]:
     """Candidate content images in page order, with caption and surrounding text.
 
@@ -316,6 +330,8 @@ def _collect_images(soup: BeautifulSoup) -> list[_Image]:
     for img in soup.find_all("img"):
         src = img.get("src")
         if not isinstance(src, str) or src in seen or _small(img) or _NOT_CONTENT_IMAGE.search(urlsplit(src).path):
+            continue
+        if _teaser_or_aside(img):
             continue
         seen.add(src)
         figure = img.find_parent("figure")
@@ -722,7 +738,10 @@ def _extract(html: str, url: str, rule: SiteRule | None) -> Article:
         page = f"<html>{head if head is not None else ''}<body><article>{rule_html}</article></body></html>"
         method = "rule+trafilatura"
     else:
-        page = str(soup)
+        # The page as received: a bs4 round trip collapses whitespace-only strings and
+        # normalises class attributes, which changes trafilatura's choices (for the worse
+        # on the corpus). Image fixes need not reach trafilatura: images are placed after.
+        page = html
         method = "trafilatura"
 
     document = trafilatura.bare_extraction(page, url=url or None, **_TRAFILATURA_OPTIONS)

@@ -26,18 +26,20 @@ def _start_update(feeds: Path, env: dict[str, str], log: Path) -> subprocess.Pop
 
 def test_kill_9_at_random_points(tmp_path: Path) -> None:
     rng = random.Random(20261127)
-    with FeedServer(feeds=40, entries=15) as server:
+    with FeedServer(feeds=60, entries=15) as server:
         feeds = write_feeds(tmp_path / "feeds.yaml",
                             [{"name": f"f{n}", "url": server.url(f"/feed/{n}.xml")}
-                             for n in range(40)])
+                             for n in range(60)])
         env = env_for(tmp_path, AGGREGATOR_FULL_TEXT="false", AGGREGATOR_WORKERS="4")
         out = tmp_path / "public"
         kills = 0
-        for attempt in range(24):
+        for attempt in range(45):
+            if kills >= 22:
+                break
             server.round = attempt  # every cycle has new entries to write
             log = tmp_path / f"update-{attempt}.log"
             proc = _start_update(feeds, env, log)
-            time.sleep(rng.uniform(0.3, 2.5))
+            time.sleep(rng.uniform(0.3, 1.6))
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 kills += 1
@@ -62,12 +64,12 @@ def test_kill_9_at_random_points(tmp_path: Path) -> None:
                     etree.fromstring(f.read_bytes())
         assert kills >= 20, f"only {kills} cycles were killed mid-way"
         # The next start resumes and completes.
-        server.round = 30
+        server.round = 50
         r = subprocess.run([sys.executable, "-m", "aggregator.cli", "--feeds", str(feeds),
                             "update", "--all"], env=env, capture_output=True, text=True,
                            timeout=120, cwd=tmp_path)
         assert r.returncode == 0, r.stderr
-        assert r.stdout.count(": ok") == 40
+        assert r.stdout.count(": ok") == 60
         conn = sqlite3.connect(tmp_path / "agg.db")
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
