@@ -153,6 +153,7 @@ class _Fetched:
     parsed: Any = None
     entries: tuple[NewEntry, ...] = ()
     error: AggregatorError | None = None
+    body_hash: str | None = None
     started: float = 0.0
 
 
@@ -237,25 +238,29 @@ class Pipeline:
         feeds = self.feeds_by_name
         self._lateness = []
         tick = time.monotonic()
+        # Each fetch thread hands its result straight to the writer, and at most `pending`
+        # results wait for it: memory stays bounded however many feeds are due, and a
+        # result is freed as soon as it is stored.
+        pending = threading.BoundedSemaphore(max(2, self.config.settings.workers))
+
+        def fetch_and_queue(st: FeedState, feed: FeedConfig) -> Future[FeedOutcome]:
+            fetched = self._fetch_one(st, feed)
+            pending.acquire()
+            fut = self.writer.submit(partial(self._write, f=fetched))
+            fut.add_done_callback(lambda _f: pending.release())
+            return fut
+
         futures = [
-            self.threads.submit(self._fetch_one, st, feeds[st.name])
+            self.threads.submit(fetch_and_queue, st, feeds[st.name])
             for st in states
             if st.name in feeds and not self.stopping.is_set()
         ]
         outcomes: list[FeedOutcome] = []
-        pending_writes: list[Future[FeedOutcome]] = []
         for fut in as_completed(futures):
             try:
-                fetched = fut.result()
+                outcome = fut.result().result()
             except Exception as exc:  # a bug must cost one feed, never the cycle
-                log.exception("poll worker crashed: %s", exc)
-                continue
-            pending_writes.append(self.writer.submit(partial(self._write, f=fetched)))
-        for w in pending_writes:
-            try:
-                outcome = w.result()
-            except Exception as exc:
-                log.exception("storing a feed failed: %s", exc)
+                log.exception("polling a feed failed: %s", exc)
                 continue
             outcomes.append(outcome)
             self.last_progress = time.monotonic()
@@ -296,7 +301,8 @@ class Pipeline:
         body_hash = _sha256(result.body)
         if state.body_hash == body_hash:
             # Many servers ignore conditional GET: same bytes, nothing to parse.
-            return _Fetched(state, feed, "unchanged", result=result, started=started)
+            return _Fetched(state, feed, "unchanged", result=replace(result, body=b""),
+                            started=started)
         try:
             # Parsed against the configured URL, not where it redirected: feedparser resolves
             # bare guids against it, and entry identity must survive a move (e.g. to https).
@@ -313,8 +319,10 @@ class Pipeline:
                 entries.append(self._prepare_entry(pe, feed, base))
             except Exception as exc:  # one odd entry must not cost the feed
                 log.warning("%s: skipped entry %r: %s", feed.name, pe.key[:80], exc)
-        return _Fetched(state, feed, "parsed", result=result, parsed=parsed,
-                        entries=tuple(entries), started=started)
+        # The body is not needed any more: only its hash is stored.
+        return _Fetched(state, feed, "parsed", result=replace(result, body=b""),
+                        parsed=replace(parsed, entries=()), entries=tuple(entries),
+                        body_hash=body_hash, started=started)
 
     def _prepare_entry(self, pe: ParsedEntry, feed: FeedConfig, base: str) -> NewEntry:
         s = self.config.settings
@@ -438,7 +446,7 @@ class Pipeline:
         parsed = f.parsed
         stored = st.record_success(
             f.state.id,
-            body_hash=_sha256(result.body),
+            body_hash=f.body_hash,
             title=clean.clean_line(parsed.title) or None,
             link=parsed.link,
             language=parsed.language,

@@ -611,6 +611,14 @@ class Store:
             match = matcher(e, candidates) if candidates else None
         if match is not None and match.story_id is not None:
             story_id, reason, score = match.story_id, match.reason, match.score
+            # The new entry may also match another story (it bridges two reports that
+            # arrived apart): those stories become one.
+            others = {x.story_id for x in candidates} - {story_id, None}
+            for other in sorted(o for o in others if o is not None):
+                bridge = matcher(e, [x for x in candidates if x.story_id == other])
+                if bridge is not None:
+                    self._merge_story(c, other, into=story_id, reason=bridge.reason,
+                                      score=bridge.score)
         else:
             story_id = int(c.execute(
                 "INSERT INTO stories(first_seen, updated, entry_count, outlet_count)"
@@ -719,6 +727,19 @@ class Store:
             )
             for r in rows
         ]
+
+    @staticmethod
+    def _merge_story(c: sqlite3.Connection, other: int, *, into: int, reason: str,
+                     score: float) -> None:
+        """Move every entry of story `other` into story `into`. The entry that started
+        `other` now carries the reason it joined (the bridging match)."""
+        c.execute(
+            "UPDATE entries SET match_reason = ?, match_score = ?"
+            " WHERE story_id = ? AND match_reason = 'first'",
+            (reason, score, other),
+        )
+        c.execute("UPDATE entries SET story_id = ? WHERE story_id = ?", (into, other))
+        c.execute("DELETE FROM stories WHERE id = ?", (other,))
 
     def _touch_story_of(self, c: sqlite3.Connection, entry_id: int, now: datetime) -> None:
         row = c.execute("SELECT story_id FROM entries WHERE id = ?", (entry_id,)).fetchone()

@@ -80,8 +80,12 @@ def test_same_story_published_once_with_all_outlets(tmp_path: Path) -> None:
     rows = {r["guid"]: r for r in conn.execute("SELECT * FROM items")}
     assert len(rows) == 4  # nothing is deleted: every outlet's copy stays
     story = rows["a1"]["story_id"]
-    assert rows["b1"]["story_id"] == story and rows["b1"]["match_reason"] == "near"
-    assert rows["c1"]["story_id"] == story and rows["c1"]["match_reason"] == "url"
+    assert rows["b1"]["story_id"] == story and rows["c1"]["story_id"] == story
+    # Feeds are stored in completion order: whichever came first started the story, the
+    # others joined by URL (a and c) or as a near copy (b and the rest): the reasons are the
+    # same set in any order. A story that arrived apart is merged when a bridge appears.
+    assert sorted(rows[g]["match_reason"] for g in ("a1", "b1", "c1")) == ["first", "near",
+                                                                          "url"]
     assert rows["a2"]["story_id"] != story  # same day, same region, different story
     outlets = conn.execute("SELECT * FROM story_outlets WHERE story_id = ?", (story,)).fetchone()
     assert outlets["outlet_count"] == 3 and outlets["outlets"] == "a, b, c"
@@ -126,3 +130,26 @@ def test_outlet_joining_moves_updated(tmp_path: Path) -> None:
     assert entries[0].id == first.id
     assert entries[0].updated_parsed > (2026, 1, 1)
     assert "Outlet B" in entries[0].content[0].value
+
+
+def test_bridging_entry_merges_stories_that_arrived_apart(tmp_path: Path) -> None:
+    """c (same URL as a) and b (a near copy of a) arrive first, apart; a bridges them."""
+    with FeedServer() as s:
+        s.route("/a.xml", body=rss("Outlet A", [
+            ("a1", "Border talks", "https://news-a.example/talks?utm_medium=x", STORY)]))
+        s.route("/b.xml", body=rss("Outlet B", [
+            ("b1", "Commissions meet", "https://news-b.example/meet",
+             "Our correspondent reports. " + STORY)]))
+        s.route("/c.xml", body=rss("Outlet C", [
+            ("c1", "Talks", "http://www.news-a.example/talks/", "A short teaser.")]))
+        feeds = write_feeds(tmp_path / "feeds.yaml", [
+            {"name": n, "url": s.url(f"/{n}.xml")} for n in ("a", "b", "c")])
+        env = env_for(tmp_path, AGGREGATOR_FULL_TEXT="false")
+        for name in ("c", "b", "a"):
+            assert cli(["update", "--feed", name], env, feeds=feeds).returncode == 0
+    conn = sqlite3.connect(tmp_path / "agg.db")
+    rows = dict(conn.execute("SELECT guid, story_id FROM entries").fetchall())
+    assert rows["a1"] == rows["b1"] == rows["c1"]
+    assert conn.execute("SELECT COUNT(*) FROM stories").fetchone()[0] == 1
+    reasons = dict(conn.execute("SELECT guid, match_reason FROM entries").fetchall())
+    assert reasons == {"c1": "first", "b1": "near", "a1": "url"}
