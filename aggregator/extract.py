@@ -400,6 +400,7 @@ class _Page:
     noscripts: list[Tag] = field(default_factory=list)
     comments: list[Comment] = field(default_factory=list)
     title: str | None = None
+    h1: list[str] = field(default_factory=list)
 
 
 def _scan(soup: BeautifulSoup) -> _Page:
@@ -438,6 +439,8 @@ def _scan(soup: BeautifulSoup) -> _Page:
             page.lang = lang if isinstance(lang, str) else None
         elif name == "title" and page.title is None:
             page.title = node.get_text(" ", strip=True) or None
+        elif name == "h1" and len(page.h1) < 5:
+            page.h1.append(node.get_text(" ", strip=True))
         if name not in ("meta", "time") and node.get("itemprop") == "datePublished":
             value = node.get("content") or node.get("datetime")
             if isinstance(value, str):
@@ -521,7 +524,7 @@ _TRAFILATURA_OPTIONS: dict[str, Any] = {
     "include_formatting": False,  # on, trafilatura loses body text on some pages
     "include_tables": True,
     "include_comments": False,
-    "output_format": "python",
+    "output_format": "txt",  # only the tree is used; "python" would also render text
 }
 
 _HI = {"#b": "strong", "#i": "em", "#u": "u", "#t": "code", "#sub": "sub", "#sup": "sup"}
@@ -634,11 +637,12 @@ def _is_breadcrumb(text: str, title_key: str) -> bool:
     return bool(_BREADCRUMB_SEP.search(text)) and bool(title_key) and title_key in _norm(text)
 
 
-def _drop_metadata_repeats(body: Tag, title: str | None) -> None:
+def _drop_metadata_repeats(body: Tag, titles: list[str]) -> None:
     """Remove what repeats the metadata at the top: title heading, date line, breadcrumbs."""
-    title_key = _norm(title or "")
+    keys = {k for k in map(_norm, titles) if k}
+    title_key = _norm(titles[0]) if titles else ""
     for heading in body.find_all("h1"):
-        if title_key and _norm(heading.get_text(" ")) == title_key:
+        if _norm(heading.get_text(" ")) in keys:
             heading.decompose()
     seen = 0
     for block in [c for c in body.children if isinstance(c, Tag)]:
@@ -647,7 +651,7 @@ def _drop_metadata_repeats(body: Tag, title: str | None) -> None:
         text = _squash(block.get_text(" "))
         if not text:
             continue
-        if (title_key and _norm(text) == title_key) or _is_date_line(text) or _is_breadcrumb(text, title_key):
+        if _norm(text) in keys or _is_date_line(text) or _is_breadcrumb(text, title_key):
             block.decompose()
             continue
         seen += 1
@@ -655,8 +659,40 @@ def _drop_metadata_repeats(body: Tag, title: str | None) -> None:
             break  # the article proper has begun
     for img in body.find_all("img"):
         alt = img.get("alt")
-        if title_key and isinstance(alt, str) and _norm(alt) == title_key:
+        if isinstance(alt, str) and _norm(alt) in keys:
             del img["alt"]  # the image alt is the title a third time (seen on real outlets)
+
+
+_TITLE_SEPARATORS = re.compile(r"\s*(?:[|–—·:»]|\s-)\s*")
+
+
+def _choose_title(page: _Page, extracted: str | None) -> str | None:
+    """The headline: the page's <h1> when it agrees with the declared titles (og:title,
+    <title>, trafilatura's), else the declared title without a " | Site name" suffix.
+
+    On the corpus the <h1> matches the reference headline far more often than og:title or
+    <title>, which carry site names and kickers; requiring agreement skips logo <h1>s.
+    """
+    site = _norm(_meta(page, "og:site_name", "application-name") or "")
+    declared = [t for t in (extracted, _meta(page, "og:title", "twitter:title"), page.title) if t]
+    reference = " ".join(_norm(t) for t in declared)
+    longest = max((len(_norm(t)) for t in declared), default=0)
+    for h1 in page.h1:
+        key = _norm(h1)
+        if len(key) >= 10 and key != site and key in reference and len(key) >= 0.4 * longest:
+            return _squash(h1)
+    if not declared:
+        return _squash(page.h1[0]) if page.h1 and page.h1[0].strip() else None
+    title = _squash(declared[0])
+    if site:
+        parts = _TITLE_SEPARATORS.split(title)
+        while len(parts) > 1 and _norm(parts[-1]) == site:
+            parts.pop()
+            title = title[: title.rfind(parts[-1]) + len(parts[-1])] if parts else title
+        while len(parts) > 1 and _norm(parts[0]) == site:
+            parts.pop(0)
+            title = title[title.find(parts[0]) :]
+    return title
 
 
 def _figure(soup: BeautifulSoup, image: _Image) -> Tag:
@@ -767,7 +803,6 @@ def _extract(html: str, url: str, rule: SiteRule | None) -> Article:
     canonical = _abs(page.canonical, url) or _abs(_meta(page, "og:url"), url)
     description = _meta(page, "og:description", "description", "twitter:description")
     meta_image = _abs(_meta(page, "og:image", "og:image:url", "twitter:image"), url)
-    page_title = _meta(page, "og:title") or page.title
 
     rule_body = _apply_rule(soup, rule, url) if rule is not None else []
     _fix_images(page, url)
@@ -792,13 +827,14 @@ def _extract(html: str, url: str, rule: SiteRule | None) -> Article:
     )
     if document is not None and document.body is not None and len(document.body):
         out = BeautifulSoup(f"<html><body>{_xml_to_html(document.body)}</body></html>", _BS4_PARSER)
-        title, author, date = document.title or page_title, document.author, document.date
+        title, author, date = _choose_title(page, document.title), document.author, document.date
         result = out.body
         placed = _place_images(out, result, images) if result is not None else []
     elif rule_body:
         # The rule names the body: trust it even where trafilatura finds too little text.
         out = BeautifulSoup(f"<html><body>{rule_html}</body></html>", _BS4_PARSER)
-        title, author, date, method = page_title, _meta(page, "author", "article:author"), None, "rule"
+        title, author, date = _choose_title(page, None), _meta(page, "author", "article:author"), None
+        method = "rule"
         result = out.body
         placed = [i for i in images if result is not None and result.find("img", src=i.src) is not None]
     else:
@@ -806,7 +842,7 @@ def _extract(html: str, url: str, rule: SiteRule | None) -> Article:
     if result is None:
         raise ExtractError("no_content", f"{url}: no article text found")
 
-    _drop_metadata_repeats(result, title)
+    _drop_metadata_repeats(result, [t for t in (title, document and document.title, _meta(page, "og:title")) if t])
     _drop_empty(result)
     content_html = "".join(str(child) for child in result.children).strip()
     text = _block_text(result)

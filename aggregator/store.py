@@ -363,6 +363,7 @@ class Store:
                 # Keep the WAL bounded even when readers pin old snapshots for a while.
                 conn.execute("PRAGMA wal_autocheckpoint = 1000")
                 conn.execute("PRAGMA journal_size_limit = 67108864")
+                conn.execute("PRAGMA cache_size = -32000")  # 32 MB: index pages stay hot
         except sqlite3.Error as exc:
             raise StoreError(f"cannot configure database {self.path}: {exc}") from exc
 
@@ -590,7 +591,8 @@ class Store:
                 " content_hash = ?, extract_status = ?, extract_error = NULL,"
                 " text_hash = ?, signature = ? WHERE id = ?",
                 (
-                    e.guid, e.url, e.url_norm, e.title, e.author, e.feed_html, e.content_html,
+                    e.guid, e.url, e.url_norm, e.title, e.author,
+                    None if e.feed_html == e.content_html else e.feed_html, e.content_html,
                     e.text, e.summary, e.word_count, e.language, _json(list(e.categories)),
                     _enclosures_json(e.enclosures), e.image, ts(e.published), ts(e.published),
                     e.published_raw, e.date_note, ts(now), ts(now), e.content_hash,
@@ -632,7 +634,10 @@ class Store:
             " match_score)"
             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
-                feed_id, e.key, e.guid, e.url, e.url_norm, e.title, e.author, e.feed_html,
+                # feed_html stays NULL while content_html *is* the feed's content: the HTML
+                # is stored once (record_article keeps it aside when an article replaces it).
+                feed_id, e.key, e.guid, e.url, e.url_norm, e.title, e.author,
+                None if e.feed_html == e.content_html else e.feed_html,
                 e.content_html, e.text, e.summary, e.word_count, e.language,
                 _json(list(e.categories)), _enclosures_json(e.enclosures), e.image, published,
                 e.published_raw, e.date_note, ts(now), ts(now), ts(now), e.content_hash,
@@ -811,7 +816,8 @@ class Store:
     def backlog(self, limit: int) -> list[BacklogEntry]:
         """Entries waiting for their article page, newest first."""
         rows = self.conn.execute(
-            "SELECT e.id, f.name AS feed_name, e.url, e.feed_html, e.word_count, e.title,"
+            "SELECT e.id, f.name AS feed_name, e.url,"
+            " COALESCE(e.feed_html, e.content_html) AS feed_html, e.word_count, e.title,"
             " e.story_id FROM entries e JOIN feeds f ON f.id = e.feed_id"
             " WHERE e.extract_status = 'pending' AND e.url IS NOT NULL"
             " ORDER BY e.first_seen DESC, e.id DESC LIMIT ?",
@@ -852,6 +858,9 @@ class Store:
         feed (the feed's own content was better), failed (reason in ``error``)."""
         with self.transaction() as c:
             if content_html is not None:
+                c.execute(
+                    "UPDATE entries SET feed_html = COALESCE(feed_html, content_html)"
+                    " WHERE id = ?", (entry_id,))
                 c.execute(
                     "UPDATE entries SET content_html = ?, text = ?, summary = ?,"
                     " word_count = ?, language = COALESCE(language, ?),"
@@ -910,7 +919,8 @@ class Store:
     def entry_feed_html(self, entry_id: int) -> tuple[str, str]:
         """(sanitised feed content, title) of an entry."""
         row = self.conn.execute(
-            "SELECT feed_html, title FROM entries WHERE id = ?", (entry_id,)
+            "SELECT COALESCE(feed_html, content_html), title FROM entries WHERE id = ?",
+            (entry_id,)
         ).fetchone()
         return (row[0] or "", row[1]) if row else ("", "")
 
