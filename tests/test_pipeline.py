@@ -260,3 +260,64 @@ def test_retry_after_http_date(tmp_path: Path, server: FeedServer) -> None:
             "%Y-%m-%dT%H:%M:%SZ")
     finally:
         p.close()
+
+
+def test_ttl_and_max_age_lengthen_the_interval(tmp_path: Path, server: FeedServer) -> None:
+    body = server.feed_xml(0).replace(b"<channel>", b"<channel><ttl>180</ttl>")
+    server.route("/ttl.xml", body=body)
+    server.route("/maxage.xml", body=server.feed_xml(1),
+                 headers={"Cache-Control": "public, max-age=7200"})
+    p = make_pipeline(tmp_path, [{"name": "ttl", "url": server.url("/ttl.xml")},
+                                 {"name": "maxage", "url": server.url("/maxage.xml")},
+                                 {"name": "plain", "url": server.url("/feed/2.xml")}],
+                      AGGREGATOR_JITTER="0")
+    try:
+        p.run_cycle(all_feeds=True)
+    finally:
+        p.close()
+    assert health(tmp_path, "ttl")["interval"] == 3 * 3600  # <ttl> is in minutes
+    assert health(tmp_path, "maxage")["interval"] == 7200
+    assert health(tmp_path, "plain")["interval"] == 900  # the default
+
+
+def test_feed_full_text_kept_and_robots_honoured(tmp_path: Path, server: FeedServer) -> None:
+    long_text = " ".join(f"Sentence {i} of the complete report from the feed itself."
+                         for i in range(80))
+    server.route("/full.xml", body=(
+        "<?xml version='1.0'?><rss version='2.0'><channel><title>Full</title>"
+        f"<item><guid isPermaLink='false'>f1</guid><title>Full text in feed</title>"
+        f"<link>{server.url('/short.html')}</link><description>{long_text}</description>"
+        "</item></channel></rss>"))
+    server.route("/short.html", headers={"Content-Type": "text/html"}, body=(
+        "<html><body><article><h1>Full text in feed</h1><p>Only a teaser on the page, "
+        "with a link to subscribe for the rest of it.</p></article></body></html>"))
+    feeds_path = write_feeds(tmp_path / "feeds.yaml", [
+        {"name": "full", "url": server.url("/full.xml")}])
+    config = load_config(None, str(feeds_path), env_for(tmp_path))
+    p = Pipeline(config, processes=1)
+    try:
+        p.run_cycle(all_feeds=True)
+    finally:
+        p.close()
+    row = db(tmp_path).execute("SELECT extract_status, text, word_count FROM entries").fetchone()
+    assert row["extract_status"] == "feed"  # the page was shorter: the feed's text stays
+    assert "Sentence 79" in row["text"] and row["word_count"] > 700
+
+
+def test_robots_disallow_recorded_on_the_entry(tmp_path: Path) -> None:
+    with FeedServer(feeds=1, entries=2) as server:
+        server.route("/robots.txt", headers={"Content-Type": "text/plain"},
+                     body="User-agent: *\nDisallow: /article/\n")
+        feeds_path = write_feeds(tmp_path / "feeds.yaml",
+                                 [{"name": "r", "url": server.url("/feed/0.xml")}])
+        config = load_config(None, str(feeds_path), env_for(tmp_path))
+        p = Pipeline(config, processes=1)
+        try:
+            report = p.run_cycle(all_feeds=True)
+        finally:
+            p.close()
+        assert not any(k.startswith("/article/") for k in server.hits)
+    assert report.feeds[0].status == "ok"
+    rows = db(tmp_path).execute("SELECT extract_status, extract_error FROM entries").fetchall()
+    assert [r["extract_status"] for r in rows] == ["failed", "failed"]
+    assert all(r["extract_error"].startswith("robots") for r in rows)
