@@ -565,6 +565,9 @@ def _connect_error(attempt: _Attempt, host: str, port: int, error: OSError | Non
 # --------------------------------------------------------------------------- politeness
 
 
+SLOT_SLACK = 0.1  # seconds: less time than this left at the deadline, don't start a request
+
+
 class _HostGate:
     """At most ``limit`` requests in flight per host, starts at least ``delay`` s apart."""
 
@@ -584,11 +587,13 @@ class _HostGate:
             state = self._hosts.setdefault(host, self._State())
             while True:
                 now = time.monotonic()
-                if state.in_flight < self._limit and now >= state.next_start:
+                # A slot freed in the last instants before the deadline is not worth taking:
+                # the request could not complete, and it would only load the host.
+                wait = attempt.deadline - now - SLOT_SLACK
+                if state.in_flight < self._limit and now >= state.next_start and wait > 0:
                     state.in_flight += 1
                     state.next_start = now + self._delay
                     return
-                wait = attempt.deadline - now
                 if wait <= 0:
                     raise FetchError(
                         "deadline",
@@ -792,6 +797,7 @@ class Fetcher:
             raise _transport_error(attempt, url, e) from None
         finally:
             _LOCAL.attempt = None
+        reusable = False
         try:
             attempt.check()  # headers cut short by the watchdog look complete: don't trust them
             status = resp.status_code
@@ -807,6 +813,7 @@ class Fetcher:
                 jar.update(resp.cookies)
                 return status, location
             if status == 304:
+                reusable = True
                 return _Response(status, _headers(resp), b"")
             if not 200 <= status < 300:
                 self._raise_for_status(url, target.host, resp)
@@ -816,9 +823,14 @@ class Fetcher:
                     "content_type", f"{url}: content type {media!r} is not an HTML page", url=url
                 )
             body = self._read_body(resp, url, req.max_bytes, attempt, truncate)
+            reusable = len(body) < req.max_bytes or not truncate
             return _Response(status, _headers(resp), body)
         finally:
-            resp.close()  # unread bodies are not drained: the connection is dropped instead
+            if reusable:
+                # Read to the end: the connection goes back to the pool (keep-alive).
+                resp.raw.release_conn()
+            else:
+                resp.close()  # unread bodies are not drained: the connection is dropped
 
     def _read_body(
         self,

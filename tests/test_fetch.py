@@ -1086,3 +1086,49 @@ def test_waiting_for_a_host_slot_respects_the_deadline(
     assert [getattr(r, "kind", None) for r in results] == ["deadline", "deadline"]
     assert elapsed < 2.0
     assert len(srv.arrivals) == 1  # the second request never got a slot
+
+
+def test_connections_are_kept_alive_after_a_complete_body(
+    make_fetcher: Callable[..., Fetcher],
+) -> None:
+    """A body read to its end (200 or 304) returns the connection to the pool: polling many
+    feeds of one host must not open a TCP connection per request."""
+    connections: list[int] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            connections.append(1)
+            super().setup()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            if self.headers.get("If-None-Match") == '"v1"':
+                self.send_response(304)
+                self.send_header("ETag", '"v1"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            body = b"<rss version='2.0'><channel><title>t</title></channel></rss>"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/rss+xml")
+            self.send_header("ETag", '"v1"')
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        fetcher = make_fetcher(per_host_concurrency=1)
+        url = f"http://127.0.0.1:{srv.server_address[1]}/feed"
+        for i in range(10):
+            res = fetcher.fetch(FetchRequest(url, etag='"v1"' if i % 2 else None))
+            assert res.status == (304 if i % 2 else 200)
+        assert len(connections) == 1
+    finally:
+        srv.shutdown()
+        srv.server_close()
