@@ -44,6 +44,8 @@ from .models import (
 from .store import FeedState, NewEntry, Store
 
 log = logging.getLogger("aggregator.pipeline")
+# RFC 5005 archive pages kept behind each output's current document (of `limit` items each).
+ARCHIVE_PAGES = 5
 T = TypeVar("T")
 
 # --------------------------------------------------------------------------- reports
@@ -630,18 +632,25 @@ class Pipeline:
             self._reader = Store(self.config.settings.database)
         return self._reader
 
-    def output_items(self, output: OutputConfig, *, pages: int = 10,
-                     candidates: Sequence[Item] | None = None,
-                     now: datetime | None = None) -> list[Item]:
+    def output_items(self, output: OutputConfig, *, pages: int = ARCHIVE_PAGES,
+                     now: datetime | None = None, max_scan: int = 20000) -> list[Item]:
+        """The items an output publishes (newest first): its current document and archive
+        pages. Stories are read from the store a batch at a time, newest first, and only the
+        ones the filter keeps are held, each sanitised again (the sanitizer runs last)."""
         now = now or _now()
         try:
             flt = filters.compile_filter(output.filter)
         except FilterError as exc:
             raise AggregatorError(f"output {output.name}: {exc}") from exc
-        pool = candidates if candidates is not None else self._read_store().items(
-            limit=max(output.limit * (pages + 1), 1000))
-        kept = [i for i in pool if flt.check(i, now) is None]
-        return kept[: output.limit * (pages + 1)]
+        wanted = output.limit * (pages + 1)
+        kept: list[Item] = []
+        for item in self._read_store().iter_items(max_items=max_scan):
+            if flt.check(item, now) is None:
+                kept.append(replace(item, content_html=clean.sanitize_html(item.content_html,
+                                                                           item.url)))
+                if len(kept) >= wanted:
+                    break
+        return kept
 
     def publish(self) -> list[Path]:
         """Render every output from the store (no refetch) and write them atomically."""
@@ -652,20 +661,15 @@ class Pipeline:
         written: list[Path] = []
         with self._publish_lock:
             self.dirty.clear()
-            store = self._read_store()
-            biggest = max((o.limit for o in self.config.outputs), default=s.combined_limit)
-            pool = store.items(limit=max(biggest * 11, 2000))
-            # Sanitised at storage, and again before output: the sanitizer always runs last.
-            pool = [replace(i, content_html=clean.sanitize_html(i.content_html, i.url))
-                    for i in pool]
             for output in self.config.outputs:
+                # One broken output must not stop the others from being published.
                 try:
-                    items = self.output_items(output, candidates=pool, now=now)
+                    items = self.output_items(output, now=now)
+                    written += publish.publish_output(output, items, out_dir,
+                                                      base_url=s.base_url, now=now,
+                                                      archive_pages=ARCHIVE_PAGES)
                 except AggregatorError as exc:
-                    log.error("%s", exc)
-                    continue
-                written += publish.publish_output(output, items, out_dir, base_url=s.base_url,
-                                                  now=now)
+                    log.error("output %s not published: %s", output.name, exc)
             publish.write_index(self.config.outputs, out_dir, base_url=s.base_url)
         return written
 

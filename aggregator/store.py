@@ -123,7 +123,8 @@ CREATE TABLE entries (
     match_score REAL,
     UNIQUE (feed_id, key)
 );
-CREATE INDEX entries_published ON entries(published);
+CREATE INDEX entries_published ON entries(published, id);
+CREATE INDEX stories_representative ON stories(representative_id);
 CREATE INDEX entries_feed_published ON entries(feed_id, published);
 CREATE INDEX entries_url_norm ON entries(url_norm);
 CREATE INDEX entries_canonical ON entries(canonical_url);
@@ -363,7 +364,6 @@ class Store:
                 # Keep the WAL bounded even when readers pin old snapshots for a while.
                 conn.execute("PRAGMA wal_autocheckpoint = 1000")
                 conn.execute("PRAGMA journal_size_limit = 67108864")
-                conn.execute("PRAGMA cache_size = -32000")  # 32 MB: index pages stay hot
         except sqlite3.Error as exc:
             raise StoreError(f"cannot configure database {self.path}: {exc}") from exc
 
@@ -931,38 +931,39 @@ class Store:
         *,
         limit: int = 200,
         one_per_story: bool = True,
-        since: datetime | None = None,
+        before: tuple[str, int] | None = None,
     ) -> list[Item]:
-        """Newest items for publishing. With ``one_per_story``, each story appears once: its
-        representative, carrying the other outlets; ordered by the story's first publication."""
-        args: list[Any] = []
-        where = ""
-        if since is not None:
-            where = "WHERE e.published >= ?"
-            args.append(ts(since))
-        if one_per_story:
-            sql = (
-                "SELECT e.*, f.name AS feed_name, COALESCE(f.title, f.name) AS feed_title,"
-                " COALESCE(f.effective_url, f.url) AS feed_url, f.link AS feed_link,"
-                " f.language AS feed_language, f.tags AS feed_tags, s.updated AS story_updated"
-                " FROM stories s JOIN entries e ON e.id = s.representative_id"
-                " JOIN feeds f ON f.id = e.feed_id "
-                + where.replace("e.published", "s.first_seen")
-                + " ORDER BY e.published DESC, e.id DESC LIMIT ?"
-            )
-        else:
-            sql = (
-                "SELECT e.*, f.name AS feed_name, COALESCE(f.title, f.name) AS feed_title,"
-                " COALESCE(f.effective_url, f.url) AS feed_url, f.link AS feed_link,"
-                " f.language AS feed_language, f.tags AS feed_tags, NULL AS story_updated"
-                " FROM entries e JOIN feeds f ON f.id = e.feed_id "
-                + where
-                + " ORDER BY e.published DESC, e.id DESC LIMIT ?"
-            )
+        """Newest items for publishing, newest first. With ``one_per_story`` each story
+        appears once: its representative, carrying the other outlets. ``before`` is the
+        (published, id) of the last item of the previous page (keyset pagination)."""
+        where = "WHERE (e.published, e.id) < (?, ?)" if before else ""
+        args: list[Any] = list(before) if before else []
+        story_join = ("JOIN stories s ON s.representative_id = e.id" if one_per_story
+                      else "LEFT JOIN stories s ON 0")
+        sql = (
+            "SELECT e.*, f.name AS feed_name, COALESCE(f.title, f.name) AS feed_title,"
+            " COALESCE(f.effective_url, f.url) AS feed_url, f.link AS feed_link,"
+            " f.language AS feed_language, f.tags AS feed_tags, s.updated AS story_updated"
+            f" FROM entries e {story_join} JOIN feeds f ON f.id = e.feed_id {where}"
+            " ORDER BY e.published DESC, e.id DESC LIMIT ?"
+        )
         rows = self.conn.execute(sql, (*args, limit)).fetchall()
         outlets = self._outlets([r["story_id"] for r in rows if r["story_id"]]) \
             if one_per_story else {}
         return [_item(r, outlets.get(r["story_id"], ())) for r in rows]
+
+    def iter_items(self, *, batch: int = 500, max_items: int = 20000) -> Iterator[Item]:
+        """Every story's representative, newest first, fetched a batch at a time."""
+        before: tuple[str, int] | None = None
+        seen = 0
+        while seen < max_items:
+            page = self.items(limit=min(batch, max_items - seen), before=before)
+            if not page:
+                return
+            yield from page
+            seen += len(page)
+            last = page[-1]
+            before = (ts(last.published) or "", last.id)
 
     def _outlets(self, story_ids: Sequence[int]) -> dict[int, tuple[tuple[int, Outlet], ...]]:
         result: dict[int, list[tuple[int, Outlet]]] = {}
