@@ -22,7 +22,7 @@ _TRACKING_EXACT = frozenset(
     """fbclid gclid gclsrc dclid gbraid wbraid msclkid mc_cid mc_eid yclid ysclid _ga _gl
     igshid igsh ref_src ref_url twclid ttclid li_fat_id mkt_tok _hsenc _hsmi __hssc __hstc
     __hsfp hsctatracking oly_anon_id oly_enc_id vero_id vero_conv rb_clickid s_cid srsltid
-    wt_mc wt_zmc xtor at_medium at_campaign cmpid_ fb_action_ids fb_action_types fb_source
+    wt_mc wt_zmc xtor at_medium at_campaign fb_action_ids fb_action_types fb_source
     fb_ref action_object_map action_type_map action_ref_map""".split()
 )
 _TRACKING_PREFIXES = ("utm_", "pk_", "mtm_", "hsa_")
@@ -62,8 +62,10 @@ def _scheme(url: str) -> str | None:
 
 
 def _tidy(url: str) -> str:
-    return _URL_INVISIBLE.sub("", url).strip(" \x00\x01\x02\x03\x04\x05\x06\x07\x08\x0b\x0c\x0e\x0f"
-                                              "\x10\x11\x12\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d\x1e\x1f")
+    return _URL_INVISIBLE.sub("", url).strip(
+        " \x00\x01\x02\x03\x04\x05\x06\x07\x08\x0b\x0c\x0e\x0f"
+        "\x10\x11\x12\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d\x1e\x1f"
+    )
 
 
 def absolute_url(url: str | None, base: str | None) -> str | None:

@@ -1,14 +1,18 @@
 """Article pages to Article: decoding, preprocessing, main-content extraction, metadata.
 
-Owns trafilatura, beautifulsoup4 and charset-normalizer. The HTML in the returned Article is
-NOT sanitised: the clean stage does that. Pipeline of extract_article:
+Owns trafilatura, beautifulsoup4 and charset-normalizer. The HTML of the returned Article
+is NOT sanitised (the clean stage does that). extract_article:
 
 1. decode_html (bytes only): BOM, HTTP charset, <meta> charset, detection.
-2. beautifulsoup4 preprocessing: site rule (strip / body), lazy images, noscript fallbacks,
-   figure captions set aside (trafilatura drops <figcaption>), page metadata read.
-3. trafilatura: main content (HTML with images, links, formatting) and metadata.
-4. Post-processing: captions put back as <figure>, leading repeats of the metadata
-   (title heading, date line, breadcrumbs, teaser) removed, plain text built.
+2. beautifulsoup4: one walk collects metadata (meta tags, JSON-LD, canonical, language,
+   <h1>s) and images; the site rule is applied (strip, body); lazy images get their real
+   source (data-src..., srcset, <noscript> fallbacks); captions are read from <figure>.
+3. trafilatura on the page as received (or on the rule's body): main content as HTML with
+   links, plus author and a fallback date. Images are off there: with them on, teaser
+   lists and photo credits leak into the text (measured on the corpus).
+4. Post-processing: each image is put back next to the extracted paragraph that holds the
+   text around it (as <figure> with its <figcaption> when it had one); the title heading,
+   date line and breadcrumbs repeated at the top are dropped; plain text is built.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import codecs
 import json
 import logging
 import re
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,7 +31,15 @@ from urllib.parse import urljoin, urlsplit
 
 import charset_normalizer
 import trafilatura
-from bs4 import BeautifulSoup, Comment, NavigableString, Tag
+from bs4 import (
+    BeautifulSoup,
+    Comment,
+    MarkupResemblesLocatorWarning,
+    NavigableString,
+    SoupStrainer,
+    Tag,
+    XMLParsedAsHTMLWarning,
+)
 from soupsieve import SelectorSyntaxError
 
 from aggregator.errors import ExtractError
@@ -35,6 +48,9 @@ from aggregator.models import Article, SiteRule
 # trafilatura logs every discarded page at WARNING; our callers get an ExtractError instead.
 logging.getLogger("trafilatura").setLevel(logging.ERROR)
 logging.getLogger("htmldate").setLevel(logging.ERROR)
+# XHTML pages with an XML declaration are still HTML to us; tiny pages are not file names.
+warnings.filterwarnings("ignore", category=XMLParsedAsHTMLWarning)
+warnings.filterwarnings("ignore", category=MarkupResemblesLocatorWarning)
 
 # Guards against hostile or broken pages: the parse cost grows with the number of tags, and
 # 100,000 tags already take seconds in trafilatura. Real article pages stay far below (the
@@ -237,8 +253,15 @@ def _fix_images(page: _Page, base: str) -> None:
             noscript.decompose()  # "please enable JavaScript" is never content
             continue
         placeholder = None
-        for candidate in (noscript.find_previous_sibling("img"), noscript.parent.find("img") if noscript.parent else None):
-            if isinstance(candidate, Tag) and candidate is not fallback and _is_placeholder(candidate.get("src")):
+        for candidate in (
+            noscript.find_previous_sibling("img"),
+            noscript.parent.find("img") if noscript.parent else None,
+        ):
+            if (
+                isinstance(candidate, Tag)
+                and candidate is not fallback
+                and _is_placeholder(candidate.get("src"))
+            ):
                 placeholder = candidate
                 break
         if placeholder is not None:
@@ -276,6 +299,7 @@ _ANCHOR_SCAN = 60  # text nodes looked at on each side
 
 
 def _anchor(nodes: Iterator[Any], skip: Tag | None, backwards: bool) -> str:
+    """Comparison key of the first text met walking from an image (either direction)."""
     words: list[str] = []
     length = 0
     for count, node in enumerate(nodes):
@@ -283,8 +307,8 @@ def _anchor(nodes: Iterator[Any], skip: Tag | None, backwards: bool) -> str:
             break
         if not isinstance(node, NavigableString) or isinstance(node, Comment):
             continue
-        if skip is not None and skip in node.parents:
-            continue
+        if skip is not None and any(parent is skip for parent in node.parents):
+            continue  # the image's own caption
         if node.parent is not None and node.parent.name in ("script", "style", "title"):
             continue
         key = _norm(str(node))
@@ -311,18 +335,20 @@ def _small(img: Tag) -> bool:
 _IMAGE_FILE = re.compile(r"\.(jpe?g|png|gif|webp|avif|bmp|tiff?)$", re.IGNORECASE)
 
 
-def _teaser_or_aside(img: Tag) -> bool:
+def _teaser_or_aside(img: Tag, base: str) -> bool:
     """Images that illustrate something else: links to other pages (teasers, ads) and
-    images in asides, navigation or footers. A link to the image file itself is fine."""
+    images in asides, navigation or footers. Links to the image file, to this page or to
+    scripts (lightboxes) are fine."""
     link = img.find_parent("a")
-    if link is not None:
-        href = link.get("href")
-        if isinstance(href, str) and href.strip() and not _IMAGE_FILE.search(urlsplit(href.strip()).path):
+    target = _abs(link.get("href"), base) if link is not None else None
+    if target is not None:
+        path = urlsplit(target).path
+        if path != urlsplit(base).path and not _IMAGE_FILE.search(path):
             return True
     return img.find_parent(["aside", "nav", "footer"]) is not None
 
 
-def _collect_images(page: _Page) -> list[_Image]:
+def _collect_images(page: _Page, base: str) -> list[_Image]:
     """Candidate content images in page order, with caption and surrounding text.
 
     trafilatura extracts better text with images off (with images on, image-rich teaser
@@ -335,9 +361,14 @@ def _collect_images(page: _Page) -> list[_Image]:
         if img.decomposed:
             continue
         src = img.get("src")
-        if not isinstance(src, str) or src in seen or _small(img) or _NOT_CONTENT_IMAGE.search(urlsplit(src).path):
+        if (
+            not isinstance(src, str)
+            or src in seen
+            or _small(img)
+            or _NOT_CONTENT_IMAGE.search(urlsplit(src).path)
+        ):
             continue
-        if _teaser_or_aside(img):
+        if _teaser_or_aside(img, base):
             continue
         seen.add(src)
         figure = img.find_parent("figure")
@@ -415,7 +446,12 @@ def _scan(soup: BeautifulSoup) -> _Page:
         if name == "img":
             page.imgs.append(node)
         elif name == "meta":
-            key = node.get("property") or node.get("name") or node.get("itemprop") or node.get("http-equiv")
+            key = (
+                node.get("property")
+                or node.get("name")
+                or node.get("itemprop")
+                or node.get("http-equiv")
+            )
             content = node.get("content")
             if isinstance(key, str) and isinstance(content, str) and content.strip():
                 page.meta.setdefault(key.strip().lower(), content.strip())
@@ -494,7 +530,15 @@ def _json_ld_values(page: _Page, key: str) -> Iterator[Any]:
 def _published(page: _Page) -> datetime | None:
     """Publication time with its time of day: meta tags, JSON-LD, itemprop, <time>."""
     candidates: list[object] = [
-        _meta(page, "article:published_time", "og:published_time", "datepublished", "pubdate", "date", "dc.date"),
+        _meta(
+            page,
+            "article:published_time",
+            "og:published_time",
+            "datepublished",
+            "pubdate",
+            "date",
+            "dc.date",
+        ),
         *_json_ld_values(page, "datePublished"),
         # the first dated <time> of the article itself (a page header may show today's date)
         *page.times[:1],
@@ -582,7 +626,9 @@ def _xml_to_html(body: Any) -> str:
 
 # --------------------------------------------------------------------------- post-processing
 
-_BLOCKS = ("p", "h1", "h2", "h3", "h4", "h5", "h6", "li", "blockquote", "pre", "figure", "figcaption", "ul", "ol", "table", "tr", "div")
+_BLOCKS = tuple(
+    "p h1 h2 h3 h4 h5 h6 li blockquote pre figure figcaption ul ol table tr div".split()
+)
 
 _MONTHS_AND_DATE_WORDS = {
     # Stems (first three or four letters, case-folded) of months, weekdays and "published /
@@ -618,13 +664,19 @@ def _is_date_line(text: str) -> bool:
     if not words or not any(w.isdigit() for w in words):
         return False
     dateish = sum(
-        1 for w in words if w.isdigit() or len(w) <= 2 or w[:4] in _MONTHS_AND_DATE_WORDS or w[:3] in _MONTHS_AND_DATE_WORDS
+        1
+        for w in words
+        if w.isdigit()
+        or len(w) <= 2
+        or w[:4] in _MONTHS_AND_DATE_WORDS
+        or w[:3] in _MONTHS_AND_DATE_WORDS
     )
     return dateish >= 0.8 * len(words)
 
 
 _BREADCRUMB_START = re.compile(
-    r"^\s*(home|main page|главная|գլխավոր|ana səhifə|მთავარი|startseite|accueil|inicio)\b", re.IGNORECASE
+    r"^\s*(home|main page|главная|գլխավոր|ana səhifə|მთავარი|startseite|accueil|inicio)\b",
+    re.IGNORECASE,
 )
 _BREADCRUMB_SEP = re.compile(r"\s[»›>/•|→]\s|^\s*[•›»]")
 
@@ -661,6 +713,9 @@ def _drop_metadata_repeats(body: Tag, titles: list[str]) -> None:
         alt = img.get("alt")
         if isinstance(alt, str) and _norm(alt) in keys:
             del img["alt"]  # the image alt is the title a third time (seen on real outlets)
+    for caption in body.find_all("figcaption"):
+        if _norm(caption.get_text(" ")) in keys:
+            caption.decompose()  # a "caption" that only repeats the title
 
 
 _TITLE_SEPARATORS = re.compile(r"\s*(?:[|–—·:»]|\s-)\s*")
@@ -674,7 +729,8 @@ def _choose_title(page: _Page, extracted: str | None) -> str | None:
     <title>, which carry site names and kickers; requiring agreement skips logo <h1>s.
     """
     site = _norm(_meta(page, "og:site_name", "application-name") or "")
-    declared = [t for t in (extracted, _meta(page, "og:title", "twitter:title"), page.title) if t]
+    candidates = (extracted, _meta(page, "og:title", "twitter:title"), page.title)
+    declared = [t for t in candidates if t and _norm(t) and _norm(t) != site]
     reference = " ".join(_norm(t) for t in declared)
     longest = max((len(_norm(t)) for t in declared), default=0)
     for h1 in page.h1:
@@ -684,14 +740,13 @@ def _choose_title(page: _Page, extracted: str | None) -> str | None:
     if not declared:
         return _squash(page.h1[0]) if page.h1 and page.h1[0].strip() else None
     title = _squash(declared[0])
-    if site:
-        parts = _TITLE_SEPARATORS.split(title)
-        while len(parts) > 1 and _norm(parts[-1]) == site:
-            parts.pop()
-            title = title[: title.rfind(parts[-1]) + len(parts[-1])] if parts else title
-        while len(parts) > 1 and _norm(parts[0]) == site:
-            parts.pop(0)
-            title = title[title.find(parts[0]) :]
+    if site:  # "Headline | Site", "Site - Headline"
+        for sep in reversed(list(_TITLE_SEPARATORS.finditer(title))):
+            if _norm(title[sep.end() :]) == site:
+                return title[: sep.start()]
+        for sep in _TITLE_SEPARATORS.finditer(title):
+            if _norm(title[: sep.start()]) == site:
+                return title[sep.end() :]
     return title
 
 
@@ -715,7 +770,9 @@ def _place_images(soup: BeautifulSoup, body: Tag, images: list[_Image]) -> list[
 
     Returns the images placed, in page order.
     """
-    blocks = [(child, _norm(child.get_text(" "))) for child in body.children if isinstance(child, Tag)]
+    blocks = [
+        (child, _norm(child.get_text(" "))) for child in body.children if isinstance(child, Tag)
+    ]
     placed: list[_Image] = []
     last_after: dict[int, Tag] = {}
     for image in images:
@@ -724,7 +781,10 @@ def _place_images(soup: BeautifulSoup, body: Tag, images: list[_Image]) -> list[
             target = next((b for b, key in blocks if image.before in key), None)
         if target is not None:
             target.insert_before(_figure(soup, image))
-        elif image.after and (target := next((b for b, key in blocks if image.after in key), None)) is not None:
+        elif (
+            image.after
+            and (target := next((b for b, key in blocks if image.after in key), None)) is not None
+        ):
             anchor = last_after.get(id(target), target)
             node = _figure(soup, image)
             anchor.insert_after(node)
@@ -736,7 +796,9 @@ def _place_images(soup: BeautifulSoup, body: Tag, images: list[_Image]) -> list[
 
 
 def _drop_empty(body: Tag) -> None:
-    for block in body.find_all(["p", "li", "blockquote", "div", "h2", "h3", "h4", "h5", "h6", "a", "strong", "em"]):
+    for block in body.find_all(
+        ["p", "li", "blockquote", "div", "h2", "h3", "h4", "h5", "h6", "a", "strong", "em"]
+    ):
         if not block.decomposed and not block.get_text(strip=True) and block.find("img") is None:
             block.decompose()
 
@@ -770,8 +832,8 @@ def extract_article(
 ) -> Article:
     """Main content and metadata of an article page; raises ExtractError(kind, message).
 
-    ``fast`` skips trafilatura's fallback extractors (readability, jusText): about a third
-    less CPU for slightly worse text (see bench/bench_extract.py --variants).
+    ``fast`` skips trafilatura's fallback extractors (readability, jusText): on the corpus
+    ~10 % less CPU in all, for ~3 points less recall (bench/bench_extract.py --variants).
 
     Kinds: ``empty`` (no bytes or only whitespace), ``too_large`` (bytes or tag count over the
     guards), ``no_content`` (no article text found), ``too_deep`` (nesting beyond recursion),
@@ -786,10 +848,14 @@ def extract_article(
     if not text.strip():
         raise ExtractError("empty", f"{url}: empty page")
     if len(text) > MAX_BYTES:
-        raise ExtractError("too_large", f"{url}: page of {len(text)} characters exceeds {MAX_BYTES}")
+        raise ExtractError(
+            "too_large", f"{url}: page of {len(text)} characters exceeds {MAX_BYTES}"
+        )
     tags = text.count("<")
     if tags > MAX_TAGS:
-        raise ExtractError("too_large", f"{url}: page has {tags} tags, more than the {MAX_TAGS} allowed")
+        raise ExtractError(
+            "too_large", f"{url}: page has {tags} tags, more than the {MAX_TAGS} allowed"
+        )
     try:
         return _extract(text, url, rule, fast)
     except RecursionError as exc:
@@ -810,7 +876,7 @@ def _extract(html: str, url: str, rule: SiteRule | None, fast: bool) -> Article:
 
     rule_body = _apply_rule(soup, rule, url) if rule is not None else []
     _fix_images(page, url)
-    images = _collect_images(page)
+    images = _collect_images(page, url)
     rule_html = "".join(str(node) for node in rule_body if not node.decomposed)
     if rule_body:
         # <head> stays so that trafilatura still reads title, author and date from meta tags.
@@ -825,28 +891,42 @@ def _extract(html: str, url: str, rule: SiteRule | None, fast: bool) -> Article:
         method = "trafilatura"
 
     # No free-text date search (dateparser: up to 0.7 s a page); meta tags have been read.
-    date_params = {"original_date": True, "extensive_search": False, "max_date": datetime.now(UTC).strftime("%Y-%m-%d")}
-    document = trafilatura.bare_extraction(
-        source, url=url or None, fast=fast, date_extraction_params=date_params, **_TRAFILATURA_OPTIONS
+    date_params = {
+        "original_date": True,
+        "extensive_search": False,
+        "max_date": datetime.now(UTC).strftime("%Y-%m-%d"),
+    }
+    document: Any = trafilatura.bare_extraction(  # a Document: as_dict is not set
+        source,
+        url=url or None,
+        fast=fast,
+        date_extraction_params=date_params,
+        **_TRAFILATURA_OPTIONS,
     )
-    if document is not None and document.body is not None and len(document.body):
+    found = document is not None and document.body is not None and len(document.body) > 0
+    if not found and not rule_body:
+        raise ExtractError("no_content", f"{url}: no article text found")
+    extracted_title = document.title if found else None
+    title = _choose_title(page, extracted_title)
+    titles = [t for t in (title, extracted_title, _meta(page, "og:title")) if t]
+    for image in images:
+        if image.caption and _norm(image.caption) in {_norm(t) for t in titles}:
+            image.caption = ""  # a "caption" that only repeats the title
+    if found:
         out = BeautifulSoup(f"<html><body>{_xml_to_html(document.body)}</body></html>", _BS4_PARSER)
-        title, author, date = _choose_title(page, document.title), document.author, document.date
+        author, date = document.author, document.date
         result = out.body
         placed = _place_images(out, result, images) if result is not None else []
-    elif rule_body:
+    else:
         # The rule names the body: trust it even where trafilatura finds too little text.
         out = BeautifulSoup(f"<html><body>{rule_html}</body></html>", _BS4_PARSER)
-        title, author, date = _choose_title(page, None), _meta(page, "author", "article:author"), None
-        method = "rule"
+        author, date, method = _meta(page, "author", "article:author"), None, "rule"
         result = out.body
-        placed = [i for i in images if result is not None and result.find("img", src=i.src) is not None]
-    else:
-        raise ExtractError("no_content", f"{url}: no article text found")
+        placed = [i for i in images if result is not None and result.find("img", src=i.src)]
     if result is None:
         raise ExtractError("no_content", f"{url}: no article text found")
 
-    _drop_metadata_repeats(result, [t for t in (title, document and document.title, _meta(page, "og:title")) if t])
+    _drop_metadata_repeats(result, titles)
     _drop_empty(result)
     content_html = "".join(str(child) for child in result.children).strip()
     text = _block_text(result)
@@ -878,3 +958,39 @@ def _lead_image(meta_image: str | None, placed: list[_Image]) -> _Image | None:
                 return _Image(meta_image, image.alt, image.caption, "", "")
         return None
     return placed[0] if placed else None
+
+
+# --------------------------------------------------------------------------- feed discovery
+
+# Types a page uses to announce its feeds. Plain application/json is left out: WordPress
+# announces its REST API with it.
+_FEED_TYPES = frozenset(
+    {"application/rss+xml", "application/atom+xml", "application/rdf+xml", "application/feed+json"}
+)
+
+
+def discover_feeds(
+    body: bytes | str, url: str, *, charset: str | None = None
+) -> list[tuple[str, str | None]]:
+    """Feeds an HTML page announces with <link rel="alternate" type="...">: (absolute URL,
+    title) in page order, without duplicates. Raises ExtractError("too_large") like
+    extract_article for oversized pages."""
+    text = decode_html(body, charset) if isinstance(body, bytes) else body
+    if len(text) > MAX_BYTES:
+        raise ExtractError(
+            "too_large", f"{url}: page of {len(text)} characters exceeds {MAX_BYTES}"
+        )
+    found: list[tuple[str, str | None]] = []
+    for link in BeautifulSoup(text, _BS4_PARSER, parse_only=SoupStrainer("link")).find_all("link"):
+        rel = link.get("rel")
+        rels = rel if isinstance(rel, list) else str(rel or "").split()
+        kind = str(link.get("type") or "").split(";")[0].strip().lower()
+        if "alternate" not in (r.lower() for r in rels) or kind not in _FEED_TYPES:
+            continue
+        href = _abs(link.get("href"), url)
+        title = link.get("title")
+        if href and href not in (f for f, _ in found):
+            found.append(
+                (href, _squash(title) if isinstance(title, str) and title.strip() else None)
+            )
+    return found

@@ -28,7 +28,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import clean, dedup, extract, fetch, filters, parse, publish
+from . import clean, dedup, fetch, filters, parse, publish
 from .errors import AggregatorError, ExtractError, FetchError, FilterError, ParseError
 from .models import (
     Article,
@@ -142,7 +142,10 @@ def _jittered(seconds: float, fraction: float) -> float:
 
 
 def _extract_job(body: bytes, url: str, charset: str | None, rule: SiteRule | None) -> Article:
-    """Runs in an extraction worker process."""
+    """Runs in an extraction worker process. extract (trafilatura, lxml) is imported here,
+    not at module level, so a poll-only cycle never pays for loading it."""
+    from . import extract
+
     return extract.extract_article(body, url, charset=charset, rule=rule)
 
 
@@ -714,6 +717,8 @@ def discover_feed(config: Config, url: str) -> tuple[str, str | None]:
             return res.final_url, parsed.title
         except ParseError:
             pass
+        from . import extract  # lazily: see _extract_job
+
         found = extract.discover_feeds(res.body, res.final_url, charset=res.charset)
         if not found:
             raise AggregatorError(f"{url}: not a feed, and the page announces no feed")

@@ -23,10 +23,12 @@ import logging
 import re
 import sys
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -39,6 +41,7 @@ from aggregator.clean import html_to_text, sanitize_html  # noqa: E402
 from aggregator.errors import ExtractError  # noqa: E402
 
 logging.disable(logging.CRITICAL)
+warnings.filterwarnings("ignore")  # dateutil's unknown-timezone notes from htmldate, etc.
 
 SETS = ("trafilatura", "newspaper4k", "newspaper4k-fulltext", "goose3")
 
@@ -79,7 +82,9 @@ def load_cases(limit: int | None) -> list[Case]:
         elif top in ("newspaper4k", "newspaper4k-fulltext"):
             expected = (folder / "expected.txt").read_text(encoding="utf-8", errors="replace")
         elif top == "goose3" and "/content/" in rel:
-            expected = json.loads((folder / "expected.json").read_text())["expected"]["cleaned_text"]
+            expected = json.loads((folder / "expected.json").read_text())["expected"][
+                "cleaned_text"
+            ]
         else:
             set_name = "other"  # speed only
         if limit is not None and per_set[set_name] >= limit:
@@ -88,7 +93,9 @@ def load_cases(limit: int | None) -> list[Case]:
         url = urls.get(rel, "")
         if not url and isinstance(expected, dict):
             url = str(expected.get("url") or "")
-        cases.append(Case(set_name, folder.name, source, url or "https://example.invalid/", expected))
+        cases.append(
+            Case(set_name, folder.name, source, url or "https://example.invalid/", expected)
+        )
     return cases
 
 
@@ -123,8 +130,12 @@ def score(case: Case, text: str, title: str, result: Result) -> None:
         exp = case.expected
         assert isinstance(exp, dict)
         shown = f"{_ws(title)} {flat}"
-        result.scores.setdefault("with", []).extend(float(_ws(s) in shown) for s in exp.get("with", []))
-        result.scores.setdefault("without", []).extend(float(_ws(s) not in flat) for s in exp.get("without", []))
+        result.scores.setdefault("with", []).extend(
+            float(_ws(s) in shown) for s in exp.get("with", [])
+        )
+        result.scores.setdefault("without", []).extend(
+            float(_ws(s) not in flat) for s in exp.get("without", [])
+        )
     elif case.set in ("newspaper4k", "newspaper4k-fulltext"):
         result.scores.setdefault(case.set, []).append(token_f1(text, str(case.expected)))
     elif case.set == "goose3":
@@ -151,7 +162,7 @@ def ours_fast(body: bytes, url: str) -> tuple[str, str]:
 def no_bs4_bound(body: bytes, url: str) -> tuple[str, str]:
     """Our pipeline without the beautifulsoup4 pass (no image placement, lazy-image fixes,
     title/date removal, own metadata): what lxml-only preprocessing could approach."""
-    document = trafilatura.bare_extraction(
+    document: Any = trafilatura.bare_extraction(
         extract_mod.decode_html(body),
         url=url,
         date_extraction_params={"extensive_search": False},
@@ -201,22 +212,35 @@ def table(results: dict[str, Result]) -> str:
     ]
     names = list(results)
     width = max(12, *(len(n) for n in names))
-    lines = [f"{'metric':34}" + "".join(f"{n:>{width + 2}}" for n in names)]
+    lines = [f"{'metric':42}" + "".join(f"{n:>{width + 2}}" for n in names)]
     for label, key in metrics:
         counts = len(next(iter(results.values())).scores.get(key, []))
-        row = f"{label + f' (n={counts})':34}"
+        row = f"{label + f' (n={counts})':42}"
         row += "".join(f"{_pct(results[n].scores.get(key, [])):>{width + 2}}" for n in names)
         lines.append(row)
-    lines.append(f"{'pages/s (CPU, one core)':34}" + "".join(f"{results[n].pages / results[n].cpu:>{width + 2}.1f}" for n in names))
-    lines.append(f"{'slowest page (s CPU)':34}" + "".join(f"{results[n].slowest[0]:>{width + 2}.3f}" for n in names))
-    lines.append(f"{'ExtractError count':34}" + "".join(f"{sum(results[n].errors.values()):>{width + 2}}" for n in names))
+    lines.append(
+        f"{'pages/s (CPU, one core)':42}"
+        + "".join(f"{results[n].pages / results[n].cpu:>{width + 2}.1f}" for n in names)
+    )
+    lines.append(
+        f"{'slowest page (s CPU)':42}"
+        + "".join(f"{results[n].slowest[0]:>{width + 2}.3f}" for n in names)
+    )
+    lines.append(
+        f"{'ExtractError count':42}"
+        + "".join(f"{sum(results[n].errors.values()):>{width + 2}}" for n in names)
+    )
     for n in names:
-        lines.append(f"  slowest for {n}: {results[n].slowest[1]}; errors {dict(results[n].errors)}")
+        lines.append(
+            f"  slowest for {n}: {results[n].slowest[1]}; errors {dict(results[n].errors)}"
+        )
     return "\n".join(lines)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--variants", action="store_true", help="also score pipeline variants")
     parser.add_argument("--limit", type=int, default=None, help="cases per set (quick run)")
     args = parser.parse_args()

@@ -1,0 +1,499 @@
+"""extract: decoding, preprocessing (rules, lazy images), trafilatura, metadata, guards."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import UTC, date, datetime
+from html import escape
+from pathlib import Path
+
+import lxml.html
+import pytest
+
+from aggregator.clean import html_to_text, sanitize_html
+from aggregator.errors import ExtractError
+from aggregator.extract import decode_html, discover_feeds, extract_article, validate_rule
+from aggregator.models import SiteRule
+
+URL = "https://caucasus.example.org/news/2023/09/separatists-accept-ceasefire"
+
+
+def blocks(html: str) -> list[tuple[str, str]]:
+    """Top-level elements of an HTML fragment as (tag, normalised text)."""
+    return [
+        (el.tag, " ".join(el.text_content().split()))
+        for el in lxml.html.fragments_fromstring(html)
+        if isinstance(el.tag, str)
+    ]
+
+
+def para(i: int, topic: str = "Talks") -> str:
+    return (
+        f"<p>{topic} paragraph {i}: the delegations discussed border delimitation, transit routes "
+        f"and the return of displaced people in considerable detail over several hours.</p>"
+    )
+
+
+# --------------------------------------------------------------------------- seed article
+
+
+def seed_page(seed_article: Path) -> tuple[str, dict[str, object]]:
+    """An HTML page in the shape of the seed's outlet, built from the seed's own text.
+
+    The seed flattens: breadcrumb, date, title, teaser, title again (image alt), image
+    credit, body paragraphs.
+    """
+    # whitespace (the seed has no-break spaces) is normalised as extraction normalises it
+    parts = [
+        " ".join(p.split())
+        for p in seed_article.read_text(encoding="utf-8").split("\n\n")
+        if p.strip()
+    ]
+    breadcrumb, date_line, title, teaser, alt, credit, *body = parts
+    assert alt == title and breadcrumb.startswith("• Home") and len(body) >= 5
+    day = datetime.strptime(date_line, "%d %B %Y").date()
+    e = escape
+    html = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>{e(title)} | Caucasus Watch</title>
+<meta property="og:title" content="{e(title)}">
+<meta property="og:site_name" content="Caucasus Watch">
+<meta property="og:image" content="/files/images/ceasefire.jpg">
+<meta name="description" content="{e(teaser)}">
+<link rel="canonical" href="/news/separatists-accept-ceasefire">
+</head><body>
+<div id="cookie-consent" class="cookie-banner"><p>We use cookies to improve your experience of our website. By continuing to browse you agree to our use of cookies.</p><button>Accept all cookies</button></div>
+<header><a class="logo" href="/"><img src="/static/logo.svg" alt="Caucasus Watch"></a>
+<nav class="menu"><ul><li><a href="/news">News</a></li><li><a href="/analysis">Analysis</a></li><li><a href="/about">About us</a></li></ul></nav></header>
+<main>
+<nav class="breadcrumb"><ul><li><a href="/">Home</a></li><li>{e(title)}</li></ul></nav>
+<article class="node-article">
+<div class="date"><time datetime="{day.isoformat()}T14:05:00+04:00">{e(date_line)}</time></div>
+<h1 class="page-title">{e(title)}</h1>
+<p class="article-lead">{e(teaser)}</p>
+<div class="share-bar"><a href="https://www.facebook.com/sharer.php?u=x">Share on Facebook</a> <a href="https://twitter.com/share?url=x">Tweet this story</a></div>
+<figure class="lead-image"><img src="data:image/gif;base64,R0lGODlhAQABAAAAACw=" data-src="/files/images/ceasefire.jpg?utm_source=site&amp;w=800" alt="{e(title)}" width="800" height="450"><figcaption>{e(credit)}</figcaption></figure>
+<div class="field-body">{"".join(f"<p>{e(p)}</p>" for p in body)}</div>
+<div class="share-bar bottom"><span>Share this article:</span> <a href="https://t.me/share/url?url=x">Telegram</a></div>
+</article>
+<section class="related"><h2>Related news</h2><ul>
+<li><a href="/news/a"><img src="/files/thumbs/a.jpg"></a><a href="/news/a">Armenia and Azerbaijan hold talks in Brussels over a peace treaty</a></li>
+<li><a href="/news/b">Georgian parliament debates new media law amid protests in Tbilisi</a></li></ul></section>
+</main>
+<footer class="site-footer"><p>© 2023 Caucasus Watch. All rights reserved.</p><ul><li><a href="/privacy">Privacy policy</a></li><li><a href="/contact">Contact the editors</a></li></ul></footer>
+</body></html>"""
+    facts = {
+        "title": title,
+        "day": day,
+        "teaser": teaser,
+        "credit": credit,
+        "body": body,
+        "date_line": date_line,
+    }
+    return html, facts
+
+
+def test_seed_article_exactly(seed_article: Path) -> None:
+    html, facts = seed_page(seed_article)
+    article = extract_article(html.encode("utf-8"), URL, charset="utf-8")
+    clean = sanitize_html(article.html, URL)
+    title, body = str(facts["title"]), list(facts["body"])  # type: ignore[call-overload]
+
+    assert article.title == title
+    day = facts["day"]
+    assert isinstance(day, date)
+    assert article.published == datetime(day.year, day.month, day.day, 10, 5, tzinfo=UTC)
+    assert article.canonical_url == "https://caucasus.example.org/news/separatists-accept-ceasefire"
+    assert article.language == "en"
+    assert article.image == "https://caucasus.example.org/files/images/ceasefire.jpg"
+    assert article.image_caption == facts["credit"]
+
+    # Exactly: lead paragraph, the image with its credit, the body paragraphs in order.
+    assert blocks(clean) == [
+        ("p", facts["teaser"]),
+        ("figure", facts["credit"]),
+        *[("p", p) for p in body],
+    ]
+    figure = lxml.html.fragments_fromstring(clean)[1]
+    assert [child.tag for child in figure] == ["img", "figcaption"]
+    assert figure[0].get("src") == "https://caucasus.example.org/files/images/ceasefire.jpg?w=800"
+    assert html_to_text(clean) == "\n\n".join([str(facts["teaser"]), str(facts["credit"]), *body])
+    # The title is metadata only: not in the body, not even as the image's alt text.
+    assert title not in clean and title.split("’")[0] not in html_to_text(clean)
+    assert str(facts["date_line"]) not in clean
+    for boilerplate in (
+        "Home",
+        "Share",
+        "Tweet",
+        "Telegram",
+        "Related",
+        "Brussels",
+        "cookies",
+        "All rights",
+        "Privacy",
+        "About us",
+    ):
+        assert boilerplate not in clean, boilerplate
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def test_decode_windows_1251_corpus_page(corpus: Path) -> None:
+    raw = (corpus / "articles/encodings/miniflux-windows_1251/source.html").read_bytes()
+    assert "Новый цитатник Рунета" in decode_html(raw)
+    # The same bytes with the declaration removed: detection must find windows-1251 too.
+    undeclared = re.sub(rb"<meta http-equiv=\"Content-Type\"[^>]*>", b"", raw)
+    assert undeclared != raw
+    assert "Новый цитатник Рунета" in decode_html(undeclared)
+
+
+def test_decode_gb2312_corpus_page(corpus: Path) -> None:
+    raw = (corpus / "articles/encodings/miniflux-gb2312/source.html").read_bytes()
+    text = decode_html(raw)
+    assert "警惕7大最常见的网络钓鱼主题行，看看你中招没？" in text
+    assert "\ufffd" not in text[:5000]
+    undeclared = re.sub(rb"<meta http-equiv=\"Content-Type\"[^>]*>", b"", raw)
+    assert "警惕7大最常见的网络钓鱼主题行" in decode_html(undeclared)
+
+
+RUSSIAN = (
+    "<html><head>{meta}<title>Новости Кавказа</title></head><body><p>Премьер-министр Армении "
+    "Никол Пашинян заявил во вторник, что Ереван готов подписать мирный договор с "
+    "Азербайджаном до конца года, если стороны согласуют принципы делимитации границы. "
+    "Переговоры министров иностранных дел продолжатся на следующей неделе в Вашингтоне.</p></body></html>"
+)
+
+
+@pytest.mark.parametrize(
+    ("meta", "http_charset"),
+    [
+        ('<meta charset="koi8-r">', None),
+        ('<meta http-equiv="Content-Type" content="text/html; charset=KOI8-R">', None),
+        ("", "koi8-r"),  # HTTP header only
+        ("", None),  # undeclared: detection
+        ("", "no-such-charset"),  # an unknown label is ignored
+    ],
+)
+def test_decode_koi8_r(meta: str, http_charset: str | None) -> None:
+    page = RUSSIAN.format(meta=meta)
+    assert decode_html(page.encode("koi8-r"), http_charset) == page
+
+
+def test_decode_prefers_bom_and_valid_utf8_over_wrong_labels() -> None:
+    page = "<p>Tbilisi — თბილისი, Yerevan — Երևան</p>"
+    assert decode_html(b"\xef\xbb\xbf" + page.encode("utf-8"), "windows-1251") == page
+    assert decode_html(b"\xff\xfe" + page.encode("utf-16-le")) == page
+    # Header says latin-1 but the bytes are UTF-8 (a common server misconfiguration).
+    assert decode_html(page.encode("utf-8"), "iso-8859-1") == page
+    # Header says UTF-8 but the bytes are windows-1251: the bytes win.
+    assert decode_html(RUSSIAN.format(meta="").encode("cp1251"), "utf-8") == RUSSIAN.format(meta="")
+    # iso-8859-1 is read as windows-1252, as browsers do (curly quotes survive).
+    assert decode_html("“Zürich”".encode("cp1252"), "iso-8859-1") == "“Zürich”"
+
+
+def test_extract_decodes_bytes_with_http_charset() -> None:
+    page = (
+        RUSSIAN.format(meta="")
+        .replace("<p>", "<article><h1>Пашинян о мирном договоре</h1><p>")
+        .replace("</p>", "</p></article>")
+    )
+    article = extract_article(page.encode("koi8-r"), "https://news.example.ru/a", charset="koi8-r")
+    assert "Никол Пашинян заявил во вторник" in article.text
+
+
+# --------------------------------------------------------------------------- site rules
+
+TWO_STORIES = """<html><head><title>Two stories</title></head><body>
+<div class="txt"><h1>Border talks resume</h1>{story}<div class="box"><p>Also today: the finance ministry
+published new inflation figures that surprised analysts and markets across the region.</p></div>{more}</div>
+<div class="col">{other}</div></body></html>"""
+
+
+def two_stories() -> str:
+    return TWO_STORIES.format(
+        story="".join(para(i) for i in range(1, 3)),
+        more=para(3),
+        other="".join(para(i, "Unrelated football report") for i in range(1, 9)),
+    )
+
+
+def test_rule_body_and_strip_select_the_article() -> None:
+    page = two_stories()
+    unruled = extract_article(page, "https://news.example.am/a")
+    assert "Unrelated football report" in unruled.text  # without a rule the longer block wins
+
+    article = extract_article(
+        page, "https://news.example.am/a", rule=SiteRule(body=".txt", strip=(".box",))
+    )
+    assert article.method == "rule+trafilatura"
+    assert [p.split(":")[0] for p in article.text.split("\n\n")] == [
+        "Talks paragraph 1",
+        "Talks paragraph 2",
+        "Talks paragraph 3",
+    ]
+    assert "inflation" not in article.text and "football" not in article.text
+
+
+def test_rule_body_kept_when_trafilatura_finds_nothing() -> None:
+    # trafilatura discards <aside> wholesale; the rule says this is the article.
+    page = f"""<html><head><title>T</title></head><body><aside id="story">{para(1)}<img src="/p/a.jpg">{para(2)}</aside>
+    <div>{"".join(para(i, "Other") for i in range(5))}</div></body></html>"""
+    article = extract_article(page, "https://news.example.ge/a", rule=SiteRule(body="#story"))
+    assert article.method == "rule"
+    assert article.text.split("\n\n") == [
+        lxml.html.fromstring(para(1)).text_content(),
+        lxml.html.fromstring(para(2)).text_content(),
+    ]
+    assert '<img src="https://news.example.ge/p/a.jpg"/>' in article.html
+
+
+def test_rule_body_matching_nothing_falls_back_to_trafilatura() -> None:
+    article = extract_article(
+        two_stories(), "https://news.example.am/a", rule=SiteRule(body=".missing")
+    )
+    assert article.method == "trafilatura" and "Talks paragraph 1" in article.text
+
+
+def test_invalid_rule_selector() -> None:
+    with pytest.raises(ExtractError) as info:
+        extract_article(
+            two_stories(), "https://news.example.am/a", rule=SiteRule(body="div[", strip=())
+        )
+    assert info.value.kind == "bad_rule" and "https://news.example.am/a" in str(info.value)
+    assert validate_rule(SiteRule(body=".txt", strip=(".box", "aside > p"))) == []
+    problems = validate_rule(SiteRule(body="div[", strip=("..x",)))
+    assert len(problems) == 2 and "div[" in problems[0] and "..x" in problems[1]
+
+
+# --------------------------------------------------------------------------- images
+
+
+def test_lazy_images_get_real_sources() -> None:
+    page = f"""<html><head><title>Lazy</title></head><body>
+    <header><img src="/static/logo.png" alt="Site"></header>
+    <article><h1>Talks in Yerevan continue for a second day</h1>
+    {para(1)}<img src="data:image/gif;base64,R0lGODlhAQABAAAAACw=" data-src="/img/one.jpg" alt="one">
+    {para(2)}<img class="lazy" data-lazy-src="https://cdn.example.org/two.jpg" src="/img/placeholder.png">
+    {para(3)}<img data-original="three.jpg">
+    {para(4)}<img src="/img/blank.gif" data-srcset="/img/four-320.jpg 320w, /img/four-1280.jpg 1280w, /img/four-640.jpg 640w">
+    {para(5)}<img srcset="/img/five@1x.jpg 1x, /img/five@2x.jpg 2x">
+    {para(6)}<figure><img src="/img/lazy-placeholder.svg"><noscript><img src="/img/six.jpg" alt="six"></noscript><figcaption>Photo: Armenpress</figcaption></figure>
+    {para(7)}<a href="/news/other-story"><img src="/img/teaser.jpg"></a>
+    {para(8)}<img src="/img/stats.gif" width="1" height="1">
+    </article><aside><img src="/img/sidebar.jpg"><p>Read also: a sidebar story about something else.</p></aside>
+    </body></html>"""
+    article = extract_article(page, "https://news.example.am/politics/talks")
+    doc = lxml.html.fragment_fromstring(article.html, create_parent="div")
+    assert [img.get("src") for img in doc.iter("img")] == [
+        "https://news.example.am/img/one.jpg",
+        "https://cdn.example.org/two.jpg",
+        "https://news.example.am/politics/three.jpg",
+        "https://news.example.am/img/four-1280.jpg",
+        "https://news.example.am/img/five@2x.jpg",
+        "https://news.example.am/img/six.jpg",
+    ]
+    # Each image sits where it was: right before the paragraph that followed it.
+    order = [el.tag if el.tag != "p" else el.text_content().split(":")[0] for el in doc]
+    assert order == [
+        "Talks paragraph 1", "img", "Talks paragraph 2", "img", "Talks paragraph 3", "img",
+        "Talks paragraph 4", "img", "Talks paragraph 5", "img", "Talks paragraph 6", "figure",
+        "Talks paragraph 7", "Talks paragraph 8",
+    ]  # fmt: skip
+    assert doc.find(".//figcaption").text == "Photo: Armenpress"
+    assert article.image == "https://news.example.am/img/one.jpg"  # no og:image: the first one
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def test_canonical_language_and_dates() -> None:
+    head = """<html lang="hy-AM"><head><title>Լուրեր</title>
+    <link rel="canonical" href="/hy/news/123?utm_source=rss">
+    <script type="application/ld+json">{"@graph": [{"@type": "NewsArticle", "datePublished": "2024-03-05T09:30:00+04:00"}]}</script>
+    </head><body><article><h1>Խորհրդարանը քննարկեց նոր օրենքը</h1>"""
+    body = "".join(
+        f"<p>Պարբերություն {i}. Ազգային ժողովը երկար քննարկումներից հետո ընդունեց օրինագիծը, որը վերաբերում է սահմանային համագործակցությանը։</p>"
+        for i in range(4)
+    )
+    article = extract_article(
+        head + body + "</article></body></html>", "https://news.example.am/x/y"
+    )
+    assert article.canonical_url == "https://news.example.am/hy/news/123?utm_source=rss"
+    assert article.language == "hy"
+    assert article.published == datetime(2024, 3, 5, 5, 30, tzinfo=UTC)
+    assert article.title == "Խորհրդարանը քննարկեց նոր օրենքը"
+    assert "Խորհրդարանը" not in article.text
+
+    # og:url when there is no <link rel=canonical>; meta published time with "+0400" offset
+    page = head.replace(
+        '<link rel="canonical" href="/hy/news/123?utm_source=rss">',
+        '<meta property="og:url" content="https://news.example.am/og">',
+    )
+    page = page.replace('"datePublished": "2024-03-05T09:30:00+04:00"', '"x": 1')
+    page = page.replace(
+        "<title>",
+        '<meta property="article:published_time" content="2024-03-06T10:00:00+0400"><title>',
+    )
+    article = extract_article(
+        page + body + "</article></body></html>", "https://news.example.am/x/y"
+    )
+    assert article.canonical_url == "https://news.example.am/og"
+    assert article.published == datetime(2024, 3, 6, 6, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "date_line",
+    [
+        "20 сентября 2023, 14:05",
+        "Published: 20.09.2023 | 14:05",
+        "20 სექტემბერი 2023",
+        "Սեպտեմբերի 20, 2023",
+    ],
+)
+def test_leading_date_line_and_breadcrumb_dropped(date_line: str) -> None:
+    page = f"""<html><head><title>Story</title></head><body><article>
+    <p>Главная » Политика » Переговоры продолжаются</p><p>{date_line}</p>
+    <h1>Переговоры продолжаются</h1>{"".join(para(i) for i in range(4))}</article></body></html>"""
+    article = extract_article(page, "https://news.example.ru/a")
+    assert article.title == "Переговоры продолжаются"
+    assert article.text.split("\n\n")[0].startswith("Talks paragraph 0")
+    assert date_line not in article.text and "Главная" not in article.text
+
+
+# --------------------------------------------------------------------------- errors and guards
+
+
+def test_empty_and_contentless_pages() -> None:
+    for body in (b"", b"   \n\t "):
+        with pytest.raises(ExtractError) as info:
+            extract_article(body, "https://x.example/a")
+        assert info.value.kind == "empty"
+    with pytest.raises(ExtractError) as info:
+        extract_article(
+            "<html><body><script>render()</script><div id='app'></div></body></html>",
+            "https://x.example/b",
+        )
+    assert info.value.kind == "no_content" and "https://x.example/b" in str(info.value)
+
+
+def test_too_large_body() -> None:
+    with pytest.raises(ExtractError) as info:
+        extract_article(b"<p>" + b"a" * (11 * 1024 * 1024), "https://x.example/big")
+    assert info.value.kind == "too_large"
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        "<html><body>" + "<div>" * 100_000 + "<p>deep</p>" + "</div>" * 100_000 + "</body></html>",
+        "<html><body>" + "<div>" * 100_000 + "<p>unclosed</p></body></html>",
+        "<html><body>" + "<div>" * 19_000 + para(1) * 3 + "</div>" * 19_000 + "</body></html>",
+        "<html><body>"
+        + para(1)
+        + "<b>" * 19_000
+        + "x"
+        + "</b>" * 19_000
+        + para(2)
+        + "</body></html>",
+        "<html><body>" + para(1) + "<span>a</span>" * 19_000 + "</body></html>",
+    ],
+    ids=["nested-100k", "unclosed-100k", "nested-19k", "inline-19k", "flat-19k"],
+)
+def test_pathological_pages_finish_fast(page: str) -> None:
+    start = time.process_time()
+    try:
+        article = extract_article(page, "https://x.example/deep")
+        assert article.text
+    except ExtractError as exc:
+        assert exc.kind in ("too_large", "no_content", "too_deep")
+    assert time.process_time() - start < 5
+
+
+# --------------------------------------------------------------------------- corpus
+
+
+def _traf_case(corpus: Path, name: str) -> tuple[bytes, dict[str, object]]:
+    folder = corpus / "articles/trafilatura" / name
+    return (folder / "source.html").read_bytes(), json.loads((folder / "expected.json").read_text())
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "spiegel.de.albtraum",
+        "tagesschau.de.rheinmetall",
+        "caymancompass.com-prison",
+        "assabah.com.tn.article",
+        "jamaicaobserver.com-attacks",
+        "taz.de.siemens",
+    ],
+)
+def test_corpus_trafilatura_snippets(corpus: Path, name: str) -> None:
+    raw, expected = _traf_case(corpus, name)
+    article = extract_article(raw, str(expected["url"]))
+    text = " ".join(html_to_text(sanitize_html(article.html, str(expected["url"]))).split())
+    shown = f"{article.title} {text}"
+    for snippet in expected["with"]:  # type: ignore[attr-defined]
+        assert " ".join(snippet.split()) in shown, snippet
+    for snippet in expected["without"]:  # type: ignore[attr-defined]
+        assert " ".join(snippet.split()) not in text, snippet
+
+
+def test_corpus_armenian_goose_case(corpus: Path) -> None:
+    folder = corpus / "articles/goose3/content/test_panarmenian_armenian"
+    expected = json.loads((folder / "expected.json").read_text())["expected"]
+    article = extract_article((folder / "source.html").read_bytes(), expected["final_url"])
+    assert expected["cleaned_text"] in article.text
+    assert article.description == expected["meta_description"]
+
+
+def test_corpus_newspaper_case_metadata(corpus: Path) -> None:
+    folder = corpus / "articles/newspaper4k/arabic_article"
+    meta = json.loads((folder / "expected-metadata.json").read_text())
+    expected = (folder / "expected.txt").read_text(encoding="utf-8")
+    article = extract_article((folder / "source.html").read_bytes(), meta["url"])
+    assert article.title == meta["title"]
+    assert article.language == "ar"
+    first = expected.split("\n\n")[0].strip()
+    assert article.text.startswith(first[:80])
+
+
+def test_date_from_trafilatura_when_page_has_no_machine_date(corpus: Path) -> None:
+    raw, expected = _traf_case(corpus, "zdf.de.corona")
+    article = extract_article(raw, str(expected["url"]))
+    assert article.published is not None
+    assert article.published.date() == date.fromisoformat(str(expected["date"]))
+
+
+def test_title_without_site_name_and_logo_h1() -> None:
+    page = f"""<html><head><title>Parliament passes the budget | Caucasus Watch</title>
+    <meta property="og:site_name" content="Caucasus Watch"></head><body>
+    <h1 class="logo">Caucasus Watch</h1><article>
+    <figure><img src="/i/budget.jpg"><figcaption>Parliament passes the budget</figcaption></figure>
+    {"".join(para(i) for i in range(4))}</article></body></html>"""
+    article = extract_article(page, "https://news.example.ge/budget")
+    assert article.title == "Parliament passes the budget"
+    # the image stays; its "caption" only repeated the title
+    assert article.html.startswith('<img src="https://news.example.ge/i/budget.jpg"/><p>')
+    assert "Parliament passes" not in article.html and article.image_caption is None
+
+
+def test_discover_feeds() -> None:
+    page = """<html><head><title>Outlet</title>
+    <link rel="alternate" type="application/rss+xml" title=" All  news " href="/rss.xml">
+    <link rel="alternate" type="application/atom+xml" href="https://news.example.am/atom">
+    <link rel="alternate" type="application/rss+xml" href="/rss.xml">
+    <link rel="alternate" type="application/json" href="/wp-json/wp/v2/posts/1">
+    <link rel="alternate" hreflang="ru" href="/ru/">
+    <link rel="stylesheet" type="application/rss+xml" href="/not-a-feed.xml">
+    <link rel="Alternate feed" type="application/feed+json; charset=utf-8" href="feed.json">
+    </head><body><p>x</p></body></html>"""
+    assert discover_feeds(page.encode("utf-8"), "https://news.example.am/hy/index.html") == [
+        ("https://news.example.am/rss.xml", "All news"),
+        ("https://news.example.am/atom", None),
+        ("https://news.example.am/hy/feed.json", None),
+    ]
+    assert discover_feeds("<html><body><p>no feeds</p></body></html>", "https://x.example/") == []
