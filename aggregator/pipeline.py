@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -139,6 +140,23 @@ def _jittered(seconds: float, fraction: float) -> float:
     if fraction <= 0:
         return seconds
     return seconds * (1 + random.uniform(-fraction, fraction))
+
+
+EXTRACT_TIMEOUT = 60.0  # seconds of wall time for one page in an extraction worker
+EXTRACT_MEMORY_MB = 1024  # address-space limit of an extraction worker
+
+
+def _limit_extract_worker(memory_mb: int) -> None:
+    """Runs once in each extraction worker: a pathological page costs one page, never the
+    machine (it gets MemoryError, and the pool is replaced if the worker dies)."""
+    import resource
+
+    limit = memory_mb * 1024 * 1024
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    except (ValueError, OSError):
+        pass
 
 
 def _extract_job(body: bytes, url: str, charset: str | None, rule: SiteRule | None) -> Article:
@@ -476,15 +494,20 @@ class Pipeline:
             if self._extract_pool is None:
                 n = self.config.settings.extract_processes or os.cpu_count() or 1
                 self._extract_pool = ProcessPoolExecutor(
-                    max_workers=max(1, n), mp_context=get_context("spawn")
+                    max_workers=max(1, n), mp_context=get_context("spawn"),
+                    initializer=_limit_extract_worker, initargs=(EXTRACT_MEMORY_MB,),
                 )
             return self._extract_pool
 
     def _reset_extractor(self) -> None:
+        """Replace the extraction pool, killing its workers: a worker stuck on a page would
+        otherwise hold its slot forever (a running task cannot be cancelled)."""
         with self._extract_lock:
-            if self._extract_pool is not None:
-                self._extract_pool.shutdown(wait=False, cancel_futures=True)
-            self._extract_pool = None
+            pool, self._extract_pool = self._extract_pool, None
+        if pool is not None:
+            for proc in list(getattr(pool, "_processes", {}).values()):
+                proc.kill()
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def process_articles(self, budget: int | None = None) -> tuple[int, int]:
         """Drain up to `budget` entries of the backlog (newest first). Returns (done, failed).
@@ -540,13 +563,20 @@ class Pipeline:
         try:
             fut = self._extractor().submit(_extract_job, result.body, result.final_url,
                                            result.charset, rule)
-            article = fut.result(timeout=60)
+            article = fut.result(timeout=EXTRACT_TIMEOUT)
         except ExtractError as exc:
             job["error"] = f"{exc.kind}: {exc}"
             return job
         except BrokenProcessPool:
             self._reset_extractor()
             job["error"] = "crashed: the extraction worker died on this page"
+            return job
+        except FutureTimeout:
+            self._reset_extractor()
+            job["error"] = f"timeout: extraction took longer than {EXTRACT_TIMEOUT:g} s"
+            return job
+        except MemoryError:
+            job["error"] = f"memory: extraction needed more than {EXTRACT_MEMORY_MB} MB"
             return job
         except Exception as exc:  # timeouts and unexpected library errors
             job["error"] = f"error: {type(exc).__name__}: {exc}"
