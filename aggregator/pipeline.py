@@ -232,8 +232,7 @@ class Pipeline:
         self.fetcher.close()
         self.writer.close()
         self.parser.close()
-        if self._extract_pool is not None:
-            self._extract_pool.shutdown(wait=False, cancel_futures=True)
+        self._reset_extractor()
         if self._reader is not None:
             self._reader.close()
         self.store.close()
@@ -268,6 +267,13 @@ class Pipeline:
 
         def fetch_and_queue(st: FeedState, feed: FeedConfig) -> Future[FeedOutcome]:
             fetched = self._fetch_one(st, feed)
+            if self.stopping.is_set():
+                # Shutting down: whatever this fetch got (often an error caused by closing
+                # the fetcher) is dropped, never recorded; the feed is simply polled again.
+                dropped: Future[FeedOutcome] = Future()
+                dropped.set_result(FeedOutcome(feed.name, "error", error="shutting down",
+                                               error_kind="stopped"))
+                return dropped
             pending.acquire()
             fut = self.writer.submit(partial(self._write, f=fetched))
             fut.add_done_callback(lambda _f: pending.release())
@@ -312,8 +318,8 @@ class Pipeline:
             etag=state.etag,
             last_modified=state.last_modified,
             max_bytes=s.feed_max_bytes,
-            # The opt-in covers the configured URL only (and its recorded permanent move).
-            allow_private=feed.allow_private_network,
+            # The opt-in covers the configured URL only: never a recorded move, nor redirects.
+            allow_private=feed.allow_private_network and url == state.url,
         )
         try:
             result = self.fetcher.fetch(req)
@@ -438,6 +444,9 @@ class Pipeline:
             err = f.error
             assert err is not None
             kind = getattr(err, "kind", "error")
+            if kind == "stopped":  # abandoned at shutdown: not the feed's failure
+                return FeedOutcome(f.feed.name, "error", error=str(err), error_kind=kind,
+                                   seconds=elapsed)
             status = getattr(err, "status", None)
             retry_after = getattr(err, "retry_after", None)
             gone = kind == "gone"
