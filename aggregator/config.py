@@ -20,8 +20,6 @@ import ipaddress
 import math
 import os
 import re
-import stat
-import tempfile
 import unicodedata
 import xml.etree.ElementTree as ET
 from collections.abc import Collection, Mapping, Sequence
@@ -39,6 +37,7 @@ from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.reader import ReaderError
 
 from aggregator.errors import ConfigError, Problem
+from aggregator.files import write_atomic
 from aggregator.models import (
     Config,
     FeedConfig,
@@ -1402,30 +1401,6 @@ def _redump(text: str, items: Sequence[Mapping[str, object]], map_indent: int) -
     return buf.getvalue()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Temp file beside the target, fsync, rename: readers see the old or the new file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if path.exists():
-            os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
-
-
 def add_feeds(
     feeds_path: str,
     feeds: Sequence[Mapping[str, object]],
@@ -1494,7 +1469,8 @@ def add_feeds(
     _check_added(feeds_path, new_text, old_count, settings or Settings())
     if crlf:
         new_text = new_text.replace("\n", "\r\n")
-    _write_atomic(path, (b"\xef\xbb\xbf" if bom else b"") + new_text.encode("utf-8"))
+    write_atomic(path, (b"\xef\xbb\xbf" if bom else b"") + new_text.encode("utf-8"),
+                 keep_mode=True, skip_unchanged=False)
     return [str(feed.get("name")) for feed in accepted]
 
 

@@ -31,15 +31,13 @@ import email.utils
 import html
 import json
 import mimetypes
-import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
-from aggregator import __version__
+from aggregator import __version__, files
 from aggregator.errors import PublishError
 from aggregator.models import ArchiveLinks, Item, Outlet, OutputConfig
 
@@ -465,37 +463,8 @@ RENDERERS: dict[str, Renderer] = {"atom": render_atom, "rss": render_rss, "json"
 
 
 def write_atomic(path: Path, data: bytes, mtime: float | None = None) -> bool:
-    """Write ``data`` to ``path`` through a temporary file in the same directory (fsync,
-    rename, fsync of the directory). Returns False, writing nothing, when ``path`` already
-    holds exactly ``data``. ``mtime`` (seconds since the epoch) is set on the new file."""
-    path = Path(path)
-    try:
-        if path.stat().st_size == len(data) and path.read_bytes() == data:
-            return False
-    except FileNotFoundError:
-        pass
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp_name, 0o644)  # mkstemp's 0600 would hide the file from a web server
-        if mtime is not None:
-            os.utime(tmp_name, (mtime, mtime))
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
-    return True
+    """Atomically replace ``path`` (see files.write_atomic); False when unchanged."""
+    return files.write_atomic(path, data, mtime=mtime)
 
 
 def _publish_file(
