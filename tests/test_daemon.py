@@ -79,6 +79,10 @@ class Daemon:
             self.proc.send_signal(sig)
         try:
             return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()  # never leave a daemon behind; the test still fails
+            self.proc.wait(10)
+            raise
         finally:
             self.log.close()
 
