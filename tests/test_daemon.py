@@ -44,6 +44,19 @@ class Notify:
         return any(text in m for m in self.messages)
 
 
+STARTED: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_daemon_left_behind() -> Iterator[None]:
+    yield
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 class Daemon:
     def __init__(self, tmp: Path, feeds: Path, **env: str) -> None:
         self.tmp = tmp
@@ -54,6 +67,7 @@ class Daemon:
             [sys.executable, "-m", "aggregator.cli", "--feeds", str(feeds), "run"],
             env=self.env, stdout=self.log, stderr=subprocess.STDOUT, cwd=tmp,
         )
+        STARTED.append(self.proc)
         self.base = "http://" + self.env["AGGREGATOR_LISTEN"]
 
     def get(self, path: str) -> bytes:
