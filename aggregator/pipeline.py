@@ -508,15 +508,37 @@ class Pipeline:
                 )
             return self._extract_pool
 
-    def _reset_extractor(self) -> None:
+    def _reset_extractor(self, broken: ProcessPoolExecutor | None = None) -> None:
         """Replace the extraction pool, killing its workers: a worker stuck on a page would
-        otherwise hold its slot forever (a running task cannot be cancelled)."""
+        otherwise hold its slot forever (a running task cannot be cancelled). With
+        `broken`, only that pool is replaced (another thread may have replaced it already)."""
         with self._extract_lock:
+            if broken is not None and self._extract_pool is not broken:
+                return
             pool, self._extract_pool = self._extract_pool, None
         if pool is not None:
             for proc in list(getattr(pool, "_processes", {}).values()):
                 proc.kill()
             pool.shutdown(wait=False, cancel_futures=True)
+
+    def _extract(self, body: bytes, url: str, charset: str | None,
+                 rule: SiteRule | None) -> Article:
+        """Extract in the pool. A pool broken under this page (another page crashed or
+        timed out and its workers were killed) gets this page one more try in a fresh pool;
+        a page that breaks the pool twice, or times out, is the culprit."""
+        for attempt in (1, 2):
+            pool = self._extractor()
+            try:
+                return pool.submit(_extract_job, body, url, charset, rule).result(
+                    timeout=EXTRACT_TIMEOUT)
+            except FutureTimeout:
+                self._reset_extractor(pool)
+                raise
+            except BrokenProcessPool:
+                self._reset_extractor(pool)
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def process_articles(self, budget: int | None = None) -> tuple[int, int]:
         """Drain up to `budget` entries of the backlog (newest first). Returns (done, failed).
@@ -570,18 +592,14 @@ class Pipeline:
             return job
         job["page"] = (b.url, result.final_url, result.charset, result.body)
         try:
-            fut = self._extractor().submit(_extract_job, result.body, result.final_url,
-                                           result.charset, rule)
-            article = fut.result(timeout=EXTRACT_TIMEOUT)
+            article = self._extract(result.body, result.final_url, result.charset, rule)
         except ExtractError as exc:
             job["error"] = f"{exc.kind}: {exc}"
             return job
         except BrokenProcessPool:
-            self._reset_extractor()
             job["error"] = "crashed: the extraction worker died on this page"
             return job
         except FutureTimeout:
-            self._reset_extractor()
             job["error"] = f"timeout: extraction took longer than {EXTRACT_TIMEOUT:g} s"
             return job
         except MemoryError:
@@ -642,9 +660,7 @@ class Pipeline:
             cfg = feeds.get(feed_name)
             base = final_url or url
             try:
-                article = self._extractor().submit(
-                    _extract_job, body, base, charset, cfg.rule if cfg else None
-                ).result(timeout=60)
+                article = self._extract(body, base, charset, cfg.rule if cfg else None)
             except Exception as exc:  # keep going: one bad page costs one entry
                 log.warning("reprocess #%d: %s", entry_id, exc)
                 failed += 1

@@ -321,3 +321,33 @@ def test_robots_disallow_recorded_on_the_entry(tmp_path: Path) -> None:
     rows = db(tmp_path).execute("SELECT extract_status, extract_error FROM entries").fetchall()
     assert [r["extract_status"] for r in rows] == ["failed", "failed"]
     assert all(r["extract_error"].startswith("robots") for r in rows)
+
+
+def test_extraction_timeout_costs_the_page_only(tmp_path: Path, server: FeedServer,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page whose extraction outlives the limit is recorded as failed, its worker is
+    killed and the pool replaced; the feed and the next pages are unaffected."""
+    import aggregator.pipeline as pipeline_mod
+
+    feeds_path = write_feeds(tmp_path / "feeds.yaml",
+                             [{"name": "slow", "url": server.url("/feed/0.xml")}])
+    config = load_config(None, str(feeds_path), env_for(tmp_path))
+    p = Pipeline(config, processes=1)
+    try:
+        monkeypatch.setattr(pipeline_mod, "EXTRACT_TIMEOUT", 0.001)
+        report = p.run_cycle(all_feeds=True)
+        assert report.feeds[0].status == "ok"
+        assert report.articles_done == 0
+        rows = db(tmp_path).execute("SELECT extract_status, extract_error FROM entries"
+                                    ).fetchall()
+        assert {r["extract_status"] for r in rows} == {"failed"}
+        assert all(r["extract_error"].startswith("timeout") for r in rows), [tuple(r) for r in rows]
+        assert p._extract_pool is None or not any(
+            proc.is_alive() for proc in p._extract_pool._processes.values())
+        # With a sane limit the pool works again for new pages.
+        monkeypatch.setattr(pipeline_mod, "EXTRACT_TIMEOUT", 60.0)
+        server.round = 1
+        report = p.run_cycle(all_feeds=True)
+        assert report.articles_done == 1
+    finally:
+        p.close()
