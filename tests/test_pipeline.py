@@ -124,7 +124,7 @@ def test_not_a_feed_stores_nothing_and_backs_off(tmp_path: Path, server: FeedSer
     server.route("/truncated.xml",
                  body=server.feed_xml(0)[: len(server.feed_xml(0)) // 2])
     feeds = [{"name": n, "url": server.url(f"/{n}.xml")} for n in ("html", "empty", "truncated")]
-    p = make_pipeline(tmp_path, feeds)
+    p = make_pipeline(tmp_path, feeds, AGGREGATOR_JITTER="0")
     try:
         p.run_cycle(all_feeds=True)
         p.run_cycle(all_feeds=True)
@@ -133,9 +133,11 @@ def test_not_a_feed_stores_nothing_and_backs_off(tmp_path: Path, server: FeedSer
             assert h["entries"] == 0, name
             assert h["consecutive_errors"] == 2, name
             assert h["last_error"], name
-        # Exponential backoff: the second failure waits longer than the first.
+        # Exponential backoff: the second failure in a row waits twice the 900 s interval.
         h = health(tmp_path, "html")
-        assert h["next_poll"] > h["last_attempt"]
+        waited = (datetime.fromisoformat(h["next_poll"])
+                  - datetime.fromisoformat(h["last_attempt"])).total_seconds()
+        assert waited == 2 * 900
     finally:
         p.close()
 
