@@ -1,18 +1,25 @@
 """Article pages to Article: decoding, preprocessing, main-content extraction, metadata.
 
-Owns trafilatura, beautifulsoup4 and charset-normalizer. The HTML of the returned Article
-is NOT sanitised (the clean stage does that). extract_article:
+Owns trafilatura, lxml, htmldate, beautifulsoup4 and charset-normalizer. The HTML of the
+returned Article is NOT sanitised (the clean stage does that). extract_article:
 
 1. decode_html (bytes only): BOM, HTTP charset, <meta> charset, detection.
-2. beautifulsoup4: one walk collects metadata (meta tags, JSON-LD, canonical, language,
-   <h1>s) and images; the site rule is applied (strip, body); lazy images get their real
-   source (data-src..., srcset, <noscript> fallbacks); captions are read from <figure>.
-3. trafilatura on the page as received (or on the rule's body): main content as HTML with
-   links, plus author and a fallback date. Images are off there: with them on, teaser
-   lists and photo credits leak into the text (measured on the corpus).
-4. Post-processing: each image is put back next to the extracted paragraph that holds the
-   text around it (as <figure> with its <figcaption> when it had one); the title heading,
-   date line and breadcrumbs repeated at the top are dropped; plain text is built.
+2. A site rule, when there is one, is applied with beautifulsoup4 (strip, body).
+3. lxml parses the page once, with trafilatura's parser settings. One pass over the tree
+   collects metadata (meta tags, JSON-LD, canonical, language, <h1>s); lazy images get their
+   real source (data-src..., srcset, <noscript> fallbacks) and are collected with their
+   captions and surrounding text. Images are off in trafilatura (with them on, teaser lists
+   and photo credits leak into the text, measured on the corpus), so these fixes do not
+   change what it extracts.
+4. trafilatura's extraction cascade runs on the same tree (_trafilatura): its fallback
+   extractors (readability, jusText) only when its own extraction found little text.
+5. Post-processing on trafilatura's output tree: each image is put back next to the
+   extracted paragraph that holds the text around it (as <figure> with its <figcaption>
+   when it had one); the title heading, date line and breadcrumbs repeated at the top are
+   dropped; HTML and plain text are written out.
+
+Per page this is about a quarter of trafilatura.extract's default CPU cost
+(bench/bench_extract.py).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import logging
 import re
 import warnings
 from collections.abc import Iterator
+from copy import copy
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from html import escape
@@ -30,17 +38,29 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import charset_normalizer
-import trafilatura
+import htmldate
 from bs4 import (
     BeautifulSoup,
-    Comment,
     MarkupResemblesLocatorWarning,
-    NavigableString,
     SoupStrainer,
-    Tag,
     XMLParsedAsHTMLWarning,
 )
+from lxml import etree
+from lxml.html import HtmlComment, HtmlElement, HtmlEntity, HtmlProcessingInstruction
 from soupsieve import SelectorSyntaxError
+from trafilatura.baseline import baseline, html2txt
+from trafilatura.core import (
+    ESCALATION_ACCEPT_RATIO,
+    ESCALATION_JUSTEXT_RATIO,
+    ESCALATION_MAX_LENGTH,
+    ESCALATION_PAGE_SHARE,
+)
+from trafilatura.external import compare_extraction, justext_rescue
+from trafilatura.htmlprocessing import convert_tags, prune_unwanted_nodes, tree_cleaning
+from trafilatura.main_extractor import extract_content
+from trafilatura.settings import Extractor
+from trafilatura.utils import repair_faulty_html
+from trafilatura.xpaths import RAW_TREE_PRUNE_XPATH, REMOVE_COMMENTS_AND_LISTS_XPATH
 
 from aggregator.errors import ExtractError
 from aggregator.models import Article, SiteRule
@@ -173,6 +193,61 @@ def decode_html(body: bytes, charset: str | None = None) -> str:
     return body.decode(encoding, errors="replace").replace("\x00", "")
 
 
+# --------------------------------------------------------------------------- parsing
+
+# trafilatura's own parser settings (comments and processing instructions dropped, so
+# commented-out markup never comes back as content), with lxml's C-level class lookup:
+# lxml.html's default lookup calls into Python for every element proxy, which costs ~15 %
+# of trafilatura's run time. Elements are still HtmlElement; only lxml.html's form classes
+# (FormElement, InputElement...) are not used, and nothing here or in trafilatura needs them.
+_PARSER = etree.HTMLParser(
+    collect_ids=False, default_doctype=False, encoding="utf-8", remove_comments=True,
+    remove_pis=True,
+)  # fmt: skip
+_PARSER.set_element_class_lookup(
+    etree.ElementDefaultClassLookup(
+        element=HtmlElement, comment=HtmlComment, pi=HtmlProcessingInstruction, entity=HtmlEntity
+    )
+)
+
+
+def _parse(html: str) -> HtmlElement | None:
+    """The page's tree, or None when it is not HTML (trafilatura.load_html's checks)."""
+    beginning = html[:50].lower()
+    try:
+        root = etree.fromstring(
+            repair_faulty_html(html, beginning).encode("utf-8", "surrogatepass"), _PARSER
+        )
+    except (etree.ParserError, etree.XMLSyntaxError, ValueError):
+        return None
+    if root is None or ("html" not in beginning and len(root) < 2):
+        return None  # a fragment or something that is not HTML at all
+    return root
+
+
+def _remove(elem: Any) -> None:
+    """Remove an element and its content, keeping the text that follows it (its tail)."""
+    parent = elem.getparent()
+    if parent is None:
+        return
+    if elem.tail:
+        previous = elem.getprevious()
+        if previous is not None:
+            previous.tail = (previous.tail or "") + elem.tail
+        else:
+            parent.text = (parent.text or "") + elem.tail
+    parent.remove(elem)
+
+
+def _attached(elem: Any, root: Any) -> bool:
+    return elem is root or any(ancestor is root for ancestor in elem.iterancestors())
+
+
+def _text(elem: Any) -> str:
+    """All text inside an element, pieces joined by spaces (bs4's get_text(" "))."""
+    return " ".join(elem.itertext())
+
+
 # --------------------------------------------------------------------------- preprocessing
 
 _LAZY_SRC_ATTRS = ("data-src", "data-lazy-src", "data-original", "data-lazy", "data-url")
@@ -209,7 +284,7 @@ def _best_from_srcset(srcset: object) -> str | None:
     return best[1] if best else None
 
 
-def _real_src(img: Tag) -> str | None:
+def _real_src(img: Any) -> str | None:
     """The image a browser running the page's lazy-loading script would end up showing."""
     for attr in _LAZY_SRC_ATTRS:
         value = img.get(attr)
@@ -222,9 +297,9 @@ def _real_src(img: Tag) -> str | None:
         best = _best_from_srcset(img.get(attr))
         if best:
             return best
-    picture = img.find_parent("picture")
+    picture = next(img.iterancestors("picture"), None)
     if picture is not None:
-        for source in picture.find_all("source"):
+        for source in picture.iter("source"):
             best = _best_from_srcset(source.get("data-srcset") or source.get("srcset"))
             if best:
                 return best
@@ -243,43 +318,53 @@ def _abs(url: object, base: str) -> str | None:
         return None
 
 
-def _fix_images(page: _Page, base: str) -> None:
-    """Give every <img> its real, absolute src; swap placeholders for <noscript> fallbacks."""
-    for noscript in page.noscripts:
-        if noscript.decomposed:
+def _fix_images(root: Any, noscripts: list[Any], base: str) -> list[Any]:
+    """Give every <img> its real, absolute src; swap placeholders for <noscript> fallbacks.
+
+    Returns the images still in the tree, in page order.
+    """
+    for noscript in noscripts:
+        if not _attached(noscript, root):
             continue
-        fallback = noscript.find("img")
+        fallback = next(noscript.iter("img"), None)
         if fallback is None:
-            noscript.decompose()  # "please enable JavaScript" is never content
+            _remove(noscript)  # "please enable JavaScript" is never content
             continue
         placeholder = None
+        parent = noscript.getparent()
         for candidate in (
-            noscript.find_previous_sibling("img"),
-            noscript.parent.find("img") if noscript.parent else None,
+            next(noscript.itersiblings("img", preceding=True), None),
+            next(parent.iter("img"), None) if parent is not None else None,
         ):
             if (
-                isinstance(candidate, Tag)
+                candidate is not None
                 and candidate is not fallback
                 and _is_placeholder(candidate.get("src"))
             ):
                 placeholder = candidate
                 break
-        if placeholder is not None:
-            placeholder.replace_with(fallback.extract())
-            noscript.decompose()
+        if placeholder is not None and placeholder.getparent() is not None:
+            fallback.getparent().remove(fallback)
+            fallback.tail = placeholder.tail
+            placeholder.getparent().replace(placeholder, fallback)
+            _remove(noscript)
         else:
-            noscript.unwrap()
-    for img in page.imgs:
-        if img.decomposed:
-            continue
+            noscript.drop_tag()
+    kept: list[tuple[Any, str | None]] = []
+    for img in root.iter("img"):
         src = _abs(_real_src(img), base)
         if src is None:
-            img.decompose()
+            kept.append((img, None))
             continue
-        img["src"] = src
+        img.set("src", src)
         for attr in (*_LAZY_SRC_ATTRS, *_LAZY_SRCSET_ATTRS, "srcset", "sizes"):
-            if attr in img.attrs:
-                del img[attr]
+            if attr in img.attrib:
+                del img.attrib[attr]
+        kept.append((img, src))
+    for img, src in kept:
+        if src is None:
+            _remove(img)
+    return [img for img, src in kept if src is not None]
 
 
 @dataclass
@@ -295,23 +380,76 @@ class _Image:
 
 _ANCHOR_MIN = 20  # characters of comparison key: shorter keys match by chance
 _ANCHOR_MAX = 80
-_ANCHOR_SCAN = 60  # text nodes looked at on each side
+_ANCHOR_SCAN = 60  # text pieces and elements looked at on each side
+_NOT_TEXT = frozenset({"script", "style", "title"})
 
 
-def _anchor(nodes: Iterator[Any], skip: Tag | None, backwards: bool) -> str:
+def _texts_after(elem: Any) -> Iterator[tuple[str | None, Any]]:
+    """(text, element holding it) for every piece of text after elem, in page order, and
+    (None, element) for every element met."""
+    node = elem
+    while True:
+        parent = node.getparent()
+        if parent is None:
+            return
+        if node.tail:
+            yield node.tail, parent
+        for sibling in node.itersiblings():
+            for event, el in etree.iterwalk(sibling, events=("start", "end")):
+                if event == "start":
+                    yield None, el
+                    if el.text:
+                        yield el.text, el
+                elif el is not sibling and el.tail:
+                    yield el.tail, el.getparent()
+            if sibling.tail:
+                yield sibling.tail, parent
+        node = parent
+
+
+def _texts_within_reversed(elem: Any) -> list[tuple[str | None, Any]]:
+    """The pieces of text inside elem (not its tail) and its elements, last first."""
+    pieces: list[tuple[str | None, Any]] = []
+    for event, el in etree.iterwalk(elem, events=("start", "end")):
+        if event == "start":
+            pieces.append((None, el))
+            if el.text:
+                pieces.append((el.text, el))
+        elif el is not elem and el.tail:
+            pieces.append((el.tail, el.getparent()))
+    pieces.reverse()
+    return pieces
+
+
+def _texts_before(elem: Any) -> Iterator[tuple[str | None, Any]]:
+    """Like _texts_after, walking backwards from elem."""
+    node = elem
+    while True:
+        parent = node.getparent()
+        if parent is None:
+            return
+        for sibling in node.itersiblings(preceding=True):
+            if sibling.tail:
+                yield sibling.tail, parent
+            yield from _texts_within_reversed(sibling)
+        yield None, parent
+        if parent.text:
+            yield parent.text, parent
+        node = parent
+
+
+def _anchor(pieces: Iterator[tuple[str | None, Any]], skip: Any, backwards: bool) -> str:
     """Comparison key of the first text met walking from an image (either direction)."""
     words: list[str] = []
     length = 0
-    for count, node in enumerate(nodes):
+    for count, (text, holder) in enumerate(pieces):
         if count >= _ANCHOR_SCAN:
             break
-        if not isinstance(node, NavigableString) or isinstance(node, Comment):
+        if not text or holder.tag in _NOT_TEXT:
             continue
-        if skip is not None and any(parent is skip for parent in node.parents):
+        if skip is not None and (holder is skip or any(a is skip for a in holder.iterancestors())):
             continue  # the image's own caption
-        if node.parent is not None and node.parent.name in ("script", "style", "title"):
-            continue
-        key = _norm(str(node))
+        key = _norm(text)
         if not key:
             continue
         words = [key, *words] if backwards else [*words, key]
@@ -324,7 +462,7 @@ def _anchor(nodes: Iterator[Any], skip: Tag | None, backwards: bool) -> str:
     return key[-_ANCHOR_MAX:] if backwards else key[:_ANCHOR_MAX]
 
 
-def _small(img: Tag) -> bool:
+def _small(img: Any) -> bool:
     for attr in ("width", "height"):
         value = img.get(attr)
         if isinstance(value, str) and value.strip().isdigit() and int(value) <= 32:
@@ -335,20 +473,20 @@ def _small(img: Tag) -> bool:
 _IMAGE_FILE = re.compile(r"\.(jpe?g|png|gif|webp|avif|bmp|tiff?)$", re.IGNORECASE)
 
 
-def _teaser_or_aside(img: Tag, base: str) -> bool:
+def _teaser_or_aside(img: Any, base: str) -> bool:
     """Images that illustrate something else: links to other pages (teasers, ads) and
     images in asides, navigation or footers. Links to the image file, to this page or to
     scripts (lightboxes) are fine."""
-    link = img.find_parent("a")
+    link = next(img.iterancestors("a"), None)
     target = _abs(link.get("href"), base) if link is not None else None
     if target is not None:
         path = urlsplit(target).path
         if path != urlsplit(base).path and not _IMAGE_FILE.search(path):
             return True
-    return img.find_parent(["aside", "nav", "footer"]) is not None
+    return next(img.iterancestors("aside", "nav", "footer"), None) is not None
 
 
-def _collect_images(page: _Page, base: str) -> list[_Image]:
+def _collect_images(imgs: list[Any], base: str) -> list[_Image]:
     """Candidate content images in page order, with caption and surrounding text.
 
     trafilatura extracts better text with images off (with images on, image-rich teaser
@@ -357,9 +495,7 @@ def _collect_images(page: _Page, base: str) -> list[_Image]:
     """
     images: list[_Image] = []
     seen: set[str] = set()
-    for img in page.imgs:
-        if img.decomposed:
-            continue
+    for img in imgs:
         src = img.get("src")
         if (
             not isinstance(src, str)
@@ -371,23 +507,26 @@ def _collect_images(page: _Page, base: str) -> list[_Image]:
         if _teaser_or_aside(img, base):
             continue
         seen.add(src)
-        figure = img.find_parent("figure")
-        caption_tag = figure.find("figcaption") if figure is not None else None
-        caption = _squash(caption_tag.get_text(" ")) if isinstance(caption_tag, Tag) else ""
+        figure = next(img.iterancestors("figure"), None)
+        caption_tag = next(figure.iter("figcaption"), None) if figure is not None else None
+        caption = _squash(_text(caption_tag)) if caption_tag is not None else ""
         alt = img.get("alt")
         images.append(
             _Image(
                 src=src,
                 alt=_squash(alt) if isinstance(alt, str) else "",
                 caption=caption,
-                before=_anchor(img.next_elements, figure, backwards=False),
-                after=_anchor(img.previous_elements, figure, backwards=True),
+                before=_anchor(_texts_after(img), figure, backwards=False),
+                after=_anchor(_texts_before(img), figure, backwards=True),
             )
         )
     return images
 
 
-def _apply_rule(soup: BeautifulSoup, rule: SiteRule, url: str) -> list[Tag]:
+# --------------------------------------------------------------------------- site rules
+
+
+def _apply_rule(soup: BeautifulSoup, rule: SiteRule, url: str) -> list[Any]:
     """Remove rule.strip matches; return the rule.body matches (empty list: no body rule)."""
     try:
         for selector in rule.strip:
@@ -400,6 +539,23 @@ def _apply_rule(soup: BeautifulSoup, rule: SiteRule, url: str) -> list[Tag]:
     # Drop matches nested in other matches: their content is already included once.
     chosen = set(map(id, matches))
     return [m for m in matches if not any(id(p) in chosen for p in m.parents)]
+
+
+def _rule_sources(html: str, rule: SiteRule, url: str) -> tuple[str, str | None, str | None]:
+    """(page, trafilatura's input, the rule's body) after beautifulsoup4 applied the rule.
+
+    The page loses what rule.strip names; with body matches, trafilatura reads only them
+    (with the <head>, for the meta tags), else the stripped page.
+    """
+    soup = BeautifulSoup(html, _BS4_PARSER)
+    matches = _apply_rule(soup, rule, url)
+    page = str(soup) if rule.strip else html
+    if not matches:
+        return page, None, None
+    rule_html = "".join(str(node) for node in matches if not node.decomposed)
+    head = soup.find("head")
+    source = f"<html>{head if head is not None else ''}<body><article>{rule_html}</article></body></html>"
+    return page, source, rule_html
 
 
 def validate_rule(rule: SiteRule) -> list[str]:
@@ -419,33 +575,30 @@ def validate_rule(rule: SiteRule) -> list[str]:
 
 @dataclass
 class _Page:
-    """What one walk over the parsed page collects (bs4's find() walks the whole tree per
-    call; a dozen of them cost more than trafilatura itself)."""
+    """What the scan of the parsed page collects."""
 
     meta: dict[str, str] = field(default_factory=dict)  # property/name/itemprop -> content
     canonical: str | None = None
     lang: str | None = None
     json_ld: list[str] = field(default_factory=list)
     times: list[str] = field(default_factory=list)  # datetime of <time> inside <article>/<main>
-    imgs: list[Tag] = field(default_factory=list)
-    noscripts: list[Tag] = field(default_factory=list)
-    comments: list[Comment] = field(default_factory=list)
+    noscripts: list[Any] = field(default_factory=list)
     title: str | None = None
-    h1: list[str] = field(default_factory=list)
+    h1: list[str] = field(default_factory=list)  # the first five
+    h1_count: int = 0
+    json_data: list[Any] | None = None  # json_ld parsed, on first use
 
 
-def _scan(soup: BeautifulSoup) -> _Page:
+_ARTICLE_TIMES = etree.XPath("//article//time[@datetime] | //main//time[@datetime]")
+_DATE_PUBLISHED = etree.XPath("//*[@itemprop='datePublished'][not(self::meta) and not(self::time)]")
+
+
+def _scan(root: Any) -> _Page:
     page = _Page()
-    for node in soup.descendants:
-        if isinstance(node, Comment):
-            page.comments.append(node)
-            continue
-        if not isinstance(node, Tag):
-            continue
-        name = node.name
-        if name == "img":
-            page.imgs.append(node)
-        elif name == "meta":
+    # Tag-filtered iteration runs in C: only the few elements we read reach Python.
+    for node in root.iter("meta", "link", "script", "title", "h1", "noscript"):
+        name = node.tag
+        if name == "meta":
             key = (
                 node.get("property")
                 or node.get("name")
@@ -453,34 +606,32 @@ def _scan(soup: BeautifulSoup) -> _Page:
                 or node.get("http-equiv")
             )
             content = node.get("content")
-            if isinstance(key, str) and isinstance(content, str) and content.strip():
+            if key and content and content.strip():
                 page.meta.setdefault(key.strip().lower(), content.strip())
         elif name == "link":
-            rel = node.get("rel")
-            rels = rel if isinstance(rel, list) else str(rel or "").split()
-            if page.canonical is None and "canonical" in (r.lower() for r in rels):
-                href = node.get("href")
-                page.canonical = href if isinstance(href, str) else None
+            if page.canonical is None and "canonical" in (node.get("rel") or "").lower().split():
+                page.canonical = node.get("href")
         elif name == "noscript":
             page.noscripts.append(node)
         elif name == "script":
-            if str(node.get("type") or "").lower() == "application/ld+json" and node.string:
-                page.json_ld.append(str(node.string))
-        elif name == "time":
-            value = node.get("datetime")
-            if isinstance(value, str) and node.find_parent(["article", "main"]) is not None:
-                page.times.append(value)
-        elif name == "html" and page.lang is None:
-            lang = node.get("lang") or node.get("xml:lang")
-            page.lang = lang if isinstance(lang, str) else None
-        elif name == "title" and page.title is None:
-            page.title = node.get_text(" ", strip=True) or None
-        elif name == "h1" and len(page.h1) < 5:
-            page.h1.append(node.get_text(" ", strip=True))
-        if name not in ("meta", "time") and node.get("itemprop") == "datePublished":
-            value = node.get("content") or node.get("datetime")
-            if isinstance(value, str):
-                page.meta.setdefault("datepublished", value)
+            if (node.get("type") or "").lower() == "application/ld+json" and node.text:
+                page.json_ld.append(node.text)
+        elif name == "title":
+            if page.title is None:
+                page.title = " ".join(s.strip() for s in node.itertext() if s.strip()) or None
+        else:  # h1
+            page.h1_count += 1
+            if len(page.h1) < 5:
+                page.h1.append(" ".join(s.strip() for s in node.itertext() if s.strip()))
+    page.times = [str(t.get("datetime")) for t in _ARTICLE_TIMES(root)]
+    for node in _DATE_PUBLISHED(root):
+        value = node.get("content") or node.get("datetime")
+        if value:
+            page.meta.setdefault("datepublished", value)
+            break
+    html = root if root.tag == "html" else next(root.iter("html"), None)
+    if html is not None:
+        page.lang = html.get("lang") or html.get("xml:lang")
     return page
 
 
@@ -511,11 +662,14 @@ def _parse_datetime(value: object) -> datetime | None:
 
 def _json_ld_values(page: _Page, key: str) -> Iterator[Any]:
     """Every value of ``key`` in the page's JSON-LD blocks (any nesting, @graph included)."""
-    for script in page.json_ld:
-        try:
-            data = json.loads(script)
-        except (ValueError, RecursionError):
-            continue
+    if page.json_data is None:
+        page.json_data = []
+        for script in page.json_ld:
+            try:
+                page.json_data.append(json.loads(script))
+            except (ValueError, RecursionError):
+                continue
+    for data in page.json_data:
         stack = [data]
         while stack:
             node = stack.pop()
@@ -550,6 +704,40 @@ def _published(page: _Page) -> datetime | None:
     return None
 
 
+def _found_date(root: Any, url: str | None) -> datetime | None:
+    """A day for pages without a machine-readable date: htmldate's quick search (URL, meta
+    tags, text patterns; its free-text search is off: dateparser costs up to 0.7 s a page).
+    Runs before extraction, which prunes the tree."""
+    found = htmldate.find_date(
+        root,
+        url=url,
+        original_date=True,
+        extensive_search=False,
+        max_date=datetime.now(UTC).strftime("%Y-%m-%d"),
+    )
+    return _parse_datetime(found)
+
+
+_AUTHOR_META = (
+    "author", "article:author", "og:article:author", "dc.creator", "parsely-author",
+    "sailthru.author", "citation_author", "byl",
+)  # fmt: skip
+
+
+def _author(page: _Page) -> str | None:
+    """The byline from meta tags or JSON-LD (profile URLs and one-word handles skipped)."""
+    candidates: list[object] = [page.meta.get(name) for name in _AUTHOR_META]
+    for value in _json_ld_values(page, "author"):
+        for item in value if isinstance(value, list) else [value]:
+            candidates.append(item.get("name") if isinstance(item, dict) else item)
+    for candidate in candidates:
+        if isinstance(candidate, str):
+            name = _squash(re.sub(r"^(by|von|par|автор:?)\s+", "", candidate, flags=re.I))
+            if name and " " in name and "://" not in name and len(name) <= 120:
+                return name
+    return None
+
+
 def _language(page: _Page) -> str | None:
     for value in (page.lang, _meta(page, "content-language", "og:locale", "language")):
         if isinstance(value, str):
@@ -561,67 +749,74 @@ def _language(page: _Page) -> str | None:
 
 # --------------------------------------------------------------------------- trafilatura
 
-_TRAFILATURA_OPTIONS: dict[str, Any] = {
-    "with_metadata": True,
-    "include_images": False,  # placed back by _place_images
-    "include_links": True,
-    "include_formatting": False,  # on, trafilatura loses body text on some pages
-    "include_tables": True,
-    "include_comments": False,
-    "output_format": "txt",  # only the tree is used; "python" would also render text
-}
 
-_HI = {"#b": "strong", "#i": "em", "#u": "u", "#t": "code", "#sub": "sub", "#sup": "sup"}
-_SIMPLE = {
-    "p": "p", "quote": "blockquote", "code": "pre", "table": "table", "row": "tr", "item": "li",
-    "del": "s", "div": "div", "lb": "br", "figure": "figure",
-}  # fmt: skip
-_VOID = {"br", "img"}
+def _options(fast: bool, recall: bool = False) -> Extractor:
+    return Extractor(
+        fast=fast,
+        recall=recall,
+        links=True,
+        images=False,  # placed back by _place_images
+        formatting=False,  # on, trafilatura loses body text on some pages
+        tables=True,
+        comments=False,
+    )
 
 
-def _html_tag(elem: Any) -> tuple[str | None, str]:
-    """HTML tag and attribute string for one element of trafilatura's XML output."""
-    tag, rend = elem.tag, elem.get("rend") or ""
-    if tag == "head":
-        return (rend if re.fullmatch(r"h[1-6]", rend) else "h3"), ""
-    if tag == "list":
-        return ("ol" if rend == "ol" else "ul"), ""
-    if tag == "hi":
-        return _HI.get(rend, "em"), ""
-    if tag == "cell":
-        return ("th" if elem.get("role") == "head" else "td"), ""
-    if tag == "ref":
-        target = elem.get("target")
-        return "a", f' href="{escape(target)}"' if target else ""
-    if tag == "graphic":
-        src = elem.get("src")
-        return ("img", f' src="{escape(src)}"') if src else (None, "")
-    return _SIMPLE.get(tag), ""
+# Built once: an Extractor reads trafilatura's config file settings when constructed.
+_FAST, _FULL = _options(fast=True), _options(fast=False)
+_RECALL_FAST, _RECALL_FULL = _options(fast=True, recall=True), _options(fast=False, recall=True)
+# trafilatura's own extraction finding less text than this triggers its fallback extractors
+# (readability, jusText). Above it they changed 3 of the 433 corpus pages, for the worse
+# on the sets taken together, at ~40 % of the extraction cost (bench_extract.py).
+_FALLBACK_BELOW = 1000
+_FORUM_POSTING = re.compile(
+    r'"@type"\s*:\s*"DiscussionForumPosting"|"@type"\s*:\s*\[[^\]]*"DiscussionForumPosting"'
+)
 
 
-def _xml_to_html(body: Any) -> str:
-    """trafilatura's XML tree as HTML, without the whitespace that pretty printing adds
-    between inline elements (it would split words such as "NDR-Recherchen")."""
-    parts: list[str] = []
+def _page_share(tree: Any) -> float:
+    """The text length under which an extraction covers too little of the page."""
+    return ESCALATION_PAGE_SHARE * len(html2txt(tree))
 
-    def walk(elem: Any) -> None:
-        name, attrs = _html_tag(elem) if isinstance(elem.tag, str) else (None, "")
-        if name:
-            parts.append(f"<{name}{attrs}>")
-        if elem.text and isinstance(elem.tag, str):
-            parts.append(escape(elem.text, quote=False))
-        for child in elem:
-            walk(child)
-        if name and name not in _VOID:
-            parts.append(f"</{name}>")
-        if elem.tail:
-            parts.append(escape(elem.tail, quote=False))
 
-    if body.text:
-        parts.append(escape(body.text, quote=False))
-    for child in body:
-        walk(child)
-    return "".join(parts)
+def _trafilatura(tree: Any, forum: bool, fast: bool) -> Any | None:
+    """trafilatura's extraction cascade (trafilatura.core.trafilatura_sequence with comments
+    off), with the fallback extractors only where its own extraction found little text.
+
+    Returns trafilatura's output tree (<body> of <p>, <head>, <list>...) or None. The tree
+    is pruned in place. Links are left relative: sanitize_html makes the kept ones absolute
+    (trafilatura would resolve every link of the page, most of them navigation).
+    """
+    tree = prune_unwanted_nodes(tree, RAW_TREE_PRUNE_XPATH)
+    if not forum:  # on forums, comment-like containers hold the posts
+        tree = prune_unwanted_nodes(tree, REMOVE_COMMENTS_AND_LISTS_XPATH)
+    options = _FAST
+    body, text = extract_content(convert_tags(tree_cleaning(copy(tree), options), options), options)
+    full = not fast and len(text) < _FALLBACK_BELOW
+    if full:
+        options = _FULL
+        cleaned = tree_cleaning(copy(tree), options)
+        body, text = compare_extraction(cleaned, copy(tree), body, text, options)
+    # rescue: baseline on the whole page, kept only if it finds more text
+    if len(text) < options.min_extracted_size:
+        b_body, b_text, b_len = baseline(tree)
+        if b_len > len(text):
+            body, text = b_body, b_text
+    # escalation: a short extraction covering little of the page is retried in recall mode
+    if 0 < len(text) < ESCALATION_MAX_LENGTH and len(text) < _page_share(tree):
+        r_options = _RECALL_FULL if full else _RECALL_FAST
+        cleaned = tree_cleaning(copy(tree), r_options)
+        backup = copy(cleaned) if full else None
+        r_body, r_text = extract_content(convert_tags(cleaned, r_options), r_options)
+        if backup is not None:
+            r_body, r_text = compare_extraction(backup, copy(tree), r_body, r_text, r_options)
+        r_long = len(r_text) >= options.min_extracted_size
+        j_body, j_text = justext_rescue(copy(tree), options) if full else (None, "")
+        if len(j_text) > len(r_text) and len(j_text) > ESCALATION_JUSTEXT_RATIO * len(text):
+            body, text = j_body, j_text
+        elif r_long and len(r_text) > ESCALATION_ACCEPT_RATIO * len(text):
+            body, text = r_body, r_text
+    return body if len(text) >= options.min_output_size else None
 
 
 # --------------------------------------------------------------------------- post-processing
@@ -689,47 +884,49 @@ def _is_breadcrumb(text: str, title_key: str) -> bool:
     return bool(_BREADCRUMB_SEP.search(text)) and bool(title_key) and title_key in _norm(text)
 
 
-def _drop_metadata_repeats(body: Tag, titles: list[str]) -> None:
+def _drop_metadata_repeats(body: Any, titles: list[str]) -> None:
     """Remove what repeats the metadata at the top: title heading, date line, breadcrumbs."""
     keys = {k for k in map(_norm, titles) if k}
     title_key = _norm(titles[0]) if titles else ""
-    for heading in body.find_all("h1"):
-        if _norm(heading.get_text(" ")) in keys:
-            heading.decompose()
+    for heading in list(body.iter("h1")):
+        if _norm(_text(heading)) in keys:
+            _remove(heading)
     seen = 0
-    for block in [c for c in body.children if isinstance(c, Tag)]:
-        if block.name in ("figure", "img") or block.find("img") is not None:
+    for block in list(body):
+        if block.tag in ("figure", "img") or next(block.iter("img"), None) is not None:
             continue
-        text = _squash(block.get_text(" "))
+        text = _squash(_text(block))
         if not text:
             continue
         if _norm(text) in keys or _is_date_line(text) or _is_breadcrumb(text, title_key):
-            block.decompose()
+            _remove(block)
             continue
         seen += 1
         if len(text) > 150 or seen >= 4:
             break  # the article proper has begun
-    for img in body.find_all("img"):
+    for img in body.iter("img"):
         alt = img.get("alt")
-        if isinstance(alt, str) and _norm(alt) in keys:
-            del img["alt"]  # the image alt is the title a third time (seen on real outlets)
-    for caption in body.find_all("figcaption"):
-        if _norm(caption.get_text(" ")) in keys:
-            caption.decompose()  # a "caption" that only repeats the title
+        if alt is not None and _norm(alt) in keys:
+            del img.attrib["alt"]  # the image alt is the title a third time (seen on real outlets)
+    for caption in list(body.iter("figcaption")):
+        if _norm(_text(caption)) in keys:
+            _remove(caption)  # a "caption" that only repeats the title
 
 
 _TITLE_SEPARATORS = re.compile(r"\s*(?:[|–—·:»]|\s-)\s*")
 
 
-def _choose_title(page: _Page, extracted: str | None) -> str | None:
+def _choose_title(page: _Page) -> str | None:
     """The headline: the page's <h1> when it agrees with the declared titles (og:title,
-    <title>, trafilatura's), else the declared title without a " | Site name" suffix.
+    JSON-LD headline, a lone <h1>, <title>), else the declared title without a " | Site name" suffix.
 
     On the corpus the <h1> matches the reference headline far more often than og:title or
     <title>, which carry site names and kickers; requiring agreement skips logo <h1>s.
     """
     site = _norm(_meta(page, "og:site_name", "application-name") or "")
-    candidates = (extracted, _meta(page, "og:title", "twitter:title"), page.title)
+    headline = next((h for h in _json_ld_values(page, "headline") if isinstance(h, str)), None)
+    only_h1 = page.h1[0] if page.h1_count == 1 else None  # trafilatura's choice, in this order
+    candidates = (_meta(page, "og:title", "twitter:title"), headline, only_h1, page.title)
     declared = [t for t in candidates if t and _norm(t) and _norm(t) != site]
     reference = " ".join(_norm(t) for t in declared)
     longest = max((len(_norm(t)) for t in declared), default=0)
@@ -750,44 +947,44 @@ def _choose_title(page: _Page, extracted: str | None) -> str | None:
     return title
 
 
-def _figure(soup: BeautifulSoup, image: _Image) -> Tag:
-    attrs = {"src": image.src}
+def _figure(image: _Image) -> Any:
+    img = etree.Element("img", src=image.src)
     if image.alt:
-        attrs["alt"] = image.alt
-    img = soup.new_tag("img", attrs=attrs)
+        img.set("alt", image.alt)
     if not image.caption:
         return img
-    figure = soup.new_tag("figure")
+    figure = etree.Element("figure")
     figure.append(img)
-    figcaption = soup.new_tag("figcaption")
-    figcaption.string = image.caption
-    figure.append(figcaption)
+    etree.SubElement(figure, "figcaption").text = image.caption
     return figure
 
 
-def _place_images(soup: BeautifulSoup, body: Tag, images: list[_Image]) -> list[_Image]:
+def _insert_after(anchor: Any, node: Any) -> None:
+    node.tail, anchor.tail = anchor.tail, None
+    anchor.addnext(node)
+
+
+def _place_images(body: Any, images: list[_Image]) -> list[_Image]:
     """Insert each image next to the extracted block that holds its neighbouring text.
 
     Returns the images placed, in page order.
     """
-    blocks = [
-        (child, _norm(child.get_text(" "))) for child in body.children if isinstance(child, Tag)
-    ]
+    blocks = [(child, _norm(_text(child))) for child in body]
     placed: list[_Image] = []
-    last_after: dict[int, Tag] = {}
+    last_after: dict[int, Any] = {}
     for image in images:
         target = None
         if image.before:
             target = next((b for b, key in blocks if image.before in key), None)
         if target is not None:
-            target.insert_before(_figure(soup, image))
+            target.addprevious(_figure(image))
         elif (
             image.after
             and (target := next((b for b, key in blocks if image.after in key), None)) is not None
         ):
             anchor = last_after.get(id(target), target)
-            node = _figure(soup, image)
-            anchor.insert_after(node)
+            node = _figure(image)
+            _insert_after(anchor, node)
             last_after[id(target)] = node
         else:
             continue
@@ -795,28 +992,109 @@ def _place_images(soup: BeautifulSoup, body: Tag, images: list[_Image]) -> list[
     return placed
 
 
-def _drop_empty(body: Tag) -> None:
-    for block in body.find_all(
-        ["p", "li", "blockquote", "div", "h2", "h3", "h4", "h5", "h6", "a", "strong", "em"]
-    ):
-        if not block.decomposed and not block.get_text(strip=True) and block.find("img") is None:
-            block.decompose()
+_EMPTY_CHECKED = ("p", "li", "blockquote", "div", "h2", "h3", "h4", "h5", "h6", "a", "strong", "em")
 
 
-def _block_text(body: Tag) -> str:
+def _drop_empty(body: Any) -> None:
+    for block in list(body.iter(*_EMPTY_CHECKED)):
+        # a block inside one removed before is detached: removing it again is harmless
+        if not "".join(block.itertext()).strip() and next(block.iter("img"), None) is None:
+            _remove(block)
+
+
+def _block_text(body: Any) -> str:
     """Plain text: blocks as paragraphs separated by a blank line, <br> as a line break."""
-    for br in body.find_all("br"):
-        br.replace_with("\x01")
-    for block in body.find_all(_BLOCKS):
-        block.insert_before("\x02")
-        block.append("\x02")
+    parts: list[str] = []
+    for event, el in etree.iterwalk(body, events=("start", "end")):
+        if event == "start":
+            if el.tag == "br":
+                parts.append("\x01")
+            elif el.tag in _BLOCKS:
+                parts.append("\x02")
+            if el.text:
+                parts.append(el.text)
+        else:
+            if el.tag in _BLOCKS:
+                parts.append("\x02")
+            if el.tail and el is not body:
+                parts.append(el.tail)
     paragraphs = []
-    for chunk in body.get_text().split("\x02"):
+    for chunk in "".join(parts).split("\x02"):
         lines = [_squash(line) for line in chunk.split("\x01")]
         text = "\n".join(line for line in lines if line)
         if text:
             paragraphs.append(text)
     return "\n\n".join(paragraphs)
+
+
+# --------------------------------------------------------------------------- trafilatura's XML
+
+_HI = {"#b": "strong", "#i": "em", "#u": "u", "#t": "code", "#sub": "sub", "#sup": "sup"}
+_SIMPLE = {
+    "p": "p", "quote": "blockquote", "code": "pre", "table": "table", "row": "tr", "item": "li",
+    "del": "s", "div": "div", "lb": "br", "figure": "figure",
+}  # fmt: skip
+_VOID = frozenset({"br", "img"})
+_UNWRAP = "x-unwrap"  # elements with no HTML counterpart: their content is kept
+
+
+def _to_html_tree(body: Any) -> None:
+    """trafilatura's XML vocabulary (head, list, item, hi, ref, cell...) to HTML, in place."""
+    unwrap = False
+    for elem in body.iter(etree.Element):
+        if elem is body:
+            continue
+        tag, rend = elem.tag, elem.get("rend") or ""
+        attrs: dict[str, str] = {}
+        if tag == "head":
+            name: str | None = rend if re.fullmatch(r"h[1-6]", rend) else "h3"
+        elif tag == "list":
+            name = "ol" if rend == "ol" else "ul"
+        elif tag == "hi":
+            name = _HI.get(rend, "em")
+        elif tag == "cell":
+            name = "th" if elem.get("role") == "head" else "td"
+        elif tag == "ref":
+            name = "a"
+            if elem.get("target"):
+                attrs["href"] = elem.get("target")
+        elif tag == "graphic":
+            name = "img" if elem.get("src") else None
+            if name:
+                attrs["src"] = elem.get("src")
+        else:
+            name = _SIMPLE.get(tag)
+        elem.attrib.clear()
+        elem.attrib.update(attrs)
+        if name is None:
+            name, unwrap = _UNWRAP, True
+        elem.tag = name
+    if unwrap:
+        etree.strip_tags(body, _UNWRAP)
+
+
+def _to_html(body: Any) -> str:
+    """The content of an element as HTML (void elements written as <img .../>)."""
+    parts: list[str] = []
+    if body.text:
+        parts.append(escape(body.text, quote=False))
+    for event, el in etree.iterwalk(body, events=("start", "end")):
+        if el is body or not isinstance(el.tag, str):
+            continue
+        if event == "start":
+            attrs = "".join(f' {k}="{escape(v)}"' for k, v in el.attrib.items())
+            if el.tag in _VOID:
+                parts.append(f"<{el.tag}{attrs}/>")
+            else:
+                parts.append(f"<{el.tag}{attrs}>")
+            if el.text:
+                parts.append(escape(el.text, quote=False))
+        else:
+            if el.tag not in _VOID:
+                parts.append(f"</{el.tag}>")
+            if el.tail:
+                parts.append(escape(el.tail, quote=False))
+    return "".join(parts)
 
 
 # --------------------------------------------------------------------------- extraction
@@ -832,8 +1110,8 @@ def extract_article(
 ) -> Article:
     """Main content and metadata of an article page; raises ExtractError(kind, message).
 
-    ``fast`` skips trafilatura's fallback extractors (readability, jusText): on the corpus
-    ~10 % less CPU in all, for ~3 points less recall (bench/bench_extract.py --variants).
+    ``fast`` never runs trafilatura's fallback extractors (readability, jusText), which
+    otherwise run on pages where its own extraction finds little text.
 
     Kinds: ``empty`` (no bytes or only whitespace), ``too_large`` (bytes or tag count over the
     guards), ``no_content`` (no article text found), ``too_deep`` (nesting beyond recursion),
@@ -863,72 +1141,58 @@ def extract_article(
 
 
 def _extract(html: str, url: str, rule: SiteRule | None, fast: bool) -> Article:
-    soup = BeautifulSoup(html, _BS4_PARSER)
-    page = _scan(soup)
-    for comment in page.comments:
-        comment.extract()  # commented-out markup must not come back as content
+    source, rule_html = None, None
+    if rule is not None:
+        html, source, rule_html = _rule_sources(html, rule, url)
+    root = _parse(html)
+    if root is None:
+        raise ExtractError("no_content", f"{url}: no article text found")
+    page = _scan(root)
 
-    published = _published(page)
     language = _language(page)
     canonical = _abs(page.canonical, url) or _abs(_meta(page, "og:url"), url)
     description = _meta(page, "og:description", "description", "twitter:description")
     meta_image = _abs(_meta(page, "og:image", "og:image:url", "twitter:image"), url)
+    published = _published(page) or _found_date(root, canonical or url or None)
+    title = _choose_title(page)
+    author = _author(page)
 
-    rule_body = _apply_rule(soup, rule, url) if rule is not None else []
-    _fix_images(page, url)
-    images = _collect_images(page, url)
-    rule_html = "".join(str(node) for node in rule_body if not node.decomposed)
-    if rule_body:
-        # <head> stays so that trafilatura still reads title, author and date from meta tags.
-        head = soup.find("head")
-        source = f"<html>{head if head is not None else ''}<body><article>{rule_html}</article></body></html>"
-        method = "rule+trafilatura"
-    else:
-        # The page as received: a bs4 round trip collapses whitespace-only strings and
-        # normalises class attributes, which changes trafilatura's choices (for the worse
-        # on the corpus). Image fixes need not reach trafilatura: images are placed after.
-        source = html
-        method = "trafilatura"
+    images = _collect_images(_fix_images(root, page.noscripts, url), url)
+    method = "trafilatura"
+    tree = root
+    if source is not None:
+        tree, method = _parse(source), "rule+trafilatura"
+    forum = any(_FORUM_POSTING.search(script) for script in page.json_ld)
+    try:
+        result = _trafilatura(tree, forum, fast) if tree is not None else None
+    except (TypeError, ValueError):  # what trafilatura.bare_extraction treats as no result
+        result = None
 
-    # No free-text date search (dateparser: up to 0.7 s a page); meta tags have been read.
-    date_params = {
-        "original_date": True,
-        "extensive_search": False,
-        "max_date": datetime.now(UTC).strftime("%Y-%m-%d"),
-    }
-    document: Any = trafilatura.bare_extraction(  # a Document: as_dict is not set
-        source,
-        url=url or None,
-        fast=fast,
-        date_extraction_params=date_params,
-        **_TRAFILATURA_OPTIONS,
-    )
-    found = document is not None and document.body is not None and len(document.body) > 0
-    if not found and not rule_body:
-        raise ExtractError("no_content", f"{url}: no article text found")
-    extracted_title = document.title if found else None
-    title = _choose_title(page, extracted_title)
-    titles = [t for t in (title, extracted_title, _meta(page, "og:title")) if t]
+    titles = [t for t in (title, _meta(page, "og:title")) if t]
+    title_keys = {_norm(t) for t in titles}
     for image in images:
-        if image.caption and _norm(image.caption) in {_norm(t) for t in titles}:
+        if image.caption and _norm(image.caption) in title_keys:
             image.caption = ""  # a "caption" that only repeats the title
-    if found:
-        out = BeautifulSoup(f"<html><body>{_xml_to_html(document.body)}</body></html>", _BS4_PARSER)
-        author, date = document.author, document.date
-        result = out.body
-        placed = _place_images(out, result, images) if result is not None else []
-    else:
+    if result is not None:
+        _to_html_tree(result)
+        placed = _place_images(result, images)
+    elif rule_html is not None:
         # The rule names the body: trust it even where trafilatura finds too little text.
-        out = BeautifulSoup(f"<html><body>{rule_html}</body></html>", _BS4_PARSER)
-        author, date, method = _meta(page, "author", "article:author"), None, "rule"
-        result = out.body
-        placed = [i for i in images if result is not None and result.find("img", src=i.src)]
-    if result is None:
+        result = _parse(f"<html><body>{rule_html}</body></html>")
+        result = result.find("body") if result is not None else None
+        if result is None:
+            raise ExtractError("no_content", f"{url}: no article text found")
+        sources = {
+            img.get("src") for img in _fix_images(result, list(result.iter("noscript")), url)
+        }
+        placed = [image for image in images if image.src in sources]
+        method = "rule"
+    else:
         raise ExtractError("no_content", f"{url}: no article text found")
 
     _drop_metadata_repeats(result, titles)
     _drop_empty(result)
-    content_html = "".join(str(child) for child in result.children).strip()
+    content_html = _to_html(result).strip()
     text = _block_text(result)
     if not text and not placed:
         raise ExtractError("no_content", f"{url}: no article text found")
@@ -938,8 +1202,8 @@ def _extract(html: str, url: str, rule: SiteRule | None, fast: bool) -> Article:
         html=content_html,
         text=text,
         title=_squash(title) if title else None,
-        author=_squash(author) if author else None,
-        published=published or _parse_datetime(date),  # trafilatura's date: a day, no time
+        author=author,
+        published=published,
         image=lead.src if lead else meta_image,
         image_caption=(lead.caption or None) if lead else None,
         language=language,

@@ -10,9 +10,9 @@ Scores, for our pipeline (extract_article -> sanitize_html -> html_to_text) and 
 Speed: pages per second of CPU time (one process, one core) for extract + clean over every
 corpus article page, and the slowest page.
 
-Options: ``--variants`` also scores our pipeline with trafilatura's fast mode, the part of
-our pipeline that needs no beautifulsoup4 (a bound for lxml-only preprocessing), and plain
-trafilatura in fast mode; ``--limit N`` keeps the first N cases of each set (quick runs).
+Options: ``--variants`` also scores our pipeline with trafilatura's fallback extractors
+never run (``fast=True``) and plain trafilatura in fast mode; ``--limit N`` keeps the first
+N cases of each set (quick runs).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -159,21 +158,6 @@ def ours_fast(body: bytes, url: str) -> tuple[str, str]:
     return html_to_text(sanitize_html(article.html, url)), article.title or ""
 
 
-def no_bs4_bound(body: bytes, url: str) -> tuple[str, str]:
-    """Our pipeline without the beautifulsoup4 pass (no image placement, lazy-image fixes,
-    title/date removal, own metadata): what lxml-only preprocessing could approach."""
-    document: Any = trafilatura.bare_extraction(
-        extract_mod.decode_html(body),
-        url=url,
-        date_extraction_params={"extensive_search": False},
-        **extract_mod._TRAFILATURA_OPTIONS,
-    )
-    if document is None:
-        raise ExtractError("no_content", "nothing extracted")
-    html = extract_mod._xml_to_html(document.body)
-    return html_to_text(sanitize_html(html, url)), document.title or ""
-
-
 def plain_fast(body: bytes, url: str) -> tuple[str, str]:
     return trafilatura.extract(body, fast=True) or "", ""
 
@@ -251,7 +235,6 @@ def main() -> int:
     results = {"ours": run("ours", ours, cases), "plain": run("plain trafilatura", plain, cases)}
     if args.variants:
         results["ours fast"] = run("ours, trafilatura fast", ours_fast, cases)
-        results["no-bs4 bound"] = run("trafilatura part of ours", no_bs4_bound, cases)
         results["plain fast"] = run("plain trafilatura fast", plain_fast, cases)
     print(table(results))
     return 0
