@@ -774,22 +774,61 @@ _FORUM_POSTING = re.compile(
 )
 
 
-def _page_share(tree: Any) -> float:
-    """The text length under which an extraction covers too little of the page."""
-    return ESCALATION_PAGE_SHARE * len(html2txt(tree))
+# An upper bound of html2txt's length, computed by libxml2: the body's text with whitespace
+# collapsed (XPath collapses less than str.split), less the non-space characters of scripts
+# and styles (html2txt drops them), plus the two spaces html2txt may add per block element.
+_NORMALIZED_LENGTH = etree.XPath("string-length(normalize-space(.))")
+_BLOCK_TAGS = (
+    "address article aside blockquote br dd div dl dt figcaption figure footer form h1 h2 h3 "
+    "h4 h5 h6 header hr li main nav ol p pre section summary table td th tr ul"
+).split()  # trafilatura.baseline's block elements
 
 
-def _trafilatura(tree: Any, forum: bool, fast: bool) -> Any | None:
+def _page_text_bound(body: Any) -> float:
+    code = 0
+    for element in body.iter("script", "style"):
+        text = element.text or ""
+        code += len(text) - sum(text.count(c) for c in " \n\t\r")
+    blocks = sum(1 for _ in body.iter(_BLOCK_TAGS))
+    return float(_NORMALIZED_LENGTH(body)) - code + 2 * blocks
+
+
+def _covers_little(length: int, tree: Any) -> bool:
+    """trafilatura's test for an extraction covering too little of the page's text.
+
+    Its measure (html2txt: a cleaned copy of the page as text, ~3 ms) is only taken when a
+    cheap upper bound of it, computed by libxml2, does not already settle the question.
+    """
+    body = tree.find(".//body")
+    if body is None:
+        body = tree
+    if length >= ESCALATION_PAGE_SHARE * _page_text_bound(body):
+        return False
+    return length < ESCALATION_PAGE_SHARE * len(html2txt(tree))
+
+
+# Words that the id or class of every element these XPaths remove contains: on a page whose
+# markup has none of them the XPaths (regular expressions called from libxml2, ~1 ms each on
+# the whole page) cannot match.
+_RAW_PRUNE_WORDS = ("mvp-post-add-", "infinite", "elementor-share-buttons")
+_COMMENTS_WORDS = ("omment", "comol", "disqus_thread")
+
+
+def _prune(tree: Any, markup: str, words: tuple[str, ...], xpaths: list[Any]) -> Any:
+    return prune_unwanted_nodes(tree, xpaths) if any(w in markup for w in words) else tree
+
+
+def _trafilatura(tree: Any, markup: str, forum: bool, fast: bool) -> Any | None:
     """trafilatura's extraction cascade (trafilatura.core.trafilatura_sequence with comments
     off), with the fallback extractors only where its own extraction found little text.
 
-    Returns trafilatura's output tree (<body> of <p>, <head>, <list>...) or None. The tree
-    is pruned in place. Links are left relative: sanitize_html makes the kept ones absolute
+    ``markup`` is the HTML the tree was parsed from. Returns trafilatura's output tree
+    (<body> of <p>, <head>, <list>...) or None. The tree is pruned in place. Links are left relative: sanitize_html makes the kept ones absolute
     (trafilatura would resolve every link of the page, most of them navigation).
     """
-    tree = prune_unwanted_nodes(tree, RAW_TREE_PRUNE_XPATH)
+    tree = _prune(tree, markup, _RAW_PRUNE_WORDS, RAW_TREE_PRUNE_XPATH)
     if not forum:  # on forums, comment-like containers hold the posts
-        tree = prune_unwanted_nodes(tree, REMOVE_COMMENTS_AND_LISTS_XPATH)
+        tree = _prune(tree, markup, _COMMENTS_WORDS, REMOVE_COMMENTS_AND_LISTS_XPATH)
     options = _FAST
     body, text = extract_content(convert_tags(tree_cleaning(copy(tree), options), options), options)
     full = not fast and len(text) < _FALLBACK_BELOW
@@ -803,7 +842,7 @@ def _trafilatura(tree: Any, forum: bool, fast: bool) -> Any | None:
         if b_len > len(text):
             body, text = b_body, b_text
     # escalation: a short extraction covering little of the page is retried in recall mode
-    if 0 < len(text) < ESCALATION_MAX_LENGTH and len(text) < _page_share(tree):
+    if 0 < len(text) < ESCALATION_MAX_LENGTH and _covers_little(len(text), tree):
         r_options = _RECALL_FULL if full else _RECALL_FAST
         cleaned = tree_cleaning(copy(tree), r_options)
         backup = copy(cleaned) if full else None
@@ -1164,7 +1203,7 @@ def _extract(html: str, url: str, rule: SiteRule | None, fast: bool) -> Article:
         tree, method = _parse(source), "rule+trafilatura"
     forum = any(_FORUM_POSTING.search(script) for script in page.json_ld)
     try:
-        result = _trafilatura(tree, forum, fast) if tree is not None else None
+        result = _trafilatura(tree, source or html, forum, fast) if tree is not None else None
     except (TypeError, ValueError):  # what trafilatura.bare_extraction treats as no result
         result = None
 
