@@ -295,6 +295,12 @@ class Pipeline:
             self.last_progress = time.monotonic()
             if on_done:
                 on_done(outcome)
+        if any(o.new for o in outcomes):
+            # The band keys of this cycle's new entries go to the on-disk index in one batch.
+            try:
+                self.writer.call(lambda st: st.flush_bands() if st.pending_bands else 0)
+            except Exception as exc:  # the keys are on the entries; a later flush takes them
+                log.warning("could not write the band index: %s", exc)
         if states:
             # Lateness: how long after its due time each fetch actually started.
             self.max_lateness = max(self._lateness, default=0.0)
@@ -357,7 +363,9 @@ class Pipeline:
         s = self.config.settings
         url = clean.absolute_url(pe.url, base) if pe.url else None
         raw_html = pe.content_html or pe.summary_html or ""
-        feed_html = clean.sanitize_html(raw_html, url or base)
+        # Relative URLs in feed content are relative to the feed document (as feedparser
+        # resolves them), not to the entry's page.
+        feed_html = clean.sanitize_html(raw_html, base)
         text = clean.clean_text(clean.html_to_text(feed_html))
         title = clean.clean_line(pe.title) or clean.clean_line(clean.summarize(text, 80))
         title = title or "(untitled)"
@@ -529,8 +537,13 @@ class Pipeline:
         for attempt in (1, 2):
             pool = self._extractor()
             try:
-                return pool.submit(_extract_job, body, url, charset, rule).result(
-                    timeout=EXTRACT_TIMEOUT)
+                future = pool.submit(_extract_job, body, url, charset, rule)
+            except RuntimeError:  # shut down by another thread since _extractor returned it
+                if attempt == 2:
+                    raise
+                continue
+            try:
+                return future.result(timeout=EXTRACT_TIMEOUT)
             except FutureTimeout:
                 self._reset_extractor(pool)
                 raise

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import struct
 import threading
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -243,7 +244,35 @@ LEFT JOIN entries r ON r.id = s.representative_id
 GROUP BY s.id;
 """,
     ),
+    (
+        "band keys kept on the entry, band index filled in batches",
+        """
+ALTER TABLE entries ADD COLUMN bands BLOB;
+CREATE TABLE store_state (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+INSERT INTO store_state(name, value)
+    SELECT 'bands_indexed_upto', COALESCE(MAX(id), 0) FROM entries;
+""",
+    ),
 ]
+
+# Band rows waiting in memory before they are written to entry_bands in one sorted batch.
+# Written per entry, 32 random keys each dirty 32 random B-tree pages, and every feed's
+# commit rewrites them all: most of a cold cycle's cost. 40k rows is ~6 MB of dict.
+BAND_FLUSH_ROWS = 40_000
+
+
+def pack_bands(keys: Sequence[int]) -> bytes | None:
+    """Band keys as stored in entries.bands: signed 64-bit little-endian integers."""
+    return struct.pack(f"<{len(keys)}q", *keys) if keys else None
+
+
+def unpack_bands(blob: bytes | None) -> list[int]:
+    if not blob:
+        return []
+    return [k for (k,) in struct.iter_unpack("<q", blob)]
 
 
 # --------------------------------------------------------------------------- values
@@ -355,6 +384,14 @@ class Store:
         self.conn = conn
         self.db = sqlite_utils.Database(conn)
         self._lock = threading.RLock()
+        # Band keys of entries inserted since the last flush_bands (key -> entry ids), seen
+        # by candidate lookups alongside entry_bands; _staged: the open transaction's.
+        # One id per key in _pending; the rare further ids of a shared key in _pending_more.
+        self._pending: dict[int, int] = {}
+        self._pending_more: dict[int, list[int]] = {}
+        self._pending_of: dict[int, tuple[int, ...]] = {}
+        self._staged: list[int] = []
+        self._bands_ready = False
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
             if not readonly:
@@ -364,6 +401,9 @@ class Store:
                 # Keep the WAL bounded even when readers pin old snapshots for a while.
                 conn.execute("PRAGMA wal_autocheckpoint = 1000")
                 conn.execute("PRAGMA journal_size_limit = 67108864")
+                # 16 MB of page cache (default 2 MB): index probes (entry_bands, url_norm,
+                # text_hash) of a large store stay in memory instead of costing a read each.
+                conn.execute("PRAGMA cache_size = -16384")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot configure database {self.path}: {exc}") from exc
 
@@ -373,6 +413,11 @@ class Store:
         """Close; a writer first folds the WAL back and truncates it, unless a reader still
         holds a snapshot (then it returns at once: never wait on readers)."""
         if not self.readonly:
+            if self._pending_of:
+                try:
+                    self.flush_bands()
+                except (sqlite3.Error, StoreError):
+                    pass  # the keys are on the entries: the next writer indexes them
             try:
                 self.conn.execute("PRAGMA busy_timeout = 0")
                 self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -417,9 +462,13 @@ class Store:
                 yield self.conn
             except BaseException:
                 self.conn.execute("ROLLBACK")
+                for entry_id in self._staged:  # their rows are gone: so are their keys
+                    self._unstage(entry_id)
                 raise
             else:
                 self.conn.execute("COMMIT")
+            finally:
+                self._staged.clear()
 
     def checkpoint(self) -> None:
         """Fold the WAL back into the database (PASSIVE: never waits for readers)."""
@@ -532,6 +581,8 @@ class Store:
                     _json(list(warnings)), feed_id,
                 ),
             )
+        if len(self._pending) >= BAND_FLUSH_ROWS:
+            self.flush_bands()
         return stored
 
     def record_failure(
@@ -630,9 +681,9 @@ class Store:
             "INSERT INTO entries(feed_id, key, guid, url, url_norm, title, author, feed_html,"
             " content_html, text, summary, word_count, language, categories, enclosures, image,"
             " published, published_raw, date_note, updated, first_seen, last_seen,"
-            " content_hash, extract_status, text_hash, signature, story_id, match_reason,"
-            " match_score)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " content_hash, extract_status, text_hash, signature, bands, story_id,"
+            " match_reason, match_score)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 # feed_html stays NULL while content_html *is* the feed's content: the HTML
                 # is stored once (record_article keeps it aside when an article replaces it).
@@ -641,15 +692,13 @@ class Store:
                 e.content_html, e.text, e.summary, e.word_count, e.language,
                 _json(list(e.categories)), _enclosures_json(e.enclosures), e.image, published,
                 e.published_raw, e.date_note, ts(now), ts(now), ts(now), e.content_hash,
-                e.extract_status, e.text_hash, e.signature, story_id, reason, score,
+                e.extract_status, e.text_hash, e.signature, pack_bands(e.band_keys), story_id,
+                reason, score,
             ),
         )
         entry_id = int(cur.lastrowid or 0)
         if e.band_keys:
-            c.executemany(
-                "INSERT OR IGNORE INTO entry_bands(band_key, entry_id) VALUES (?, ?)",
-                [(k, entry_id) for k in e.band_keys],
-            )
+            self._stage(entry_id, e.band_keys)
         if reason == "first":
             c.execute("UPDATE stories SET representative_id = ? WHERE id = ?",
                       (entry_id, story_id))
@@ -657,14 +706,107 @@ class Store:
             self._refresh_story(c, story_id, now)
         return StoredEntry(entry_id, feed_id, e.key, is_new=True, changed=True)
 
-    @staticmethod
-    def _set_bands(c: sqlite3.Connection, entry_id: int, keys: Sequence[int]) -> None:
+    def _set_bands(self, c: sqlite3.Connection, entry_id: int, keys: Sequence[int]) -> None:
+        """Replace an entry's band keys. Rare (an edit, an article replacing a teaser), so
+        written through to entry_bands at once, unless the entry is still waiting in memory."""
+        c.execute("UPDATE entries SET bands = ? WHERE id = ?", (pack_bands(keys), entry_id))
         c.execute("DELETE FROM entry_bands WHERE entry_id = ?", (entry_id,))
-        if keys:
+        if entry_id in self._pending_of:
+            self._unstage(entry_id)
+            if keys:
+                self._stage(entry_id, keys)
+        elif keys:
             c.executemany(
                 "INSERT OR IGNORE INTO entry_bands(band_key, entry_id) VALUES (?, ?)",
                 [(k, entry_id) for k in keys],
             )
+
+    # ----------------------------------------------------------------------- band index
+
+    def _stage(self, entry_id: int, keys: Sequence[int]) -> None:
+        keys = tuple(keys)
+        self._pending_of[entry_id] = keys
+        pending = self._pending
+        if pending.keys().isdisjoint(keys):  # the usual case, at C speed
+            pending.update(dict.fromkeys(keys, entry_id))
+        else:  # a key already taken: most likely a near-duplicate of a pending entry
+            for k in keys:
+                if k in pending:
+                    self._pending_more.setdefault(k, []).append(entry_id)
+                else:
+                    pending[k] = entry_id
+        self._staged.append(entry_id)
+
+    def _unstage(self, entry_id: int) -> None:
+        """Rare (a rollback, new keys for a pending entry): the slow path is fine."""
+        for k in self._pending_of.pop(entry_id, ()):
+            more = self._pending_more.get(k)
+            if self._pending.get(k) == entry_id:
+                if more:
+                    self._pending[k] = more.pop(0)
+                else:
+                    del self._pending[k]
+            elif more and entry_id in more:
+                more.remove(entry_id)
+            if more is not None and not more:
+                del self._pending_more[k]
+
+    def _pending_ids(self, keys: Sequence[int]) -> set[int]:
+        ids: set[int] = set()
+        for k in self._pending.keys() & set(keys):
+            ids.add(self._pending[k])
+            ids.update(self._pending_more.get(k, ()))
+        return ids
+
+    def _ensure_bands(self, c: sqlite3.Connection) -> None:
+        """Once per connection: index what an earlier process left unflushed (a crash, a
+        kill -9). Runs inside the caller's transaction."""
+        if not self._bands_ready:
+            self._flush_bands(c)
+            self._bands_ready = True
+
+    @property
+    def pending_bands(self) -> int:
+        """Entries whose band keys wait in memory for flush_bands."""
+        return len(self._pending_of)
+
+    def flush_bands(self) -> int:
+        """Write the band keys of entries not yet in entry_bands, in key order (each B-tree
+        page is touched once per batch); returns the rows written."""
+        with self.transaction() as c:
+            written = self._flush_bands(c)
+        self._bands_ready = True
+        self._pending.clear()  # all on disk now
+        self._pending_more.clear()
+        self._pending_of.clear()
+        return written
+
+    def _flush_bands(self, c: sqlite3.Connection) -> int:
+        row = c.execute(
+            "SELECT value FROM store_state WHERE name = 'bands_indexed_upto'").fetchone()
+        upto = int(row[0]) if row else 0
+        top = int(c.execute("SELECT COALESCE(MAX(id), 0) FROM entries").fetchone()[0])
+        # This writer's entries come from memory; others' (another process, or a crash
+        # before the last flush) from entries.bands.
+        pairs = list(self._pending.items())
+        pairs += [(k, i) for k, more in self._pending_more.items() for i in more]
+        missing = [
+            i for (i,) in c.execute(
+                "SELECT id FROM entries WHERE id > ? AND bands IS NOT NULL", (upto,))
+            if i not in self._pending_of
+        ]
+        for lo in range(0, len(missing), 500):
+            chunk = missing[lo : lo + 500]
+            marks = ",".join("?" * len(chunk))
+            for entry_id, blob in c.execute(
+                    f"SELECT id, bands FROM entries WHERE id IN ({marks})", chunk):
+                pairs += [(k, entry_id) for k in unpack_bands(blob)]
+        pairs.sort()
+        c.executemany("INSERT OR IGNORE INTO entry_bands(band_key, entry_id) VALUES (?, ?)",
+                      pairs)
+        c.execute("INSERT OR REPLACE INTO store_state(name, value)"
+                  " VALUES ('bands_indexed_upto', ?)", (max(upto, top),))
+        return len(pairs)
 
     def _candidates(
         self,
@@ -697,6 +839,8 @@ class Store:
                 )
             )
         if band_keys:
+            self._ensure_bands(c)
+            ids |= self._pending_ids(band_keys)
             marks = ",".join("?" * len(band_keys))
             ids.update(
                 r[0]
@@ -789,7 +933,7 @@ class Store:
             ).fetchone()
             if row is None or row["members"] > 1:
                 return
-            keys = [r[0] for r in c.execute(
+            keys = unpack_bands(row["bands"]) or [r[0] for r in c.execute(
                 "SELECT band_key FROM entry_bands WHERE entry_id = ?", (entry_id,))]
             published = parse_ts(row["published"]) or now
             candidates = self._candidates(

@@ -433,6 +433,24 @@ def test_summary_and_longest_content_are_raw_html() -> None:
     assert "https://news.example.org/i.png" in (e.content_html or "")
 
 
+def test_relative_urls_in_content_resolved_against_the_feed_url() -> None:
+    e = one(
+        '<content:encoded xmlns:content="http://purl.org/rss/1.0/modules/content/"><![CDATA['
+        "<p><a href='../a/b?x=1&amp;y=2'>one</a> <img alt='src=no' src=img/p.png>"
+        ' <a href="https://other.example/z">abs</a> <a href="#top">frag</a>'
+        ' <a href="mailto:ed@example.org">mail</a> <A HREF="/up">caps</A>'
+        ' <span data-href="/not-a-link">x</span></p>]]></content:encoded>'
+    )
+    html = e.content_html or ""
+    assert 'href="https://news.example.org/a/b?x=1&amp;y=2"' in html
+    assert 'src="https://news.example.org/rss/img/p.png"' in html
+    assert "alt='src=no'" in html
+    assert '"https://other.example/z"' in html and '"#top"' in html
+    assert '"mailto:ed@example.org"' in html
+    assert 'HREF="https://news.example.org/up"' in html
+    assert 'data-href="/not-a-link"' in html
+
+
 def test_links_resolved_and_unsafe_schemes_dropped() -> None:
     body = rss(
         item("<title>a</title><link>../story?id=1</link>")

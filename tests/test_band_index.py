@@ -1,0 +1,166 @@
+"""The LSH band index: new entries' keys wait in memory and reach entry_bands in sorted
+batches; lookups see both, a crash loses nothing, a rollback leaves no phantom keys."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aggregator import dedup
+from aggregator.models import FeedConfig, StoryMatch
+from aggregator.store import NewEntry, Store, unpack_bands
+
+NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+STORY = (
+    "Armenia and Azerbaijan agreed on Tuesday to resume talks on the delimitation of their "
+    "shared border, the foreign ministries of both countries said in a joint statement issued "
+    "after a meeting of the commissions in the border town of Ijevan. The statement said the "
+    "commissions would meet again next month to discuss the northern section of the border, "
+    "where villages on both sides depend on the same roads and water supplies. Officials said "
+    "experts would use Soviet-era maps from the nineteen seventies as the basis for the work."
+)
+
+
+def entry(key: str, text: str, url: str, title: str = "Border talks resume") -> NewEntry:
+    text_hash, sig, bands = dedup.features(title, text)
+    return NewEntry(
+        key=key, guid=key, url=url, url_norm=dedup.normalize_url(url), title=title,
+        author=None, feed_html=f"<p>{text}</p>", content_html=f"<p>{text}</p>", text=text,
+        summary=text[:100], word_count=len(text.split()), language="en", categories=(),
+        enclosures=(), image=None, published=NOW, published_raw=None, date_note=None,
+        content_hash=key, extract_status="skipped", text_hash=text_hash, signature=sig,
+        band_keys=tuple(bands),
+    )
+
+
+def matcher(e: Any, candidates: Sequence[Any]) -> StoryMatch | None:
+    return dedup.decide(
+        url_norm=e.url_norm, canonical_norm=None, text_hash=e.text_hash,
+        signature=e.signature, title=e.title, word_count=e.word_count,
+        candidates=candidates, threshold=0.7,
+    )
+
+
+def variant(n: int) -> str:
+    """The story with one sentence changed: another text hash, a near-identical signature."""
+    return STORY + f" A spokesman for outlet {n} added that the talks were useful."
+
+
+def open_store(path: Path, feeds: int = 4) -> tuple[Store, dict[str, int]]:
+    st = Store(path)
+    st.migrate()
+    st.sync_feeds([FeedConfig(name=f"f{n}", url=f"https://f{n}.example/rss") for n in
+                   range(feeds)], NOW)
+    ids = {r["name"]: r["id"] for r in st.conn.execute("SELECT id, name FROM feeds")}
+    return st, ids
+
+
+def store(st: Store, feed_id: int, *entries: NewEntry) -> None:
+    st.record_success(
+        feed_id, now=NOW, status=200, next_poll=NOW, interval=900.0, etag=None,
+        last_modified=None, body_hash=None, permanent_url=None, entries=entries,
+        matcher=matcher, window_days=7,
+    )
+
+
+def story_of(st: Store, key: str) -> tuple[int, str]:
+    row = st.conn.execute("SELECT story_id, match_reason FROM entries WHERE key = ?",
+                          (key,)).fetchone()
+    return row[0], row[1]
+
+
+def band_rows(path: Path) -> int:
+    with sqlite3.connect(path) as c:
+        return int(c.execute("SELECT COUNT(*) FROM entry_bands").fetchone()[0])
+
+
+def test_near_duplicate_found_while_pending_and_after_flush(tmp_path: Path) -> None:
+    db = tmp_path / "a.db"
+    st, ids = open_store(db)
+    store(st, ids["f0"], entry("a", variant(0), "https://a.example/1"))
+    assert st.pending_bands == 1 and band_rows(db) == 0  # in memory only
+    store(st, ids["f1"], entry("b", variant(1), "https://b.example/1"))
+    assert story_of(st, "b") == (story_of(st, "a")[0], "near")
+
+    assert st.flush_bands() == 2 * dedup.BANDS
+    assert st.pending_bands == 0 and band_rows(db) == 2 * dedup.BANDS
+    blob = st.conn.execute("SELECT bands FROM entries WHERE key = 'a'").fetchone()[0]
+    rows = {k for (k,) in st.conn.execute(
+        "SELECT band_key FROM entry_bands WHERE entry_id = (SELECT id FROM entries"
+        " WHERE key = 'a')")}
+    assert rows == set(unpack_bands(blob))
+    # Now found through entry_bands alone.
+    store(st, ids["f2"], entry("c", variant(2), "https://c.example/1"))
+    assert story_of(st, "c") == (story_of(st, "a")[0], "near")
+    st.close()
+
+
+def test_unrelated_story_is_not_matched(tmp_path: Path) -> None:
+    st, ids = open_store(tmp_path / "a.db")
+    store(st, ids["f0"], entry("a", variant(0), "https://a.example/1"))
+    other = ("Georgia's parliament on Tuesday adopted amendments to the electoral code that "
+             "change the threshold for parties entering the legislature, after a debate that "
+             "lasted late into the night, while opposition deputies walked out before the vote.")
+    store(st, ids["f1"], entry("b", other, "https://b.example/1", title="Electoral code"))
+    assert story_of(st, "b")[0] != story_of(st, "a")[0]
+    st.close()
+
+
+def test_keys_left_unflushed_by_a_crash_are_indexed_by_the_next_writer(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "a.db"
+    st, ids = open_store(db)
+    store(st, ids["f0"], entry("a", variant(0), "https://a.example/1"))
+    st.conn.close()  # killed: no flush, no close()
+    assert band_rows(db) == 0
+
+    st2 = Store(db)
+    st2.migrate()
+    store(st2, ids["f1"], entry("b", variant(1), "https://b.example/1"))
+    assert story_of(st2, "b") == (story_of(st2, "a")[0], "near")
+    assert band_rows(db) == dedup.BANDS  # a's keys, written by the recovery pass
+    st2.close()  # close() flushes b's
+    assert band_rows(db) == 2 * dedup.BANDS
+
+
+def test_rolled_back_feed_leaves_no_phantom_keys(tmp_path: Path) -> None:
+    db = tmp_path / "a.db"
+    st, ids = open_store(db)
+    bad = entry("bad", "x", "https://a.example/2")
+    bad = NewEntry(**{**bad.__dict__, "title": None})  # type: ignore[arg-type]  # NOT NULL
+    with pytest.raises(sqlite3.IntegrityError):
+        store(st, ids["f0"], entry("a", variant(0), "https://a.example/1"), bad)
+    assert st.pending_bands == 0
+    assert st.conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0] == 0
+    # The same story later starts its own story instead of joining a ghost.
+    store(st, ids["f1"], entry("b", variant(1), "https://b.example/1"))
+    assert story_of(st, "b")[1] == "first"
+    st.close()
+    assert band_rows(db) == dedup.BANDS
+
+
+def test_edited_pending_entry_replaces_its_keys(tmp_path: Path) -> None:
+    db = tmp_path / "a.db"
+    st, ids = open_store(db)
+    store(st, ids["f0"], entry("a", variant(0), "https://a.example/1"))
+    other = ("Georgia's parliament on Tuesday adopted amendments to the electoral code that "
+             "change the threshold for parties entering the legislature, after a debate that "
+             "lasted late into the night, while opposition deputies walked out before the vote.")
+    edited = entry("a", other, "https://a.example/1", title="Electoral code")
+    store(st, ids["f0"], NewEntry(**{**edited.__dict__, "content_hash": "a2"}))
+    assert st.pending_bands == 1
+    # The old text's keys are gone: a copy of the old story does not join entry a.
+    store(st, ids["f1"], entry("b", variant(1), "https://b.example/1"))
+    assert story_of(st, "b")[1] == "first"
+    st.flush_bands()
+    a_id = st.conn.execute("SELECT id FROM entries WHERE key = 'a'").fetchone()[0]
+    keys = {k for (k,) in st.conn.execute(
+        "SELECT band_key FROM entry_bands WHERE entry_id = ?", (a_id,))}
+    assert keys == set(edited.band_keys)
+    st.close()
