@@ -312,6 +312,9 @@ def _abs(url: object, base: str) -> str | None:
         return None
     url = re.sub(r"[\t\n\r]", "", url).strip()
     try:
+        if url.startswith(("https://", "http://")):
+            urlsplit(url)  # raises on a malformed host
+            return url  # already absolute (most images): urljoin would cost 4x more
         joined = urljoin(base, url) if base else url
         return joined if urlsplit(joined).scheme in ("http", "https") else None
     except ValueError:
@@ -477,13 +480,14 @@ def _teaser_or_aside(img: Any, base: str) -> bool:
     """Images that illustrate something else: links to other pages (teasers, ads) and
     images in asides, navigation or footers. Links to the image file, to this page or to
     scripts (lightboxes) are fine."""
+    if next(img.iterancestors("aside", "nav", "footer"), None) is not None:
+        return True
     link = next(img.iterancestors("a"), None)
     target = _abs(link.get("href"), base) if link is not None else None
     if target is not None:
         path = urlsplit(target).path
-        if path != urlsplit(base).path and not _IMAGE_FILE.search(path):
-            return True
-    return next(img.iterancestors("aside", "nav", "footer"), None) is not None
+        return path != urlsplit(base).path and not _IMAGE_FILE.search(path)
+    return False
 
 
 def _collect_images(imgs: list[Any], base: str) -> list[_Image]:
@@ -774,10 +778,12 @@ _FORUM_POSTING = re.compile(
 )
 
 
-# An upper bound of html2txt's length, computed by libxml2: the body's text with whitespace
-# collapsed (XPath collapses less than str.split), less the non-space characters of scripts
-# and styles (html2txt drops them), plus the two spaces html2txt may add per block element.
+# An upper bound of html2txt's length, computed mostly by libxml2: the body's text with
+# whitespace collapsed (XPath collapses less than str.split), less the collapsed text of
+# elements html2txt drops (removing a run of text shortens the collapsed whole by at least
+# the run's own collapsed length), plus the two spaces html2txt may add per block element.
 _NORMALIZED_LENGTH = etree.XPath("string-length(normalize-space(.))")
+_DROPPED_TAGS = ("script", "style", "template", "svg", "aside", "footer")
 _BLOCK_TAGS = (
     "address article aside blockquote br dd div dl dt figcaption figure footer form h1 h2 h3 "
     "h4 h5 h6 header hr li main nav ol p pre section summary table td th tr ul"
@@ -785,12 +791,12 @@ _BLOCK_TAGS = (
 
 
 def _page_text_bound(body: Any) -> float:
-    code = 0
-    for element in body.iter("script", "style"):
-        text = element.text or ""
-        code += len(text) - sum(text.count(c) for c in " \n\t\r")
+    dropped = 0.0
+    for element in body.iter(_DROPPED_TAGS):
+        if next(element.iterancestors(_DROPPED_TAGS), None) is None:  # outermost only
+            dropped += _NORMALIZED_LENGTH(element)
     blocks = sum(1 for _ in body.iter(_BLOCK_TAGS))
-    return float(_NORMALIZED_LENGTH(body)) - code + 2 * blocks
+    return float(_NORMALIZED_LENGTH(body)) - dropped + 2 * blocks
 
 
 def _covers_little(length: int, tree: Any) -> bool:
