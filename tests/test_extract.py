@@ -11,7 +11,9 @@ from pathlib import Path
 
 import lxml.html
 import pytest
+from trafilatura import html2txt
 
+from aggregator import extract as extract_mod
 from aggregator.clean import html_to_text, sanitize_html
 from aggregator.errors import ExtractError
 from aggregator.extract import decode_html, discover_feeds, extract_article, validate_rule
@@ -497,3 +499,62 @@ def test_discover_feeds() -> None:
         ("https://news.example.am/hy/feed.json", None),
     ]
     assert discover_feeds("<html><body><p>no feeds</p></body></html>", "https://x.example/") == []
+
+
+# --------------------------------------------------------------------------- trafilatura cascade
+
+
+def _fulltext_case(corpus: Path, name: str) -> tuple[bytes, str]:
+    folder = corpus / "articles/newspaper4k-fulltext" / name
+    return (folder / "source.html").read_bytes(), (folder / "expected.txt").read_text()
+
+
+def test_fallback_extractors_run_only_for_short_extractions(
+    corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    real = extract_mod.compare_extraction
+
+    def counting(*args: object) -> object:
+        calls.append(len(str(args[3])))
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(extract_mod, "compare_extraction", counting)
+    # A long article: trafilatura's own extraction is enough, readability/jusText never run.
+    raw, expected = _traf_case(corpus, "tagesschau.de.rheinmetall")
+    assert len(extract_article(raw, str(expected["url"])).text) > 2000
+    assert calls == []
+    # Its own extraction finds a teaser only (~140 characters); the fallback finds the article.
+    raw, text = _fulltext_case(corpus, "bhg.com1")
+    article = extract_article(raw, "https://www.bhg.com/")
+    assert len(calls) == 1 and len(article.text) > 5000
+    assert text.split("\n")[0].strip()[:60] in " ".join(article.text.split())
+    # fast=True never runs them.
+    assert len(extract_article(raw, "https://www.bhg.com/", fast=True).text) < 1000
+    assert len(calls) == 1
+
+
+def test_page_text_bound_never_below_trafilatura_measure(corpus: Path) -> None:
+    """The cheap bound decides the escalation only when it is a true upper bound."""
+    pages = sorted((corpus / "articles").glob("*/*/source.html"))[::7]
+    assert len(pages) > 40
+    for page in pages:
+        root = extract_mod._parse(decode_html(page.read_bytes()))
+        if root is None:
+            continue
+        body = root.find(".//body")
+        body = root if body is None else body
+        assert extract_mod._page_text_bound(body) >= len(html2txt(root)), page
+
+
+def test_comment_sections_pruned() -> None:
+    comments = "".join(
+        f"<div class='comment-body'><p>Reader {i} wrote a long comment disagreeing with the "
+        f"ministry's figures and asking for the full data to be published.</p></div>"
+        for i in range(6)
+    )
+    page = f"""<html><head><title>T</title></head><body><article><h1>Budget passed after a long debate</h1>
+    {"".join(para(i) for i in range(4))}</article><section id="comments">{comments}</section>
+    </body></html>"""
+    article = extract_article(page, "https://news.example.am/a")
+    assert "Talks paragraph 3" in article.text and "Reader" not in article.text
