@@ -185,8 +185,9 @@ def _shingle_hashes(stream: list[str]) -> np.ndarray:
     n = len(stream) - SHINGLE + 1
     if n <= 0:
         return np.empty(0, dtype=np.uint64)
-    th = np.fromiter((zlib.crc32(t.encode("utf-8")) for t in stream), dtype=np.uint64,
-                     count=len(stream))
+    # One encode for the whole stream (tokens never contain \x1f), then crc32 per token.
+    words = "\x1f".join(stream).encode("utf-8").split(b"\x1f")
+    th = np.fromiter(map(zlib.crc32, words), dtype=np.uint64, count=len(stream))
     h = th[:n].copy()
     for k in range(1, SHINGLE):
         h = (h * _FNV) ^ th[k : k + n]
@@ -244,7 +245,7 @@ def band_keys(sig: bytes) -> list[int]:
     for r in range(ROWS):
         h = (h ^ rows[:, r]) * _FNV
     h ^= h >> np.uint64(29)
-    return [int(v) for v in h.view(np.int64)]
+    return h.view(np.int64).tolist()  # type: ignore[no-any-return]
 
 
 def similarity(a: bytes, b: bytes) -> float:

@@ -366,7 +366,7 @@ class Pipeline:
         # Relative URLs in feed content are relative to the feed document (as feedparser
         # resolves them), not to the entry's page.
         feed_html = clean.sanitize_html(raw_html, base)
-        text = clean.clean_text(clean.html_to_text(feed_html))
+        text = clean.html_to_text(feed_html)
         title = clean.clean_line(pe.title) or clean.clean_line(clean.summarize(text, 80))
         title = title or "(untitled)"
         full_text = feed.full_text if feed.full_text is not None else s.full_text
@@ -623,7 +623,7 @@ class Pipeline:
             return job
         base = result.final_url
         html = clean.sanitize_html(article.html, base)
-        text = clean.clean_text(clean.html_to_text(html))
+        text = clean.html_to_text(html)
         job.update(
             article=article, html=html, text=text, words=clean.word_count(text),
             canonical=dedup.normalize_url(article.canonical_url) if article.canonical_url
@@ -679,7 +679,7 @@ class Pipeline:
                 failed += 1
                 continue
             html = clean.sanitize_html(article.html, base)
-            text = clean.clean_text(clean.html_to_text(html))
+            text = clean.html_to_text(html)
             feed_html, title = self.writer.call(partial(Store.entry_feed_html,
                                                         entry_id=entry_id))
             feed_words = clean.word_count(clean.html_to_text(feed_html))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import lxml.html
 import pytest
@@ -215,3 +216,22 @@ def test_summarize() -> None:
     assert long.startswith(out[:-1]) and long[len(out) - 1] == " "  # cut at a word boundary
     cjk = "香港行政长官梁振英在各方压力下就其大宅的违章建筑问题到立法会接受质询" * 5
     assert len(summarize(cjk, max_chars=30)) == 30
+
+
+def test_text_of_sanitised_corpus_pages_is_already_clean(corpus: Path) -> None:
+    """The pipeline stores html_to_text(sanitize_html(page)) without a clean_text pass: that
+    is only right while the text is a fixed point of clean_text."""
+    pages = sorted((corpus / "articles").glob("**/source.html"))[:150]
+    assert len(pages) >= 100
+    for page in pages:
+        html = sanitize_html(page.read_bytes().decode("utf-8", "replace"), "https://x.example/")
+        text = html_to_text(html)
+        assert clean_text(text) == text, page
+        assert "\n\n\n" not in text, page
+
+
+def test_summary_is_lazy_but_unchanged() -> None:
+    text = "First  paragraph.\n\nSecond one.\n \nThird\u202e one." + "\n\nmore" * 10_000
+    assert summarize(text, 40) == "First paragraph.\n\nSecond one."
+    assert summarize(text, 12) == "First parag…"  # no space late enough to cut at
+    assert summarize("\n\n\n", 40) == ""
