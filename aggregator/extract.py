@@ -6,7 +6,8 @@ returned Article is NOT sanitised (the clean stage does that). extract_article:
 1. decode_html (bytes only): BOM, HTTP charset, <meta> charset, detection.
 2. A site rule, when there is one, is applied with beautifulsoup4 (strip, body).
 3. lxml parses the page once, with trafilatura's parser settings. One pass over the tree
-   collects metadata (meta tags, JSON-LD, canonical, language, <h1>s); lazy images get their
+   collects metadata (meta tags, JSON-LD, canonical, language, <h1>s; without a declared
+   author, trafilatura's byline search runs on the page body); lazy images get their
    real source (data-src..., srcset, <noscript> fallbacks) and are collected with their
    captions and surrounding text. Images are off in trafilatura (with them on, teaser lists
    and photo credits leak into the text, measured on the corpus), so these fixes do not
@@ -33,7 +34,7 @@ from collections.abc import Iterator
 from copy import copy
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from html import escape
+from html import escape, unescape
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -57,6 +58,7 @@ from trafilatura.core import (
 )
 from trafilatura.external import compare_extraction, justext_rescue
 from trafilatura.htmlprocessing import convert_tags, prune_unwanted_nodes, tree_cleaning
+from trafilatura.json_metadata import normalize_authors
 from trafilatura.main_extractor import extract_content
 from trafilatura.settings import Extractor
 from trafilatura.utils import repair_faulty_html
@@ -666,14 +668,7 @@ def _parse_datetime(value: object) -> datetime | None:
 
 def _json_ld_values(page: _Page, key: str) -> Iterator[Any]:
     """Every value of ``key`` in the page's JSON-LD blocks (any nesting, @graph included)."""
-    if page.json_data is None:
-        page.json_data = []
-        for script in page.json_ld:
-            try:
-                page.json_data.append(json.loads(script))
-            except (ValueError, RecursionError):
-                continue
-    for data in page.json_data:
+    for data in _json_ld_data(page):
         stack = [data]
         while stack:
             node = stack.pop()
@@ -728,17 +723,253 @@ _AUTHOR_META = (
 )  # fmt: skip
 
 
-def _author(page: _Page) -> str | None:
-    """The byline from meta tags or JSON-LD (profile URLs and one-word handles skipped)."""
-    candidates: list[object] = [page.meta.get(name) for name in _AUTHOR_META]
-    for value in _json_ld_values(page, "author"):
+_BY = re.compile(r"^(by|von|par|por|di|door|автор:?)\s+", re.IGNORECASE)
+_MAX_AUTHORS = 4  # names kept from a JSON-LD author list (more are contributors' lists)
+
+
+def _clean_author(value: object) -> str | None:
+    """A byline as a name: "By " dropped, entities and JSON escapes decoded; None for profile
+    URLs, one-word handles and overlong strings."""
+    if not isinstance(value, str):
+        return None
+    if "\\u" in value:
+        try:
+            value = value.encode("latin-1", "backslashreplace").decode("unicode_escape")
+        except UnicodeDecodeError:
+            pass
+    if "&" in value:
+        value = unescape(value)
+    name = _squash(_BY.sub("", value.strip()))
+    if name and " " in name and "://" not in name and len(name) <= 120:
+        return name
+    return None
+
+
+_ARTICLE_TYPE = re.compile(r"article|posting|^report$", re.IGNORECASE)
+
+
+def _json_ld_data(page: _Page) -> list[Any]:
+    """The page's JSON-LD blocks, parsed on first use."""
+    if page.json_data is None:
+        page.json_data = []
+        for script in page.json_ld:
+            try:
+                page.json_data.append(json.loads(script))
+            except (ValueError, RecursionError):
+                continue
+    return page.json_data
+
+
+def _json_ld_nodes(page: _Page) -> Iterator[dict[str, Any]]:
+    """Every JSON-LD object of the page in document order (any nesting, @graph included)."""
+    for data in _json_ld_data(page):
+        stack = [data]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, dict):
+                yield node
+                stack.extend(node.values())
+            elif isinstance(node, list):
+                stack.extend(reversed(node))
+
+
+def _json_ld_authors(page: _Page) -> tuple[list[str], list[str]]:
+    """(people, organisations) named as author of the article in JSON-LD: the authors of the
+    first Article-like object that names any (not those of its images, videos or related
+    items); people up to _MAX_AUTHORS. An author given by reference ({"@id": ...}, as
+    Yoast's @graph does) is looked up."""
+    nodes = list(_json_ld_nodes(page))
+    by_id = {n["@id"]: n for n in nodes if isinstance(n.get("@id"), str) and "name" in n}
+    for node in nodes:
+        kind = node.get("@type")
+        kinds = [k for k in (kind if isinstance(kind, list) else [kind]) if isinstance(k, str)]
+        if "author" not in node or not any(_ARTICLE_TYPE.search(k) for k in kinds):
+            continue
+        value = node["author"]
+        people: list[str] = []
+        organisations: list[str] = []
         for item in value if isinstance(value, list) else [value]:
-            candidates.append(item.get("name") if isinstance(item, dict) else item)
-    for candidate in candidates:
-        if isinstance(candidate, str):
-            name = _squash(re.sub(r"^(by|von|par|автор:?)\s+", "", candidate, flags=re.I))
-            if name and " " in name and "://" not in name and len(name) <= 120:
-                return name
+            if isinstance(item, dict) and "name" not in item:
+                item = by_id.get(item.get("@id"), item)
+            item_kind = item.get("@type") if isinstance(item, dict) else None
+            name = _clean_author(item.get("name") if isinstance(item, dict) else item)
+            if name is None:
+                continue
+            item_kinds = item_kind if isinstance(item_kind, list) else [item_kind]
+            if "Person" not in item_kinds and any(item_kinds):
+                organisations.append(name)  # Organization, NewsMediaOrganization...
+            elif name not in people:
+                people.append(name)
+        if people or organisations:
+            return people[:_MAX_AUTHORS], organisations
+    return [], []
+
+
+def _declared_author(page: _Page) -> tuple[str | None, str | None]:
+    """(author, fallback) from JSON-LD and meta tags: JSON-LD people first, then meta tags.
+
+    Names that are the publisher's (og:site_name, JSON-LD publisher or organisation) are
+    only the fallback: many sites put their own name in <meta name="author"> and the
+    reporter's in JSON-LD or in the byline.
+    """
+    people, organisations = _json_ld_authors(page)
+    if people:
+        return ", ".join(people), None
+    publishers = {_norm(n) for n in organisations}
+    site = _meta(page, "og:site_name", "application-name")
+    if site:
+        publishers.add(_norm(site))
+    for value in _json_ld_values(page, "publisher"):
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, dict) and isinstance(item.get("name"), str):
+                publishers.add(_norm(item["name"]))
+    fallback = None
+    for key in _AUTHOR_META:
+        name = _clean_author(page.meta.get(key))
+        if name is None:
+            continue
+        if _norm(name) not in publishers:
+            return name, None
+        fallback = fallback or name
+    return None, fallback or (organisations[0] if organisations else None)
+
+
+def _author(page: _Page, root: Any) -> str | None:
+    """The byline: declared (JSON-LD, meta tags), else found in the page body as
+    trafilatura finds it, else the publisher's name when that is all the page declares.
+    Reads the tree before extraction prunes it."""
+    author, fallback = _declared_author(page)
+    if author:
+        return author
+    byline = _byline(root)
+    if byline:
+        return _clean_author(byline) or byline
+    return fallback
+
+
+# trafilatura's byline search in the page (trafilatura.metadata.extract_author: its
+# AUTHOR_XPATHS on a copy of the page pruned by AUTHOR_DISCARD_XPATHS, ~4.5 ms a page), done
+# without the copy and without its regular expressions called from libxml2 on every element
+# (~0.9 ms): libxml2 picks the few elements with an attribute value holding one of the
+# XPaths' words or a shorter part of it ("name" for username, screenname, channel-name...),
+# and the XPaths' predicates, kept verbatim below, are tested on those alone, in the same
+# order. Same author as trafilatura's on every corpus page (bench_extract.py --authors).
+_BYLINE_CANDIDATES = etree.XPath(
+    "(//*/@class[contains(., 'uthor') or contains(., 'yline') or . = 'byl' or . = 'BBL'"
+    " or contains(., 'name') or contains(., '-by') or contains(., 'writer')"
+    " or contains(., 'zuozhe') or contains(., 'bian')]"
+    " | //*/@id[contains(., 'uthor') or contains(., 'zuozhe') or contains(., 'bian')]"
+    " | //*/@itemprop[contains(., 'author')] | //*/@rel[. = 'author']"
+    " | //*/@data-testid[contains(., 'Author')] | //*/@data-component[contains(., 'Byline')]"
+    ")/.. | //author"
+)
+_BYLINE_TAGS_1 = frozenset("a address div link p span strong".split())
+_BYLINE_TAGS_2 = frozenset("a div h3 h4 p span".split())
+_BYLINE_CLASS_1 = re.compile("author-?name|AuthorName|authorName")
+_BYLINE_ID_2 = re.compile("author|zuozhe|bianji|xiaobian")
+_BYLINE_CLASS_2 = re.compile(
+    "author|channel-name|zuozhe|bianji|xiaobian|submitted-by|posted-by|journalist-name"
+)
+_BYLINE_ID_3 = re.compile("[Aa]uthor")
+_BYLINE_CLASS_3 = re.compile("[Aa]uthor|screenname|writer|[Bb]yline")
+_DISCARD_TAGS = frozenset("a div section span".split())
+_DISCARD_ID = re.compile("^comments|comment-?list|ProductReviews")
+_DISCARD_CLASS = re.compile(
+    "^[Cc]omments|commentlist|comments-list|sidebar|is-hidden|quote|embedly-instagram|"
+    "article-(?:share|support)|print|category|meta-date|meta-reviewer"
+)
+
+
+def _byline_1(el: Any) -> bool:
+    # AUTHOR_XPATHS[0] (its "rel='me'" tests a <rel> child element, which HTML never has)
+    if el.tag == "author":
+        return True
+    if el.tag not in _BYLINE_TAGS_1:
+        return False
+    get = el.get
+    return (
+        get("rel") == "author"
+        or get("id") == "author"
+        or get("class") == "author"
+        or get("itemprop") == "author name"
+        or get("data-testid") in ("AuthorCard", "AuthorURL")
+        or bool(_BYLINE_CLASS_1.search(get("class") or ""))
+    )
+
+
+def _byline_2(el: Any) -> bool:
+    if el.tag not in _BYLINE_TAGS_2:
+        return False
+    get = el.get
+    return (
+        get("class") in ("byline", "username", "byl", "BBL")
+        or "author" in (get("itemprop") or "")
+        or bool(_BYLINE_ID_2.search(get("id") or ""))
+        or bool(_BYLINE_CLASS_2.search(get("class") or ""))
+    )
+
+
+def _byline_3(el: Any) -> bool:
+    get = el.get
+    return (
+        "Byline" in (get("data-component") or "")
+        or "author" in (get("itemprop") or "")
+        or bool(_BYLINE_ID_3.search(get("id") or ""))
+        or bool(_BYLINE_CLASS_3.search(get("class") or ""))
+    )
+
+
+def _byline_discarded(el: Any) -> bool:
+    """AUTHOR_DISCARD_XPATHS: comment sections, sidebars, dates, figures..."""
+    tag = el.tag
+    if tag in ("time", "figure"):
+        return True
+    if tag not in _DISCARD_TAGS:
+        return False
+    get = el.get
+    ident, cls = get("id") or "", get("class") or ""
+    return (
+        ident == "comments"
+        or cls in ("comments", "title", "date")
+        or bool(_DISCARD_ID.search(ident))
+        or bool(_DISCARD_CLASS.search(cls))
+        or "Figure" in (get("data-component") or "")
+    )
+
+
+def _kept_pieces(el: Any) -> list[str]:
+    """el.itertext() once the discarded elements inside are removed (their tails joined to
+    the text before them, as trafilatura's delete_element does)."""
+    head = el.text or ""
+    rest: list[list[str]] = []  # per kept child: its pieces, its tail last
+    for child in el:
+        if not isinstance(child.tag, str):
+            continue
+        if _byline_discarded(child):
+            if child.tail:
+                if rest:
+                    rest[-1][-1] += child.tail
+                else:
+                    head += child.tail
+            continue
+        rest.append([*_kept_pieces(child), child.tail or ""])
+    return [head, *(piece for pieces in rest for piece in pieces)]
+
+
+def _byline(root: Any) -> str | None:
+    """The author named in the page body (bylines, rel="author" links...), as trafilatura
+    finds it when the meta tags and JSON-LD name none."""
+    candidates = [
+        el
+        for el in _BYLINE_CANDIDATES(root)
+        if not any(_byline_discarded(a) for a in (el, *el.iterancestors()))
+    ]
+    for test in (_byline_1, _byline_2, _byline_3):
+        for el in candidates:
+            if test(el):
+                content = _squash(" ".join(_kept_pieces(el)))
+                if 2 < len(content) < 120:
+                    return normalize_authors(None, content)
     return None
 
 
@@ -1200,7 +1431,7 @@ def _extract(html: str, url: str, rule: SiteRule | None, fast: bool) -> Article:
     meta_image = _abs(_meta(page, "og:image", "og:image:url", "twitter:image"), url)
     published = _published(page) or _found_date(root, canonical or url or None)
     title = _choose_title(page)
-    author = _author(page)
+    author = _author(page, root)
 
     images = _collect_images(_fix_images(root, page.noscripts, url), url)
     method = "trafilatura"

@@ -558,3 +558,76 @@ def test_comment_sections_pruned() -> None:
     </body></html>"""
     article = extract_article(page, "https://news.example.am/a")
     assert "Talks paragraph 3" in article.text and "Reader" not in article.text
+
+
+# --------------------------------------------------------------------------- authors
+
+
+def _byline_page(byline: str, head: str = "") -> str:
+    body = "".join(para(i) for i in range(6))
+    return (
+        f"<html><head><title>Border talks resume</title>{head}</head><body>"
+        f"<article><h1>Border talks resume</h1>{byline}{body}</article></body></html>"
+    )
+
+
+@pytest.mark.parametrize(
+    "byline",
+    [
+        '<div class="author">By Anna Petrosyan</div>',
+        '<div class="post-meta">Story by <a rel="author" href="/a/7">Anna Petrosyan</a></div>',
+        '<span class="byline">By Anna Petrosyan <time datetime="2023-09-20">20 Sep</time></span>',
+    ],
+)
+def test_author_from_byline_in_body(byline: str) -> None:
+    article = extract_article(_byline_page(byline), URL)
+    assert article.author == "Anna Petrosyan"
+    assert "Petrosyan" not in article.text  # the byline stays out of the body
+    assert "paragraph 5" in article.text
+
+
+def test_byline_search_matches_trafilatura(corpus: Path) -> None:
+    """Same author as trafilatura.metadata.extract_author (its XPaths on a pruned copy)."""
+    from trafilatura.metadata import extract_author
+
+    pages = sorted((corpus / "articles" / "trafilatura").glob("*/source.html"))[:60]
+    found = 0
+    for source in pages:
+        root = extract_mod._parse(decode_html(source.read_bytes()))
+        assert root is not None
+        ours = extract_mod._byline(root)
+        assert ours == extract_author(root), source.parent.name
+        found += ours is not None
+    assert found >= 20
+
+
+def test_author_prefers_json_ld_person_over_publisher_meta() -> None:
+    ld = {
+        "@context": "https://schema.org",
+        "@graph": [
+            {"@type": "NewsArticle", "author": {"@id": "#p1"},
+             "image": {"@type": "ImageObject", "author": "Photo Agency Staff"}},
+            {"@type": "Person", "@id": "#p1", "name": "Levon Hakobyan"},
+        ],
+    }  # fmt: skip
+    head = (
+        '<meta name="author" content="Caucasus Watch">'
+        '<meta property="og:site_name" content="Caucasus Watch">'
+        f'<script type="application/ld+json">{json.dumps(ld)}</script>'
+    )
+    page = _byline_page('<div class="author">By Anna Petrosyan</div>', head)
+    assert extract_article(page, URL).author == "Levon Hakobyan"
+    # the publisher's name in <meta name="author"> loses to the byline...
+    head = '<meta name="author" content="Caucasus Watch"><meta property="og:site_name" content="Caucasus Watch">'
+    page = _byline_page('<div class="author">By Anna Petrosyan</div>', head)
+    assert extract_article(page, URL).author == "Anna Petrosyan"
+    # ...and is kept when it is all the page names
+    assert extract_article(_byline_page("", head), URL).author == "Caucasus Watch"
+
+
+def test_author_entities_and_escapes_decoded() -> None:
+    head = '<meta name="author" content="Lindsey O&amp;#039;Donnell">'
+    assert extract_article(_byline_page("", head), URL).author == "Lindsey O'Donnell"
+    ld = '{"@type": "NewsArticle", "author": {"@type": "Person", "name": "Luis \\\\u00c1vila"}}'
+    head = f'<script type="application/ld+json">{ld}</script>'
+    assert extract_article(_byline_page("", head), URL).author == "Luis Ávila"
