@@ -631,3 +631,45 @@ def test_author_entities_and_escapes_decoded() -> None:
     ld = '{"@type": "NewsArticle", "author": {"@type": "Person", "name": "Luis \\\\u00c1vila"}}'
     head = f'<script type="application/ld+json">{ld}</script>'
     assert extract_article(_byline_page("", head), URL).author == "Luis Ávila"
+
+
+# --------------------------------------------------------------------------- trafilatura parity
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        "<!DOCTYPE html/>\n<html/>\x01<body><p>a\ufffe b\x1f</p></body>",
+        "<html/>\n<body><p>x</p></body>",
+        "<!doctype html>\n<html><body><p>\x0bx\uffff</p></body></html>",
+        "<!DOCTYPE html PUBLIC '-//W3C//DTD XHTML 1.0//EN' '/x.dtd'><p>no newline</p>",
+        "<p>plain \U0001f600 text</p>",
+    ],
+)
+def test_repaired_html_same_as_trafilatura_repair(html: str) -> None:
+    from trafilatura.utils import repair_faulty_html
+
+    beginning = html[:50].lower()
+    expected = repair_faulty_html(html, beginning).encode("utf-8", "surrogatepass")
+    assert extract_mod._repaired(html, beginning) == expected
+
+
+def test_comment_prune_same_as_trafilatura_xpath(corpus: Path) -> None:
+    from trafilatura.xpaths import REMOVE_COMMENTS_AND_LISTS_XPATH
+
+    matched = 0
+    for source in sorted((corpus / "articles").glob("*/*/source.html"))[::3]:
+        root = extract_mod._parse(decode_html(source.read_bytes()))
+        if root is None:
+            continue
+        expected = REMOVE_COMMENTS_AND_LISTS_XPATH[0](root)
+        ours = [
+            el
+            for el in extract_mod._COMMENT_CANDIDATES(root)
+            if extract_mod._is_comment_section(el)
+        ]
+        assert len(ours) == len(expected) and all(
+            a is b for a, b in zip(ours, expected, strict=True)
+        )
+        matched += len(ours)
+    assert matched >= 100
