@@ -335,14 +335,22 @@ def _real_src(img: Any) -> str | None:
     return None
 
 
+_URL_WHITESPACE = re.compile(r"[\t\n\r]")
+
+
 def _abs(url: object, base: str) -> str | None:
     """Absolute http(s) URL, or None."""
     if not isinstance(url, str) or not url.strip():
         return None
-    url = re.sub(r"[\t\n\r]", "", url).strip()
+    if "\t" in url or "\n" in url or "\r" in url:
+        url = _URL_WHITESPACE.sub("", url)
+    url = url.strip()
     try:
         if url.startswith(("https://", "http://")):
-            urlsplit(url)  # raises on a malformed host
+            # urlsplit raises on a malformed host: brackets (IPv6) or non-ASCII characters
+            # that normalise to URL delimiters; other URLs pass, so it is skipped for them
+            if not url.isascii() or "[" in url or "]" in url:
+                urlsplit(url)
             return url  # already absolute (most images): urljoin would cost 4x more
         joined = urljoin(base, url) if base else url
         return joined if urlsplit(joined).scheme in ("http", "https") else None
@@ -1184,16 +1192,19 @@ def _squash(text: str) -> str:
     return " ".join(text.split())
 
 
+_WORD = re.compile(r"\w+")
+
+
 def _norm(text: str) -> str:
     """Comparison key: case-folded words without punctuation."""
-    return " ".join(re.findall(r"\w+", text.casefold()))
+    return " ".join(_WORD.findall(text.casefold()))
 
 
 def _is_date_line(text: str) -> bool:
     """A short line made of a date, a time and words such as "Published" or "Updated"."""
     if len(text) > 80:
         return False
-    words = re.findall(r"\w+", text.casefold())
+    words = _WORD.findall(text.casefold())
     if not words or not any(w.isdigit() for w in words):
         return False
     dateish = sum(
