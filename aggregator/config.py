@@ -362,13 +362,30 @@ def _tab_lines(text: str) -> list[tuple[int, int]]:
     return found
 
 
+def _could_nest_deeper(text: str, limit: int) -> bool:
+    """Cheap upper bound on nesting: flow brackets opened, plus block levels (a block
+    sequence may share its parent key's indentation, so every column of indentation or of
+    "- "/"? " prefix adds at most one level, and the top adds two)."""
+    flow = text.count("[") + text.count("{")
+    if flow > limit // 2:
+        return True
+    widest = max((len(line) - len(line.lstrip(" -?")) for line in text.split("\n")), default=0)
+    return flow + widest + 2 >= limit
+
+
 def _compose(text: str, problems: _Problems) -> tuple[bool, Node | None]:
     """(ok, root node); ok with None is an empty document."""
     try:
         # Events first: the parser is iterative, the composer recursive (and ruamel's scanner
         # slows down quadratically with flow depth), so junk nesting stops here, early.
         depth = 0
-        for event in _rt_yaml().parse(text):
+        # Without that many flow brackets or indentation levels the limit cannot be
+        # reached: skip the extra pass (it doubles the parse of a 1000-feed file).
+        if _could_nest_deeper(text, MAX_DEPTH):
+            events = _rt_yaml().parse(text)
+        else:
+            events = iter(())
+        for event in events:
             if isinstance(event, CollectionStartEvent):
                 depth += 1
                 if depth > MAX_DEPTH:

@@ -72,9 +72,13 @@ import re
 import unicodedata
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 from aggregator.errors import DedupError
 from aggregator.models import Candidate, StoryMatch
@@ -158,52 +162,75 @@ def text_hash(title: str, text: str) -> str | None:
 # --------------------------------------------------------------------------- MinHash
 
 
-def _permutations() -> tuple[np.ndarray, np.ndarray]:
-    """The fixed (a, b) of every hash function, from BLAKE2b: stable everywhere."""
-    a = np.empty(NUM_PERM, dtype=np.uint64)
-    b = np.empty(NUM_PERM, dtype=np.uint64)
+_CHUNK = 8192  # shingles hashed at once (8 MB of uint64 temporaries)
+
+
+@dataclass(frozen=True)
+class _Kernel:
+    """numpy and the fixed hash parameters. Built on first use: numpy is a tenth of the
+    start-up of a command that never hashes a text (a poll where every feed answers 304)."""
+
+    np: Any
+    a: np.ndarray  # the (a, b) of every hash function, from BLAKE2b: stable everywhere
+    b: np.ndarray
+    fnv: np.uint64
+    low32: np.uint64
+    shift: np.uint64
+    band_seed: np.ndarray
+
+
+@cache
+def _kernel() -> _Kernel:
+    import numpy
+
+    a = numpy.empty(NUM_PERM, dtype=numpy.uint64)
+    b = numpy.empty(NUM_PERM, dtype=numpy.uint64)
     for i in range(NUM_PERM):
         d = hashlib.blake2b(f"aggregator-minhash-v1/{i}".encode(), digest_size=16).digest()
         a[i] = int.from_bytes(d[:8], "little")
         b[i] = int.from_bytes(d[8:], "little")
-    return a.reshape(-1, 1), b.reshape(-1, 1)
-
-
-_A, _B = _permutations()
-_CHUNK = 8192  # shingles hashed at once (8 MB of uint64 temporaries)
-
-
-_FNV = np.uint64(0x100000001B3)
-_LOW32 = np.uint64(0xFFFFFFFF)
-_SHIFT = np.uint64(32)
+    return _Kernel(
+        np=numpy,
+        a=a.reshape(-1, 1),
+        b=b.reshape(-1, 1),
+        fnv=numpy.uint64(0x100000001B3),
+        low32=numpy.uint64(0xFFFFFFFF),
+        shift=numpy.uint64(32),
+        band_seed=numpy.arange(1, BANDS + 1, dtype=numpy.uint64)
+        * numpy.uint64(0x9E3779B97F4A7C15),
+    )
 
 
 def _shingle_hashes(stream: list[str]) -> np.ndarray:
     """32-bit hashes of every SHINGLE-word window: each token is hashed once (CRC-32, stable
     across processes), then windows are combined with vectorised multiply-xor arithmetic
     (uint64, wrapping), so the cost is one C call per token rather than per shingle."""
+    k = _kernel()
+    np = k.np
     n = len(stream) - SHINGLE + 1
     if n <= 0:
-        return np.empty(0, dtype=np.uint64)
+        return np.empty(0, dtype=np.uint64)  # type: ignore[no-any-return]
     # One encode for the whole stream (tokens never contain \x1f), then crc32 per token.
     words = "\x1f".join(stream).encode("utf-8").split(b"\x1f")
     th = np.fromiter(map(zlib.crc32, words), dtype=np.uint64, count=len(stream))
     h = th[:n].copy()
-    for k in range(1, SHINGLE):
-        h = (h * _FNV) ^ th[k : k + n]
-    h ^= h >> _SHIFT
-    return h & _LOW32
+    for i in range(1, SHINGLE):
+        h = (h * k.fnv) ^ th[i : i + n]
+    h ^= h >> k.shift
+    return h & k.low32  # type: ignore[no-any-return]
 
 
 def _signature_of(body: list[str], title_tokens: list[str]) -> bytes | None:
     if len(body) < MIN_TOKENS:
         return None
+    k = _kernel()
+    np = k.np
     x = _shingle_hashes(title_tokens + body)
     mins = np.full(NUM_PERM, 2**32 - 1, dtype=np.uint64)
     # In chunks: a 100k-word page would otherwise need a 100 MB temporary array.
     for lo in range(0, len(x), _CHUNK):
         # uint64 arithmetic wraps modulo 2**64, which is exactly what multiply-add-shift needs.
-        hashed = (_A * x[lo : lo + _CHUNK] + _B) >> _SHIFT
+        hashed = (k.a * x[lo : lo + _CHUNK] + k.b) >> k.shift
         np.minimum(mins, hashed.min(axis=1), out=mins)
     return mins.astype("<u4").tobytes()
 
@@ -231,26 +258,25 @@ def _as_array(sig: bytes) -> np.ndarray:
     if not isinstance(sig, bytes | bytearray | memoryview) or len(sig) != SIGNATURE_BYTES:
         size = len(sig) if isinstance(sig, bytes | bytearray | memoryview) else type(sig).__name__
         raise DedupError(f"invalid signature: expected {SIGNATURE_BYTES} bytes, got {size}")
-    return np.frombuffer(sig, dtype="<u4")
-
-
-_BAND_SEED = np.arange(1, BANDS + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    return _kernel().np.frombuffer(sig, dtype="<u4")  # type: ignore[no-any-return]
 
 
 def band_keys(sig: bytes) -> list[int]:
     """One signed 64-bit key per LSH band (BANDS bands of ROWS minima, band index mixed in),
     computed for all bands at once."""
+    k = _kernel()
+    np = k.np
     rows = _as_array(sig).astype(np.uint64).reshape(BANDS, ROWS)
-    h = _BAND_SEED.copy()
+    h = k.band_seed.copy()
     for r in range(ROWS):
-        h = (h ^ rows[:, r]) * _FNV
+        h = (h ^ rows[:, r]) * k.fnv
     h ^= h >> np.uint64(29)
     return h.view(np.int64).tolist()  # type: ignore[no-any-return]
 
 
 def similarity(a: bytes, b: bytes) -> float:
     """Estimated Jaccard similarity of the shingle sets behind two signatures (0..1)."""
-    return float(np.count_nonzero(_as_array(a) == _as_array(b))) / NUM_PERM
+    return float(_kernel().np.count_nonzero(_as_array(a) == _as_array(b))) / NUM_PERM
 
 
 # --------------------------------------------------------------------------- URLs

@@ -31,8 +31,6 @@ from multiprocessing.connection import Connection
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
-import feedparser
-
 from aggregator.errors import ParseError
 from aggregator.models import Enclosure, ParsedEntry, ParsedFeed
 
@@ -141,6 +139,8 @@ def _parse_xml(
     headers = {"content-type": f"{media}; charset={charset}" if charset else media}
     if _http_url(url):
         headers["content-location"] = url
+    import feedparser  # here, not at the top: only parser processes need it
+
     try:
         result = feedparser.parse(
             io.BytesIO(data),  # never a str/bytes path: feedparser would open files and URLs

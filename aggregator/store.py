@@ -20,10 +20,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Any
-
-import sqlite_utils
 
 from .errors import StoreError
 from .models import Candidate, Enclosure, FeedConfig, Item, Outlet
@@ -382,7 +381,6 @@ class Store:
         # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
         conn.isolation_level = None
         self.conn = conn
-        self.db = sqlite_utils.Database(conn)
         self._lock = threading.RLock()
         # Band keys of entries inserted since the last flush_bands (key -> entry ids), seen
         # by candidate lookups alongside entry_bands; _staged: the open transaction's.
@@ -406,6 +404,23 @@ class Store:
                 conn.execute("PRAGMA cache_size = -16384")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot configure database {self.path}: {exc}") from exc
+
+    @cached_property
+    def db(self) -> Any:
+        """sqlite-utils' view of the same connection, for introspection (tables, views,
+        columns): imported on first use, since the write path is plain SQL."""
+        import sqlite_utils
+
+        return sqlite_utils.Database(self.conn)
+
+    def describe(self) -> dict[str, list[str]]:
+        """Every table and view with its columns (FTS5 shadow tables left out)."""
+        db = self.db
+        names = [n for n in db.table_names() if not n.startswith("entries_fts_")]
+        return {
+            **{n: [c.name for c in db[n].columns] for n in names},
+            **{v: [c.name for c in db[v].columns] for v in db.view_names()},
+        }
 
     # ----------------------------------------------------------------------- lifecycle
 

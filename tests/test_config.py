@@ -581,6 +581,19 @@ def test_recursive_alias_and_deep_nesting(tmp_path: Path) -> None:
     assert problems == ["1:71: nesting deeper than 64 levels"]
 
 
+def test_deep_block_nesting_is_caught_too(tmp_path: Path) -> None:
+    """Block style: the quick bound that skips the depth pass must not let these through."""
+    compact = "feeds:\n" + "- " * 70 + "x\n"  # sequences nested on one line
+    assert feed_problems(tmp_path, compact)[0].endswith("nesting deeper than 64 levels")
+    # Mappings whose sequences share the key's indentation: two levels per two columns.
+    lines = ["feeds:"]
+    for depth in range(40):
+        pad = "  " * depth
+        lines += [f"{pad}- k{depth}:"]
+    deep = "\n".join(lines) + "\n" + "  " * 40 + "- end\n"
+    assert feed_problems(tmp_path, deep)[0].endswith("nesting deeper than 64 levels")
+
+
 # --------------------------------------------------------------------------- settings and env
 
 
