@@ -255,6 +255,15 @@ INSERT INTO store_state(name, value)
     SELECT 'bands_indexed_upto', COALESCE(MAX(id), 0) FROM entries;
 """,
     ),
+    (
+        "search index merges 16 segments at a time",
+        # FTS5 merges a level's segments once it holds `automerge` of them (default 4):
+        # each token is rewritten log4(n) times as the index grows, a quarter of the cost of
+        # storing an entry. At 16, log16(n) times; a search probes a few more segments.
+        """
+INSERT INTO entries_fts(entries_fts, rank) VALUES ('automerge', 16);
+""",
+    ),
 ]
 
 # Band rows waiting in memory before they are written to entry_bands in one sorted batch.
@@ -577,8 +586,10 @@ class Store:
         entry (the pipeline passes dedup.decide bound to its settings).
         """
         with self.transaction() as c:
+            existing = self._existing(c, feed_id, [e.key for e in entries])
             stored = [
-                self._upsert_entry(c, feed_id, e, now, matcher, window_days) for e in entries
+                self._upsert_entry(c, feed_id, e, now, matcher, window_days, existing.get(e.key))
+                for e in entries
             ]
             c.execute(
                 "UPDATE feeds SET last_attempt = ?, last_success = ?, last_status = ?,"
@@ -629,6 +640,20 @@ class Store:
 
     # ----------------------------------------------------------------------- entries
 
+    @staticmethod
+    def _existing(c: sqlite3.Connection, feed_id: int, keys: Sequence[str]
+                  ) -> dict[str, sqlite3.Row]:
+        """The feed's stored entries among ``keys``: one query per 500 keys, not per entry."""
+        found: dict[str, sqlite3.Row] = {}
+        for lo in range(0, len(keys), 500):
+            chunk = keys[lo : lo + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in c.execute(
+                "SELECT id, key, content_hash FROM entries WHERE feed_id = ?"
+                f" AND key IN ({marks})", (feed_id, *chunk)):
+                found[r["key"]] = r
+        return found
+
     def _upsert_entry(
         self,
         c: sqlite3.Connection,
@@ -637,11 +662,9 @@ class Store:
         now: datetime,
         matcher: Any,
         window_days: int,
+        row: sqlite3.Row | None,
     ) -> StoredEntry:
-        row = c.execute(
-            "SELECT id, content_hash, extract_status FROM entries WHERE feed_id = ? AND key = ?",
-            (feed_id, e.key),
-        ).fetchone()
+        """``row``: the stored entry with the same key (id, content_hash), if any."""
         published = ts(e.published or now)
         if row is not None:
             if row["content_hash"] == e.content_hash:
@@ -835,46 +858,36 @@ class Store:
         limit: int = 200,
     ) -> list[Candidate]:
         """Entries that may be the same story: same normalised URL or canonical URL, same text
-        hash, or sharing an LSH band, within the window. Every lookup goes through an index."""
-        ids: set[int] = set()
+        hash, or sharing an LSH band, within the window. Every lookup goes through an index,
+        and all of them are one statement (a new entry costs one round trip, not five)."""
+        parts: list[str] = []
+        args: list[Any] = []
         for value in {url_norm, canonical_norm} - {None}:
-            ids.update(
-                r[0]
-                for r in c.execute(
-                    "SELECT id FROM entries WHERE url_norm = ? UNION"
-                    " SELECT id FROM entries WHERE canonical_url = ? LIMIT ?",
-                    (value, value, limit),
-                )
-            )
+            parts.append("SELECT id FROM (SELECT id FROM entries WHERE url_norm = ? UNION"
+                         " SELECT id FROM entries WHERE canonical_url = ? LIMIT ?)")
+            args += [value, value, limit]
         if text_hash:
-            ids.update(
-                r[0]
-                for r in c.execute(
-                    "SELECT id FROM entries WHERE text_hash = ? LIMIT ?", (text_hash, limit)
-                )
-            )
+            parts.append("SELECT id FROM (SELECT id FROM entries WHERE text_hash = ? LIMIT ?)")
+            args += [text_hash, limit]
         if band_keys:
             self._ensure_bands(c)
-            ids |= self._pending_ids(band_keys)
             marks = ",".join("?" * len(band_keys))
-            ids.update(
-                r[0]
-                for r in c.execute(
-                    f"SELECT DISTINCT entry_id FROM entry_bands WHERE band_key IN ({marks})"
-                    " LIMIT ?",
-                    (*band_keys, limit),
-                )
-            )
-        ids.discard(entry_id)
-        if not ids:
+            parts.append("SELECT entry_id FROM (SELECT DISTINCT entry_id FROM entry_bands"
+                         f" WHERE band_key IN ({marks}) LIMIT ?)")
+            args += [*band_keys, limit]
+            pending = sorted(self._pending_ids(band_keys))
+            if pending:
+                parts.append("SELECT value FROM json_each(?)")
+                args.append(json.dumps(pending))
+        if not parts:
             return []
-        marks = ",".join("?" * len(ids))
         rows = c.execute(
             "SELECT e.id, e.story_id, f.name AS feed_name, e.url_norm, e.canonical_url,"
             " e.text_hash, e.signature, e.title, e.published, e.word_count"
-            f" FROM entries e JOIN feeds f ON f.id = e.feed_id WHERE e.id IN ({marks})"
-            " AND e.published >= ? ORDER BY e.published, e.id",
-            (*ids, ts(since)),
+            " FROM entries e JOIN feeds f ON f.id = e.feed_id"
+            f" WHERE e.id IN ({' UNION '.join(parts)}) AND e.id != ? AND e.published >= ?"
+            " ORDER BY e.published, e.id",
+            (*args, entry_id, ts(since)),
         ).fetchall()
         return [
             Candidate(

@@ -164,3 +164,48 @@ def test_edited_pending_entry_replaces_its_keys(tmp_path: Path) -> None:
         "SELECT band_key FROM entry_bands WHERE entry_id = ?", (a_id,))}
     assert keys == set(edited.band_keys)
     st.close()
+
+
+def test_database_from_schema_1_is_upgraded_with_its_band_index(tmp_path: Path) -> None:
+    """Migrations 2 and 3 on a database written before them: its entry_bands rows still
+    find candidates, and the search index takes the new merge setting."""
+    from aggregator.store import MIGRATIONS, _split_sql
+
+    db = tmp_path / "old.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY,"
+                 " name TEXT NOT NULL, applied TEXT NOT NULL)")
+    for statement in _split_sql(MIGRATIONS[0][1]):
+        conn.execute(statement)
+    conn.execute("INSERT INTO schema_migrations VALUES (1, ?, '2026-11-01T00:00:00Z')",
+                 (MIGRATIONS[0][0],))
+    conn.execute("INSERT INTO feeds(id, name, url, created) VALUES (1, 'f0',"
+                 " 'https://f0.example/rss', '2026-11-01T00:00:00Z')")
+    old = entry("a", variant(0), "https://a.example/1")
+    conn.execute("INSERT INTO stories(id, representative_id, first_seen, updated, entry_count,"
+                 " outlet_count) VALUES (1, 7, '2026-11-24T10:00:00Z', '2026-11-24T10:00:00Z',"
+                 " 1, 1)")
+    conn.execute(
+        "INSERT INTO entries(id, feed_id, key, url, url_norm, title, content_html, text,"
+        " word_count, published, updated, first_seen, last_seen, content_hash, extract_status,"
+        " text_hash, signature, story_id, match_reason, match_score) VALUES (7, 1, 'a', ?, ?,"
+        " ?, ?, ?, ?, '2026-11-24T10:00:00Z', '2026-11-24T10:00:00Z', '2026-11-24T10:00:00Z',"
+        " '2026-11-24T10:00:00Z', 'a', 'skipped', ?, ?, 1, 'first', 1.0)",
+        (old.url, old.url_norm, old.title, old.content_html, old.text, old.word_count,
+         old.text_hash, old.signature),
+    )
+    conn.executemany("INSERT INTO entry_bands(band_key, entry_id) VALUES (?, 7)",
+                     [(k,) for k in old.band_keys])
+    conn.commit()
+    conn.close()
+
+    st, ids = open_store(db)
+    assert st.schema_version() == len(MIGRATIONS)
+    assert st.conn.execute("SELECT value FROM store_state WHERE name = 'bands_indexed_upto'"
+                           ).fetchone()[0] == 7
+    assert st.conn.execute("SELECT v FROM entries_fts_config WHERE k = 'automerge'"
+                           ).fetchone()[0] == 16
+    store(st, ids["f1"], entry("b", variant(1), "https://b.example/1"))
+    assert story_of(st, "b") == (1, "near")
+    st.close()
+    assert band_rows(db) == 2 * dedup.BANDS

@@ -1028,10 +1028,12 @@ def slow_ok(hold: float) -> Callable[[RawServer, socket.socket, str], None]:
             srv.max_in_flight = max(srv.max_in_flight, srv.in_flight)
         try:
             srv.stop.wait(hold)
-            srv.send(conn, head(Content_Type="application/rss+xml", Content_Length="6") + b"<rss/>")
         finally:
+            # Counted out before answering: once the client has the answer it may free its
+            # slot and send the next request before this thread would get to run again.
             with srv.lock:
                 srv.in_flight -= 1
+        srv.send(conn, head(Content_Type="application/rss+xml", Content_Length="6") + b"<rss/>")
 
     return handler
 
