@@ -118,6 +118,17 @@ class _Prepared:
     netscape: bool  # a Netscape RSS 0.91 DOCTYPE was removed: feedparser reports rss091n for it
 
 
+# A guid that is a permalink (no isPermaLink="false") or an Atom id, whose value has no URI
+# scheme: feedparser resolves such an id against the base URI, and the result is the
+# entry's identity. Those documents (and any with xml:base) are parsed with the base as
+# before; for all others the base changes nothing feedparser returns that we use.
+_RELATIVE_ID = re.compile(
+    rb"<(?:guid(?![^>]*ispermalink\s*=\s*[\"']?false)[^>]*|(?:[\w.-]+:)?id(?:\s[^>]*)?)>"
+    rb"\s*(?:<!\[CDATA\[\s*)?(?![a-z][a-z0-9+.\-]*:)",
+    re.IGNORECASE,
+)
+
+
 def _parse_xml(
     body: bytes,
     url: str,
@@ -137,7 +148,12 @@ def _parse_xml(
     # (or UTF-8) then decides, as for an untyped body.
     media = ctype if ctype and (charset or not ctype.startswith("text/")) else "application/xml"
     headers = {"content-type": f"{media}; charset={charset}" if charset else media}
-    if _http_url(url):
+    # With a base URI, feedparser joins it to every element's (absent) xml:base: a third of
+    # a parse. Without xml:base in the document the base is the feed URL throughout, and the
+    # few values it would resolve are resolved here instead (links, enclosures, guids).
+    xml_base = b"xml:base" in data
+    with_base = xml_base or _RELATIVE_ID.search(data) is not None
+    if with_base and _http_url(url):
         headers["content-location"] = url
     import feedparser  # here, not at the top: only parser processes need it
 
@@ -146,10 +162,10 @@ def _parse_xml(
             io.BytesIO(data),  # never a str/bytes path: feedparser would open files and URLs
             response_headers=headers,
             sanitize_html=False,  # raw HTML is kept; clean sanitises it later
-            # Relative URLs in content are resolved when the pipeline sanitises it, against
-            # the feed's URL: feedparser's pure-Python pass costs ~30 % of a parse. Only
-            # xml:base, which the sanitiser cannot see, still needs feedparser.
-            resolve_relative_uris=b"xml:base" in data,
+            # Relative URLs in content are resolved by _resolve_urls and again by the
+            # sanitiser: feedparser's pure-Python pass costs ~30 % of a parse. Only xml:base,
+            # which neither can see, still needs feedparser.
+            resolve_relative_uris=xml_base,
         )
     except (MemoryError, RecursionError):
         raise
@@ -186,8 +202,8 @@ def _parse_xml(
 def _xml_entry(
     e: Mapping[str, Any], base: str, feed_lang: str | None, now: datetime
 ) -> ParsedEntry:
-    # feedparser already resolved relative URLs against xml:base or the feed URL (base);
-    # joining again only matters when the feed URL is not http(s), e.g. in tests.
+    # Links are resolved against the feed URL here (feedparser did it already where it was
+    # given the base: see _RELATIVE_ID).
     link = _clean_url(_get(e, "link"), base)
     title = _plain(_get(e, "title"), _detail_type(e, "title_detail"), MAX_TITLE_CHARS)
     summary = _resolve_urls(_html_value(_get(e, "summary"), _detail_type(e, "summary_detail")),

@@ -771,3 +771,30 @@ def test_pool_rejects_bad_settings() -> None:
         ParserPool(0)
     with pytest.raises(ValueError):
         ParserPool(1, memory_mb=8)
+
+
+def test_guid_identity_as_feedparser_resolves_it() -> None:
+    """Permalink guids and Atom ids without a scheme are resolved against the feed URL
+    (feedparser's rule, and entry identity); isPermaLink="false" guids are kept as given;
+    feeds with only absolute or non-permalink ids parse to the same values without the base
+    pass (which is most of the cost of a parse)."""
+    feed = parse(rss(
+        item("<title>a</title><guid>story/1</guid>")
+        + item("<title>b</title><guid isPermaLink='false'>story-2</guid>")
+        + item("<title>c</title><link>https://x.org/c</link><guid>https://x.org/c</guid>")
+    ))
+    assert [e.key for e in feed.entries] == [
+        "https://news.example.org/rss/story/1", "story-2", "https://x.org/c"]
+    assert feed.entries[0].url == "https://news.example.org/rss/story/1"
+    plain = parse(rss(item("<title>b</title><guid isPermaLink='false'>story-2</guid>"
+                           "<link>../b</link><description>&lt;img src='/i.png'&gt;"
+                           "</description>")))
+    (e,) = plain.entries
+    assert (e.key, e.url) == ("story-2", "https://news.example.org/b")
+    assert e.summary_html == "<img src=\"https://news.example.org/i.png\">"
+    atom = parse(
+        b'<feed xmlns="http://www.w3.org/2005/Atom"><title>t</title>'
+        b"<entry><id>t3_abc</id><title>x</title></entry>"
+        b"<entry><id>urn:uuid:1</id><title>y</title></entry></feed>"
+    )
+    assert [e.key for e in atom.entries] == ["https://news.example.org/rss/t3_abc", "urn:uuid:1"]
