@@ -349,13 +349,15 @@ def word_count(text: str) -> int:
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 
 
-def summarize(text: str, max_chars: int = 400) -> str:
+def summarize(text: str, max_chars: int = 400, *, normalized: bool = False) -> str:
     """The first paragraph(s) that fit in ``max_chars``; a longer first paragraph is cut at a
-    word boundary and ends with an ellipsis."""
+    word boundary and ends with an ellipsis. ``normalized``: ``text`` is html_to_text output
+    (clean lines, paragraphs split by exactly one blank line), so no hygiene is redone."""
     out = ""
     # Lazily: a long article's later paragraphs are never cleaned.
-    for raw in _PARAGRAPH_BREAK.split(text or ""):
-        paragraph = clean_line(raw, max_len=1_000_000)
+    chunks = (text or "").split("\n\n") if normalized else _PARAGRAPH_BREAK.split(text or "")
+    for raw in chunks:
+        paragraph = raw.replace("\n", " ") if normalized else clean_line(raw, max_len=1_000_000)
         if not paragraph:
             continue
         if not out:

@@ -367,7 +367,8 @@ class Pipeline:
         # resolves them), not to the entry's page.
         feed_html = clean.sanitize_html(raw_html, base)
         text = clean.html_to_text(feed_html)
-        title = clean.clean_line(pe.title) or clean.clean_line(clean.summarize(text, 80))
+        title = clean.clean_line(pe.title) or clean.clean_line(
+            clean.summarize(text, 80, normalized=True))
         title = title or "(untitled)"
         full_text = feed.full_text if feed.full_text is not None else s.full_text
         words = clean.word_count(text)
@@ -391,7 +392,7 @@ class Pipeline:
             feed_html=feed_html,
             content_html=feed_html,
             text=text,
-            summary=clean.summarize(text),
+            summary=clean.summarize(text, normalized=True),
             word_count=words,
             language=pe.language or feed.language,
             categories=tuple(c for c in (clean.clean_line(x, 200) for x in pe.categories) if c),
@@ -652,7 +653,8 @@ class Pipeline:
         text_hash, sig, bands = dedup.features(title, job["text"])
         st.record_article(
             b.id, now=now, status="done", method=article.method, error=None,
-            content_html=job["html"], text=job["text"], summary=clean.summarize(job["text"]),
+            content_html=job["html"], text=job["text"],
+            summary=clean.summarize(job["text"], normalized=True),
             word_count=words, language=article.language,
             image=clean.absolute_url(article.image, page[1] if page else None),
             author=clean.clean_line(article.author) or None,

@@ -227,6 +227,8 @@ def test_text_of_sanitised_corpus_pages_is_already_clean(corpus: Path) -> None:
         html = sanitize_html(page.read_bytes().decode("utf-8", "replace"), "https://x.example/")
         text = html_to_text(html)
         assert clean_text(text) == text, page
+        for size in (80, 400):
+            assert summarize(text, size, normalized=True) == summarize(text, size), page
         assert "\n\n\n" not in text, page
 
 
