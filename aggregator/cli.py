@@ -33,7 +33,7 @@ class Ctx:
 
     def load(self) -> Config:
         try:
-            config = load_config(self.config_path, self.feeds_path)
+            config = load_config(self.config_path, self.feeds_path, cached=True)
         except ConfigError as exc:
             for p in exc.problems:
                 click.echo(str(p), err=True)

@@ -1260,15 +1260,105 @@ def _load(
 
 
 def load_config(
-    config_path: str | None, feeds_path: str | None, env: Mapping[str, str] | None = None
+    config_path: str | None,
+    feeds_path: str | None,
+    env: Mapping[str, str] | None = None,
+    *,
+    cached: bool = False,
 ) -> Config:
     """Settings (file, then ``AGGREGATOR_*`` env) and feeds; ConfigError lists every problem.
 
-    ``None`` for a path means defaults (no feeds, one output ``all``)."""
+    ``None`` for a path means defaults (no feeds, one output ``all``). ``cached``: reuse the
+    result of an earlier load of the very same inputs (see :func:`_cache_key`)."""
+    env = os.environ if env is None else env
+    key = _cache_key(config_path, feeds_path, env) if cached else None
+    if key is not None and (hit := _cache_get(key, env)) is not None:
+        return hit
     config, problems = _load(config_path, feeds_path, env)
     if problems:
         raise ConfigError(problems)
+    if key is not None:
+        _cache_put(key, config, env)
     return config
+
+
+# --------------------------------------------------------------------------- load cache
+#
+# A command-line run (`aggregator update` from cron, say) reads feeds.yaml each time, and a
+# YAML parse of 1,000 feeds costs more CPU than polling them when nothing changed. A
+# validated configuration is kept, pickled, in the user's cache directory, under a hash of
+# everything it was made from: both files' bytes, the AGGREGATOR_* environment, the working
+# directory, and this module's and the models' source. Only a successful load is cached; a
+# cache file that is not ours, is writable by others, or does not unpickle is ignored.
+
+_CACHE_KEEP = 8  # cached configurations kept (one per distinct set of inputs)
+
+
+def _cache_dir(env: Mapping[str, str]) -> Path | None:
+    if env.get("CACHE_DIRECTORY"):  # systemd's CacheDirectory=
+        return Path(env["CACHE_DIRECTORY"].split(":")[0])
+    root = env.get("XDG_CACHE_HOME") or (
+        str(Path(env["HOME"]) / ".cache") if env.get("HOME") else None)
+    return Path(root) / "aggregator" if root else None
+
+
+def _cache_key(config_path: str | None, feeds_path: str | None,
+               env: Mapping[str, str]) -> str | None:
+    import hashlib
+    import pickle
+    import sys
+
+    digest = hashlib.sha256()
+    try:
+        for part in (Path(__file__), Path(__file__).with_name("models.py"), config_path,
+                     feeds_path):
+            if part is None:
+                digest.update(b"\0none\0")
+                continue
+            digest.update(str(Path(part).resolve()).encode("utf-8", "surrogateescape"))
+            digest.update(Path(part).read_bytes())
+            digest.update(b"\0")
+        items = sorted((k, v) for k, v in env.items() if k.startswith(ENV_PREFIX))
+        digest.update(repr((config_path, feeds_path, items, os.getcwd(), sys.version,
+                            pickle.HIGHEST_PROTOCOL)).encode(
+            "utf-8", "surrogateescape"))
+    except (OSError, ValueError):
+        return None  # an unreadable file: the real load reports it
+    return digest.hexdigest()
+
+
+def _cache_get(key: str, env: Mapping[str, str]) -> Config | None:
+    import pickle
+
+    folder = _cache_dir(env)
+    if folder is None:
+        return None
+    path = folder / f"config-{key}.pickle"
+    try:
+        info = path.stat()
+        if info.st_uid != os.getuid() or info.st_mode & 0o022:
+            return None  # someone else could have written it
+        value = pickle.loads(path.read_bytes())
+    except Exception:  # missing, unreadable, or from an incompatible version: just parse
+        return None
+    return value if isinstance(value, Config) else None
+
+
+def _cache_put(key: str, config: Config, env: Mapping[str, str]) -> None:
+    import pickle
+
+    folder = _cache_dir(env)
+    if folder is None:
+        return
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_atomic(folder / f"config-{key}.pickle", pickle.dumps(config), mode=0o600,
+                     skip_unchanged=False)
+        older = sorted(folder.glob("config-*.pickle"), key=lambda p: p.stat().st_mtime)
+        for stale in older[:-_CACHE_KEEP]:
+            stale.unlink(missing_ok=True)
+    except Exception:  # a read-only or full disk costs the next run a parse, nothing else
+        pass
 
 
 def check_files(

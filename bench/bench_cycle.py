@@ -66,7 +66,8 @@ def main() -> None:
         urls = [server.url(f"/feed/{n}.xml") for n in range(args.feeds)]
         feeds = write_feeds(tmp / "feeds.yaml",
                             [{"name": f"f{n}", "url": u} for n, u in enumerate(urls)])
-        env = env_for(tmp, AGGREGATOR_FULL_TEXT="false", AGGREGATOR_LOG_LEVEL="WARNING")
+        env = env_for(tmp, AGGREGATOR_FULL_TEXT="false", AGGREGATOR_LOG_LEVEL="WARNING",
+                      XDG_CACHE_HOME=str(tmp / "cache"))  # the CLI's config cache
         workers = "8"
         env["AGGREGATOR_WORKERS"] = workers
         agg = [py, "-m", "aggregator.cli", "--feeds", str(feeds), "update"]

@@ -22,3 +22,11 @@ def corpus() -> Path:
 @pytest.fixture(scope="session")
 def seed_article() -> Path:
     return SHARED / "seed" / "example-article.txt"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The CLI caches validated configurations under XDG_CACHE_HOME: never the user's own
+    cache during tests (subprocesses inherit this environment)."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    os.environ.pop("CACHE_DIRECTORY", None)

@@ -948,3 +948,65 @@ def test_opml_export_import_round_trip(tmp_path: Path) -> None:
     assert add_feeds(str(fresh), imported) == ["civil-ge", "q-a-quoted-tag", "bare"]
     again = load_config(None, str(fresh), env={})
     assert [(f.url, f.title, f.tags, f.language, f.site_url) for f in again.feeds] == expected
+
+
+# --------------------------------------------------------------------------- load cache
+
+
+def test_cached_load_reuses_a_validated_configuration_and_notices_every_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import aggregator.config as config_module
+
+    feeds = write(tmp_path / "feeds.yaml",
+                  "feeds:\n  - name: a\n    url: https://a.example/rss\n")
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "AGGREGATOR_WORKERS": "3"}
+    first = load_config(None, str(feeds), env, cached=True)
+    cache = list((tmp_path / "cache" / "aggregator").glob("config-*.pickle"))
+    assert len(cache) == 1 and stat.S_IMODE(cache[0].stat().st_mode) == 0o600
+
+    parses: list[str] = []
+    real_parse = config_module._parse
+    monkeypatch.setattr(config_module, "_parse",
+                        lambda text, problems: parses.append(text) or real_parse(text, problems))
+    assert load_config(None, str(feeds), env, cached=True) == first
+    assert parses == []  # served from the cache
+    assert load_config(None, str(feeds), env) == first and len(parses) == 1  # not asked to
+
+    # Any change to the inputs is a new key: the file, the environment.
+    write(feeds, "feeds:\n  - name: b\n    url: https://b.example/rss\n")
+    assert [f.name for f in load_config(None, str(feeds), env, cached=True).feeds] == ["b"]
+    changed = load_config(None, str(feeds), {**env, "AGGREGATOR_WORKERS": "5"}, cached=True)
+    assert changed.settings.workers == 5
+
+    # An invalid file is never cached: every load reports it.
+    write(feeds, "feeds:\n  - name: b\n    ulr: https://b.example/rss\n")
+    for _ in range(2):
+        with pytest.raises(ConfigError):
+            load_config(None, str(feeds), env, cached=True)
+
+
+def test_cache_files_others_could_write_or_that_do_not_load_are_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import aggregator.config as config_module
+
+    feeds = write(tmp_path / "feeds.yaml",
+                  "feeds:\n  - name: a\n    url: https://a.example/rss\n")
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    good = load_config(None, str(feeds), env, cached=True)
+    (entry,) = (tmp_path / "cache" / "aggregator").glob("config-*.pickle")
+    parses: list[str] = []
+    real_parse = config_module._parse
+    monkeypatch.setattr(config_module, "_parse",
+                        lambda text, problems: parses.append(text) or real_parse(text, problems))
+
+    os.chmod(entry, 0o666)  # group/world writable: not trusted
+    assert load_config(None, str(feeds), env, cached=True) == good
+    assert len(parses) == 1
+    entry.write_bytes(b"not a pickle")
+    os.chmod(entry, 0o600)
+    assert load_config(None, str(feeds), env, cached=True) == good
+    assert len(parses) == 2
+    # No cache directory at all (no HOME, no XDG_CACHE_HOME): loads still work.
+    assert load_config(None, str(feeds), {}, cached=True) == good
