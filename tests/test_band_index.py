@@ -15,15 +15,9 @@ from aggregator import dedup
 from aggregator.models import FeedConfig, StoryMatch
 from aggregator.store import NewEntry, Store, unpack_bands
 
+from .test_stories import STORY
+
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
-STORY = (
-    "Armenia and Azerbaijan agreed on Tuesday to resume talks on the delimitation of their "
-    "shared border, the foreign ministries of both countries said in a joint statement issued "
-    "after a meeting of the commissions in the border town of Ijevan. The statement said the "
-    "commissions would meet again next month to discuss the northern section of the border, "
-    "where villages on both sides depend on the same roads and water supplies. Officials said "
-    "experts would use Soviet-era maps from the nineteen seventies as the basis for the work."
-)
 
 
 def entry(key: str, text: str, url: str, title: str = "Border talks resume") -> NewEntry:
