@@ -575,12 +575,13 @@ class Store:
         link: str | None = None,
         language: str | None = None,
         format: str | None = None,
-        warnings: Sequence[str] = (),
+        warnings: Sequence[str] | None = None,
         entries: Sequence[NewEntry] = (),
         matcher: Any = None,
         window_days: int = 7,
     ) -> list[StoredEntry]:
         """Record a successful poll (200 or 304) and upsert its entries in ONE transaction.
+        ``warnings`` of the parse replace the feed's; None (a 304, an unchanged body) keeps them.
 
         ``matcher(entry, candidates) -> StoryMatch | None`` decides the story of each new
         entry (the pipeline passes dedup.decide bound to its settings).
@@ -600,11 +601,11 @@ class Store:
                 " effective_url = COALESCE(?, effective_url),"
                 " title = COALESCE(title, ?), link = COALESCE(?, link),"
                 " language = COALESCE(language, ?), format = COALESCE(?, format),"
-                " warnings = ? WHERE id = ?",
+                " warnings = COALESCE(?, warnings) WHERE id = ?",
                 (
                     ts(now), ts(now), status, ts(next_poll), interval, etag, last_modified,
                     body_hash, permanent_url, title, link, language, format,
-                    _json(list(warnings)), feed_id,
+                    None if warnings is None else _json(list(warnings)), feed_id,
                 ),
             )
         if len(self._pending) >= BAND_FLUSH_ROWS:

@@ -15,7 +15,7 @@ import pytest
 from aggregator.config import load_config
 from aggregator.pipeline import Pipeline
 
-from .feedserver import FeedServer
+from .feedserver import FeedServer, Request
 from .util import cli, env_for, write_feeds
 
 
@@ -353,3 +353,28 @@ def test_extraction_timeout_costs_the_page_only(tmp_path: Path, server: FeedServ
         assert report.articles_done == 1
     finally:
         p.close()
+
+
+def test_parse_warnings_survive_a_304(tmp_path: Path) -> None:
+    """A 304 (or an identical body) says nothing new about the document: the warnings of
+    its last parse stay visible in feed_health."""
+    body = ("<?xml version='1.0'?><rss version='2.0'><channel><title>t</title>"
+            "<item><guid>https://x.example/1</guid><title>one</title></item>"
+            "</channel></rss>").encode()
+
+    def handler(req: Request) -> tuple[int, dict[str, str], bytes]:
+        if req.headers.get("if-none-match") == '"v1"':
+            return 304, {"ETag": '"v1"'}, b""
+        return 200, {"Content-Type": "text/html; charset=utf-8", "ETag": '"v1"'}, body
+
+    with FeedServer() as server:
+        server.route("/mislabelled.xml", handler=handler)
+        p = make_pipeline(tmp_path, [{"name": "m", "url": server.url("/mislabelled.xml")}])
+        try:
+            assert p.run_cycle(all_feeds=True).feeds[0].status == "ok"
+            first = json.loads(health(tmp_path, "m")["warnings"])
+            assert first and "content type" in " ".join(first).lower(), first
+            assert p.run_cycle(all_feeds=True).feeds[0].status == "not_modified"
+            assert json.loads(health(tmp_path, "m")["warnings"]) == first
+        finally:
+            p.close()
