@@ -358,9 +358,9 @@ def test_extraction_timeout_costs_the_page_only(tmp_path: Path, server: FeedServ
 def test_parse_warnings_survive_a_304(tmp_path: Path) -> None:
     """A 304 (or an identical body) says nothing new about the document: the warnings of
     its last parse stay visible in feed_health."""
-    body = ("<?xml version='1.0'?><rss version='2.0'><channel><title>t</title>"
-            "<item><guid>https://x.example/1</guid><title>one</title></item>"
-            "</channel></rss>").encode()
+    body = (b"<?xml version='1.0'?><rss version='2.0'><channel><title>t</title>"
+            b"<item><guid>https://x.example/1</guid><title>one</title></item>"
+            b"</channel></rss>")
 
     def handler(req: Request) -> tuple[int, dict[str, str], bytes]:
         if req.headers.get("if-none-match") == '"v1"':
