@@ -679,8 +679,12 @@ class _Page:
     json_data: list[Any] | None = None  # json_ld parsed, on first use
 
 
-_ARTICLE_TIMES = etree.XPath("//article//time[@datetime] | //main//time[@datetime]")
-_DATE_PUBLISHED = etree.XPath("//*[@itemprop='datePublished'][not(self::meta) and not(self::time)]")
+# <time datetime> inside <article> or <main>; itemprop="datePublished" elements other than
+# <meta> and <time>. Written from the attributes up: libxml2 finds them ~25 % faster.
+_ARTICLE_TIMES = etree.XPath("(//time/@datetime)/parent::*[ancestor::article or ancestor::main]")
+_DATE_PUBLISHED = etree.XPath(
+    "(//*/@itemprop[. = 'datePublished'])/parent::*[not(self::meta) and not(self::time)]"
+)
 
 
 def _scan(root: Any) -> _Page:
@@ -1135,12 +1139,43 @@ def _covers_little(length: int, tree: Any) -> bool:
 # Words that the id or class of every element these XPaths remove contains: on a page whose
 # markup has none of them the XPaths (regular expressions called from libxml2, ~1 ms each on
 # the whole page) cannot match.
-_RAW_PRUNE_WORDS = ("mvp-post-add-", "infinite", "elementor-share-buttons")
+_INFINITE_WORDS = ("mvp-post-add-", "infinite")  # RAW_TREE_PRUNE_XPATH[0]
+_ELEMENTOR_WORD = "elementor-share-buttons"  # RAW_TREE_PRUNE_XPATH[1]
 _COMMENTS_WORDS = ("omment", "comol", "disqus_thread")
 
+# trafilatura's RAW_TREE_PRUNE_XPATH[0] (infinite-scroll containers) without its regular
+# expressions called from libxml2 on every div, section and aside (~0.9 ms on the pages
+# whose markup holds "infinite", often in CSS): libxml2 picks those whose id or class holds
+# "mvp-post-add-" or "infinite" (every match does), and its predicates, verbatim below, are
+# tested on those. Same elements, same order (tests).
+_INFINITE_CANDIDATES = etree.XPath(
+    "(.//div | .//section | .//aside)[@id[contains(., 'mvp-post-add-') or contains(., 'infinite')]"
+    " or @class[contains(., 'mvp-post-add-') or contains(., 'infinite')]]"
+)
+_INFINITE = re.compile("mvp-post-add-(?:box|wrap)|infinite-?scroll")
+_MVP_POST_ADD = re.compile("mvp-post-add-(?:box|wrap)")
 
-def _prune(tree: Any, markup: str, words: tuple[str, ...], xpaths: list[Any]) -> Any:
-    return prune_unwanted_nodes(tree, xpaths) if any(w in markup for w in words) else tree
+
+def _is_infinite_scroll(el: Any) -> bool:
+    ident, cls = el.get("id") or "", el.get("class") or ""
+    if not (_INFINITE.search(ident) or _INFINITE.search(cls)):
+        return False
+    return (
+        next(el.iterdescendants("h1"), None) is None
+        or bool(_MVP_POST_ADD.search(ident))
+        or bool(_MVP_POST_ADD.search(cls))
+    )
+
+
+def _prune_raw(tree: Any, markup: str) -> Any:
+    """prune_unwanted_nodes(tree, RAW_TREE_PRUNE_XPATH), same result; each XPath only on
+    pages whose markup holds its words."""
+    if any(w in markup for w in _INFINITE_WORDS):
+        for element in [el for el in _INFINITE_CANDIDATES(tree) if _is_infinite_scroll(el)]:
+            delete_element(element)  # the tail text is kept, as trafilatura does
+    if _ELEMENTOR_WORD in markup:
+        prune_unwanted_nodes(tree, RAW_TREE_PRUNE_XPATH[1:])
+    return tree
 
 
 # trafilatura's REMOVE_COMMENTS_AND_LISTS_XPATH (comment sections and comment lists) without
@@ -1186,7 +1221,7 @@ def _trafilatura(tree: Any, markup: str, forum: bool, fast: bool) -> Any | None:
     (<body> of <p>, <head>, <list>...) or None. The tree is pruned in place. Links are left relative: sanitize_html makes the kept ones absolute
     (trafilatura would resolve every link of the page, most of them navigation).
     """
-    tree = _prune(tree, markup, _RAW_PRUNE_WORDS, RAW_TREE_PRUNE_XPATH)
+    tree = _prune_raw(tree, markup)
     if not forum:  # on forums, comment-like containers hold the posts
         tree = _prune_comments(tree, markup)
     options = _FAST

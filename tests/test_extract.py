@@ -673,3 +673,51 @@ def test_comment_prune_same_as_trafilatura_xpath(corpus: Path) -> None:
         )
         matched += len(ours)
     assert matched >= 100
+
+
+def test_infinite_scroll_prune_same_as_trafilatura_xpath(corpus: Path) -> None:
+    from trafilatura.xpaths import RAW_TREE_PRUNE_XPATH
+
+    assert len(RAW_TREE_PRUNE_XPATH) == 2  # _prune_raw replaces the first, runs the second
+    pages = matched = 0
+    for source in sorted((corpus / "articles").glob("*/*/source.html")):
+        markup = decode_html(source.read_bytes())
+        if not any(w in markup for w in extract_mod._INFINITE_WORDS):
+            continue
+        root = extract_mod._parse(markup)
+        if root is None:
+            continue
+        expected = RAW_TREE_PRUNE_XPATH[0](root)
+        ours = [
+            el
+            for el in extract_mod._INFINITE_CANDIDATES(root)
+            if extract_mod._is_infinite_scroll(el)
+        ]
+        assert len(ours) == len(expected) and all(
+            a is b for a, b in zip(ours, expected, strict=True)
+        )
+        pages += 1
+        matched += len(ours)
+    assert pages >= 20 and matched >= 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '<div id="infinite-scroll"><p>next article</p></div>',
+        '<section class="x infinitescroll"><h1>kept: holds the h1</h1></section>',
+        '<div class="mvp-post-add-box"><h1>dropped despite the h1</h1></div>',
+        '<aside id="mvp-post-add-wrap"><p>x</p></aside>',
+        '<div class="infinite-loader"><p>kept: not a scroll container</p></div>',
+        '<span class="infinite-scroll"><p>kept: not a div</p></span>',
+        '<div class="elementor-share-buttons"><a>share</a></div>',
+    ],
+)
+def test_raw_prune_same_as_trafilatura(body: str) -> None:
+    from trafilatura.htmlprocessing import prune_unwanted_nodes
+    from trafilatura.xpaths import RAW_TREE_PRUNE_XPATH
+
+    html = f"<html><body><main><p>intro</p>{body}<p>tail</p></main></body></html>"
+    ours = extract_mod._prune_raw(extract_mod._parse(html), html)
+    expected = prune_unwanted_nodes(extract_mod._parse(html), RAW_TREE_PRUNE_XPATH)
+    assert lxml.html.tostring(ours) == lxml.html.tostring(expected)
