@@ -168,9 +168,15 @@ def decode_html(body: bytes, charset: str | None = None) -> str:
     when the bytes are valid UTF-8 with non-ASCII characters: such a coincidence does not
     happen in real text, while mislabelled UTF-8 pages are common.
     """
+    return _decode(body, charset)[0]
+
+
+def _decode(body: bytes, charset: str | None) -> tuple[str, bool]:
+    """decode_html(body, charset), and whether the text is body decoded as strict UTF-8 (the
+    text encoded in UTF-8 is then body itself)."""
     for bom, name in _BOMS:
         if body.startswith(bom):
-            return body[len(bom) :].decode(name, errors="replace").replace("\x00", "")
+            return body[len(bom) :].decode(name, errors="replace").replace("\x00", ""), False
     encoding = _codec(charset) or _declared_charset(body)
     # The strict UTF-8 decoding that tests the bytes is the text when it succeeds (the page
     # is decoded once).
@@ -188,8 +194,10 @@ def decode_html(body: bytes, charset: str | None = None) -> str:
             # Declared UTF-8 but is not: trust the bytes (old pages behind new servers).
             encoding = _detect(body)
     if text is None:
-        text = body.decode(encoding or "utf-8", errors="replace")
-    return text.replace("\x00", "") if "\x00" in text else text
+        return body.decode(encoding or "utf-8", errors="replace").replace("\x00", ""), False
+    if "\x00" in text:
+        return text.replace("\x00", ""), False
+    return text, True
 
 
 # --------------------------------------------------------------------------- parsing
@@ -219,11 +227,12 @@ _CONTROL_BYTES = bytes([*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20)])
 _CONTROL_TO_NUL = bytes(0 if b in _CONTROL_BYTES else b for b in range(256))
 
 
-def _repaired(html: str, beginning: str) -> bytes:
+def _repaired(html: str, beginning: str, utf8: bytes | None = None) -> bytes:
     """repair_faulty_html(html, beginning) as UTF-8. Its regular-expression scan of the whole
     page for invalid characters (~0.15 ms) is replaced by a byte translation of the encoded
     page and a search of the text for the two non-characters, which find them faster (~0.07
-    ms); pages that hold any go through repair_faulty_html."""
+    ms); pages that hold any go through repair_faulty_html. ``utf8``, when given, is html in
+    UTF-8 (the page's bytes: not encoded again)."""
     fixed = html
     # repair_faulty_html's other two fixes, on the first lines; its doctype fix rebuilds the
     # page only when it changes the first line or the page has one line (it adds a newline)
@@ -234,18 +243,19 @@ def _repaired(html: str, beginning: str) -> bytes:
         if "<html" in line and line.endswith("/>"):
             fixed = FAULTY_HTML.sub(r"\1>", fixed, count=1)
             break
-    data = fixed.encode("utf-8", "surrogatepass")
+    data = utf8 if utf8 is not None and fixed is html else fixed.encode("utf-8", "surrogatepass")
     # (U+FFFE and U+FFFF are looked for in the text: 10x faster than their bytes in UTF-8)
     if b"\x00" in data.translate(_CONTROL_TO_NUL) or "\ufffe" in fixed or "\uffff" in fixed:
         data = repair_faulty_html(html, beginning).encode("utf-8", "surrogatepass")
     return data
 
 
-def _parse(html: str) -> HtmlElement | None:
-    """The page's tree, or None when it is not HTML (trafilatura.load_html's checks)."""
+def _parse(html: str, utf8: bytes | None = None) -> HtmlElement | None:
+    """The page's tree, or None when it is not HTML (trafilatura.load_html's checks).
+    ``utf8``, when given, is html in UTF-8."""
     beginning = html[:50].lower()
     try:
-        root = etree.fromstring(_repaired(html, beginning), _PARSER)
+        root = etree.fromstring(_repaired(html, beginning, utf8), _PARSER)
     except (etree.ParserError, etree.XMLSyntaxError, ValueError):
         return None
     if root is None or ("html" not in beginning and len(root) < 2):
@@ -1559,9 +1569,10 @@ def extract_article(
     if isinstance(body, bytes):
         if len(body) > MAX_BYTES:
             raise ExtractError("too_large", f"{url}: page of {len(body)} bytes exceeds {MAX_BYTES}")
-        text = decode_html(body, charset)
+        text, is_utf8 = _decode(body, charset)
+        utf8 = body if is_utf8 else None
     else:
-        text = body.replace("\x00", "")
+        text, utf8 = body.replace("\x00", ""), None
     if not text.strip():
         raise ExtractError("empty", f"{url}: empty page")
     if len(text) > MAX_BYTES:
@@ -1574,16 +1585,20 @@ def extract_article(
             "too_large", f"{url}: page has {tags} tags, more than the {MAX_TAGS} allowed"
         )
     try:
-        return _extract(text, url, rule, fast)
+        return _extract(text, url, rule, fast, utf8)
     except RecursionError as exc:
         raise ExtractError("too_deep", f"{url}: page nested too deeply to parse") from exc
 
 
-def _extract(html: str, url: str, rule: SiteRule | None, fast: bool) -> Article:
+def _extract(
+    html: str, url: str, rule: SiteRule | None, fast: bool, utf8: bytes | None = None
+) -> Article:
+    """``utf8``, when given, is html in UTF-8 (the page's bytes)."""
     source, rule_html = None, None
     if rule is not None:
         html, source, rule_html = _rule_sources(html, rule, url)
-    root = _parse(html)
+        utf8 = None  # html is now the page as beautifulsoup4 wrote it back
+    root = _parse(html, utf8)
     if root is None:
         raise ExtractError("no_content", f"{url}: no article text found")
     page = _scan(root)

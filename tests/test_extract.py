@@ -721,3 +721,22 @@ def test_raw_prune_same_as_trafilatura(body: str) -> None:
     ours = extract_mod._prune_raw(extract_mod._parse(html), html)
     expected = prune_unwanted_nodes(extract_mod._parse(html), RAW_TREE_PRUNE_XPATH)
     assert lxml.html.tostring(ours) == lxml.html.tostring(expected)
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        "<!DOCTYPE html/>\n<html><body><p>Žluťoučký kůň \u2014 "
+        + "slovo " * 40
+        + "</p></body></html>",
+        "<!doctype html>\n<html/>\n<body><p>" + "mot été " * 40 + "</p></body>",
+        "<html><body><p>a\x01b " + "word " * 60 + "</p></body></html>",
+    ],
+)
+def test_utf8_bytes_parse_like_their_text(html: str) -> None:
+    data = html.encode("utf-8")
+    assert extract_mod._decode(data, None) == (html, True)
+    beginning = html[:50].lower()
+    assert extract_mod._repaired(html, beginning, data) == extract_mod._repaired(html, beginning)
+    from_bytes, from_text = extract_article(data, URL), extract_article(html, URL)
+    assert (from_bytes.html, from_bytes.text) == (from_text.html, from_text.text)
