@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import io
 import ipaddress
 import math
 import os
+import pickle
 import re
+import sys
 import unicodedata
 import xml.etree.ElementTree as ET
 from collections.abc import Collection, Mapping, Sequence
@@ -1304,10 +1307,6 @@ def _cache_dir(env: Mapping[str, str]) -> Path | None:
 
 def _cache_key(config_path: str | None, feeds_path: str | None,
                env: Mapping[str, str]) -> str | None:
-    import hashlib
-    import pickle
-    import sys
-
     digest = hashlib.sha256()
     try:
         for part in (Path(__file__), Path(__file__).with_name("models.py"), config_path,
@@ -1328,8 +1327,6 @@ def _cache_key(config_path: str | None, feeds_path: str | None,
 
 
 def _cache_get(key: str, env: Mapping[str, str]) -> Config | None:
-    import pickle
-
     folder = _cache_dir(env)
     if folder is None:
         return None
@@ -1345,8 +1342,6 @@ def _cache_get(key: str, env: Mapping[str, str]) -> Config | None:
 
 
 def _cache_put(key: str, config: Config, env: Mapping[str, str]) -> None:
-    import pickle
-
     folder = _cache_dir(env)
     if folder is None:
         return

@@ -582,16 +582,15 @@ def test_recursive_alias_and_deep_nesting(tmp_path: Path) -> None:
 
 
 def test_deep_block_nesting_is_caught_too(tmp_path: Path) -> None:
-    """Block style: the quick bound that skips the depth pass must not let these through."""
-    compact = "feeds:\n" + "- " * 70 + "x\n"  # sequences nested on one line
-    assert feed_problems(tmp_path, compact)[0].endswith("nesting deeper than 64 levels")
+    """Block style, deep enough that ruamel's recursive composer would overflow the stack:
+    the quick bound that skips the event pass must not let these through, and the event pass
+    stops them at the limit, with its position."""
+    compact = "feeds:\n" + "- " * 2000 + "x\n"  # sequences nested on one line
+    assert feed_problems(tmp_path, compact) == ["2:127: nesting deeper than 64 levels"]
     # Mappings whose sequences share the key's indentation: two levels per two columns.
-    lines = ["feeds:"]
-    for depth in range(40):
-        pad = "  " * depth
-        lines += [f"{pad}- k{depth}:"]
-    deep = "\n".join(lines) + "\n" + "  " * 40 + "- end\n"
-    assert feed_problems(tmp_path, deep)[0].endswith("nesting deeper than 64 levels")
+    lines = ["feeds:"] + [f"{'  ' * depth}- k{depth}:" for depth in range(1000)]
+    deep = "\n".join(lines) + "\n"
+    assert feed_problems(tmp_path, deep) == ["33:65: nesting deeper than 64 levels"]
 
 
 # --------------------------------------------------------------------------- settings and env
