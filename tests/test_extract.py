@@ -740,3 +740,157 @@ def test_utf8_bytes_parse_like_their_text(html: str) -> None:
     assert extract_mod._repaired(html, beginning, data) == extract_mod._repaired(html, beginning)
     from_bytes, from_text = extract_article(data, URL), extract_article(html, URL)
     assert (from_bytes.html, from_bytes.text) == (from_text.html, from_text.text)
+
+
+def _corpus_roots(corpus: Path, step: int = 1) -> list[lxml.html.HtmlElement]:
+    roots = []
+    for source in sorted((corpus / "articles").glob("*/*/source.html"))[::step]:
+        root = extract_mod._parse(decode_html(source.read_bytes()))
+        if root is not None:
+            roots.append(root)
+    return roots
+
+
+def _converted(root: lxml.html.HtmlElement) -> lxml.html.HtmlElement:
+    """The tree trafilatura's main extractor evaluates its XPaths on."""
+    from copy import copy
+
+    from trafilatura.htmlprocessing import convert_tags, tree_cleaning
+
+    options = extract_mod._FAST
+    return convert_tags(tree_cleaning(copy(root), options), options)
+
+
+def test_emulated_xpaths_written_for_the_pinned_trafilatura() -> None:
+    # A trafilatura whose XPaths changed runs its own, unemulated: this says it happened.
+    assert extract_mod._EMULATED is not None
+
+
+def test_emulated_xpaths_same_as_trafilatura(corpus: Path) -> None:
+    from trafilatura.xpaths import BODY_XPATH, OVERALL_DISCARD_XPATH
+
+    assert extract_mod._EMULATED is not None
+    overall, body = extract_mod._EMULATED
+    matched = bodies = 0
+    for root in _corpus_roots(corpus, step=2):
+        for tree in (root, _converted(root)):
+            for ours, theirs in zip(overall, OVERALL_DISCARD_XPATH, strict=True):
+                expected, got = theirs(tree), ours(tree)
+                assert len(got) == len(expected)
+                assert all(a is b for a, b in zip(got, expected, strict=True))
+                matched += len(got)
+            for ours, theirs in zip(body, BODY_XPATH, strict=True):
+                # the caller takes the first element found, and only that
+                expected, got = theirs(tree)[:1], ours(tree)[:1]
+                assert len(got) == len(expected) and all(
+                    a is b for a, b in zip(got, expected, strict=True)
+                )
+                bodies += len(got)
+    assert matched >= 5000 and bodies >= 200
+
+
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        'id="cookie-law" class="x"',
+        'class="x" id="cookie-law"',
+        'id="x" class="cookie-law"',
+        'class="cookie" id="x"',
+        'id="reply-1" class="x"',
+        'class="x" id="reply-1"',
+        'style="x" id="hidden-part"',
+        'id="x" style="visibility:hidden"',
+        'style="visibility:hidden" id="x"',
+        'role="Navigation"',
+        'data-lp-replacement-content=""',
+        'class="page ad-slot"',
+        'class="load-ad-x"',
+        'class="dfpAd"',
+        'aria-hidden="true"',
+        'style="display: none"',
+        'class="post-entry"',
+        'id="article-body"',
+        'class="FullText"',
+        'class="article intro"',
+        'id="primary-x"',
+        'id="x-Main-Content"',
+        'class="Page-Content"',
+        'class="content__body"',
+        'id="content"',
+        'itemprop="articleBody"',
+        "",
+    ],
+)
+def test_emulated_xpaths_attribute_order_and_spelling(attributes: str) -> None:
+    """string(@id|@class) is the attribute written first; the spellings each regex allows."""
+    from trafilatura.xpaths import BODY_XPATH, OVERALL_DISCARD_XPATH
+
+    assert extract_mod._EMULATED is not None
+    overall, body = extract_mod._EMULATED
+    html = (
+        "<html><body><main><div class='a'><p>intro</p></div>"
+        f"<div {attributes}><p>x</p></div><span {attributes}>y</span>"
+        f"<section {attributes}><p>z</p></section></main></body></html>"
+    )
+    root = extract_mod._parse(html)
+    for ours, theirs in zip(overall, OVERALL_DISCARD_XPATH, strict=True):
+        assert ours(root) == theirs(root)
+    for ours, theirs in zip(body, BODY_XPATH, strict=True):
+        assert ours(root)[:1] == theirs(root)[:1]
+
+
+def _paragraphs(maker: type, tree: lxml.html.HtmlElement) -> list[tuple[object, ...]]:
+    from justext.core import classify_paragraphs, revise_paragraph_classification
+    from trafilatura.external import JT_STOPLIST, jt_stoplist_init
+
+    paragraphs = maker.make_paragraphs(tree)
+    classify_paragraphs(
+        paragraphs, JT_STOPLIST or jt_stoplist_init(), 50, 150, 0.1, 0.2, 0.25, True
+    )
+    revise_paragraph_classification(paragraphs, 150)
+    return [
+        (p.dom_path, p.xpath, p.text, p.tags_count, p.chars_count_in_links, p.class_type)
+        for p in paragraphs
+    ]
+
+
+def test_justext_paragraphs_same_as_saxified(corpus: Path) -> None:
+    from copy import deepcopy
+
+    from justext.core import ParagraphMaker
+    from trafilatura.baseline import basic_cleaning
+
+    good = 0
+    for root in _corpus_roots(corpus, step=8):
+        tree = basic_cleaning(deepcopy(root))
+        expected = _paragraphs(ParagraphMaker, tree)
+        assert _paragraphs(extract_mod._ParagraphMaker, tree) == expected
+        good += sum(p[-1] == "good" for p in expected)
+    assert good >= 200
+
+
+def test_justext_paragraphs_with_comments_instructions_and_namespaces() -> None:
+    from justext.core import ParagraphMaker
+
+    root = lxml.html.fromstring(
+        "<html><body><div>lead <!-- note -->text<?pi x?> more"
+        "<p>First <a href='/x'>linked</a> paragraph<br><br>after breaks</p>"
+        "<h2>Heading</h2><select><option>choice</option></select></div></body></html>"
+    )
+    root.find(".//h2").append(lxml.html.Element("{urn:x}span"))
+    root.find(".//h2")[-1].text = "namespaced"
+    assert _paragraphs(extract_mod._ParagraphMaker, root) == _paragraphs(ParagraphMaker, root)
+
+
+def test_trafilatura_left_as_found_after_an_extraction() -> None:
+    from justext.core import ParagraphMaker
+    from trafilatura import external, main_extractor
+    from trafilatura.xpaths import BODY_XPATH, OVERALL_DISCARD_XPATH
+
+    page = "<html><body><article><p>" + "Short text. " * 5 + "</p></article></body></html>"
+    with pytest.raises(ExtractError):
+        extract_article(page.replace("Short text. ", ""), URL)
+    extract_article(page, URL)  # through the fallback extractors (jusText included)
+    assert main_extractor.OVERALL_DISCARD_XPATH is OVERALL_DISCARD_XPATH
+    assert main_extractor.BODY_XPATH is BODY_XPATH
+    assert external.ParagraphMaker is ParagraphMaker
