@@ -29,6 +29,7 @@ import codecs
 import json
 import logging
 import re
+import sys
 import threading
 import warnings
 from collections.abc import Iterator
@@ -68,7 +69,7 @@ from trafilatura.external import compare_extraction, justext_rescue
 from trafilatura.htmlprocessing import convert_tags, prune_unwanted_nodes, tree_cleaning
 from trafilatura.json_metadata import normalize_authors
 from trafilatura.main_extractor import extract_content
-from trafilatura.settings import Extractor
+from trafilatura.settings import BASIC_CLEAN_XPATH, Extractor
 from trafilatura.utils import DOCTYPE_TAG, FAULTY_HTML, repair_faulty_html
 from trafilatura.xml import delete_element
 from trafilatura.xpaths import BODY_XPATH, OVERALL_DISCARD_XPATH, RAW_TREE_PRUNE_XPATH
@@ -1233,14 +1234,15 @@ def _prune_comments(tree: Any, markup: str) -> Any:
 
 # --------------------------------------------------------------------------- faster, same result
 #
-# trafilatura's main extractor evaluates two families of XPaths on every page, each calling a
-# Python regular expression from libxml2 (EXSLT re:test) on every element of a kind, with or
-# without attributes: OVERALL_DISCARD_XPATH (boilerplate sections, ~1.1 ms a page) and
-# BODY_XPATH (the article's container, ~0.9 ms). Below, each is evaluated as libxml2 picking
-# the elements that carry one of the attributes its predicate reads, then its predicate,
-# written out verbatim in Python, on those: the same elements in the same order (tests run
-# both on every corpus page). Spelling the regular expressions out as contains() calls
-# instead is slower: libxml2 copies the attribute's string for each call.
+# trafilatura evaluates three families of XPaths on every page, each calling a Python
+# regular expression from libxml2 (EXSLT re:test) on every element of a kind, with or
+# without attributes: OVERALL_DISCARD_XPATH (boilerplate sections, ~1.1 ms a page),
+# BODY_XPATH (the article's container, ~0.9 ms) and BASIC_CLEAN_XPATH (before its fallbacks
+# and its page measure, ~2.6 ms a call). Below, each is evaluated as libxml2 picking the
+# elements that carry one of the attributes its predicate reads, then its predicate, written
+# out verbatim in Python, on those: the same elements in the same order (tests run both on
+# corpus pages). Spelling the regular expressions out as contains() calls instead is slower:
+# libxml2 copies the attribute's string for each call.
 #
 # jusText (trafilatura's last fallback, ~11 ms a call on the ~10 % of pages that reach it)
 # walks the page through lxml.sax and recomputes each paragraph's normalised text about six
@@ -1251,7 +1253,8 @@ def _prune_comments(tree: Any, markup: str) -> Any:
 # them for the duration of one extraction (plain trafilatura elsewhere in the process is left
 # as it is), and only when the XPaths' source is the one they were written from.
 
-_EMULATED_XPATHS = "ac9de6d7de43dfd9"  # sha256 of OVERALL_DISCARD_XPATH + BODY_XPATH sources
+# sha256 of the sources of OVERALL_DISCARD_XPATH, BODY_XPATH and BASIC_CLEAN_XPATH
+_EMULATED_XPATHS = "4520d6f56704bf90"
 
 
 def _first_of(el: Any, a: str, b: str) -> str | None:
@@ -1412,8 +1415,39 @@ def _main_content(el: Any) -> bool:
     )
 
 
-def _emulated_xpaths() -> tuple[list[Any], list[Any]] | None:
-    sources = "\x00".join(x.path for x in (*OVERALL_DISCARD_XPATH, *BODY_XPATH))
+# BASIC_CLEAN_XPATH (trafilatura.baseline's cleaning, run before html2txt, jusText and its
+# baseline extractor; ~2.6 ms a page evaluated by libxml2, ~1.2 ms here)
+_ALWAYS_CLEANED = frozenset("aside fencedframe footer script style svg template".split())
+_CONSENT = re.compile(
+    "cookie[-_]?(?:banner|bar|consent|law|notice|policy|description)|notice[-_]{0,2}cookie"
+    "|consent[-_]?(?:banner|manager|sdk)|borlabs|cookiebot|cmplz|onetrust|moove[-_]?gdpr",
+    re.IGNORECASE,
+)
+
+
+def _basic_clean(el: Any) -> bool:
+    tag = el.tag
+    if tag in _ALWAYS_CLEANED:
+        return True
+    if tag == "div":
+        first = _first_of(el, "class", "id")
+        if first and "footer" in first:
+            return True
+    cls, ident = el.get("class"), el.get("id")
+    return bool((cls and _CONSENT.search(cls)) or (ident and _CONSENT.search(ident)))
+
+
+@dataclass(frozen=True)
+class _Emulations:
+    overall: list[Any]  # for trafilatura.main_extractor.OVERALL_DISCARD_XPATH
+    body: list[Any]  # for trafilatura.main_extractor.BODY_XPATH
+    basic: Any  # for trafilatura.baseline.BASIC_CLEAN_XPATH
+
+
+def _emulated_xpaths() -> _Emulations | None:
+    sources = "\x00".join(
+        x.path for x in (*OVERALL_DISCARD_XPATH, *BODY_XPATH, BASIC_CLEAN_XPATH)
+    )
     if sha256(sources.encode()).hexdigest()[:16] != _EMULATED_XPATHS:
         return None  # another trafilatura: its own XPaths, as they are
     blocks = ".//*[self::article or self::div or self::main or self::section]"
@@ -1439,15 +1473,39 @@ def _emulated_xpaths() -> tuple[list[Any], list[Any]] | None:
         _EmulatedXPath(BODY_XPATH[3], blocks + "[@class or @id]", _main_content, first=True),
         BODY_XPATH[4],
     ]
-    return overall, body
+    basic = _EmulatedXPath(
+        BASIC_CLEAN_XPATH,
+        ".//aside|.//fencedframe|.//footer|.//script|.//style|.//svg|.//template"
+        "|.//*[@class or @id]",
+        _basic_clean,
+    )
+    return _Emulations(overall, body, basic)
 
 
 _EMULATED = _emulated_xpaths()
+# the module, not the function the package exports under the same name
+_tf_baseline = sys.modules["trafilatura.baseline"]
 
 
 class _Paragraph(Paragraph):  # type: ignore[misc]
     """jusText's paragraph, its text normalised once: classify_paragraphs reads it about six
-    times, and only once the paragraph is complete."""
+    times, and only once the paragraph is complete. Its DOM path and XPath are written when
+    read: a paragraph starts at every block element, and most stay empty and are dropped."""
+
+    def __init__(self, path: Any) -> None:
+        self._path = list(path._elements)  # (tag, position, children) per level, from the root
+        self.text_nodes: list[str] = []
+        self.chars_count_in_links = 0
+        self.tags_count = 0
+        self.class_type = ""
+
+    @cached_property
+    def dom_path(self) -> str:
+        return ".".join(e[0] for e in self._path)
+
+    @cached_property
+    def xpath(self) -> str:
+        return "/" + "/".join(f"{tag}[{position}]" for tag, position, _ in self._path)
 
     @cached_property
     def text(self) -> str:  # type: ignore[override]
@@ -1519,7 +1577,9 @@ def _accelerated() -> Iterator[None]:
     with _swap_lock:
         if _swap_depth == 0:
             if _EMULATED is not None:
-                _tf_main.OVERALL_DISCARD_XPATH, _tf_main.BODY_XPATH = _EMULATED
+                _tf_main.OVERALL_DISCARD_XPATH = _EMULATED.overall
+                _tf_main.BODY_XPATH = _EMULATED.body
+                _tf_baseline.BASIC_CLEAN_XPATH = _EMULATED.basic
             _tf_external.ParagraphMaker = _ParagraphMaker
         _swap_depth += 1
     try:
@@ -1528,10 +1588,9 @@ def _accelerated() -> Iterator[None]:
         with _swap_lock:
             _swap_depth -= 1
             if _swap_depth == 0:
-                _tf_main.OVERALL_DISCARD_XPATH, _tf_main.BODY_XPATH = (
-                    OVERALL_DISCARD_XPATH,
-                    BODY_XPATH,
-                )
+                _tf_main.OVERALL_DISCARD_XPATH = OVERALL_DISCARD_XPATH
+                _tf_main.BODY_XPATH = BODY_XPATH
+                _tf_baseline.BASIC_CLEAN_XPATH = BASIC_CLEAN_XPATH
                 _tf_external.ParagraphMaker = ParagraphMaker
 
 

@@ -767,11 +767,13 @@ def test_emulated_xpaths_written_for_the_pinned_trafilatura() -> None:
 
 
 def test_emulated_xpaths_same_as_trafilatura(corpus: Path) -> None:
+    from trafilatura.settings import BASIC_CLEAN_XPATH
     from trafilatura.xpaths import BODY_XPATH, OVERALL_DISCARD_XPATH
 
-    assert extract_mod._EMULATED is not None
-    overall, body = extract_mod._EMULATED
-    matched = bodies = 0
+    emulated = extract_mod._EMULATED
+    assert emulated is not None
+    overall, body = emulated.overall, emulated.body
+    matched = bodies = cleaned = 0
     for root in _corpus_roots(corpus, step=2):
         for tree in (root, _converted(root)):
             for ours, theirs in zip(overall, OVERALL_DISCARD_XPATH, strict=True):
@@ -786,7 +788,11 @@ def test_emulated_xpaths_same_as_trafilatura(corpus: Path) -> None:
                     a is b for a, b in zip(got, expected, strict=True)
                 )
                 bodies += len(got)
-    assert matched >= 5000 and bodies >= 200
+        expected, got = BASIC_CLEAN_XPATH(root), emulated.basic(root)
+        assert len(got) == len(expected)
+        assert all(a is b for a, b in zip(got, expected, strict=True))
+        cleaned += len(got)
+    assert matched >= 5000 and bodies >= 200 and cleaned >= 5000
 
 
 @pytest.mark.parametrize(
@@ -818,15 +824,23 @@ def test_emulated_xpaths_same_as_trafilatura(corpus: Path) -> None:
         'class="content__body"',
         'id="content"',
         'itemprop="articleBody"',
+        'class="x" id="site-footer"',
+        'id="x" class="footer"',
+        'class="Cookie-Banner"',
+        'id="notice__cookie"',
+        'class="co\u212akie_law"',  # KELVIN SIGN: a case of k
+        'id="con\u017fent-manager"',  # LONG S: a case of s
         "",
     ],
 )
 def test_emulated_xpaths_attribute_order_and_spelling(attributes: str) -> None:
     """string(@id|@class) is the attribute written first; the spellings each regex allows."""
+    from trafilatura.settings import BASIC_CLEAN_XPATH
     from trafilatura.xpaths import BODY_XPATH, OVERALL_DISCARD_XPATH
 
-    assert extract_mod._EMULATED is not None
-    overall, body = extract_mod._EMULATED
+    emulated = extract_mod._EMULATED
+    assert emulated is not None
+    overall, body = emulated.overall, emulated.body
     html = (
         "<html><body><main><div class='a'><p>intro</p></div>"
         f"<div {attributes}><p>x</p></div><span {attributes}>y</span>"
@@ -837,6 +851,7 @@ def test_emulated_xpaths_attribute_order_and_spelling(attributes: str) -> None:
         assert ours(root) == theirs(root)
     for ours, theirs in zip(body, BODY_XPATH, strict=True):
         assert ours(root)[:1] == theirs(root)[:1]
+    assert emulated.basic(root) == BASIC_CLEAN_XPATH(root)
 
 
 def _paragraphs(maker: type, tree: lxml.html.HtmlElement) -> list[tuple[object, ...]]:
@@ -883,8 +898,11 @@ def test_justext_paragraphs_with_comments_instructions_and_namespaces() -> None:
 
 
 def test_trafilatura_left_as_found_after_an_extraction() -> None:
+    import sys
+
     from justext.core import ParagraphMaker
     from trafilatura import external, main_extractor
+    from trafilatura.settings import BASIC_CLEAN_XPATH
     from trafilatura.xpaths import BODY_XPATH, OVERALL_DISCARD_XPATH
 
     page = "<html><body><article><p>" + "Short text. " * 5 + "</p></article></body></html>"
@@ -894,3 +912,4 @@ def test_trafilatura_left_as_found_after_an_extraction() -> None:
     assert main_extractor.OVERALL_DISCARD_XPATH is OVERALL_DISCARD_XPATH
     assert main_extractor.BODY_XPATH is BODY_XPATH
     assert external.ParagraphMaker is ParagraphMaker
+    assert sys.modules["trafilatura.baseline"].BASIC_CLEAN_XPATH is BASIC_CLEAN_XPATH
