@@ -1484,7 +1484,7 @@ def _emulated_xpaths() -> _Emulations | None:
 
 _EMULATED = _emulated_xpaths()
 # the module, not the function the package exports under the same name
-_tf_baseline = sys.modules["trafilatura.baseline"]
+_tf_baseline: Any = sys.modules["trafilatura.baseline"]
 
 
 class _Paragraph(Paragraph):  # type: ignore[misc]
