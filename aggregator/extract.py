@@ -1708,6 +1708,48 @@ def _is_breadcrumb(text: str, title_key: str) -> bool:
     return bool(_BREADCRUMB_SEP.search(text)) and bool(title_key) and title_key in _norm(text)
 
 
+# "Read also: <a>another article's headline</a>": a block made of a short label and one link
+# to another page of the same site, which outlets put between paragraphs in every language
+# ("Читайте также:", "Lea también:", "À lire aussi »", "Czytaj też:"...). The label is told
+# by its length and the separator it ends with, not by its words.
+_LABEL_END = frozenset(":：»›>–—-։՝")
+_LABEL_MAX, _LABEL_WORDS, _HEADLINE_MIN, _TEASER_MAX = 40, 5, 15, 300
+
+
+def _site(url: str) -> str:
+    host = (urlsplit(url).hostname or "").lower()
+    return host[4:] if host.startswith("www.") else host
+
+
+def _is_related_link(block: Any, site: str, base: str) -> bool:
+    links = block.findall(".//a")
+    if len(links) != 1:
+        return False
+    text = _squash(_text(block))
+    headline = _squash(_text(links[0]))
+    if len(text) > _TEASER_MAX or len(headline) < _HEADLINE_MIN or not text.endswith(headline):
+        return False
+    label = text[: len(text) - len(headline)].strip()
+    if not label or len(label) > _LABEL_MAX or len(label.split()) > _LABEL_WORDS:
+        return False
+    if label[-1] not in _LABEL_END:
+        return False
+    target = _abs(links[0].get("href"), base)
+    return target is not None and _site(target) == site and target.split("#")[0] != base
+
+
+def _drop_related_links(body: Any, base: str) -> None:
+    site = _site(base)
+    if not site:
+        return
+    for block in list(body.iter(*_RELATED_BLOCKS)):
+        if _is_related_link(block, site, base):
+            _remove(block)
+
+
+_RELATED_BLOCKS = ("p", "li", "blockquote", "h2", "h3", "h4", "h5", "h6", "div")
+
+
 def _drop_metadata_repeats(body: Any, titles: list[str]) -> None:
     """Remove what repeats the metadata at the top: title heading, date line, breadcrumbs."""
     keys = {k for k in map(_norm, titles) if k}
@@ -2022,6 +2064,7 @@ def _extract(
         raise ExtractError("no_content", f"{url}: no article text found")
 
     _drop_metadata_repeats(result, titles)
+    _drop_related_links(result, url)
     _drop_empty(result)
     content_html = _to_html(result).strip()
     text = _block_text(result)

@@ -913,3 +913,37 @@ def test_trafilatura_left_as_found_after_an_extraction() -> None:
     assert main_extractor.BODY_XPATH is BODY_XPATH
     assert external.ParagraphMaker is ParagraphMaker
     assert sys.modules["trafilatura.baseline"].BASIC_CLEAN_XPATH is BASIC_CLEAN_XPATH
+
+
+# --------------------------------------------------------------------------- related links
+
+
+@pytest.mark.parametrize(
+    ("block", "dropped"),
+    [
+        ('<p>Read also: <a href="/news/2023/09/talks">Border talks resume in Tbilisi</a></p>', True),
+        ('<p>Читайте также: <a href="/ru/news/1">Переговоры о границе возобновились</a></p>', True),
+        ('<p><strong>Կարդացեք նաև՝</strong> <a href="/hy/news/2">Սահմանային բանակցությունները</a></p>', True),
+        ('<p>Həmçinin oxuyun: <a href="https://www.caucasus.example.org/az/3">Sərhəd danışıqları bərpa olunub</a></p>', True),
+        ('<h3>ასევე წაიკითხეთ » <a href="/ka/4">საზღვრის მოლაპარაკებები განახლდა</a></h3>', True),
+        ('<blockquote>VEA TAMBIÉN: <a href="/x/5">Entre heces y guaricha: la educación</a></blockquote>', True),
+        # another site's page: a source, not a teaser
+        ('<p>Source: <a href="https://news.example.net/report">Reuters report on the talks</a></p>', False),
+        # a label without a separator reads as a sentence
+        ('<p>See the <a href="/x/6">full list of the delegations here</a></p>', False),
+        # a short link text is not another article's headline
+        ('<p>Photo: <a href="/x/7">J. Smith</a></p>', False),
+        # a link with text after it, or two links, is part of the article
+        ('<p>Read: <a href="/x/8">the ceasefire agreement in full</a>, signed on Monday.</p>', False),
+        ('<p>Also: <a href="/x/9">Border talks resume here</a> <a href="/x/10">and there too</a></p>', False),
+        # a paragraph that is only a link
+        ('<p><a href="/x/11">The full text of the ceasefire agreement</a></p>', False),
+    ],
+)
+def test_related_article_links_between_paragraphs_dropped(block: str, dropped: bool) -> None:
+    body = "".join(para(i) for i in range(3)) + block + "".join(para(i) for i in range(3, 6))
+    page = f"<html><head><title>T</title></head><body><article>{body}</article></body></html>"
+    article = extract_article(page, URL)
+    link = lxml.html.fromstring(block).find(".//a")
+    assert (link.text_content() not in article.text) is dropped
+    assert article.text.count("paragraph") == 6
