@@ -1738,12 +1738,23 @@ def _is_related_link(block: Any, site: str, base: str) -> bool:
     return target is not None and _site(target) == site and target.split("#")[0] != base
 
 
+# A picture credit left standing as a paragraph of its own once its picture is gone: a
+# "Photo:" label (in the languages of the region and of the corpus) and a few words.
+_CREDIT_LINE = re.compile(
+    r"^\W{0,2}(?:photos?|foto|fotos|fotó|kuva|bild|image|picture|credits?|crédits? photos?|"
+    r"фото|фотография|լուսանկար(?:ը|ներ)?|ფოტო|şəkil|foto\s?şəkil)(?:\s*credit)?\s*[:：©՝]\s*"
+    r"\S(?:\S*\s*){0,6}$",
+    re.IGNORECASE,
+)
+
+
 def _drop_related_links(body: Any, base: str) -> None:
     site = _site(base)
-    if not site:
-        return
     for block in list(body.iter(*_RELATED_BLOCKS)):
-        if _is_related_link(block, site, base):
+        if (site and _is_related_link(block, site, base)) or (
+            next(block.iter("img"), None) is None
+            and _CREDIT_LINE.match(_squash(_text(block)))
+        ):
             _remove(block)
 
 

@@ -932,7 +932,7 @@ def test_trafilatura_left_as_found_after_an_extraction() -> None:
         # a label without a separator reads as a sentence
         ('<p>See the <a href="/x/6">full list of the delegations here</a></p>', False),
         # a short link text is not another article's headline
-        ('<p>Photo: <a href="/x/7">J. Smith</a></p>', False),
+        ('<p>Tags: <a href="/x/7">Politics</a></p>', False),
         # a link with text after it, or two links, is part of the article
         ('<p>Read: <a href="/x/8">the ceasefire agreement in full</a>, signed on Monday.</p>', False),
         ('<p>Also: <a href="/x/9">Border talks resume here</a> <a href="/x/10">and there too</a></p>', False),
@@ -947,3 +947,25 @@ def test_related_article_links_between_paragraphs_dropped(block: str, dropped: b
     link = lxml.html.fromstring(block).find(".//a")
     assert (link.text_content() not in article.text) is dropped
     assert article.text.count("paragraph") == 6
+
+
+@pytest.mark.parametrize(
+    ("line", "dropped"),
+    [
+        ("Photo: AP Photo/Evan Vucci", True),
+        ("Фото: Sputnik Армения", True),
+        ("Լուսանկարը՝ Photolure", True),  # the Armenian comma, as Armenian outlets write it
+        ("Լուսանկարը: Photolure", True),
+        ("ფოტო: Interpressnews", True),
+        ("Şəkil: APA", True),
+        ("(Credit: Clayton Aldern / Grist)", True),
+        ("Crédits photos : Bestimage", True),
+        # a sentence that starts like a credit
+        ("Photos: the delegations met in Tbilisi on Monday and talked for hours", False),
+        ("Photographers waited outside the ministry", False),
+    ],
+)
+def test_picture_credit_lines_dropped(line: str, dropped: bool) -> None:
+    body = "".join(para(i) for i in range(3)) + f"<p>{line}</p>" + para(3)
+    page = f"<html><head><title>T</title></head><body><article>{body}</article></body></html>"
+    assert (line not in extract_article(page, URL).text) is dropped
