@@ -1741,9 +1741,12 @@ def _is_related_link(block: Any, site: str, base: str) -> bool:
 # A picture credit left standing as a paragraph of its own once its picture is gone: a
 # "Photo:" label (in the languages of the region and of the corpus) and a few words.
 _CREDIT_LINE = re.compile(
-    r"^\W{0,2}(?:photos?|foto|fotos|fotó|kuva|bild|image|picture|credits?|crédits? photos?|"
-    r"фото|фотография|լուսանկար(?:ը|ներ)?|ფოტო|şəkil|foto\s?şəkil)(?:\s*credit)?\s*[:：©՝]\s*"
-    r"\S(?:\S*\s*){0,6}$",
+    r"^\W{0,2}(?:"
+    r"(?:photos?|foto|fotos|fotó|kuva|bild|image|picture|credits?|crédits? photos?|фото|"
+    r"фотография|լուսանկար(?:ը|ներ)?|ფოტო|şəkil|foto\s?şəkil)(?:\s*credit)?\s*[:：©՝]"
+    r"|(?:photo|screenshot|image|picture|illustration)s?\s+(?:by|via|courtesy(?:\s+of)?)"
+    r"|courtesy(?:\s+of)?"
+    r")\s*\S(?:\S*\s*){0,6}$",
     re.IGNORECASE,
 )
 

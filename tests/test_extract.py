@@ -960,8 +960,11 @@ def test_related_article_links_between_paragraphs_dropped(block: str, dropped: b
         ("Şəkil: APA", True),
         ("(Credit: Clayton Aldern / Grist)", True),
         ("Crédits photos : Bestimage", True),
+        ("Photo by Joedson Alves/Reuters", True),
+        ("Courtesy of the Ministry of Defence", True),
         # a sentence that starts like a credit
         ("Photos: the delegations met in Tbilisi on Monday and talked for hours", False),
+        ("Courtesy calls between the two presidents lasted for over an hour on Monday", False),
         ("Photographers waited outside the ministry", False),
     ],
 )
