@@ -1515,6 +1515,10 @@ class _Paragraph(Paragraph):  # type: ignore[misc]
     def words_count(self) -> int:  # type: ignore[override]
         return len(self.text.split())
 
+    def stopwords_count(self, stopwords: frozenset[str]) -> int:
+        # jusText lowers word by word; lowering never adds or removes whitespace
+        return sum(map(stopwords.__contains__, self.text.lower().split()))
+
 
 class _ParagraphMaker(ParagraphMaker):  # type: ignore[misc]
     """jusText's ParagraphMaker fed the events lxml.sax.saxify would send, in the same order
@@ -1721,13 +1725,12 @@ def _site(url: str) -> str:
     return host[4:] if host.startswith("www.") else host
 
 
-def _is_related_link(block: Any, site: str, base: str) -> bool:
+def _is_related_link(block: Any, text: str, site: str, base: str) -> bool:
     links = block.findall(".//a")
     if len(links) != 1:
         return False
-    text = _squash(_text(block))
     headline = _squash(_text(links[0]))
-    if len(text) > _TEASER_MAX or len(headline) < _HEADLINE_MIN or not text.endswith(headline):
+    if len(headline) < _HEADLINE_MIN or not text.endswith(headline):
         return False
     label = text[: len(text) - len(headline)].strip()
     if not label or len(label) > _LABEL_MAX or len(label.split()) > _LABEL_WORDS:
@@ -1752,11 +1755,17 @@ _CREDIT_LINE = re.compile(
 
 
 def _drop_related_links(body: Any, base: str) -> None:
+    """Remove "Read also" link lines and picture credit lines (above)."""
     site = _site(base)
     for block in list(body.iter(*_RELATED_BLOCKS)):
-        if (site and _is_related_link(block, site, base)) or (
-            next(block.iter("img"), None) is None
-            and _CREDIT_LINE.match(_squash(_text(block)))
+        raw = _text(block)
+        if len(raw) > 4 * _TEASER_MAX:  # whitespace aside, far too long for either
+            continue
+        text = _squash(raw)
+        if len(text) > _TEASER_MAX:
+            continue
+        if (site and _is_related_link(block, text, site, base)) or (
+            _CREDIT_LINE.match(text) and next(block.iter("img"), None) is None
         ):
             _remove(block)
 
