@@ -2015,13 +2015,13 @@ def extract_article(
         utf8 = body if is_utf8 else None
     else:
         text, utf8 = body.replace("\x00", ""), None
-    if not text.strip():
+    if not text or text.isspace():  # text.strip() would copy the page
         raise ExtractError("empty", f"{url}: empty page")
     if len(text) > MAX_BYTES:
         raise ExtractError(
             "too_large", f"{url}: page of {len(text)} characters exceeds {MAX_BYTES}"
         )
-    tags = text.count("<")
+    tags = text.count("<") if len(text) > MAX_TAGS else 0  # fewer characters, fewer tags
     if tags > MAX_TAGS:
         raise ExtractError(
             "too_large", f"{url}: page has {tags} tags, more than the {MAX_TAGS} allowed"
