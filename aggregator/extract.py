@@ -1776,6 +1776,25 @@ def _drop_related_links(body: Any, base: str) -> None:
 _RELATED_BLOCKS = ("p", "li", "blockquote", "h2", "h3", "h4", "h5", "h6", "div")
 
 
+# trafilatura trims the text after a link it keeps as a paragraph of its own ("Written by
+# <a>Miami Today</a> on November 7" comes out as "Miami Todayon November 7"). Where the
+# page has the same link followed by whitespace, the space is put back.
+def _restore_link_spaces(body: Any, page: Any) -> None:
+    joined = [
+        a for a in body.iter("a") if a.tail and a.tail[0].isalnum() and a.get("href") is not None
+    ]
+    if not joined:
+        return
+    spaced = {
+        (a.get("href"), _squash(_text(a)))
+        for a in page.iter("a")
+        if a.tail and a.tail[0].isspace() and a.get("href") is not None
+    }
+    for a in joined:
+        if (a.get("href"), _squash(_text(a))) in spaced:
+            a.tail = " " + a.tail
+
+
 def _drop_metadata_repeats(body: Any, titles: list[str]) -> None:
     """Remove what repeats the metadata at the top: title heading, date line, breadcrumbs."""
     keys = {k for k in map(_norm, titles) if k}
@@ -2090,6 +2109,7 @@ def _extract(
         raise ExtractError("no_content", f"{url}: no article text found")
 
     _drop_metadata_repeats(result, titles)
+    _restore_link_spaces(result, root)
     _drop_related_links(result, url)
     _drop_empty(result)
     content_html = _to_html(result).strip()

@@ -972,3 +972,23 @@ def test_picture_credit_lines_dropped(line: str, dropped: bool) -> None:
     body = "".join(para(i) for i in range(3)) + f"<p>{line}</p>" + para(3)
     page = f"<html><head><title>T</title></head><body><article>{body}</article></body></html>"
     assert (line not in extract_article(page, URL).text) is dropped
+
+
+@pytest.mark.parametrize(
+    ("after_link", "expected"),
+    [
+        (" in Baku today", "the summit in Baku today"),  # the page's space, which trafilatura trims
+        ("s in Baku today", "the summits in Baku today"),  # no space on the page: none added
+    ],
+)
+def test_space_after_a_kept_link_as_on_the_page(after_link: str, expected: str) -> None:
+    # A <div> of loose text between paragraphs: trafilatura keeps its link as a paragraph of
+    # its own and trims the text after it.
+    loose = (
+        f"<div class='text'>One run mentions <a href='/x'>the summit</a>{after_link} and more"
+        " words follow here to make it long enough for anything.</div>"
+    )
+    body = "".join(para(i) for i in range(4)) + loose + "".join(para(i) for i in range(4, 8))
+    page = f"<html><head><title>T</title></head><body><article>{body}</article></body></html>"
+    text = extract_article(page, URL).text
+    assert expected in text
