@@ -1795,6 +1795,83 @@ def _restore_link_spaces(body: Any, page: Any) -> None:
             a.tail = " " + a.tail
 
 
+# trafilatura also splits a run of loose text at a link it keeps ("<div>...rushed off to a
+# <a>security fair</a> in Las Vegas...<br><br>...</div>" comes out as two paragraphs, the
+# second starting with the link). Where the page has the link right after the text that
+# ends the paragraph before, in one run (no block element or double <br> between), the two
+# are one paragraph again.
+_RUN_BREAKS = frozenset(_BLOCK_TAGS) - {"br"}
+
+
+def _text_before_in_run(link: Any) -> str:
+    """The text before a link in its run of loose text and inline elements, up to 80
+    characters, as it stands on the page."""
+    pieces: list[str] = []
+    node, size = link, 0
+    while size < 80:
+        prev = node.getprevious()
+        if prev is None:
+            parent = node.getparent()
+            if parent is None:
+                break
+            pieces.append(parent.text or "")
+            if parent.tag in _RUN_BREAKS or parent.tag in ("body", "td", "th", "li"):
+                break
+            node = parent
+        elif not isinstance(prev.tag, str):
+            pieces.append(prev.tail or "")
+            node = prev
+        elif prev.tag in _RUN_BREAKS:
+            pieces.append(prev.tail or "")
+            break
+        elif prev.tag == "br":
+            pieces.append(prev.tail or "")
+            twin = prev.getprevious()
+            if twin is not None and twin.tag == "br" and not (twin.tail or "").strip():
+                break
+            node = prev
+        else:
+            pieces.append("".join(prev.itertext()) + (prev.tail or ""))
+            node = prev
+        size += len(pieces[-1])
+    return "".join(reversed(pieces))
+
+
+def _rejoin_split_runs(body: Any, page: Any) -> None:
+    starts = [
+        p
+        for p in body
+        if p.tag == "p"
+        and not (p.text or "").strip()
+        and len(p)
+        and p[0].tag == "a"
+        and p.getprevious() is not None
+        and p.getprevious().tag == "p"
+    ]
+    if not starts:
+        return
+    sources: dict[tuple[str | None, str], Any] = {}
+    for link in page.iter("a"):
+        sources.setdefault((link.get("href"), _squash(_text(link))), link)
+    for p in starts:
+        source = sources.get((p[0].get("href"), _squash(_text(p[0]))))
+        raw = _text_before_in_run(source) if source is not None else ""
+        before = _squash(raw)
+        # "text<a>" with no space between: two pieces of the page's furniture, not prose
+        if not before or not raw[-1].isspace():
+            continue
+        prev = p.getprevious()
+        if not _squash(_text(prev)).endswith(before[-40:]):
+            continue
+        if len(prev):
+            prev[-1].tail = (prev[-1].tail or "").rstrip() + " "
+        else:
+            prev.text = (prev.text or "").rstrip() + " "
+        for child in list(p):
+            prev.append(child)
+        body.remove(p)
+
+
 def _drop_metadata_repeats(body: Any, titles: list[str]) -> None:
     """Remove what repeats the metadata at the top: title heading, date line, breadcrumbs."""
     keys = {k for k in map(_norm, titles) if k}
@@ -2110,6 +2187,7 @@ def _extract(
 
     _drop_metadata_repeats(result, titles)
     _restore_link_spaces(result, root)
+    _rejoin_split_runs(result, root)
     _drop_related_links(result, url)
     _drop_empty(result)
     content_html = _to_html(result).strip()

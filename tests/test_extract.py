@@ -992,3 +992,26 @@ def test_space_after_a_kept_link_as_on_the_page(after_link: str, expected: str) 
     page = f"<html><head><title>T</title></head><body><article>{body}</article></body></html>"
     text = extract_article(page, URL).text
     assert expected in text
+
+
+def test_run_of_loose_text_split_at_a_link_is_one_paragraph_again() -> None:
+    # Paragraphs written as text runs between <br>s beside a picture block, links inside
+    # (an old CMS's article body): trafilatura starts a new paragraph at each link it keeps.
+    inner = (
+        "TBILISI -- The talks went on late into the night, said the ministers of both."
+        "<br/><br/>In a <a href='/speech'>speech</a> in Tbilisi, the minister spoke of the"
+        " border and of the return of displaced people after the war.<br/>"
+        "<div class='media'><img src='/p.jpg' alt='x'/><div class='caption'>Delegations at the"
+        " talks on Monday in Tbilisi.</div></div><br/>The sides did not say whether the"
+        " <a href='/review'>review</a> of the border would end this year, and more words follow."
+        "<div><a href='/z'>A linked headline of another kind</a> opens a block of its own on"
+        " the page, with more words after it to make a paragraph of it.</div>"
+    )
+    page = f"<html><body><div class='article'><div class='entry-content'>{inner}</div></div></body></html>"
+    lines = [line for line in extract_article(page, URL).text.splitlines() if line]
+    assert "In a speech in Tbilisi, the minister spoke of the border and of the return of" \
+        " displaced people after the war." in lines
+    assert "The sides did not say whether the review of the border would end this year, and" \
+        " more words follow." in lines
+    # a link that starts a block on the page still starts its paragraph
+    assert any(line.startswith("A linked headline of another kind opens") for line in lines)
