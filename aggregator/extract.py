@@ -1728,11 +1728,8 @@ def _site(url: str) -> str:
     return host[4:] if host.startswith("www.") else host
 
 
-def _is_related_link(block: Any, text: str, site: str, base: str) -> bool:
-    links = block.findall(".//a")
-    if len(links) != 1:
-        return False
-    headline = _squash(_text(links[0]))
+def _is_related_link(block: Any, link: Any, text: str, site: str, base: str) -> bool:
+    headline = _squash(_text(link))
     if len(headline) < _HEADLINE_MIN or not text.endswith(headline):
         return False
     label = text[: len(text) - len(headline)].strip()
@@ -1740,37 +1737,52 @@ def _is_related_link(block: Any, text: str, site: str, base: str) -> bool:
         return False
     if label[-1] not in _LABEL_END:
         return False
-    target = _abs(links[0].get("href"), base)
+    target = _abs(link.get("href"), base)
     return target is not None and _site(target) == site and target.split("#")[0] != base
 
 
 # A picture credit left standing as a paragraph of its own once its picture is gone: a
 # "Photo:" label (in the languages of the region and of the corpus) and a few words.
-_CREDIT_LINE = re.compile(
+_CREDIT_LABEL = (
     r"^\W{0,2}(?:"
     r"(?:photos?|foto|fotos|fotó|kuva|bild|image|picture|credits?|crédits? photos?|фото|"
     r"фотография|լուսանկար(?:ը|ներ)?|ფოტო|şəkil|foto\s?şəkil)(?:\s*credit)?\s*[:：©՝]"
     r"|(?:photo|screenshot|image|picture|illustration)s?\s+(?:by|via|courtesy(?:\s+of)?)"
-    r"|courtesy(?:\s+of)?"
-    r")\s*\S(?:\S*\s*){0,6}$",
-    re.IGNORECASE,
+    r"|courtesy(?:\s+of)?)"
 )
+_CREDIT_LINE = re.compile(_CREDIT_LABEL + r"\s*\S(?:\S*\s*){0,6}$", re.IGNORECASE)
+_CREDIT_LINE_START = re.compile(_CREDIT_LABEL, re.IGNORECASE)
 
 
 def _drop_related_links(body: Any, base: str) -> None:
     """Remove "Read also" link lines and picture credit lines (above)."""
     site = _site(base)
     for block in list(body.iter(*_RELATED_BLOCKS)):
+        links = list(block.iter("a"))
+        related = bool(site) and len(links) == 1
+        # a credit's label opens the block: its first words tell (cheaper than its text)
+        if not related and not _CREDIT_LINE_START.match(_squash(_first_words(block))):
+            continue
         raw = _text(block)
-        if len(raw) > 4 * _TEASER_MAX:  # whitespace aside, far too long for either
+        if len(raw) > 2 * _TEASER_MAX:  # even with its whitespace collapsed, too long for either
             continue
         text = _squash(raw)
         if len(text) > _TEASER_MAX:
             continue
-        if (site and _is_related_link(block, text, site, base)) or (
+        if (related and _is_related_link(block, links[0], text, site, base)) or (
             _CREDIT_LINE.match(text) and next(block.iter("img"), None) is None
         ):
             _remove(block)
+
+
+def _first_words(block: Any) -> str:
+    """The block's text up to its first 40 characters (whole pieces)."""
+    head = ""
+    for piece in block.itertext():
+        head += piece
+        if len(head.strip()) >= 40:
+            break
+    return head
 
 
 _RELATED_BLOCKS = ("p", "li", "blockquote", "h2", "h3", "h4", "h5", "h6", "div")
@@ -1785,10 +1797,11 @@ def _restore_link_spaces(body: Any, page: Any) -> None:
     ]
     if not joined:
         return
+    hrefs = {a.get("href") for a in joined}
     spaced = {
         (a.get("href"), _squash(_text(a)))
         for a in page.iter("a")
-        if a.tail and a.tail[0].isspace() and a.get("href") is not None
+        if a.get("href") in hrefs and a.tail and a.tail[0].isspace()
     }
     for a in joined:
         if (a.get("href"), _squash(_text(a))) in spaced:
@@ -1850,9 +1863,11 @@ def _rejoin_split_runs(body: Any, page: Any) -> None:
     ]
     if not starts:
         return
+    hrefs = {p[0].get("href") for p in starts}
     sources: dict[tuple[str | None, str], Any] = {}
     for link in page.iter("a"):
-        sources.setdefault((link.get("href"), _squash(_text(link))), link)
+        if link.get("href") in hrefs:
+            sources.setdefault((link.get("href"), _squash(_text(link))), link)
     for p in starts:
         source = sources.get((p[0].get("href"), _squash(_text(p[0]))))
         raw = _text_before_in_run(source) if source is not None else ""
