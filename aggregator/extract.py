@@ -1838,7 +1838,7 @@ def _text_before_in_run(link: Any) -> str:
             pieces.append(prev.tail or "")
             break
         elif prev.tag == "br":
-            pieces.append(prev.tail or "")
+            pieces.append(" " + (prev.tail or ""))  # a line break, as whitespace
             twin = prev.getprevious()
             if twin is not None and twin.tag == "br" and not (twin.tail or "").strip():
                 break
