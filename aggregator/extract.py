@@ -75,7 +75,12 @@ from trafilatura.main_extractor import extract_content
 from trafilatura.settings import BASIC_CLEAN_XPATH, Extractor
 from trafilatura.utils import DOCTYPE_TAG, FAULTY_HTML, repair_faulty_html
 from trafilatura.xml import delete_element
-from trafilatura.xpaths import BODY_XPATH, OVERALL_DISCARD_XPATH, RAW_TREE_PRUNE_XPATH
+from trafilatura.xpaths import (
+    BODY_XPATH,
+    OVERALL_DISCARD_XPATH,
+    RAW_TREE_PRUNE_XPATH,
+    REMOVE_COMMENTS_AND_LISTS_XPATH,
+)
 
 from aggregator.errors import ExtractError
 from aggregator.models import Article, SiteRule
@@ -1170,7 +1175,7 @@ _COMMENTS_WORDS = ("omment", "comol", "disqus_thread")
 # whose markup holds "infinite", often in CSS): libxml2 picks those whose id or class holds
 # "mvp-post-add-" or "infinite" (every match does), and its predicates, verbatim below, are
 # tested on those. Same elements, same order (tests).
-_INFINITE_CANDIDATES = etree.XPath(
+_INFINITE_CANDIDATES = (
     "(.//div | .//section | .//aside)[@id[contains(., 'mvp-post-add-') or contains(., 'infinite')]"
     " or @class[contains(., 'mvp-post-add-') or contains(., 'infinite')]]"
 )
@@ -1193,7 +1198,7 @@ def _prune_raw(tree: Any, markup: str) -> Any:
     """prune_unwanted_nodes(tree, RAW_TREE_PRUNE_XPATH), same result; each XPath only on
     pages whose markup holds its words."""
     if any(w in markup for w in _INFINITE_WORDS):
-        for element in [el for el in _INFINITE_CANDIDATES(tree) if _is_infinite_scroll(el)]:
+        for element in _INFINITE_SCROLL(tree):
             delete_element(element)  # the tail text is kept, as trafilatura does
     if _ELEMENTOR_WORD in markup:
         prune_unwanted_nodes(tree, RAW_TREE_PRUNE_XPATH[1:])
@@ -1204,7 +1209,7 @@ def _prune_raw(tree: Any, markup: str) -> Any:
 # its regular expressions called from libxml2 on every element (~0.85 ms a page): libxml2
 # picks the elements whose id or class holds "omment" or "comol" (every match does), and its
 # predicates, verbatim below, are tested on those. Same elements, same order (tests).
-_COMMENT_CANDIDATES = etree.XPath(
+_COMMENT_CANDIDATES = (
     "(//*/@id[contains(., 'omment') or contains(., 'comol') or contains(., 'disqus_thread')]"
     " | //*/@class[contains(., 'omment')])/.."
 )
@@ -1230,7 +1235,7 @@ def _prune_comments(tree: Any, markup: str) -> Any:
     """prune_unwanted_nodes(tree, REMOVE_COMMENTS_AND_LISTS_XPATH), same result."""
     if not any(w in markup for w in _COMMENTS_WORDS):
         return tree
-    for element in [el for el in _COMMENT_CANDIDATES(tree) if _is_comment_section(el)]:
+    for element in _COMMENT_SECTIONS(tree):
         delete_element(element)  # the tail text is kept, as trafilatura does
     return tree
 
@@ -1295,6 +1300,14 @@ class _EmulatedXPath:
 
     def __str__(self) -> str:  # trafilatura logs the expression that found the body
         return self.path
+
+
+# Written the same way last, for _prune_raw and _prune_comments (run on pages whose markup
+# holds their words; their candidates picked by words every match holds).
+_INFINITE_SCROLL = _EmulatedXPath(RAW_TREE_PRUNE_XPATH[0], _INFINITE_CANDIDATES, _is_infinite_scroll)
+_COMMENT_SECTIONS = _EmulatedXPath(
+    REMOVE_COMMENTS_AND_LISTS_XPATH[0], _COMMENT_CANDIDATES, _is_comment_section
+)
 
 
 # OVERALL_DISCARD_XPATH[0]

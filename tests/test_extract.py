@@ -654,51 +654,39 @@ def test_repaired_html_same_as_trafilatura_repair(html: str) -> None:
     assert extract_mod._repaired(html, beginning) == expected
 
 
+def _same_elements(ours: object, theirs: object, roots: list[lxml.html.HtmlElement]) -> int:
+    """Both XPaths (an emulation and trafilatura's) find the same elements in the same order
+    on every tree; returns how many."""
+    found = 0
+    for root in roots:
+        expected, got = theirs(root), ours(root)  # type: ignore[operator]
+        assert len(got) == len(expected)
+        assert all(a is b for a, b in zip(got, expected, strict=True))
+        found += len(got)
+    return found
+
+
 def test_comment_prune_same_as_trafilatura_xpath(corpus: Path) -> None:
     from trafilatura.xpaths import REMOVE_COMMENTS_AND_LISTS_XPATH
 
-    matched = 0
-    for source in sorted((corpus / "articles").glob("*/*/source.html"))[::3]:
-        root = extract_mod._parse(decode_html(source.read_bytes()))
-        if root is None:
-            continue
-        expected = REMOVE_COMMENTS_AND_LISTS_XPATH[0](root)
-        ours = [
-            el
-            for el in extract_mod._COMMENT_CANDIDATES(root)
-            if extract_mod._is_comment_section(el)
-        ]
-        assert len(ours) == len(expected) and all(
-            a is b for a, b in zip(ours, expected, strict=True)
-        )
-        matched += len(ours)
-    assert matched >= 100
+    roots = _corpus_roots(corpus, step=3)
+    ours = extract_mod._COMMENT_SECTIONS
+    assert _same_elements(ours, REMOVE_COMMENTS_AND_LISTS_XPATH[0], roots) >= 100
 
 
 def test_infinite_scroll_prune_same_as_trafilatura_xpath(corpus: Path) -> None:
     from trafilatura.xpaths import RAW_TREE_PRUNE_XPATH
 
     assert len(RAW_TREE_PRUNE_XPATH) == 2  # _prune_raw replaces the first, runs the second
-    pages = matched = 0
+    roots = []  # the pages _prune_raw runs it on: their markup holds its words
     for source in sorted((corpus / "articles").glob("*/*/source.html")):
         markup = decode_html(source.read_bytes())
-        if not any(w in markup for w in extract_mod._INFINITE_WORDS):
-            continue
-        root = extract_mod._parse(markup)
-        if root is None:
-            continue
-        expected = RAW_TREE_PRUNE_XPATH[0](root)
-        ours = [
-            el
-            for el in extract_mod._INFINITE_CANDIDATES(root)
-            if extract_mod._is_infinite_scroll(el)
-        ]
-        assert len(ours) == len(expected) and all(
-            a is b for a, b in zip(ours, expected, strict=True)
-        )
-        pages += 1
-        matched += len(ours)
-    assert pages >= 20 and matched >= 1
+        if any(w in markup for w in extract_mod._INFINITE_WORDS):
+            root = extract_mod._parse(markup)
+            if root is not None:
+                roots.append(root)
+    assert len(roots) >= 20
+    assert _same_elements(extract_mod._INFINITE_SCROLL, RAW_TREE_PRUNE_XPATH[0], roots) >= 1
 
 
 @pytest.mark.parametrize(
@@ -772,26 +760,18 @@ def test_emulated_xpaths_same_as_trafilatura(corpus: Path) -> None:
 
     emulated = extract_mod._EMULATED
     assert emulated is not None
-    overall, body = emulated.overall, emulated.body
-    matched = bodies = cleaned = 0
-    for root in _corpus_roots(corpus, step=2):
-        for tree in (root, _converted(root)):
-            for ours, theirs in zip(overall, OVERALL_DISCARD_XPATH, strict=True):
-                expected, got = theirs(tree), ours(tree)
-                assert len(got) == len(expected)
-                assert all(a is b for a, b in zip(got, expected, strict=True))
-                matched += len(got)
-            for ours, theirs in zip(body, BODY_XPATH, strict=True):
-                # the caller takes the first element found, and only that
-                expected, got = theirs(tree)[:1], ours(tree)[:1]
-                assert len(got) == len(expected) and all(
-                    a is b for a, b in zip(got, expected, strict=True)
-                )
-                bodies += len(got)
-        expected, got = BASIC_CLEAN_XPATH(root), emulated.basic(root)
-        assert len(got) == len(expected)
-        assert all(a is b for a, b in zip(got, expected, strict=True))
-        cleaned += len(got)
+    roots = _corpus_roots(corpus, step=2)
+    trees = roots + [_converted(root) for root in roots]
+    matched = sum(
+        _same_elements(ours, theirs, trees)
+        for ours, theirs in zip(emulated.overall, OVERALL_DISCARD_XPATH, strict=True)
+    )
+    # the caller of BODY_XPATH takes the first element found, and only that
+    bodies = sum(
+        _same_elements(lambda t, x=ours: x(t)[:1], lambda t, x=theirs: x(t)[:1], trees)
+        for ours, theirs in zip(emulated.body, BODY_XPATH, strict=True)
+    )
+    cleaned = _same_elements(emulated.basic, BASIC_CLEAN_XPATH, roots)
     assert matched >= 5000 and bodies >= 200 and cleaned >= 5000
 
 
