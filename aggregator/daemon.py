@@ -332,8 +332,6 @@ class Daemon:
                  *self.server.address)
         if self.metrics_server is not None:
             self.metrics_server.start()
-            log.info("serving /metrics, /healthz and /readyz on http://%s:%d/",
-                     *self.metrics_server.address)
         now = datetime.now(UTC)
         self.scheduler.add_job(self._poll_job, "interval", seconds=POLL_TICK, id="poll",
                                next_run_time=now, jitter=1)

@@ -17,7 +17,13 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
@@ -25,6 +31,10 @@ from prometheus_client.registry import Collector
 from .models import MetricsSnapshot
 
 log = logging.getLogger("aggregator.metrics")
+
+# No `<counter>_created` series: each would double the exposition for a start time the
+# process already exports nowhere else useful (a restart shows as a counter reset anyway).
+disable_created_metrics()
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 

@@ -643,7 +643,10 @@ class FeedServer:
             daemon=True,
         )
         self._thread.start()
-        logger.info("serving %s at %s", self.out_dir, self.url)
+        if self.serve_files:
+            logger.info("serving %s at %s", self.out_dir, self.url)
+        else:
+            logger.info("serving /metrics, /healthz and /readyz at %s", self.url)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -674,7 +677,7 @@ class FeedServer:
         httpd.close_connections()
         if thread is not None:
             thread.join(timeout=5)
-        logger.info("stopped serving %s", self.out_dir)
+        logger.info("stopped serving %s", self.out_dir if self.serve_files else self.listen)
 
     def cache_stats(self) -> dict[str, int]:
         """Counters of the file cache: entries, bytes, reads (disk), compressions."""
