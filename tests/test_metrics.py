@@ -129,7 +129,9 @@ def test_metrics_after_two_cycles_match_the_store(
         {"name": "missing", "url": s.url("/missing.xml")},
         {"name": "pages", "url": s.url("/pages.xml")},
     ]
-    d = make_daemon(tmp_path, feeds)
+    # Generous timeouts: on a loaded machine a slow local fetch must not change the counts.
+    d = make_daemon(tmp_path, feeds, AGGREGATOR_FETCH_DEADLINE="60",
+                    AGGREGATOR_READ_TIMEOUT="30")
     daemons.append(d)
     base = d.server.url.rstrip("/")
     first = d.pipeline.run_cycle(all_feeds=True)
@@ -164,17 +166,25 @@ def test_metrics_after_two_cycles_match_the_store(
     # Articles: every page attempted is fetched or failed; failures by stage and reason.
     done = q("SELECT COUNT(*) FROM entries WHERE extract_status IN ('done', 'feed')")
     failed = q("SELECT COUNT(*) FROM entries WHERE extract_status = 'failed'")
-    assert done > 0 and failed == 2
+    assert done > 0 and failed >= 2
     assert total(m, "aggregator_articles_extracted_total") == done
     assert value(m, "aggregator_articles_extracted_total", kept="article") == q(
         "SELECT COUNT(*) FROM entries WHERE extract_status = 'done'")
-    assert value(m, "aggregator_articles_failed_total", stage="fetch", reason="http") == 1
-    empty_reason = db.execute("SELECT extract_error FROM entries WHERE url LIKE '%/empty.html'"
-                              ).fetchone()[0].split(":")[0]
-    assert value(m, "aggregator_articles_failed_total", stage="extract",
-                 reason=empty_reason) == 1
-    assert value(m, "aggregator_article_pages_fetched_total") == done + 1  # + the empty one
-    assert value(m, "aggregator_fetch_duration_seconds_count", kind="page") == done + 2
+    assert total(m, "aggregator_articles_failed_total") == failed
+    for reason, n in db.execute(
+            "SELECT substr(extract_error, 1, instr(extract_error, ':') - 1) AS reason, COUNT(*)"
+            " FROM entries WHERE extract_status = 'failed' GROUP BY reason"):
+        assert total(m, "aggregator_articles_failed_total", reason=reason) == n, reason
+    nowhere, empty = (
+        db.execute("SELECT extract_error FROM entries WHERE url LIKE ?", (f"%/{page}",)
+                   ).fetchone()[0].split(":")[0]
+        for page in ("nowhere.html", "empty.html"))
+    assert nowhere == "http"
+    assert value(m, "aggregator_articles_failed_total", stage="fetch", reason="http") >= 1
+    assert value(m, "aggregator_articles_failed_total", stage="extract", reason=empty) >= 1
+    extract_failed = total(m, "aggregator_articles_failed_total", stage="extract")
+    assert value(m, "aggregator_article_pages_fetched_total") == done + extract_failed
+    assert value(m, "aggregator_fetch_duration_seconds_count", kind="page") == done + failed
     assert value(m, "aggregator_extraction_backlog") == q(
         "SELECT COUNT(*) FROM entries WHERE extract_status = 'pending'")
     # Publishing, the last cycle, the files.
