@@ -677,6 +677,8 @@ _DURATIONS = frozenset(
 )  # fmt: skip
 _SIZES = frozenset({"feed_max_bytes", "page_max_bytes"})
 _ZERO_OK = frozenset({"per_host_delay", "jitter", "max_redirects", "article_budget", "extract_processes"})
+# String settings where empty means "off".
+_EMPTY_OK = frozenset({"metrics_listen"})
 _FRACTIONS = {"jitter": (0.0, 1.0, "0 <= jitter < 1"), "dedup_threshold": (0.0, 1.0, "0 < x <= 1")}
 
 
@@ -701,7 +703,9 @@ def _setting_from_yaml(name: str, y: _Y, check: _Checker) -> Any:
     """The value of setting ``name`` in the settings file, or None after reporting."""
     kind = _setting_kind(name)
     if kind == "str":
-        return check.string(y, name)
+        if name in _EMPTY_OK and y.kind == "null":
+            return ""
+        return check.string(y, name, empty_ok=name in _EMPTY_OK)
     if kind == "bool":
         return check.boolean(y, name)
     if kind == "duration":
@@ -738,6 +742,8 @@ def _setting_from_env(name: str, raw: str) -> Any:
     text = raw.strip()
     if kind == "list":
         return tuple(part.strip() for part in text.split(",") if part.strip())
+    if not text and name in _EMPTY_OK:
+        return ""
     if not text:
         raise ValueError("empty value")
     if kind == "str":
@@ -766,6 +772,9 @@ def _setting_error(name: str, value: Any) -> str | None:
     """Range and format rules of one setting's converted value."""
     if name == "listen":
         return _listen_error(value)
+    if name == "metrics_listen":
+        error = _listen_error(value) if value else None
+        return None if error is None else "metrics_" + error  # its messages open "listen"
     if name == "base_url":
         return (error := _url_error(value)) and f"base_url: {error}"
     if name == "log_level":
@@ -837,6 +846,10 @@ def _load_settings(
     if "base_url" in values and not values["base_url"].endswith("/"):
         values["base_url"] += "/"  # outputs are joined onto it
     settings = Settings(**values)
+    if settings.metrics_listen and settings.metrics_listen == settings.listen:
+        where = origin.get("metrics_listen", (config_path or "settings", 1, 1))
+        problems.append(Problem(*where, "metrics_listen must differ from listen (it is a "
+                                "second listener; leave it empty to serve /metrics on listen)"))
     if not settings.min_interval <= settings.default_interval <= settings.max_interval:
         where = next(
             (origin[n] for n in ("default_interval", "min_interval", "max_interval") if n in origin),

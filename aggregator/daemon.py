@@ -1,9 +1,14 @@
 """The daemon: scheduler, HTTP server, signals, reload and systemd notification.
 
 Scheduling state (next poll per feed) lives in the database, so a restart resumes where it
-stopped. APScheduler runs three jobs: a short `poll` tick that polls the feeds that are due,
-an `articles` job that drains the full-text backlog within its budget, and `maintenance`
-(config file watch, WAL checkpoint, page retention). Jobs never overlap themselves.
+stopped. APScheduler runs four jobs: a short `poll` tick that polls the feeds that are due,
+an `articles` job that drains the full-text backlog within its budget, `publish`, and
+`maintenance` (config file watch, watchdog, database write check, WAL checkpoint, page
+retention). Jobs never overlap themselves.
+
+Progress has one definition (`Progress`), consulted by both the systemd watchdog ping and
+`/readyz`: the scheduler made progress when a poll tick completed, a feed's poll was
+recorded or an article was stored, within `progress_bound(settings)` seconds.
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from .config import load_config
 from .errors import ConfigError
-from .models import Config
-from .pipeline import Pipeline
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .models import Config, Settings
+from .pipeline import EXTRACT_TIMEOUT, Pipeline
 from .server import FeedServer
 
 log = logging.getLogger("aggregator.daemon")
@@ -34,6 +40,40 @@ POLL_TICK = 10.0  # seconds between looks at which feeds are due
 ARTICLE_TICK = 20.0
 MAINTENANCE_TICK = 5.0
 PUBLISH_TICK = 15.0
+WRITE_CHECK_TIMEOUT = 2.0  # seconds the database write check waits for the write lock
+MAX_REPORTED_PROBLEMS = 5  # problems of a refused configuration listed by /readyz
+
+
+def progress_bound(settings: Settings) -> float:
+    """Seconds without progress after which the daemon counts as stuck (/readyz answers
+    503 and the systemd watchdog is no longer pinged).
+
+    Progress is marked when a poll tick completes (every POLL_TICK when nothing is due),
+    when a feed's poll is recorded and when an article is stored. The longest legitimate
+    silence is every fetch thread busy with one slow job: a fetch that runs to its deadline,
+    then its parse or extraction to their timeouts. Two poll ticks on top, and never under
+    six ticks (60 s).
+    """
+    slowest = settings.fetch_deadline + max(settings.parse_timeout, EXTRACT_TIMEOUT)
+    return max(6 * POLL_TICK, slowest + 2 * POLL_TICK)
+
+
+class Progress:
+    """When the scheduler last made progress, on an injectable monotonic clock."""
+
+    def __init__(self, bound: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.bound = bound
+        self._clock = clock
+        self._last = clock()
+
+    def mark(self) -> None:
+        self._last = self._clock()
+
+    def age(self) -> float:
+        return max(0.0, self._clock() - self._last)
+
+    def ok(self) -> bool:
+        return self.age() <= self.bound
 
 
 def sd_notify(message: str) -> bool:
@@ -60,16 +100,36 @@ def _watchdog_interval() -> float | None:
     return int(usec) / 1e6 / 2  # ping twice per watchdog period
 
 
+def _iso(unix: float) -> str:
+    return datetime.fromtimestamp(unix, UTC).replace(microsecond=0).isoformat() \
+        .replace("+00:00", "Z")
+
+
 class Daemon:
     def __init__(self, config: Config, *, config_path: str | None, feeds_path: str | None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.config_path = config_path
         self.feeds_path = feeds_path
         self.env = env
         self.pipeline = Pipeline(config)
-        self.server = FeedServer(Path(config.settings.output_dir), config.settings.listen,
-                                 status_provider=self.status)
+        self.progress = Progress(progress_bound(config.settings), clock)
+        self.pipeline.on_progress = self.progress.mark
+        s = config.settings
+        self.server = FeedServer(Path(s.output_dir), s.listen, status_provider=self.status,
+                                 metrics_provider=self.metrics, ready_provider=self.readiness)
+        # A listener of its own for scrapers and probes: /metrics, /healthz, /readyz only.
+        self.metrics_server = FeedServer(
+            Path(s.output_dir), s.metrics_listen, serve_files=False,
+            metrics_provider=self.metrics, ready_provider=self.readiness,
+        ) if s.metrics_listen else None
+        self._config_loaded = time.time()
+        self._config_refused: dict[str, Any] | None = None
+        # The database write check: its last result and time (None: not run yet).
+        self._write_problem: str | None = None
+        self._write_checked: float | None = None
+        self._write_check_running = threading.Event()
         self.scheduler = BackgroundScheduler(
             executors={"default": APThreadPool(4)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
@@ -89,6 +149,7 @@ class Daemon:
             return
         self.pipeline.poll(self.pipeline.due())
         self._cycles += 1
+        self.progress.mark()  # a completed tick is progress, even with nothing due
 
     def _article_job(self) -> None:
         if self._stop.is_set() or not self.config.settings.full_text:
@@ -114,13 +175,12 @@ class Daemon:
             self.reload()
         interval = _watchdog_interval()
         now = time.monotonic()
-        # WATCHDOG only while the scheduler makes progress: the poll tick must have completed
-        # recently (a wedged cycle stops the pings and systemd restarts us).
-        if interval and now - self._last_watchdog >= interval:
-            if now - self.pipeline.last_progress < max(interval * 4, POLL_TICK * 6) \
-                    or not self.pipeline.due():
-                sd_notify("WATCHDOG=1")
-                self._last_watchdog = now
+        # WATCHDOG only while the scheduler makes progress, by the same test as /readyz: a
+        # wedged scheduler stops the pings and systemd restarts us.
+        if interval and now - self._last_watchdog >= interval and self.progress.ok():
+            sd_notify("WATCHDOG=1")
+            self._last_watchdog = now
+        self.check_database(wait=False)
         if int(now) % 3600 < MAINTENANCE_TICK:
             retention = self.config.settings.page_retention_days
             cutoff = datetime.now(UTC) - timedelta(days=retention)
@@ -148,10 +208,17 @@ class Daemon:
             for problem in exc.problems:
                 log.error("reload refused: %s", problem)
             log.error("reload refused: keeping the previous configuration")
+            self._config_refused = {
+                "at": _iso(time.time()),
+                "problems": len(exc.problems),
+                "first_problems": [str(p) for p in exc.problems[:MAX_REPORTED_PROBLEMS]],
+            }
             sd_notify("READY=1")
             return False
         self.config = config
         self.pipeline.reload(config)
+        self._config_loaded = time.time()
+        self._config_refused = None
         log.info("configuration reloaded: %d feeds, %d outputs", len(config.feeds),
                  len(config.outputs))
         self._publish()  # filters may have changed: republish from what is stored
@@ -176,6 +243,72 @@ class Daemon:
             "feeds": feeds,
         }
 
+    def metrics(self) -> tuple[bytes, str]:
+        """The body and Content-Type of /metrics."""
+        return self.pipeline.metrics.render(), METRICS_CONTENT_TYPE
+
+    def check_database(self, *, wait: bool = True) -> None:
+        """Run the database write check on the writer's thread (it takes the write lock, so
+        it must not race the writer). Without ``wait``, at most one check is in flight: a
+        writer busy for long leaves the last result standing (progress reports the rest)."""
+        if self._write_check_running.is_set():
+            return
+        self._write_check_running.set()
+
+        def done(problem: str | None) -> None:
+            if problem != self._write_problem:
+                if problem:
+                    log.error("database not writable: %s", problem)
+                else:
+                    log.info("database writable")
+            self._write_problem = problem
+            self._write_checked = time.time()
+            self._write_check_running.clear()
+
+        def check(st: Any) -> None:
+            try:
+                problem = st.write_problem(WRITE_CHECK_TIMEOUT)
+            except Exception as exc:  # noqa: BLE001 - reported, never raised into the writer
+                problem = f"write check failed: {exc}"
+            done(problem)
+
+        future = self.pipeline.writer.submit(check)
+        if wait:
+            future.result()
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """(ready, document) for /readyz: the running configuration, the database writable,
+        the scheduler making progress. A refused file on disk is reported, not a failure."""
+        config: dict[str, Any] = {
+            "ok": True,
+            "loaded": _iso(self._config_loaded),
+            "feeds": len(self.config.feeds),
+            "outputs": len(self.config.outputs),
+            "refused": self._config_refused,
+        }
+        if self._config_refused:
+            config["note"] = (
+                f"running the configuration loaded at {config['loaded']}; the files on disk "
+                f"were refused at {self._config_refused['at']} with "
+                f"{self._config_refused['problems']} problem(s)"
+            )
+        database: dict[str, Any] = {
+            "ok": self._write_checked is not None and self._write_problem is None,
+            "checked": _iso(self._write_checked) if self._write_checked else None,
+            "error": self._write_problem if self._write_checked is not None
+            else "not checked yet",
+        }
+        age = self.progress.age()
+        progress = {
+            "ok": self.progress.ok(),
+            "seconds_since": round(age, 1),
+            "bound_seconds": self.progress.bound,
+            "cycles": self._cycles,
+        }
+        checks = {"config": config, "database": database, "progress": progress}
+        failed = [name for name, check in checks.items() if not check["ok"]]
+        return not failed, {"ready": not failed, "failed": failed, "checks": checks}
+
     # ----------------------------------------------------------------------- run
 
     def _install_signals(self) -> None:
@@ -193,9 +326,12 @@ class Daemon:
     def run(self, *, ready: Callable[[], None] | None = None) -> int:
         self._install_signals()
         self._publish()  # valid (possibly empty) feeds from the first second
+        self.check_database()
         self.server.start()
         log.info("serving %s on http://%s:%d/", self.config.settings.output_dir,
                  *self.server.address)
+        if self.metrics_server is not None:
+            self.metrics_server.start()
         now = datetime.now(UTC)
         self.scheduler.add_job(self._poll_job, "interval", seconds=POLL_TICK, id="poll",
                                next_run_time=now, jitter=1)
@@ -224,5 +360,7 @@ class Daemon:
         self.pipeline.stop()
         self.scheduler.shutdown(wait=False)
         self.server.stop()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
         self.pipeline.close()
         log.info("stopped")

@@ -65,6 +65,14 @@ class Settings:
     # Publishing
     combined_limit: int = 200
 
+    # Operations
+    # Series per feed on /metrics (labelled by feed name): off by default, since their
+    # number grows with the feed list.
+    metrics_per_feed: bool = False
+    # host:port of a second listener serving only /metrics, /healthz and /readyz;
+    # empty: they are served on `listen` only.
+    metrics_listen: str = ""
+
 
 @dataclass(frozen=True)
 class SiteRule:
@@ -313,3 +321,28 @@ class ArchiveLinks:
     prev_archive: str | None = None  # the next older archive page
     next_archive: str | None = None  # the next newer archive page
     page: str | None = None
+
+
+# --------------------------------------------------------------------------- operations
+
+
+@dataclass(frozen=True)
+class FeedMetrics:
+    """One feed as /metrics shows it with ``metrics_per_feed`` (name as configured)."""
+
+    name: str
+    state: str  # ok, degraded, failing, disabled, removed (Store.feed_state_counts)
+    consecutive_errors: int
+    last_success: float | None  # Unix time
+
+
+@dataclass(frozen=True)
+class MetricsSnapshot:
+    """The values /metrics reads when scraped rather than counts as work happens."""
+
+    backlog: int
+    feeds_by_state: dict[str, int]
+    database_bytes: int
+    wal_bytes: int
+    last_poll_cycle: float | None  # Unix time the last poll cycle completed
+    feeds: tuple[FeedMetrics, ...] = ()

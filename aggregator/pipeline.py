@@ -31,12 +31,14 @@ from typing import Any, TypeVar
 
 from . import clean, dedup, fetch, filters, parse, publish
 from .errors import AggregatorError, ExtractError, FetchError, FilterError, ParseError
+from .metrics import Metrics
 from .models import (
     Article,
     Config,
     FeedConfig,
     FetchRequest,
     Item,
+    MetricsSnapshot,
     OutputConfig,
     ParsedEntry,
     SiteRule,
@@ -65,6 +67,8 @@ class FeedOutcome:
     error_kind: str | None = None
     http_status: int | None = None
     seconds: float = 0.0
+    stories_created: int = 0
+    stories_merged: int = 0
 
     def line(self) -> str:
         if self.status == "error" or self.status == "gone":
@@ -126,6 +130,10 @@ class Writer:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _nothing() -> None:
+    pass
 
 
 def _now() -> datetime:
@@ -212,7 +220,11 @@ class Pipeline:
         self.dirty = threading.Event()
         self.max_lateness = 0.0  # seconds after its due time the latest-started fetch began
         self._lateness: list[float] = []  # something publishable changed since the last publish
-        self.last_progress = time.monotonic()
+        # Called whenever work completes (a feed recorded, an article stored): the daemon's
+        # one notion of progress, shared by the systemd watchdog and /readyz.
+        self.on_progress: Callable[[], None] = _nothing
+        self.last_cycle: float | None = None  # Unix time the last poll cycle completed
+        self.metrics = Metrics(per_feed=s.metrics_per_feed, snapshot=self.metrics_snapshot)
         self.writer.call(lambda st: st.sync_feeds(config.feeds, _now()))
 
     # ----------------------------------------------------------------------- lifecycle
@@ -221,6 +233,8 @@ class Pipeline:
         """Swap in a new configuration (already validated); feeds are synced to the store."""
         self.config = config
         self.writer.call(lambda st: st.sync_feeds(config.feeds, _now()))
+        self.metrics.configure(per_feed=config.settings.metrics_per_feed,
+                               feeds=[f.name for f in config.feeds])
 
     def stop(self) -> None:
         """Stop taking work: no new fetches start; in-flight ones are abandoned."""
@@ -292,7 +306,12 @@ class Pipeline:
                 log.exception("polling a feed failed: %s", exc)
                 continue
             outcomes.append(outcome)
-            self.last_progress = time.monotonic()
+            if outcome.error_kind != "stopped":  # abandoned at shutdown: not a poll
+                self.metrics.poll(outcome.name, outcome.status, outcome.error_kind,
+                                  new=outcome.new, updated=outcome.updated,
+                                  stories_created=outcome.stories_created,
+                                  stories_merged=outcome.stories_merged)
+            self.on_progress()
             if on_done:
                 on_done(outcome)
         if any(o.new for o in outcomes):
@@ -306,6 +325,9 @@ class Pipeline:
             self.max_lateness = max(self._lateness, default=0.0)
             log.info("polled %d feeds in %.1f s; max lateness %.1f s", len(outcomes),
                      time.monotonic() - tick, self.max_lateness)
+        if not self.stopping.is_set():
+            # Every due feed polled and recorded (its own failures included).
+            self.last_cycle = time.time()
         return outcomes
 
     def _fetch_one(self, state: FeedState, feed: FeedConfig) -> _Fetched:
@@ -330,7 +352,9 @@ class Pipeline:
         try:
             result = self.fetcher.fetch(req)
         except FetchError as exc:
+            self.metrics.fetched("feed", time.monotonic() - started)
             return _Fetched(state, feed, "error", error=exc, started=started)
+        self.metrics.fetched("feed", time.monotonic() - started)
         if result.not_modified:
             return _Fetched(state, feed, "not_modified", result=result, started=started)
         body_hash = _sha256(result.body)
@@ -503,7 +527,9 @@ class Pipeline:
         if new or changed:
             self.dirty.set()
         return FeedOutcome(f.feed.name, "ok", new=new, updated=changed,
-                           entries=len(stored), http_status=result.status, seconds=elapsed)
+                           entries=len(stored), http_status=result.status, seconds=elapsed,
+                           stories_created=sum(1 for x in stored if x.story_created),
+                           stories_merged=sum(x.stories_merged for x in stored))
 
     # ----------------------------------------------------------------------- articles
 
@@ -574,7 +600,10 @@ class Pipeline:
             except Exception as exc:
                 log.exception("article worker crashed: %s", exc)
                 continue
-            writes.append(self.writer.submit(partial(self._write_article, job=job)))
+            write = self.writer.submit(partial(self._write_article, job=job))
+            # Progress as each article is stored, not once the whole batch is.
+            write.add_done_callback(lambda _w: self.on_progress())
+            writes.append(write)
         for w in writes:
             try:
                 ok = w.result()
@@ -584,7 +613,6 @@ class Pipeline:
                 continue
             done += ok
             failed += not ok
-            self.last_progress = time.monotonic()
         if done:
             self.dirty.set()
         return done, failed
@@ -598,29 +626,34 @@ class Pipeline:
             job["error"] = "stopped"
             job["retry"] = True
             return job
+        started = time.monotonic()
         try:
             result = self.fetcher.fetch(FetchRequest(url=b.url, kind="page",
                                                      max_bytes=s.page_max_bytes))
         except FetchError as exc:
+            self.metrics.fetched("page", time.monotonic() - started)
+            if not self.stopping.is_set():
+                self.metrics.article_failed("fetch", exc.kind)
             job["error"] = f"{exc.kind}: {exc}"
             return job
+        self.metrics.fetched("page", time.monotonic() - started)
+        self.metrics.article_pages.inc()
         job["page"] = (b.url, result.final_url, result.charset, result.body)
         try:
             article = self._extract(result.body, result.final_url, result.charset, rule)
         except ExtractError as exc:
             job["error"] = f"{exc.kind}: {exc}"
-            return job
         except BrokenProcessPool:
             job["error"] = "crashed: the extraction worker died on this page"
-            return job
         except FutureTimeout:
             job["error"] = f"timeout: extraction took longer than {EXTRACT_TIMEOUT:g} s"
-            return job
         except MemoryError:
             job["error"] = f"memory: extraction needed more than {EXTRACT_MEMORY_MB} MB"
-            return job
         except Exception as exc:  # timeouts and unexpected library errors
             job["error"] = f"error: {type(exc).__name__}: {exc}"
+        if "error" in job:
+            # Each message above opens with its kind: the bounded reason label.
+            self.metrics.article_failed("extract", job["error"].split(":", 1)[0])
             return job
         base = result.final_url
         html = clean.sanitize_html(article.html, base)
@@ -648,6 +681,7 @@ class Pipeline:
             # The feed already carries more text: never replace it by a shorter extraction.
             st.record_article(b.id, now=now, status="feed", method=article.method,
                               error=None, canonical_url=job["canonical"], page=page)
+            self.metrics.articles_extracted.labels("feed").inc()
             return True
         title = b.title
         text_hash, sig, bands = dedup.features(title, job["text"])
@@ -661,8 +695,10 @@ class Pipeline:
             canonical_url=job["canonical"], text_hash=text_hash,
             signature=sig, band_keys=tuple(bands), page=page,
         )
-        st.rematch_entry(b.id, self._matcher(), now, self.config.settings.dedup_window_days,
-                         canonical_norm=job["canonical"])
+        self.metrics.articles_extracted.labels("article").inc()
+        if st.rematch_entry(b.id, self._matcher(), now, self.config.settings.dedup_window_days,
+                            canonical_norm=job["canonical"]):
+            self.metrics.stories_merged.inc()
         return True
 
     def reprocess(self, *, feed: str | None = None, since: datetime | None = None
@@ -732,7 +768,9 @@ class Pipeline:
         out_dir.mkdir(parents=True, exist_ok=True)
         now = _now()
         written: list[Path] = []
+        failures = 0
         with self._publish_lock:
+            started = time.monotonic()
             self.dirty.clear()
             for output in self.config.outputs:
                 # One broken output must not stop the others from being published.
@@ -742,9 +780,28 @@ class Pipeline:
                                                       base_url=s.base_url, now=now,
                                                       archive_pages=ARCHIVE_PAGES)
                 except AggregatorError as exc:
+                    failures += 1
                     log.error("output %s not published: %s", output.name, exc)
             publish.write_index(self.config.outputs, out_dir, base_url=s.base_url)
+            self.metrics.published(time.monotonic() - started, len(written), failures)
         return written
+
+    def metrics_snapshot(self) -> MetricsSnapshot:
+        """The values /metrics reads at scrape time, from a read-only connection of its own
+        (scrapes run on the HTTP server's threads, never on the writer)."""
+        st = Store(self.config.settings.database, readonly=True, timeout=5.0)
+        try:
+            database_bytes, wal_bytes = st.disk_usage()
+            return MetricsSnapshot(
+                backlog=st.backlog_size(),
+                feeds_by_state=st.feed_state_counts(),
+                database_bytes=database_bytes,
+                wal_bytes=wal_bytes,
+                last_poll_cycle=self.last_cycle,
+                feeds=tuple(st.feed_metrics()) if self.metrics.per_feed else (),
+            )
+        finally:
+            st.close()
 
     # ----------------------------------------------------------------------- cycle
 

@@ -1,5 +1,10 @@
 """Serve the published output directory (and a status document) over HTTP.
 
+Operations routes, when the daemon provides them: ``/metrics`` (Prometheus text format,
+rendered by the caller), ``/healthz`` (200 while the process serves) and ``/readyz`` (200 or
+503 with a JSON document naming the failed check). Their requests are logged at DEBUG only:
+scrapers and probes call every few seconds.
+
 Standard library only. Publish replaces files atomically (write + rename), so every request
 reads through one open file descriptor: a rename mid-request can never mix old and new bytes.
 File bytes, their ETag and a gzip copy are cached by file identity, so repeated requests
@@ -48,6 +53,11 @@ HTML_CSP = (
 )
 STATUS_PATH = "status.json"
 INDEX_NAME = "index.html"
+METRICS_PATH = "metrics"
+HEALTHZ_PATH = "healthz"
+READYZ_PATH = "readyz"
+# Probe and scrape routes: answered on every listener, logged at DEBUG.
+OPERATIONS_PATHS = frozenset({METRICS_PATH, HEALTHZ_PATH, READYZ_PATH})
 
 _CACHE_MAX_BYTES = 64 * 1024 * 1024
 _MAX_CONNECTIONS = 100  # beyond this, new connections are closed at once (keeps threads bounded)
@@ -58,6 +68,8 @@ _READ_ATTEMPTS = 3
 _LOG_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
 
 StatusProvider = Callable[[], dict[str, Any]]
+MetricsProvider = Callable[[], tuple[bytes, str]]  # (body, Content-Type)
+ReadyProvider = Callable[[], tuple[bool, dict[str, Any]]]  # (ready, document)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -373,7 +385,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self, *, head: bool) -> None:
         feed_server = self.server.feed_server
         name = route(self.path)
-        if name is None:
+        if name in OPERATIONS_PATHS:
+            self._quiet = True  # for log_request: probes and scrapes log at DEBUG
+            self._serve_operations(name, feed_server, head=head)
+        elif name is None or not feed_server.serve_files:
             self._send_plain(HTTPStatus.NOT_FOUND, head=head)
         elif name == STATUS_PATH:
             self._serve_status(feed_server.status_provider, head=head)
@@ -455,6 +470,42 @@ class _Handler(BaseHTTPRequestHandler):
         ]
         self._send(HTTPStatus.OK, headers, body, head=head)
 
+    def _serve_operations(self, name: str, feed_server: FeedServer, *, head: bool) -> None:
+        no_store = ("Cache-Control", "no-store")
+        if name == HEALTHZ_PATH:
+            # The process is up and this thread answers: nothing else is asked.
+            body = b"ok\n"
+            self._send(HTTPStatus.OK, [("Content-Type", "text/plain; charset=utf-8"),
+                                       no_store], body, head=head)
+            return
+        if name == METRICS_PATH:
+            metrics = feed_server.metrics_provider
+            if metrics is None:
+                self._send_plain(HTTPStatus.NOT_FOUND, head=head)
+                return
+            try:
+                body, ctype = metrics()
+            except Exception:
+                logger.exception("metrics provider failed")
+                self._send_plain(HTTPStatus.INTERNAL_SERVER_ERROR, head=head)
+                return
+            self._send(HTTPStatus.OK, [("Content-Type", ctype), no_store], body, head=head)
+            return
+        ready = feed_server.ready_provider
+        if ready is None:
+            self._send_plain(HTTPStatus.NOT_FOUND, head=head)
+            return
+        try:
+            ok, document = ready()
+        except Exception as exc:  # a failing check is an unready process, with the reason
+            logger.exception("readiness check failed")
+            ok, document = False, {"ready": False, "failed": ["readiness"],
+                                   "error": f"{type(exc).__name__}: {exc}"}
+        body = (json.dumps(document, ensure_ascii=False, indent=2, default=str) + "\n").encode()
+        status = HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE
+        self._send(status, [("Content-Type", "application/json; charset=utf-8"), no_store],
+                   body, head=head)
+
     # ------------------------------------------------------------------ output
 
     def _send(
@@ -498,7 +549,9 @@ class _Handler(BaseHTTPRequestHandler):
             code = code.value
         # Popped: the handler lives as long as the connection, across keep-alive requests.
         length = self.__dict__.pop("_body_length", size)
-        logger.info(
+        quiet = self.__dict__.pop("_quiet", False)
+        logger.log(
+            logging.DEBUG if quiet else logging.INFO,
             '%s "%s" %s %s',
             self.client_address[0],
             self.requestline.translate(_LOG_ESCAPES),
@@ -548,7 +601,9 @@ def render_listing(out_dir: Path) -> str:
 
 
 class FeedServer:
-    """Serves ``out_dir`` (and ``/status.json`` from ``status_provider``) on ``listen``."""
+    """Serves ``out_dir`` (and ``/status.json`` from ``status_provider``) on ``listen``,
+    with ``/healthz`` always and ``/metrics``, ``/readyz`` when their providers are given.
+    ``serve_files=False``: the operations routes only (a separate metrics listener)."""
 
     def __init__(
         self,
@@ -556,11 +611,17 @@ class FeedServer:
         listen: str,
         *,
         status_provider: StatusProvider | None = None,
+        metrics_provider: MetricsProvider | None = None,
+        ready_provider: ReadyProvider | None = None,
+        serve_files: bool = True,
     ) -> None:
         self.out_dir = Path(out_dir)
         self.listen = listen
         self._host, self._port = parse_listen(listen)
         self.status_provider = status_provider
+        self.metrics_provider = metrics_provider
+        self.ready_provider = ready_provider
+        self.serve_files = serve_files
         self._cache = _FileCache()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -582,7 +643,10 @@ class FeedServer:
             daemon=True,
         )
         self._thread.start()
-        logger.info("serving %s at %s", self.out_dir, self.url)
+        if self.serve_files:
+            logger.info("serving %s at %s", self.out_dir, self.url)
+        else:
+            logger.info("serving /metrics, /healthz and /readyz at %s", self.url)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -613,7 +677,7 @@ class FeedServer:
         httpd.close_connections()
         if thread is not None:
             thread.join(timeout=5)
-        logger.info("stopped serving %s", self.out_dir)
+        logger.info("stopped serving %s", self.out_dir if self.serve_files else self.listen)
 
     def cache_stats(self) -> dict[str, int]:
         """Counters of the file cache: entries, bytes, reads (disk), compressions."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import struct
 import threading
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import StoreError
-from .models import Candidate, Enclosure, FeedConfig, Item, Outlet
+from .models import Candidate, Enclosure, FeedConfig, FeedMetrics, Item, Outlet
 
 # --------------------------------------------------------------------------- time helpers
 
@@ -272,6 +273,19 @@ INSERT INTO entries_fts(entries_fts, rank) VALUES ('automerge', 16);
 BAND_FLUSH_ROWS = 40_000
 
 
+# The state of a feed, from the feeds table: one definition for every count and listing.
+# "degraded" is not derived yet (h4 adds it to the feed_health view); it is exported as 0.
+FEED_STATES = ("ok", "degraded", "failing", "disabled", "removed")
+_FEED_STATE_SQL = (
+    "CASE WHEN active = 0 THEN 'removed'"
+    " WHEN disabled_reason IS NOT NULL THEN 'disabled'"
+    " WHEN consecutive_errors > 0 THEN 'failing'"
+    " ELSE 'ok' END"
+)
+# Below this much free space beside the database, writes are about to fail.
+MIN_FREE_BYTES = 1024 * 1024
+
+
 def pack_bands(keys: Sequence[int]) -> bytes | None:
     """Band keys as stored in entries.bands: signed 64-bit little-endian integers."""
     return struct.pack(f"<{len(keys)}q", *keys) if keys else None
@@ -346,6 +360,8 @@ class StoredEntry:
     key: str
     is_new: bool
     changed: bool
+    story_created: bool = False  # a new entry that started a story of its own
+    stories_merged: int = 0  # other stories this new entry bridged into its own
 
 
 @dataclass(frozen=True)
@@ -374,6 +390,7 @@ class Store:
     def __init__(self, path: str | Path, *, readonly: bool = False, timeout: float = 30.0) -> None:
         self.path = str(path)
         self.readonly = readonly
+        self._busy_ms = int(timeout * 1000)
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -695,6 +712,7 @@ class Store:
 
         # The story is decided before the insert, so the entry row is written once.
         match = None
+        merged = 0
         if matcher is not None and (e.url_norm or e.text_hash or e.band_keys):
             since = (e.published or now) - timedelta(days=window_days)
             candidates = self._candidates(
@@ -711,6 +729,7 @@ class Store:
                 if bridge is not None:
                     self._merge_story(c, other, into=story_id, reason=bridge.reason,
                                       score=bridge.score)
+                    merged += 1
         else:
             story_id = int(c.execute(
                 "INSERT INTO stories(first_seen, updated, entry_count, outlet_count)"
@@ -743,7 +762,8 @@ class Store:
                       (entry_id, story_id))
         else:
             self._refresh_story(c, story_id, now)
-        return StoredEntry(entry_id, feed_id, e.key, is_new=True, changed=True)
+        return StoredEntry(entry_id, feed_id, e.key, is_new=True, changed=True,
+                           story_created=reason == "first", stories_merged=merged)
 
     def _set_bands(self, c: sqlite3.Connection, entry_id: int, keys: Sequence[int]) -> None:
         """Replace an entry's band keys. Rare (an edit, an article replacing a teaser), so
@@ -952,8 +972,9 @@ class Store:
     def rematch_entry(
         self, entry_id: int, matcher: Any, now: datetime, window_days: int,
         canonical_norm: str | None = None,
-    ) -> None:
-        """After full text arrives, a lone entry may now be recognisable as a known story."""
+    ) -> bool:
+        """After full text arrives, a lone entry may now be recognisable as a known story.
+        Returns True when its story was merged into that one."""
         with self.transaction() as c:
             row = c.execute(
                 "SELECT e.*, (SELECT COUNT(*) FROM entries x WHERE x.story_id = e.story_id)"
@@ -961,7 +982,7 @@ class Store:
                 (entry_id,),
             ).fetchone()
             if row is None or row["members"] > 1:
-                return
+                return False
             keys = unpack_bands(row["bands"]) or [r[0] for r in c.execute(
                 "SELECT band_key FROM entry_bands WHERE entry_id = ?", (entry_id,))]
             published = parse_ts(row["published"]) or now
@@ -971,10 +992,10 @@ class Store:
             )
             candidates = [x for x in candidates if x.story_id != row["story_id"]]
             if not candidates:
-                return
+                return False
             match = matcher(_RowEntry(row), candidates)
             if match is None or match.story_id is None:
-                return
+                return False
             old = row["story_id"]
             c.execute(
                 "UPDATE entries SET story_id = ?, match_reason = ?, match_score = ? WHERE id = ?",
@@ -983,6 +1004,7 @@ class Store:
             if old is not None:
                 c.execute("DELETE FROM stories WHERE id = ?", (old,))
             self._refresh_story(c, match.story_id, now)
+        return old is not None
 
     # ----------------------------------------------------------------------- full text
 
@@ -1184,6 +1206,79 @@ class Store:
             d["active"] = bool(d["active"])
             result.append(d)
         return result
+
+    def feed_state_counts(self) -> dict[str, int]:
+        """How many feeds are in each state: keys exactly ok, degraded, failing, disabled,
+        removed (zeros included). removed: no longer configured (its entries stay);
+        disabled: given up on (e.g. 410 Gone); failing: the last poll failed."""
+        counts = dict.fromkeys(FEED_STATES, 0)
+        for state, n in self.conn.execute(
+                f"SELECT {_FEED_STATE_SQL} AS state, COUNT(*) FROM feeds GROUP BY state"):
+            counts[state] = int(n)
+        return counts
+
+    def feed_metrics(self) -> list[FeedMetrics]:
+        """Each feed's state, consecutive errors and last success, for per-feed metrics
+        (cheap: the feeds table only, not the feed_health view's entry statistics)."""
+        rows = self.conn.execute(
+            f"SELECT name, {_FEED_STATE_SQL} AS state, consecutive_errors, last_success"
+            " FROM feeds ORDER BY name").fetchall()
+        return [
+            FeedMetrics(r["name"], r["state"], int(r["consecutive_errors"]),
+                        (when.timestamp() if (when := parse_ts(r["last_success"])) else None))
+            for r in rows
+        ]
+
+    def disk_usage(self) -> tuple[int, int]:
+        """(database file bytes, WAL file bytes); 0 for a file that does not exist."""
+        sizes = []
+        for p in (self.path, self.path + "-wal"):
+            try:
+                sizes.append(os.stat(p).st_size if self.path != ":memory:" else 0)
+            except OSError:
+                sizes.append(0)
+        return sizes[0], sizes[1]
+
+    def write_problem(self, timeout: float = 2.0) -> str | None:
+        """Why this connection could not write the database now, or None when it could.
+
+        Checks what a write needs without writing anything: the files and their directory
+        writable (a read-only file or mount, a file deleted under the daemon), some free
+        space, and the write lock obtainable within ``timeout`` seconds (another process
+        holding it longer blocks every write). Run it on the writer's thread: the lock
+        check takes and releases the write lock."""
+        if self.readonly:
+            return f"{self.path}: opened read-only"
+        if self.path != ":memory:":
+            if not os.path.exists(self.path):
+                return f"{self.path}: the database file is gone"
+            for p in (self.path, self.path + "-wal", self.path + "-shm"):
+                if os.path.exists(p) and not os.access(p, os.W_OK):
+                    return f"{p}: not writable"
+            folder = os.path.dirname(os.path.abspath(self.path))
+            if not os.access(folder, os.W_OK | os.X_OK):
+                return f"{folder}: directory not writable"
+            try:
+                st = os.statvfs(folder)
+                if st.f_bavail * st.f_frsize < MIN_FREE_BYTES:
+                    return f"{folder}: no space left ({st.f_bavail * st.f_frsize} bytes free)"
+            except OSError:
+                pass
+        with self._lock:
+            if self.conn.in_transaction:
+                return None  # writing right now
+            try:
+                self.conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+                self.conn.execute("BEGIN IMMEDIATE")
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error as exc:
+                return f"{self.path}: cannot take the write lock: {exc}"
+            finally:
+                try:
+                    self.conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+                except sqlite3.Error:
+                    pass
+        return None
 
     def story(self, story_id: int) -> tuple[sqlite3.Row | None, list[sqlite3.Row]]:
         s = self.conn.execute("SELECT * FROM stories WHERE id = ?", (story_id,)).fetchone()
