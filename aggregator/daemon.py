@@ -80,6 +80,7 @@ class Daemon:
         self._mtimes = self._file_mtimes()
         self._started = time.monotonic()
         self._cycles = 0
+        self._last_cycle: dict[str, Any] | None = None
         self._last_watchdog = 0.0
 
     # ----------------------------------------------------------------------- jobs
@@ -87,8 +88,18 @@ class Daemon:
     def _poll_job(self) -> None:
         if self._stop.is_set():
             return
-        self.pipeline.poll(self.pipeline.due())
+        due = self.pipeline.due()
+        started = datetime.now(UTC)
+        clock = time.monotonic()
+        outcomes = self.pipeline.poll(due)
         self._cycles += 1
+        if outcomes:  # a tick with nothing due is not a cycle worth showing
+            self._last_cycle = {
+                "started": started.isoformat(timespec="seconds").replace("+00:00", "Z"),
+                "seconds": round(time.monotonic() - clock, 2),
+                "feeds": len(outcomes),
+                "errors": sum(o.status in ("error", "gone") for o in outcomes),
+            }
 
     def _article_job(self) -> None:
         if self._stop.is_set() or not self.config.settings.full_text:
@@ -161,18 +172,29 @@ class Daemon:
     # ----------------------------------------------------------------------- status
 
     def status(self) -> dict[str, Any]:
+        """The status document: /status.json as is, and what /status renders."""
         from .store import Store
 
+        now = datetime.now(UTC).replace(microsecond=0)
         store = Store(self.config.settings.database, readonly=True)
         try:
+            # One read transaction: the counts, the rows and the chart agree with each other.
+            store.conn.execute("BEGIN")
             feeds = store.feed_health()
             backlog = store.backlog_size()
+            states = store.feed_state_counts(feeds)
+            activity = store.activity(now)
+            store.conn.execute("COMMIT")
         finally:
             store.close()
         return {
+            "generated": now.isoformat().replace("+00:00", "Z"),
             "uptime": round(time.monotonic() - self._started, 1),
             "cycles": self._cycles,
+            "last_cycle": self._last_cycle,
             "backlog": backlog,
+            "states": states,
+            **activity,
             "feeds": feeds,
         }
 
