@@ -313,3 +313,12 @@ class ArchiveLinks:
     prev_archive: str | None = None  # the next older archive page
     next_archive: str | None = None  # the next newer archive page
     page: str | None = None
+
+
+@dataclass(frozen=True)
+class OutputSummary:
+    """What the index page says about one published output: the items in its current
+    document and the newest ``updated`` among them (None when it has no items)."""
+
+    items: int
+    updated: datetime | None

@@ -38,6 +38,7 @@ from .models import (
     FetchRequest,
     Item,
     OutputConfig,
+    OutputSummary,
     ParsedEntry,
     SiteRule,
     StoryMatch,
@@ -732,6 +733,7 @@ class Pipeline:
         out_dir.mkdir(parents=True, exist_ok=True)
         now = _now()
         written: list[Path] = []
+        summaries: dict[str, OutputSummary] = {}
         with self._publish_lock:
             self.dirty.clear()
             for output in self.config.outputs:
@@ -741,9 +743,11 @@ class Pipeline:
                     written += publish.publish_output(output, items, out_dir,
                                                       base_url=s.base_url, now=now,
                                                       archive_pages=ARCHIVE_PAGES)
+                    summaries[output.name] = publish.summarize(output, items)
                 except AggregatorError as exc:
                     log.error("output %s not published: %s", output.name, exc)
-            publish.write_index(self.config.outputs, out_dir, base_url=s.base_url)
+            publish.write_index(self.config.outputs, out_dir, base_url=s.base_url,
+                                summaries=summaries)
         return written
 
     # ----------------------------------------------------------------------- cycle
