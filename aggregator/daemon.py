@@ -178,13 +178,7 @@ class Daemon:
         now = datetime.now(UTC).replace(microsecond=0)
         store = Store(self.config.settings.database, readonly=True)
         try:
-            # One read transaction: the counts, the rows and the chart agree with each other.
-            store.conn.execute("BEGIN")
-            feeds = store.feed_health()
-            backlog = store.backlog_size()
-            states = store.feed_state_counts(feeds)
-            activity = store.activity(now)
-            store.conn.execute("COMMIT")
+            document = store.status(now)
         finally:
             store.close()
         return {
@@ -192,10 +186,7 @@ class Daemon:
             "uptime": round(time.monotonic() - self._started, 1),
             "cycles": self._cycles,
             "last_cycle": self._last_cycle,
-            "backlog": backlog,
-            "states": states,
-            **activity,
-            "feeds": feeds,
+            **document,
         }
 
     # ----------------------------------------------------------------------- run

@@ -738,9 +738,10 @@ def render_index(
     else:
         body.append("<p>No outputs are configured.</p>")
     opml = _h(_file_url(base_url, "outputs.opml"))
-    status = _h(_file_url(base_url, "status"))
     body.append(f'<p><a href="{opml}" type="text/x-opml">All feeds as OPML</a></p>')
-    body.append(f'<p><a href="{status}">Status</a>: feeds, errors and activity</p>')
+    # Relative: the page served by the daemon (which serves /status beside it), whatever
+    # base_url says, and behind a proxy that maps base_url onto it.
+    body.append('<p><a href="status">Status</a>: feeds, errors and activity</p>')
     body.append("</body>")
     doc = head + ["</head>"] + body + ["</html>"]
     return ("\n".join(doc) + "\n").encode("utf-8")

@@ -57,8 +57,9 @@ margin:0;padding:0}
 .card dd .states{display:flex;flex-wrap:wrap;gap:0 .7rem;font-size:.85rem;font-weight:500}
 .n-ok{color:var(--ok)}.n-degraded{color:var(--warn)}.n-failing{color:var(--bad)}
 .n-disabled,.n-removed{color:var(--off)}
-.chart{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:.5rem}
-.chart svg{display:block;width:100%;height:auto}
+.chart{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:.5rem;
+overflow-x:auto}
+.chart svg{display:block;width:100%;min-width:36rem;height:auto}
 .chart .bar{fill:var(--bar)}.chart .grid{stroke:var(--line);stroke-width:1}
 .chart text{fill:var(--muted);font-size:11px;font-family:inherit}
 .chart .axis{stroke:var(--muted);stroke-width:1}
@@ -169,6 +170,10 @@ def _num(value: int) -> str:
     return f"{value:,}".replace(",", "\u202f")  # narrow no-break space between thousands
 
 
+def _count(value: int, noun: str) -> str:
+    return f"{_num(value)} {noun}{'' if value == 1 else 's'}"
+
+
 # --------------------------------------------------------------------------- sections
 
 
@@ -194,7 +199,7 @@ def _summary(doc: Mapping[str, Any], feeds: Sequence[Mapping[str, Any]], now: da
         assert started is not None
         seconds = float(cycle.get("seconds") or 0.0)
         errors = _int(cycle.get("errors"))
-        detail = f"{_num(_int(cycle.get('feeds')))} feeds polled"
+        detail = _count(_int(cycle.get("feeds")), "feed") + " polled"
         if errors:
             detail += f", {_num(errors)} failed"
         cards.append((
@@ -207,23 +212,23 @@ def _summary(doc: Mapping[str, Any], feeds: Sequence[Mapping[str, Any]], now: da
         cards.append(("Last cycle", '<span class="muted">none yet</span>'))
     if doc.get("uptime") is not None:
         cards.append(("Uptime", _show(_duration(float(doc["uptime"])))
-                      + f"<small>{_num(_int(doc.get('cycles')))} scheduler ticks</small>"))
+                      + f"<small>{_count(_int(doc.get('cycles')), 'scheduler tick')}</small>"))
     items = "".join(f'<div class="card"><dt>{name}</dt><dd>{value}</dd></div>'
                     for name, value in cards)
     return f'<section aria-labelledby="summary"><h2 id="summary">Summary</h2>' \
            f'<dl class="cards">{items}</dl></section>'
 
 
-def _nice_ceiling(value: int) -> int:
-    """The smallest of 1, 2, 5 × 10^k at or above ``value`` (at least 4: four gridlines)."""
-    if value <= 4:
-        return 4
-    magnitude = 10 ** int(math.floor(math.log10(value)))
-    for step in (1, 2, 2.5, 5, 10):
-        top = int(step * magnitude)
-        if top >= value and top % 4 == 0:
-            return top
-    return 10 * magnitude
+def _scale(peak: int) -> tuple[int, int]:
+    """(top, step) of the y axis: the step 1, 2 or 5 × 10^k giving at most five gridline
+    intervals, the top the first step at or above ``peak`` (at least one step)."""
+    step = 1
+    while step * 5 < peak:
+        for factor in (2, 5 / 2, 2):  # 1 → 2 → 5 → 10 → 20 → 50 ...
+            step = int(step * factor)
+            if step * 5 >= peak:
+                break
+    return max(step, -(-peak // step) * step), step
 
 
 def chart(days: Sequence[Mapping[str, Any]]) -> str:
@@ -235,7 +240,7 @@ def chart(days: Sequence[Mapping[str, Any]]) -> str:
     left, right, top, bottom = 46, 12, 26, 30
     plot_w, plot_h = width - left - right, height - top - bottom
     peak = max(n for _, n in points)
-    ymax = _nice_ceiling(peak)
+    ymax, ystep = _scale(peak)
     slot = plot_w / len(points)
     bar_w = max(slot * 0.72, 1.0)
     total = sum(n for _, n in points)
@@ -252,9 +257,8 @@ def chart(days: Sequence[Mapping[str, Any]]) -> str:
         '<title id="chart-title">Entries per day, last 30 days</title>',
         f'<desc id="chart-desc">{_show(desc)}</desc>',
     ]
-    for i in range(5):  # gridlines and y labels at 0, 1/4, ... of the scale
-        value = ymax * i // 4
-        y = top + plot_h - plot_h * i / 4
+    for value in range(0, ymax + 1, ystep):  # gridlines and y labels
+        y = top + plot_h - plot_h * value / ymax
         out.append(f'<line class="grid" x1="{left}" x2="{width - right}" y1="{y:.1f}" '
                    f'y2="{y:.1f}"/>')
         out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_num(value)}</text>')

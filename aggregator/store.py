@@ -1200,6 +1200,24 @@ class Store:
             counts[d["state"]] = counts.get(d["state"], 0) + 1
         return counts
 
+    def status(self, now: datetime) -> dict[str, Any]:
+        """The store's part of the status document (/status.json, the /status page): every
+        feed's health with its state, the counts per state, the extraction backlog and the
+        activity, all read in one transaction so that they agree with each other."""
+        with self._lock:
+            self.conn.execute("BEGIN")
+            try:
+                feeds = self.feed_health()
+                document = {
+                    "backlog": self.backlog_size(),
+                    "states": self.feed_state_counts(feeds),
+                    **self.activity(now),
+                    "feeds": feeds,
+                }
+            finally:
+                self.conn.execute("COMMIT")
+        return document
+
     def activity(self, now: datetime, days: int = 30) -> dict[str, Any]:
         """Entries by publication date: how many (and how many stories they belong to) in the
         24 hours before ``now``, and per UTC day over the last ``days`` days, oldest first,
