@@ -13,7 +13,6 @@ invisible or invalid in HTML), and only http(s) URLs become links.
 from __future__ import annotations
 
 import html
-import math
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
