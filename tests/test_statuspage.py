@@ -198,7 +198,10 @@ def test_status_page_needs_a_provider_and_survives_a_broken_one(tmp_path: Path) 
 
     with FeedServer(tmp_path, "127.0.0.1:0", status_provider=broken) as srv:
         status, _, body = get(srv, "/status")
+        # Before the first publish, the file listing links the status page too.
+        listing = get(srv, "/")[2].decode()
     assert status == 500 and b"locked" not in body
+    assert '<a href="status">Status</a>' in listing
     # An empty document (a fresh daemon) renders too.
     page = render_status({}, now=NOW)
     assert "No feeds are configured." in page and "none yet" in page
