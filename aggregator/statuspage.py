@@ -69,7 +69,7 @@ th{background:var(--card);font-weight:600;white-space:nowrap;position:sticky;top
 tbody tr:last-child td{border-bottom:0}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 td.when{white-space:nowrap}td.when small,td.num small{display:block}
-.error{color:var(--bad);overflow-wrap:anywhere;max-width:28rem}
+td.err{min-width:13rem;max-width:30rem;overflow-wrap:break-word}.error{color:var(--bad)}
 .kind{font-family:ui-monospace,monospace;font-size:.8rem}
 .pill{display:inline-block;padding:.05rem .5rem;border-radius:1rem;font-size:.8rem;
 font-weight:600;color:#fff;white-space:nowrap}
@@ -321,10 +321,13 @@ def _feed_row(feed: Mapping[str, Any], now: datetime) -> str:
     share_html = f"{float(share):.0%}" if isinstance(share, int | float) else _DASH
     if feed.get("median_words"):
         share_html += f"<small>median {_num(_int(feed.get('median_words')))} words</small>"
+    next_poll = _when(feed.get("next_poll"))
     if state in ("disabled", "removed"):
         next_html = f'<span class="muted">{_DASH}</span>'
+    elif next_poll is None or next_poll <= now:
+        next_html = "due now"
     else:
-        next_html = _time(feed.get("next_poll"), now, missing="now")
+        next_html = _time(next_poll, now)
     no_error = f'<span class="muted">{_DASH}</span>'
     cells = [
         f'<td><span class="pill s-{state_class}">{_show(_STATE_LABELS.get(state, state))}</span></td>',
@@ -333,7 +336,7 @@ def _feed_row(feed: Mapping[str, Any], now: datetime) -> str:
         f'<td class="when">{_time(feed.get("last_success"), now)}</td>',
         f'<td class="num">{_show(status) if status is not None else _DASH}</td>',
         f'<td class="num">{_num(errors)}</td>',
-        f"<td>{error_html or no_error}</td>",
+        f'<td class="err">{error_html or no_error}</td>',
         f'<td class="num">{_num(_int(feed.get("entries")))}</td>',
         f'<td class="num">{share_html}</td>',
         f'<td class="when">{next_html}</td>',
