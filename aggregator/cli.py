@@ -212,10 +212,9 @@ def status(obj: Ctx, as_json: bool) -> None:
                               indent=2))
         return
     for r in rows:
-        state = "disabled" if r["disabled_reason"] else ("ok" if not r["consecutive_errors"]
-                                                         else f"{r['consecutive_errors']} errors")
-        if not r["active"]:
-            state = "removed"
+        state = r["state"]  # store.feed_state: the same states as the /status page
+        if state == "failing":
+            state = f"{r['consecutive_errors']} errors"
         click.echo(
             f"{r['name']:<24} {state:<10} http={r['last_status'] or '-':<4} "
             f"entries={r['entries']:<5} last_success={r['last_success'] or '-'} "

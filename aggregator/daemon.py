@@ -140,6 +140,7 @@ class Daemon:
         self._mtimes = self._file_mtimes()
         self._started = time.monotonic()
         self._cycles = 0
+        self._last_cycle: dict[str, Any] | None = None
         self._last_watchdog = 0.0
 
     # ----------------------------------------------------------------------- jobs
@@ -147,9 +148,19 @@ class Daemon:
     def _poll_job(self) -> None:
         if self._stop.is_set():
             return
-        self.pipeline.poll(self.pipeline.due())
+        due = self.pipeline.due()
+        started = datetime.now(UTC)
+        clock = time.monotonic()
+        outcomes = self.pipeline.poll(due)
         self._cycles += 1
         self.progress.mark()  # a completed tick is progress, even with nothing due
+        if outcomes:  # a tick with nothing due is not a cycle worth showing
+            self._last_cycle = {
+                "started": started.isoformat(timespec="seconds").replace("+00:00", "Z"),
+                "seconds": round(time.monotonic() - clock, 2),
+                "feeds": len(outcomes),
+                "errors": sum(o.status in ("error", "gone") for o in outcomes),
+            }
 
     def _article_job(self) -> None:
         if self._stop.is_set() or not self.config.settings.full_text:
@@ -228,19 +239,21 @@ class Daemon:
     # ----------------------------------------------------------------------- status
 
     def status(self) -> dict[str, Any]:
+        """The status document: /status.json as is, and what /status renders."""
         from .store import Store
 
+        now = datetime.now(UTC).replace(microsecond=0)
         store = Store(self.config.settings.database, readonly=True)
         try:
-            feeds = store.feed_health()
-            backlog = store.backlog_size()
+            document = store.status(now)
         finally:
             store.close()
         return {
+            "generated": now.isoformat().replace("+00:00", "Z"),
             "uptime": round(time.monotonic() - self._started, 1),
             "cycles": self._cycles,
-            "backlog": backlog,
-            "feeds": feeds,
+            "last_cycle": self._last_cycle,
+            **document,
         }
 
     def metrics(self) -> tuple[bytes, str]:

@@ -346,3 +346,10 @@ class MetricsSnapshot:
     wal_bytes: int
     last_poll_cycle: float | None  # Unix time the last poll cycle completed
     feeds: tuple[FeedMetrics, ...] = ()
+@dataclass(frozen=True)
+class OutputSummary:
+    """What the index page says about one published output: the items in its current
+    document and the newest ``updated`` among them (None when it has no items)."""
+
+    items: int
+    updated: datetime | None

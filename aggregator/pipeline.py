@@ -40,6 +40,7 @@ from .models import (
     Item,
     MetricsSnapshot,
     OutputConfig,
+    OutputSummary,
     ParsedEntry,
     SiteRule,
     StoryMatch,
@@ -769,6 +770,7 @@ class Pipeline:
         now = _now()
         written: list[Path] = []
         failures = 0
+        summaries: dict[str, OutputSummary] = {}
         with self._publish_lock:
             started = time.monotonic()
             self.dirty.clear()
@@ -779,10 +781,12 @@ class Pipeline:
                     written += publish.publish_output(output, items, out_dir,
                                                       base_url=s.base_url, now=now,
                                                       archive_pages=ARCHIVE_PAGES)
+                    summaries[output.name] = publish.summarize(output, items)
                 except AggregatorError as exc:
                     failures += 1
                     log.error("output %s not published: %s", output.name, exc)
-            publish.write_index(self.config.outputs, out_dir, base_url=s.base_url)
+            publish.write_index(self.config.outputs, out_dir, base_url=s.base_url,
+                                summaries=summaries)
             self.metrics.published(time.monotonic() - started, len(written), failures)
         return written
 

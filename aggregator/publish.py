@@ -32,14 +32,14 @@ import html
 import json
 import mimetypes
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from aggregator import __version__, files
 from aggregator.errors import PublishError
-from aggregator.models import ArchiveLinks, Item, Outlet, OutputConfig
+from aggregator.models import ArchiveLinks, Item, Outlet, OutputConfig, OutputSummary
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 FH_NS = "http://purl.org/syndication/history/1.0"
@@ -671,9 +671,31 @@ def _preferred_format(output: OutputConfig) -> str | None:
     return None
 
 
-def render_index(outputs: Sequence[OutputConfig], *, base_url: str, title: str) -> bytes:
-    """index.html: every output with a link per format and autodiscovery links. Polyglot
-    markup (void elements self-closed, no named entities) so it also parses as XML."""
+def summarize(output: OutputConfig, items: Sequence[Item]) -> OutputSummary:
+    """The index page's line about ``output`` once published with ``items``: its current
+    document's item count and newest update (what its Last-Modified says)."""
+    current = sorted(items, key=_order_key, reverse=True)[: max(1, output.limit)]
+    return OutputSummary(items=len(current), updated=_newest(current))
+
+
+_INDEX_STYLE = (
+    ":root{color-scheme:light dark}"
+    "body{font:16px/1.5 system-ui,sans-serif;margin:0 auto;padding:1.2rem;max-width:48rem}"
+    "li{margin:.5rem 0}small{color:GrayText;display:block}"
+)
+
+
+def render_index(
+    outputs: Sequence[OutputConfig],
+    *,
+    base_url: str,
+    title: str,
+    summaries: Mapping[str, OutputSummary] | None = None,
+) -> bytes:
+    """index.html: every output with a link per format, its item count and last update (from
+    ``summaries``, by output name), autodiscovery links and a link to the status page.
+    Polyglot markup (void elements self-closed, no named entities) so it also parses as XML."""
+    summaries = summaries or {}
     head = [
         "<!DOCTYPE html>",
         '<html lang="en">',
@@ -681,6 +703,7 @@ def render_index(outputs: Sequence[OutputConfig], *, base_url: str, title: str) 
         '<meta charset="utf-8"/>',
         '<meta name="viewport" content="width=device-width, initial-scale=1"/>',
         f"<title>{_h(title)}</title>",
+        f"<style>{_INDEX_STYLE}</style>",
     ]
     body = ["<body>", f"<h1>{_h(title)}</h1>"]
     if outputs:
@@ -700,13 +723,25 @@ def render_index(outputs: Sequence[OutputConfig], *, base_url: str, title: str) 
         line = f"<li><strong>{_h(output.title)}</strong>"
         if output.description.strip():
             line += f" \u2014 {_h(output.description.strip())}"
-        body.append(line + ": " + " | ".join(links) + "</li>")
+        line += ": " + " | ".join(links)
+        summary = summaries.get(output.name)
+        if summary is not None:
+            count = f"{summary.items} item{'' if summary.items == 1 else 's'}"
+            if summary.updated is not None:
+                when = _utc(summary.updated)
+                count += (f', updated <time datetime="{rfc3339(when)}">'
+                          f"{when:%Y-%m-%d %H:%M} UTC</time>")
+            line += f"<small>{count}</small>"
+        body.append(line + "</li>")
     if outputs:
         body.append("</ul>")
     else:
         body.append("<p>No outputs are configured.</p>")
     opml = _h(_file_url(base_url, "outputs.opml"))
     body.append(f'<p><a href="{opml}" type="text/x-opml">All feeds as OPML</a></p>')
+    # Relative: the page served by the daemon (which serves /status beside it), whatever
+    # base_url says, and behind a proxy that maps base_url onto it.
+    body.append('<p><a href="status">Status</a>: feeds, errors and activity</p>')
     body.append("</body>")
     doc = head + ["</head>"] + body + ["</html>"]
     return ("\n".join(doc) + "\n").encode("utf-8")
@@ -744,9 +779,11 @@ def write_index(
     *,
     base_url: str,
     title: str = "aggregator",
+    summaries: Mapping[str, OutputSummary] | None = None,
 ) -> None:
     """Write ``index.html`` and ``outputs.opml`` (each only when its bytes change)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(out_dir / "index.html", render_index(outputs, base_url=base_url, title=title))
+    write_atomic(out_dir / "index.html",
+                 render_index(outputs, base_url=base_url, title=title, summaries=summaries))
     write_atomic(out_dir / "outputs.opml", render_opml(outputs, base_url=base_url, title=title))

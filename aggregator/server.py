@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes, urlsplit
 
+from aggregator import statuspage
 from aggregator.errors import ServerError
 
 logger = logging.getLogger("aggregator.server")
@@ -48,10 +49,11 @@ CONTENT_TYPES: dict[str, str] = {
 CACHE_CONTROL = "public, max-age=60"
 # HTML may style itself inline but load nothing, run nothing, be framed by no one.
 HTML_CSP = (
-    "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; "
+    "default-src 'none'; script-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; "
     "form-action 'none'; frame-ancestors 'none'"
 )
 STATUS_PATH = "status.json"
+STATUS_PAGE = "status"  # the same document as HTML for a person (statuspage)
 INDEX_NAME = "index.html"
 METRICS_PATH = "metrics"
 HEALTHZ_PATH = "healthz"
@@ -392,6 +394,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_plain(HTTPStatus.NOT_FOUND, head=head)
         elif name == STATUS_PATH:
             self._serve_status(feed_server.status_provider, head=head)
+        elif name == STATUS_PAGE:
+            self._serve_status_page(feed_server.status_provider, head=head)
         elif name == "":
             entry = feed_server._cache.load(feed_server.out_dir, INDEX_NAME)
             if entry is not None:
@@ -440,7 +444,8 @@ class _Handler(BaseHTTPRequestHandler):
         return False
 
     def _serve_listing(self, out_dir: Path, *, head: bool) -> None:
-        body = render_listing(out_dir).encode("utf-8")
+        status = self.server.feed_server.status_provider is not None
+        body = render_listing(out_dir, status_link=status).encode("utf-8")
         etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
         headers = [
             ("ETag", etag),
@@ -506,6 +511,27 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, [("Content-Type", "application/json; charset=utf-8"), no_store],
                    body, head=head)
 
+    def _serve_status_page(self, provider: StatusProvider | None, *, head: bool) -> None:
+        if provider is None:
+            self._send_plain(HTTPStatus.NOT_FOUND, head=head)
+            return
+        try:
+            body = statuspage.render_status(provider()).encode("utf-8")
+        except Exception:
+            logger.exception("status page failed")
+            self._send_plain(HTTPStatus.INTERNAL_SERVER_ERROR, head=head)
+            return
+        headers = [
+            ("Content-Type", CONTENT_TYPES[".html"]),
+            ("Cache-Control", "no-store"),
+            ("Content-Security-Policy", HTML_CSP),
+            ("Vary", "Accept-Encoding"),
+        ]
+        if accepts_gzip(self.headers.get("Accept-Encoding")):
+            body = gzip.compress(body, compresslevel=6, mtime=0)
+            headers.append(("Content-Encoding", "gzip"))
+        self._send(HTTPStatus.OK, headers, body, head=head)
+
     # ------------------------------------------------------------------ output
 
     def _send(
@@ -566,8 +592,9 @@ class _Handler(BaseHTTPRequestHandler):
         logger.info("%s %s", self.client_address[0], (format % args).translate(_LOG_ESCAPES))
 
 
-def render_listing(out_dir: Path) -> str:
-    """A small HTML list of the files the server would serve, every name escaped."""
+def render_listing(out_dir: Path, *, status_link: bool = False) -> str:
+    """A small HTML list of the files the server would serve, every name escaped (and a link
+    to the status page when there is one)."""
     rows: list[str] = []
     try:
         entries = sorted(os.scandir(out_dir), key=lambda e: e.name)
@@ -589,11 +616,12 @@ def render_listing(out_dir: Path) -> str:
             f"<small>{info.st_size} bytes, {when}</small></li>"
         )
     items = "\n".join(rows) or "<li>No feeds published yet.</li>"
+    status = f'<p><a href="{STATUS_PAGE}">Status</a></p>' if status_link else ""
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         "<title>Feeds</title>"
         "<style>body{font-family:sans-serif;margin:2em;max-width:50em}li{margin:.3em 0}</style>"
-        f"</head><body><h1>Feeds</h1>\n<ul>\n{items}\n</ul></body></html>\n"
+        f"</head><body><h1>Feeds</h1>\n<ul>\n{items}\n</ul>{status}</body></html>\n"
     )
 
 

@@ -17,7 +17,7 @@ import sqlite3
 import struct
 import threading
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -1198,24 +1198,20 @@ class Store:
         ).fetchall()
 
     def feed_health(self) -> list[dict[str, Any]]:
-        rows = self.conn.execute("SELECT * FROM feed_health ORDER BY name").fetchall()
+        """The ``feed_health`` view, one dict per feed by name, with the feed's ``title`` and
+        ``language`` (from ``feeds``) and its ``state`` (see ``feed_state``)."""
+        rows = self.conn.execute(
+            "SELECT h.*, f.title AS title, f.language AS language"
+            " FROM feed_health h JOIN feeds f ON f.name = h.name ORDER BY h.name"
+        ).fetchall()
         result = []
         for r in rows:
             d = dict(r)
             d["warnings"] = json.loads(d.get("warnings") or "[]")
             d["active"] = bool(d["active"])
+            d["state"] = feed_state(d)
             result.append(d)
         return result
-
-    def feed_state_counts(self) -> dict[str, int]:
-        """How many feeds are in each state: keys exactly ok, degraded, failing, disabled,
-        removed (zeros included). removed: no longer configured (its entries stay);
-        disabled: given up on (e.g. 410 Gone); failing: the last poll failed."""
-        counts = dict.fromkeys(FEED_STATES, 0)
-        for state, n in self.conn.execute(
-                f"SELECT {_FEED_STATE_SQL} AS state, COUNT(*) FROM feeds GROUP BY state"):
-            counts[state] = int(n)
-        return counts
 
     def feed_metrics(self) -> list[FeedMetrics]:
         """Each feed's state, consecutive errors and last success, for per-feed metrics
@@ -1280,6 +1276,58 @@ class Store:
                     pass
         return None
 
+    def feed_state_counts(self, rows: Iterable[Mapping[str, Any]] | None = None
+                          ) -> dict[str, int]:
+        """How many feeds are in each state of ``FEED_STATES`` (every state present, 0 or
+        more); ``rows``: ``feed_health()`` already read, to count those instead."""
+        counts = dict.fromkeys(FEED_STATES, 0)
+        for d in self.feed_health() if rows is None else rows:
+            counts[d["state"]] = counts.get(d["state"], 0) + 1
+        return counts
+
+    def status(self, now: datetime) -> dict[str, Any]:
+        """The store's part of the status document (/status.json, the /status page): every
+        feed's health with its state, the counts per state, the extraction backlog and the
+        activity, all read in one transaction so that they agree with each other."""
+        with self._lock:
+            self.conn.execute("BEGIN")
+            try:
+                feeds = self.feed_health()
+                document = {
+                    "backlog": self.backlog_size(),
+                    "states": self.feed_state_counts(feeds),
+                    **self.activity(now),
+                    "feeds": feeds,
+                }
+            finally:
+                self.conn.execute("COMMIT")
+        return document
+
+    def activity(self, now: datetime, days: int = 30) -> dict[str, Any]:
+        """Entries by publication date: how many (and how many stories they belong to) in the
+        24 hours before ``now``, and per UTC day over the last ``days`` days, oldest first,
+        days without entries included (the range scan runs on ``entries_published``)."""
+        day0 = (now.astimezone(UTC) - timedelta(days=days - 1)).date()
+        since = datetime(day0.year, day0.month, day0.day, tzinfo=UTC)
+        per_day = dict.fromkeys(((day0 + timedelta(days=i)).isoformat() for i in range(days)), 0)
+        for day, count in self.conn.execute(
+            "SELECT substr(published, 1, 10) AS day, COUNT(*) FROM entries"
+            " WHERE published >= ? AND published <= ? GROUP BY day",
+            (ts(since), ts(now)),
+        ):
+            if day in per_day:
+                per_day[day] = int(count)
+        row = self.conn.execute(
+            "SELECT COUNT(*), COUNT(DISTINCT story_id) FROM entries"
+            " WHERE published > ? AND published <= ?",
+            (ts(now - timedelta(hours=24)), ts(now)),
+        ).fetchone()
+        return {
+            "entries_24h": int(row[0]),
+            "stories_24h": int(row[1]),
+            "entries_per_day": [{"day": d, "entries": n} for d, n in per_day.items()],
+        }
+
     def story(self, story_id: int) -> tuple[sqlite3.Row | None, list[sqlite3.Row]]:
         s = self.conn.execute("SELECT * FROM stories WHERE id = ?", (story_id,)).fetchone()
         members = self.conn.execute(
@@ -1304,6 +1352,22 @@ class _RowEntry:
         self.title = row["title"]
         self.word_count = row["word_count"]
         self.canonical_norm: str | None = None
+
+
+def feed_state(row: Mapping[str, Any]) -> str:
+    """The state of a feed from its ``feed_health`` columns: ``removed`` (no longer
+    configured), ``disabled`` (stopped for good, e.g. 410 Gone), ``failing`` (its last poll
+    failed), ``degraded`` (polls work but article extraction dropped sharply) or ``ok``.
+    The one place that derives it, for the status page, status.json and the counts."""
+    if not row["active"]:
+        return "removed"
+    if row["disabled_reason"]:
+        return "disabled"
+    if row["consecutive_errors"]:
+        return "failing"
+    if row.get("extraction_drop"):
+        return "degraded"
+    return "ok"
 
 
 def _feed_state(r: sqlite3.Row) -> FeedState:

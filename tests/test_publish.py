@@ -19,13 +19,21 @@ import pytest
 from lxml import etree
 
 from aggregator.errors import PublishError
-from aggregator.models import ArchiveLinks, Enclosure, Item, Outlet, OutputConfig
+from aggregator.models import (
+    ArchiveLinks,
+    Enclosure,
+    Item,
+    Outlet,
+    OutputConfig,
+    OutputSummary,
+)
 from aggregator.publish import (
     also_reported_html,
     publish_output,
     render_atom,
     render_json,
     render_rss,
+    summarize,
     write_atomic,
     write_index,
 )
@@ -725,7 +733,13 @@ def test_index_and_opml(tmp_path: Path) -> None:
         OutputConfig(name="all", title='All <news> & "more"', description="Everything"),
         OutputConfig(name="ge", title="Georgia — საქართველო", formats=("json", "rss")),
     ]
-    write_index(outputs, tmp_path, base_url=BASE, title="Caucasus <b>wire</b>")
+    # "all" has three items but shows two (its limit); "ge" was not published this time.
+    limited = replace(outputs[0], limit=2)
+    items = [make_item(1), make_item(3, updated=NOW), make_item(2)]
+    summaries = {"all": summarize(limited, items)}
+    assert summaries["all"] == OutputSummary(items=2, updated=NOW)
+    write_index(outputs, tmp_path, base_url=BASE, title="Caucasus <b>wire</b>",
+                summaries=summaries)
     raw = (tmp_path / "index.html").read_bytes()
     page = raw.decode("utf-8")
     assert page.startswith("<!DOCTYPE html>\n")
@@ -735,7 +749,8 @@ def test_index_and_opml(tmp_path: Path) -> None:
     assert check.stack == []  # every element closed
     assert check.tags[0] == ("html", {"lang": "en"})
     assert check.head[0] == "meta" and check.tags[2][1] == {"charset": "utf-8"}
-    assert set(check.head) <= {"meta", "title", "link"} and check.head.count("title") == 1
+    assert set(check.head) <= {"meta", "title", "link", "style"}
+    assert check.head.count("title") == 1
     assert "<b>" not in page and "Caucasus &lt;b&gt;wire&lt;/b&gt;" in page
     alternates = [a for t, a in check.tags if t == "link" and a.get("rel") == "alternate"]
     assert [(a["type"], a["href"]) for a in alternates] == [
@@ -747,7 +762,12 @@ def test_index_and_opml(tmp_path: Path) -> None:
     ]
     assert alternates[0]["title"] == 'All <news> & "more" (Atom)'
     anchors = [a["href"] for t, a in check.tags if t == "a"]
-    assert anchors == [a["href"] for a in alternates] + [BASE + "outputs.opml"]
+    assert anchors == [a["href"] for a in alternates] + [BASE + "outputs.opml", "status"]
+    # Each output's item count and last update, where it was published.
+    lines = re.findall(r"<li>.*?</li>", page)
+    assert lines[0].endswith('<small>2 items, updated <time datetime="2024-05-01T12:00:00Z">'
+                             "2024-05-01 12:00 UTC</time></small></li>")
+    assert "<small>" not in lines[1]
     etree.fromstring(raw.split(b"\n", 1)[1])  # polyglot: also well-formed XML
 
     opml = etree.parse(str(tmp_path / "outputs.opml")).getroot()
@@ -762,7 +782,8 @@ def test_index_and_opml(tmp_path: Path) -> None:
     # Unchanged: not rewritten.
     mtime = os.stat(tmp_path / "index.html").st_mtime_ns
     os.utime(tmp_path / "index.html", ns=(mtime - 10**9, mtime - 10**9))
-    write_index(outputs, tmp_path, base_url=BASE, title="Caucasus <b>wire</b>")
+    write_index(outputs, tmp_path, base_url=BASE, title="Caucasus <b>wire</b>",
+                summaries=summaries)
     assert os.stat(tmp_path / "index.html").st_mtime_ns == mtime - 10**9
 
 
