@@ -167,12 +167,14 @@ class Daemon:
         try:
             feeds = store.feed_health()
             backlog = store.backlog_size()
+            retrying = store.backlog_retrying()
         finally:
             store.close()
         return {
             "uptime": round(time.monotonic() - self._started, 1),
             "cycles": self._cycles,
-            "backlog": backlog,
+            "backlog": backlog,  # entries waiting for their page, retries included
+            "backlog_retrying": retrying,
             "feeds": feeds,
         }
 
