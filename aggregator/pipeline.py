@@ -168,10 +168,12 @@ def _retryable(exc: FetchError) -> bool:
 
 
 def _host_of(url: str) -> str:
+    """host[:port] of a page URL, for the per-host log line."""
     try:
-        return urlsplit(url).hostname or url
+        parts = urlsplit(url)
     except ValueError:
         return url
+    return parts.netloc.rpartition("@")[2].lower() or url
 
 
 EXTRACT_TIMEOUT = 60.0  # seconds of wall time for one page in an extraction worker
