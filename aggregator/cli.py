@@ -142,9 +142,10 @@ def update(obj: Ctx, all_feeds: bool, names: tuple[str, ...], no_articles: bool)
             bar.__exit__(None, None, None)
         pipeline.close()
     new = sum(o.new for o in report.feeds)
+    retrying = f" ({report.articles_retrying} to retry)" if report.articles_retrying else ""
     click.echo(
         f"{len(report.feeds)} feeds polled, {failed} failed, {new} new entries, "
-        f"{report.articles_done} articles extracted, {report.articles_failed} failed, "
+        f"{report.articles_done} articles extracted, {report.articles_failed} failed{retrying}, "
         f"{len(report.published)} files published"
     )
 

@@ -80,7 +80,8 @@ class FeedOutcome:
 class CycleReport:
     feeds: list[FeedOutcome] = field(default_factory=list)
     articles_done: int = 0
-    articles_failed: int = 0
+    articles_failed: int = 0  # of which articles_retrying wait for a retry
+    articles_retrying: int = 0
     published: list[Path] = field(default_factory=list)
 
     @property
@@ -247,6 +248,7 @@ class Pipeline:
         self.max_lateness = 0.0  # seconds after its due time the latest-started fetch began
         self._lateness: list[float] = []  # something publishable changed since the last publish
         self.last_progress = time.monotonic()
+        self.articles_retrying = 0  # pages of the last article run that wait for a retry
         self.writer.call(lambda st: st.sync_feeds(config.feeds, _now()))
 
     # ----------------------------------------------------------------------- lifecycle
@@ -596,6 +598,7 @@ class Pipeline:
         logged once per host per run."""
         s = self.config.settings
         budget = s.article_budget if budget is None else budget
+        self.articles_retrying = 0
         if budget <= 0 or self.stopping.is_set():
             return 0, 0
         backlog = self.writer.call(lambda st: st.backlog(budget, _now()))
@@ -623,6 +626,7 @@ class Pipeline:
             failed += not ok
             if not ok and not job.get("stopped"):
                 failures.setdefault(_host_of(job["entry"].url), []).append(job)
+                self.articles_retrying += job.get("retry_at") is not None
             self.last_progress = time.monotonic()
         for host, jobs in sorted(failures.items()):
             self._log_host_failures(host, jobs)
@@ -859,6 +863,7 @@ class Pipeline:
         report.feeds = self.poll(states, on_done=on_done)
         if articles and self.config.settings.full_text:
             report.articles_done, report.articles_failed = self.process_articles()
+            report.articles_retrying = self.articles_retrying
         if self.dirty.is_set() or not self.outputs_exist():
             report.published = self.publish()
         return report

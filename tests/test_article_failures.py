@@ -197,6 +197,7 @@ def test_status_and_log_show_the_degraded_feed(tmp_path: Path, good: FeedServer,
     host = bad.base.removeprefix("http://")
     lines = [line for line in run.stderr.splitlines() if "articles on " in line]
     assert len(lines) == 1, run.stderr
+    assert "3 articles extracted, 3 failed (3 to retry)" in run.stdout
     assert "WARNING" in lines[0]
     assert re.search(
         rf"articles on {re.escape(host)}: 3 failed \(robots_unavailable: "
