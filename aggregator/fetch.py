@@ -68,6 +68,7 @@ DEADLINE_SLACK = 0.05  # s: a timeout ending this close to the deadline is the d
 ROBOTS_MAX_BYTES = 512 * 1024  # RFC 9309: parse at least 500 KiB, ignore the rest
 ROBOTS_DEFAULT_TTL = 86400.0  # RFC 9309: do not cache for more than 24 h
 ROBOTS_MIN_TTL = 60.0  # a max-age of 0 must not mean one robots.txt fetch per page
+ROBOTS_CACHE_ORIGINS = 4096  # beyond this many cached origins, expired rules are dropped
 ROBOTS_MAX_REDIRECTS = 5  # RFC 9309 2.3.1.2: follow at least five consecutive redirects
 # 5xx/unreachable: the host's pages are not fetched (RFC 9309 2.3.1.4: complete disallow)
 # until robots.txt is asked again, after this long, doubled per failure in a row up to the max.
@@ -980,6 +981,10 @@ class Fetcher:
                     rules = self._load_robots(target, attempt, allow_private)
                     with self._lock:
                         self._robots[origin] = rules
+                        if len(self._robots) > ROBOTS_CACHE_ORIGINS:  # a long-lived daemon
+                            now = time.monotonic()
+                            for name in [o for o, r in self._robots.items() if r.expires <= now]:
+                                del self._robots[name]
             finally:
                 lock.release()
         if not rules.allows(url, self._agent):
