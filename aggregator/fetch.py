@@ -1029,7 +1029,7 @@ class Fetcher:
         now = time.monotonic()
         # A robots.txt that outlives a fair share of the deadline is unreachable; one that
         # merely started too late (after slow redirect hops of the page) says nothing.
-        fair_chance = attempt.remaining() >= self.settings.read_timeout
+        fair_chance = attempt.remaining() >= attempt.budget / 2
         try:
             result = self._follow(
                 req, attempt, now, truncate=True, max_redirects=ROBOTS_MAX_REDIRECTS

@@ -1070,6 +1070,29 @@ def test_robots_connection_failure_is_unreachable(
     assert srv.paths() == ["/robots.txt"]
 
 
+def test_robots_dripping_past_the_deadline_is_unreachable(
+    raw: Callable[..., RawServer], make_fetcher: Callable[..., Fetcher]
+) -> None:
+    """A robots.txt that drips for the whole deadline is unreachable: cached as such, so the
+    next pages of the host fail at once instead of each waiting out its own deadline."""
+
+    def handler(srv: RawServer, conn: socket.socket, path: str) -> None:
+        if path != "/robots.txt":
+            return srv.send(conn, head(Content_Type="text/html", Content_Length="4") + b"<p/>")
+        srv.send(conn, head(Content_Type="text/plain"))
+        while not srv.stop.is_set():
+            srv.send(conn, b"#")
+            time.sleep(0.05)
+
+    srv = raw(handler)
+    fetcher = make_fetcher(fetch_deadline=1.0)
+    error, _ = fails(fetcher, FetchRequest(srv.url("/a"), kind="page"))
+    assert error.kind == "robots_unavailable" and "deadline" in str(error)
+    error, _ = fails(fetcher, FetchRequest(srv.url("/b"), kind="page"))
+    assert error.kind == "robots_unavailable"
+    assert srv.paths() == ["/robots.txt"]
+
+
 def test_robots_redirects_followed_five_hops(
     server: HTTPServer, make_fetcher: Callable[..., Fetcher]
 ) -> None:
