@@ -142,9 +142,10 @@ def update(obj: Ctx, all_feeds: bool, names: tuple[str, ...], no_articles: bool)
             bar.__exit__(None, None, None)
         pipeline.close()
     new = sum(o.new for o in report.feeds)
+    retrying = f" ({report.articles_retrying} to retry)" if report.articles_retrying else ""
     click.echo(
         f"{len(report.feeds)} feeds polled, {failed} failed, {new} new entries, "
-        f"{report.articles_done} articles extracted, {report.articles_failed} failed, "
+        f"{report.articles_done} articles extracted, {report.articles_failed} failed{retrying}, "
         f"{len(report.published)} files published"
     )
 
@@ -205,16 +206,17 @@ def status(obj: Ctx, as_json: bool) -> None:
     try:
         rows = store.feed_health()
         backlog = store.backlog_size()
+        retrying = store.backlog_retrying()
     finally:
         store.close()
     if as_json:
-        click.echo(json.dumps({"feeds": rows, "backlog": backlog}, ensure_ascii=False,
-                              indent=2))
+        click.echo(json.dumps({"feeds": rows, "backlog": backlog,
+                               "backlog_retrying": retrying}, ensure_ascii=False, indent=2))
         return
     for r in rows:
-        state = r["state"]  # store.feed_state: the same states as the /status page
+        state = r["state"]
         if state == "failing":
-            state = f"{r['consecutive_errors']} errors"
+            state = f"failing ({r['consecutive_errors']} errors)"
         click.echo(
             f"{r['name']:<24} {state:<10} http={r['last_status'] or '-':<4} "
             f"entries={r['entries']:<5} last_success={r['last_success'] or '-'} "
@@ -226,13 +228,20 @@ def status(obj: Ctx, as_json: bool) -> None:
             click.echo(f"  last error ({r['last_error_kind']}): {r['last_error']}")
         if r["disabled_reason"]:
             click.echo(f"  disabled: {r['disabled_reason']}")
+        if r["article_errors"]:
+            click.echo(f"  article pages: {r['article_errors']} failed in a row, last at "
+                       f"{r['last_article_error_at'] or '-'}: {r['last_article_error']}")
         if r["extracted_share"] is not None:
+            waiting = f", {r['articles_waiting']} waiting" if r["articles_waiting"] else ""
             click.echo(f"  full text: {r['extracted_share']:.0%} extracted, "
-                       f"median {r['median_words'] or 0} words")
+                       f"median {r['median_words'] or 0} words{waiting}")
+        elif r["articles_waiting"]:
+            click.echo(f"  full text: {r['articles_waiting']} waiting")
         if r.get("extraction_drop"):
             click.echo("  WARNING: extraction success dropped sharply: the site may have been "
                        "redesigned; check its site rule with `aggregator extract URL`")
-    click.echo(f"{len(rows)} feeds, {backlog} articles waiting")
+    waiting = f" ({retrying} waiting for a retry)" if retrying else ""
+    click.echo(f"{len(rows)} feeds, {backlog} articles waiting{waiting}")
 
 
 @main.command()

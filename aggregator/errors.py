@@ -39,7 +39,9 @@ class FetchError(AggregatorError):
     Kinds: ``timeout``, ``deadline``, ``connect``, ``too_large``, ``redirects``,
     ``redirect_loop``, ``blocked`` (network policy), ``bad_url``, ``http`` (4xx/5xx),
     ``gone`` (410), ``rate_limited`` (429/503 with Retry-After), ``content_type``,
-    ``robots`` (disallowed by robots.txt), ``decode`` (bad gzip etc.).
+    ``robots`` (disallowed by robots.txt), ``robots_unavailable`` (robots.txt answered 5xx
+    or could not be fetched: the host's pages wait, ``retry_after`` says how long),
+    ``decode`` (bad gzip etc.).
     """
 
     def __init__(

@@ -68,7 +68,12 @@ DEADLINE_SLACK = 0.05  # s: a timeout ending this close to the deadline is the d
 ROBOTS_MAX_BYTES = 512 * 1024  # RFC 9309: parse at least 500 KiB, ignore the rest
 ROBOTS_DEFAULT_TTL = 86400.0  # RFC 9309: do not cache for more than 24 h
 ROBOTS_MIN_TTL = 60.0  # a max-age of 0 must not mean one robots.txt fetch per page
-ROBOTS_UNREACHABLE_TTL = 300.0  # 5xx/unreachable: assume disallow for a short while
+ROBOTS_CACHE_ORIGINS = 4096  # beyond this many cached origins, expired rules are dropped
+ROBOTS_MAX_REDIRECTS = 5  # RFC 9309 2.3.1.2: follow at least five consecutive redirects
+# 5xx/unreachable: the host's pages are not fetched (RFC 9309 2.3.1.4: complete disallow)
+# until robots.txt is asked again, after this long, doubled per failure in a row up to the max.
+ROBOTS_UNREACHABLE_TTL = 300.0
+ROBOTS_UNREACHABLE_MAX_TTL = 3600.0
 
 # --------------------------------------------------------------------------- network policy
 
@@ -640,6 +645,8 @@ class _Robots:
     allow_all: bool
     expires: float  # time.monotonic()
     note: str  # why, for messages
+    # robots.txt could not be had (5xx, network): a temporary disallow, not the site's rules
+    unreachable: bool = False
 
     def allows(self, url: str, agent: str) -> bool:
         if self.parser is None:
@@ -675,6 +682,7 @@ class Fetcher:
         self._rate_limited: dict[str, float] = {}  # host -> monotonic end of Retry-After
         self._robots: dict[str, _Robots] = {}  # origin -> rules
         self._robots_locks: dict[str, threading.Lock] = {}
+        self._robots_failures: dict[str, int] = {}  # origin -> unreachable robots.txt in a row
 
     def close(self) -> None:
         """Close pooled connections and stop helper threads."""
@@ -724,9 +732,16 @@ class Fetcher:
     # ----------------------------------------------------------------------- one request
 
     def _follow(
-        self, req: FetchRequest, attempt: _Attempt, start: float, truncate: bool = False
+        self,
+        req: FetchRequest,
+        attempt: _Attempt,
+        start: float,
+        truncate: bool = False,
+        max_redirects: int | None = None,
     ) -> FetchResult:
         """Fetch ``req`` following redirects by hand, every hop re-checked."""
+        if max_redirects is None:
+            max_redirects = self.settings.max_redirects
         url = req.url
         jar = RequestsCookieJar()  # per request: cookie-setting redirects work, nothing leaks
         statuses: list[int] = []
@@ -758,10 +773,10 @@ class Fetcher:
                 raise FetchError(
                     "redirect_loop", f"{req.url}: redirect loop at {next_url}", url=req.url
                 )
-            if len(statuses) >= self.settings.max_redirects:
+            if len(statuses) >= max_redirects:
                 raise FetchError(
                     "redirects",
-                    f"{req.url}: more than {self.settings.max_redirects} redirects (next: {next_url})",
+                    f"{req.url}: more than {max_redirects} redirects (next: {next_url})",
                     url=req.url,
                 )
             seen.add(jar_key)
@@ -966,9 +981,19 @@ class Fetcher:
                     rules = self._load_robots(target, attempt, allow_private)
                     with self._lock:
                         self._robots[origin] = rules
+                        if len(self._robots) > ROBOTS_CACHE_ORIGINS:  # a long-lived daemon
+                            now = time.monotonic()
+                            for name in [o for o, r in self._robots.items() if r.expires <= now]:
+                                del self._robots[name]
             finally:
                 lock.release()
         if not rules.allows(url, self._agent):
+            if rules.unreachable:
+                # Not the site's rules: the page is to be tried again once robots.txt is.
+                left = max(0.0, rules.expires - time.monotonic())
+                raise FetchError(
+                    "robots_unavailable", f"{url}: {rules.note}", url=url, retry_after=left
+                )
             raise FetchError("robots", f"{url}: {rules.note}", url=url)
 
     def _cached_robots(self, origin: str) -> _Robots | None:
@@ -980,7 +1005,20 @@ class Fetcher:
             return rules
 
     def _load_robots(self, target: _Target, attempt: _Attempt, allow_private: bool) -> _Robots:
-        """Fetch and parse robots.txt; RFC 9309 for what failures mean."""
+        """Fetch and parse robots.txt; RFC 9309 2.3.1 for what failures mean:
+
+        * 2xx: the rules, cached per Cache-Control max-age within [1 min, 24 h];
+        * 4xx "unavailable" (401 and 403 included, as the RFC says; 410 too): no rules,
+          every page may be fetched; so too after more than five redirects, a redirect loop
+          or a redirect the network policy refuses (the RFC's "MAY assume unavailable");
+        * 5xx, network errors and timeouts "unreachable": complete disallow for now, asked
+          again after ROBOTS_UNREACHABLE_TTL, doubled per failure in a row (up to the max);
+          pages then fail as ``robots_unavailable``, a temporary failure.
+
+        429, and 503 with Retry-After, are the host asking us to slow down: the page fails as
+        ``rate_limited`` (temporary) and the host's Retry-After window applies.
+        """
+        origin = target.origin
         host = f"[{target.host}]" if ":" in target.host else target.host
         default_port = (target.scheme, target.port) in (("http", 80), ("https", 443))
         netloc = host if default_port else f"{host}:{target.port}"
@@ -989,27 +1027,46 @@ class Fetcher:
             url=robots_url, kind="robots", max_bytes=ROBOTS_MAX_BYTES, allow_private=allow_private
         )
         now = time.monotonic()
+        # A robots.txt that outlives a fair share of the deadline is unreachable; one that
+        # merely started too late (after slow redirect hops of the page) says nothing.
+        fair_chance = attempt.remaining() >= attempt.budget / 2
         try:
-            result = self._follow(req, attempt, now, truncate=True)
+            result = self._follow(
+                req, attempt, now, truncate=True, max_redirects=ROBOTS_MAX_REDIRECTS
+            )
         except FetchError as e:
-            if e.kind in ("deadline", "rate_limited"):
+            if e.kind == "rate_limited" or (e.kind == "deadline" and not fair_chance):
                 raise
             if e.kind == "gone" or (e.kind == "http" and e.status is not None and e.status < 500):
+                self._robots_recovered(origin)
                 return _Robots(None, True, now + ROBOTS_DEFAULT_TTL, f"{robots_url} missing")
             if e.kind in ("redirects", "redirect_loop", "blocked", "bad_url"):
+                self._robots_recovered(origin)
                 return _Robots(
                     None, True, now + ROBOTS_UNREACHABLE_TTL, f"{robots_url} unavailable"
                 )
+            with self._lock:
+                failures = self._robots_failures.get(origin, 0) + 1
+                self._robots_failures[origin] = failures
+            ttl = min(ROBOTS_UNREACHABLE_TTL * 2 ** (failures - 1), ROBOTS_UNREACHABLE_MAX_TTL)
+            why = f"HTTP {e.status}" if e.kind == "http" and e.status else f"{e.kind}: {e}"
             return _Robots(
                 None,
                 False,
-                now + ROBOTS_UNREACHABLE_TTL,
-                f"{robots_url} unreachable ({e}); assuming disallow for {ROBOTS_UNREACHABLE_TTL:g} s",
+                now + ttl,
+                f"{robots_url} unreachable ({why}); pages of {origin} not fetched"
+                f" for {ttl:g} s",
+                unreachable=True,
             )
+        self._robots_recovered(origin)
         ttl = result.max_age if result.max_age is not None else ROBOTS_DEFAULT_TTL
         ttl = min(max(ttl, ROBOTS_MIN_TTL), ROBOTS_DEFAULT_TTL)
         parser = Protego.parse(result.body.decode("utf-8", errors="replace"))
         return _Robots(parser, True, now + ttl, f"disallowed by {robots_url}")
+
+    def _robots_recovered(self, origin: str) -> None:
+        with self._lock:
+            self._robots_failures.pop(origin, None)
 
 
 # --------------------------------------------------------------------------- helpers

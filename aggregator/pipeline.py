@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import queue
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -28,6 +30,7 @@ from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from . import clean, dedup, fetch, filters, parse, publish
 from .errors import AggregatorError, ExtractError, FetchError, FilterError, ParseError
@@ -82,7 +85,8 @@ class FeedOutcome:
 class CycleReport:
     feeds: list[FeedOutcome] = field(default_factory=list)
     articles_done: int = 0
-    articles_failed: int = 0
+    articles_failed: int = 0  # of which articles_retrying wait for a retry
+    articles_retrying: int = 0
     published: list[Path] = field(default_factory=list)
 
     @property
@@ -149,6 +153,37 @@ def _jittered(seconds: float, fraction: float) -> float:
     if fraction <= 0:
         return seconds
     return seconds * (1 + random.uniform(-fraction, fraction))
+
+
+# An article page that fails for a temporary reason (robots.txt unreachable, the host
+# overloaded or unreachable) stays in the backlog and is tried again after
+# ARTICLE_RETRY_BASE seconds, doubled per failed attempt up to ARTICLE_RETRY_MAX, and never
+# sooner than the host asked (Retry-After, the robots.txt retry); it keeps the feed's text
+# meanwhile. A retry that would fall more than ARTICLE_RETRY_WINDOW after the entry was
+# first seen is not made: the entry is failed then (news that old is not worth the wait).
+ARTICLE_RETRY_BASE = 300.0
+ARTICLE_RETRY_MAX = 6 * 3600.0
+ARTICLE_RETRY_WINDOW = timedelta(days=2)
+RETRYABLE_FETCH_KINDS = frozenset(
+    {"robots_unavailable", "rate_limited", "timeout", "deadline", "connect"}
+)
+
+
+def _retryable(exc: FetchError) -> bool:
+    """A failure the host may not repeat later (5xx included), as opposed to a page that is
+    not there, not HTML, forbidden by robots.txt or by the network policy."""
+    return exc.kind in RETRYABLE_FETCH_KINDS or (
+        exc.kind == "http" and exc.status is not None and exc.status >= 500
+    )
+
+
+def _host_of(url: str) -> str:
+    """host[:port] of a page URL, for the per-host log line."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    return parts.netloc.rpartition("@")[2].lower() or url
 
 
 EXTRACT_TIMEOUT = 60.0  # seconds of wall time for one page in an extraction worker
@@ -226,6 +261,7 @@ class Pipeline:
         self.on_progress: Callable[[], None] = _nothing
         self.last_cycle: float | None = None  # Unix time the last poll cycle completed
         self.metrics = Metrics(per_feed=s.metrics_per_feed, snapshot=self.metrics_snapshot)
+        self.articles_retrying = 0  # pages of the last article run that wait for a retry
         self.writer.call(lambda st: st.sync_feeds(config.feeds, _now()))
 
     # ----------------------------------------------------------------------- lifecycle
@@ -584,17 +620,20 @@ class Pipeline:
     def process_articles(self, budget: int | None = None) -> tuple[int, int]:
         """Drain up to `budget` entries of the backlog (newest first). Returns (done, failed).
         A page that cannot be fetched or extracted keeps the feed's content; the reason is
-        recorded on the entry, and the feed is not marked failing."""
+        recorded on the entry and on the feed (`article_errors`, `degraded`), never as a poll
+        failure. A temporary failure leaves the entry pending with a retry time. Failures are
+        logged once per host per run."""
         s = self.config.settings
         budget = s.article_budget if budget is None else budget
+        self.articles_retrying = 0
         if budget <= 0 or self.stopping.is_set():
             return 0, 0
-        backlog = self.writer.call(lambda st: st.backlog(budget))
+        backlog = self.writer.call(lambda st: st.backlog(budget, _now()))
         if not backlog:
             return 0, 0
         futures = [self.threads.submit(self._article_one, b) for b in backlog]
         done = failed = 0
-        writes: list[Future[bool]] = []
+        writes: list[tuple[dict[str, Any], Future[bool]]] = []
         for fut in as_completed(futures):
             try:
                 job = fut.result()
@@ -604,8 +643,9 @@ class Pipeline:
             write = self.writer.submit(partial(self._write_article, job=job))
             # Progress as each article is stored, not once the whole batch is.
             write.add_done_callback(lambda _w: self.on_progress())
-            writes.append(write)
-        for w in writes:
+            writes.append((job, write))
+        failures: dict[str, list[dict[str, Any]]] = {}
+        for job, w in writes:
             try:
                 ok = w.result()
             except Exception as exc:
@@ -614,9 +654,33 @@ class Pipeline:
                 continue
             done += ok
             failed += not ok
+            if not ok and not job.get("stopped"):
+                failures.setdefault(_host_of(job["entry"].url), []).append(job)
+                self.articles_retrying += job.get("retry_at") is not None
+        for host, jobs in sorted(failures.items()):
+            self._log_host_failures(host, jobs)
         if done:
             self.dirty.set()
         return done, failed
+
+    @staticmethod
+    def _log_host_failures(host: str, jobs: list[dict[str, Any]]) -> None:
+        """One WARNING line for a host's failed pages of this run: the commonest reason, and
+        when the temporary ones are tried again."""
+        reasons = Counter(j["reason"] for j in jobs)
+        reason, _ = reasons.most_common(1)[0]
+        if len(reasons) > 1:
+            reason += f"; {len(reasons) - 1} other reason{'s' if len(reasons) > 2 else ''}"
+        retries = sorted(j["retry_at"] for j in jobs if j.get("retry_at") is not None)
+        given_up = len(jobs) - len(retries)
+        if retries:
+            when = retries[0].strftime("%Y-%m-%dT%H:%M:%SZ")
+            tail = f", retrying after {when}"
+            if given_up:
+                tail += f" ({given_up} not retried)"
+        else:
+            tail = ", not retried"
+        log.warning("articles on %s: %d failed (%s)%s", host, len(jobs), reason, tail)
 
     def _article_one(self, b: Any) -> dict[str, Any]:
         s = self.config.settings
@@ -625,7 +689,7 @@ class Pipeline:
         job: dict[str, Any] = {"entry": b}
         if self.stopping.is_set():
             job["error"] = "stopped"
-            job["retry"] = True
+            job["stopped"] = True
             return job
         started = time.monotonic()
         try:
@@ -633,9 +697,16 @@ class Pipeline:
                                                      max_bytes=s.page_max_bytes))
         except FetchError as exc:
             self.metrics.fetched("page", time.monotonic() - started)
-            if not self.stopping.is_set():
-                self.metrics.article_failed("fetch", exc.kind)
+            if self.stopping.is_set():  # closing the fetcher broke it: not the page's fault
+                job["error"] = "stopped"
+                job["stopped"] = True
+                return job
+            self.metrics.article_failed("fetch", exc.kind)
             job["error"] = f"{exc.kind}: {exc}"
+            # The same reason for every page of a host, for the per-host log line.
+            job["reason"] = f"{exc.kind}: {str(exc).removeprefix(f'{b.url}: ')}"
+            if _retryable(exc):
+                job["retry_after"] = exc.retry_after or 0.0
             return job
         self.metrics.fetched("page", time.monotonic() - started)
         self.metrics.article_pages.inc()
@@ -669,19 +740,31 @@ class Pipeline:
     def _write_article(self, st: Store, job: dict[str, Any]) -> bool:
         now = _now()
         b = job["entry"]
-        if job.get("retry"):
+        if job.get("stopped"):
             return False
         if "article" not in job:
-            st.record_article(b.id, now=now, status="failed", method=None, error=job["error"],
+            job.setdefault("reason", job["error"])
+            retry_at = self._retry_at(b, job, now)
+            if retry_at is not None:
+                job["retry_at"] = retry_at
+                st.record_article(b.id, now=now, status="pending", method=None,
+                                  error=job["error"], retry_at=retry_at)
+                return False
+            error = job["error"]
+            if "retry_after" in job:
+                error += f" (gave up after {b.attempts + 1} attempts)"
+            st.record_article(b.id, now=now, status="failed", method=None, error=error,
                               page=None)
             return False
         article: Article = job["article"]
         words = job["words"]
         page = job.get("page")
+        attempt = not job.get("reprocess")
         if words == 0 or words < b.word_count:
             # The feed already carries more text: never replace it by a shorter extraction.
             st.record_article(b.id, now=now, status="feed", method=article.method,
-                              error=None, canonical_url=job["canonical"], page=page)
+                              error=None, canonical_url=job["canonical"], page=page,
+                              attempt=attempt)
             self.metrics.articles_extracted.labels("feed").inc()
             return True
         title = b.title
@@ -694,13 +777,27 @@ class Pipeline:
             image=clean.absolute_url(article.image, page[1] if page else None),
             author=clean.clean_line(article.author) or None,
             canonical_url=job["canonical"], text_hash=text_hash,
-            signature=sig, band_keys=tuple(bands), page=page,
+            signature=sig, band_keys=tuple(bands), page=page, attempt=attempt,
         )
         self.metrics.articles_extracted.labels("article").inc()
         if st.rematch_entry(b.id, self._matcher(), now, self.config.settings.dedup_window_days,
                             canonical_norm=job["canonical"]):
             self.metrics.stories_merged.inc()
         return True
+
+    @staticmethod
+    def _retry_at(b: Any, job: dict[str, Any], now: datetime) -> datetime | None:
+        """When a temporarily failed page is tried again; None: not retried (a lasting
+        failure, or the retry would fall past ARTICLE_RETRY_WINDOW)."""
+        if "retry_after" not in job:
+            return None
+        backoff = min(ARTICLE_RETRY_BASE * 2 ** b.attempts, ARTICLE_RETRY_MAX)
+        delay = max(backoff, float(job["retry_after"]))
+        retry_at = now + timedelta(seconds=math.ceil(delay))
+        first_seen = getattr(b, "first_seen", None) or now
+        if retry_at > first_seen + ARTICLE_RETRY_WINDOW:
+            return None
+        return retry_at
 
     def reprocess(self, *, feed: str | None = None, since: datetime | None = None
                   ) -> tuple[int, int]:
@@ -729,6 +826,7 @@ class Pipeline:
                 "canonical": dedup.normalize_url(article.canonical_url)
                 if article.canonical_url else None,
                 "page": None,
+                "reprocess": True,
             }
             ok = self.writer.call(partial(self._write_article, job=job))
             done += ok
@@ -825,6 +923,7 @@ class Pipeline:
         report.feeds = self.poll(states, on_done=on_done)
         if articles and self.config.settings.full_text:
             report.articles_done, report.articles_failed = self.process_articles()
+            report.articles_retrying = self.articles_retrying
         if self.dirty.is_set() or not self.outputs_exist():
             report.published = self.publish()
         return report

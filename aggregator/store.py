@@ -265,7 +265,85 @@ INSERT INTO store_state(name, value)
 INSERT INTO entries_fts(entries_fts, rank) VALUES ('automerge', 16);
 """,
     ),
+    (
+        "article failures: retry state on entries, article health and state in feed_health",
+        # An article page that failed for a temporary reason (robots.txt unreachable, 5xx,
+        # timeouts) stays pending with a retry time instead of failing for good; a feed's
+        # article failures in a row make it `degraded`. Entries of the last two days failed
+        # only because robots.txt was unreachable go back to the backlog.
+        """
+ALTER TABLE entries ADD COLUMN extract_attempts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE entries ADD COLUMN extract_retry_at TEXT;
+ALTER TABLE feeds ADD COLUMN article_errors INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE feeds ADD COLUMN last_article_error TEXT;
+ALTER TABLE feeds ADD COLUMN last_article_error_at TEXT;
+UPDATE entries SET extract_status = 'pending', extract_attempts = 1
+ WHERE extract_status = 'failed' AND extract_error LIKE 'robots: %robots.txt unreachable%'
+   AND first_seen >= strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '-2 days');
+DROP VIEW feed_health;
+CREATE VIEW feed_health AS
+SELECT
+    f.name AS name,
+    f.url AS url,
+    f.effective_url AS effective_url,
+    f.active AS active,
+    f.disabled_reason AS disabled_reason,
+    f.last_attempt AS last_attempt,
+    f.last_success AS last_success,
+    f.last_status AS last_status,
+    f.consecutive_errors AS consecutive_errors,
+    f.last_error AS last_error,
+    f.last_error_kind AS last_error_kind,
+    f.next_poll AS next_poll,
+    f.interval AS interval,
+    (SELECT COUNT(*) FROM entries e WHERE e.feed_id = f.id) AS entries,
+    (SELECT MAX(e.published) FROM entries e WHERE e.feed_id = f.id) AS newest_entry,
+    (SELECT ROUND(AVG(CASE WHEN r.extract_status = 'done' THEN 1.0 ELSE 0.0 END), 3)
+       FROM (SELECT extract_status FROM entries e
+             WHERE e.feed_id = f.id AND e.extract_status IN ('done', 'failed', 'feed')
+             ORDER BY e.first_seen DESC LIMIT 50) r) AS extracted_share,
+    (SELECT CAST(AVG(m.word_count) AS INTEGER) FROM (
+        SELECT w.word_count, ROW_NUMBER() OVER (ORDER BY w.word_count) AS rn,
+               COUNT(*) OVER () AS cnt
+        FROM (SELECT word_count FROM entries e
+              WHERE e.feed_id = f.id AND e.extract_status = 'done'
+              ORDER BY e.first_seen DESC LIMIT 50) w) m
+       WHERE m.rn IN ((m.cnt + 1) / 2, (m.cnt + 2) / 2)) AS median_words,
+    -- 1 when the last 10 processed entries were extracted at under half the rate of the 40
+    -- before them (which were mostly extracted): the site was probably redesigned.
+    (SELECT CASE WHEN COUNT(*) = 50
+                  AND AVG(CASE WHEN x.rn > 10 THEN x.ok END) >= 0.5
+                  AND AVG(CASE WHEN x.rn <= 10 THEN x.ok END)
+                      < AVG(CASE WHEN x.rn > 10 THEN x.ok END) / 2
+             THEN 1 ELSE 0 END
+       FROM (SELECT CASE WHEN e.extract_status = 'done' THEN 1.0 ELSE 0.0 END AS ok,
+                    ROW_NUMBER() OVER (ORDER BY e.first_seen DESC, e.id DESC) AS rn
+             FROM entries e WHERE e.feed_id = f.id
+               AND e.extract_status IN ('done', 'failed', 'feed')
+             ORDER BY e.first_seen DESC, e.id DESC LIMIT 50) x) AS extraction_drop,
+    f.warnings AS warnings,
+    -- The one derivation of a feed's state (see FEED_STATES and docs/schema.md).
+    CASE WHEN f.active = 0 THEN 'removed'
+         WHEN f.disabled_reason IS NOT NULL THEN 'disabled'
+         WHEN f.consecutive_errors > 0 THEN 'failing'
+         WHEN f.article_errors >= 3 THEN 'degraded'
+         ELSE 'ok' END AS state,
+    f.article_errors AS article_errors,
+    f.last_article_error AS last_article_error,
+    f.last_article_error_at AS last_article_error_at,
+    (SELECT COUNT(*) FROM entries e
+      WHERE e.feed_id = f.id AND e.extract_status = 'pending') AS articles_waiting
+FROM feeds f;
+""",
+    ),
 ]
+
+# The states a feed can be in, as feed_health.state derives them (the one place): `removed`
+# (no longer in feeds.yaml), `disabled` (disabled_reason set, e.g. 410 Gone), `failing` (its
+# last poll failed), `degraded` (it polls fine but its last DEGRADED_ARTICLE_ERRORS article
+# attempts or more, in a row, all failed: the subscriber gets the feed's text only), `ok`.
+FEED_STATES: tuple[str, ...] = ("ok", "degraded", "failing", "disabled", "removed")
+DEGRADED_ARTICLE_ERRORS = 3  # written into the feed_health view by its migration
 
 # Band rows waiting in memory before they are written to entry_bands in one sorted batch.
 # Written per entry, 32 random keys each dirty 32 random B-tree pages, and every feed's
@@ -273,15 +351,6 @@ INSERT INTO entries_fts(entries_fts, rank) VALUES ('automerge', 16);
 BAND_FLUSH_ROWS = 40_000
 
 
-# The state of a feed, from the feeds table: one definition for every count and listing.
-# "degraded" is not derived yet (h4 adds it to the feed_health view); it is exported as 0.
-FEED_STATES = ("ok", "degraded", "failing", "disabled", "removed")
-_FEED_STATE_SQL = (
-    "CASE WHEN active = 0 THEN 'removed'"
-    " WHEN disabled_reason IS NOT NULL THEN 'disabled'"
-    " WHEN consecutive_errors > 0 THEN 'failing'"
-    " ELSE 'ok' END"
-)
 # Below this much free space beside the database, writes are about to fail.
 MIN_FREE_BYTES = 1024 * 1024
 
@@ -373,6 +442,8 @@ class BacklogEntry:
     word_count: int
     title: str
     story_id: int | None
+    attempts: int = 0  # article attempts so far (failed ones, since it is still pending)
+    first_seen: datetime | None = None
 
 
 def _json(value: Any) -> str:
@@ -696,6 +767,7 @@ class Store:
                 " published = CASE WHEN ? IS NULL THEN published ELSE ? END,"
                 " published_raw = ?, date_note = ?, updated = ?, last_seen = ?,"
                 " content_hash = ?, extract_status = ?, extract_error = NULL,"
+                " extract_attempts = 0, extract_retry_at = NULL,"
                 " text_hash = ?, signature = ? WHERE id = ?",
                 (
                     e.guid, e.url, e.url_norm, e.title, e.author,
@@ -1008,25 +1080,37 @@ class Store:
 
     # ----------------------------------------------------------------------- full text
 
-    def backlog(self, limit: int) -> list[BacklogEntry]:
-        """Entries waiting for their article page, newest first."""
+    def backlog(self, limit: int, now: datetime | None = None) -> list[BacklogEntry]:
+        """Entries waiting for their article page, newest first; those waiting for a retry
+        (``extract_retry_at`` after ``now``) are left for a later run."""
         rows = self.conn.execute(
             "SELECT e.id, f.name AS feed_name, e.url,"
             " COALESCE(e.feed_html, e.content_html) AS feed_html, e.word_count, e.title,"
-            " e.story_id FROM entries e JOIN feeds f ON f.id = e.feed_id"
+            " e.story_id, e.extract_attempts, e.first_seen"
+            " FROM entries e JOIN feeds f ON f.id = e.feed_id"
             " WHERE e.extract_status = 'pending' AND e.url IS NOT NULL"
+            " AND (e.extract_retry_at IS NULL OR e.extract_retry_at <= ?)"
             " ORDER BY e.first_seen DESC, e.id DESC LIMIT ?",
-            (limit,),
+            (ts(now or datetime.now(UTC)), limit),
         ).fetchall()
         return [
             BacklogEntry(r["id"], r["feed_name"], r["url"], r["feed_html"] or "",
-                         r["word_count"], r["title"], r["story_id"])
+                         r["word_count"], r["title"], r["story_id"], r["extract_attempts"],
+                         parse_ts(r["first_seen"]))
             for r in rows
         ]
 
     def backlog_size(self) -> int:
+        """Entries waiting for their article page, those waiting for a retry included."""
         return int(self.conn.execute(
             "SELECT COUNT(*) FROM entries WHERE extract_status = 'pending'").fetchone()[0])
+
+    def backlog_retrying(self, now: datetime | None = None) -> int:
+        """Of the backlog, the entries whose page failed for a temporary reason and which
+        wait for their retry time."""
+        return int(self.conn.execute(
+            "SELECT COUNT(*) FROM entries WHERE extract_status = 'pending'"
+            " AND extract_retry_at > ?", (ts(now or datetime.now(UTC)),)).fetchone()[0])
 
     def record_article(
         self,
@@ -1048,9 +1132,20 @@ class Store:
         signature: bytes | None = None,
         band_keys: Sequence[int] | None = None,
         page: tuple[str, str | None, str | None, bytes] | None = None,
+        retry_at: datetime | None = None,
+        attempt: bool = True,
     ) -> None:
         """Store the outcome of an article fetch. ``status``: done (content replaced),
-        feed (the feed's own content was better), failed (reason in ``error``)."""
+        feed (the feed's own content was better), failed (reason in ``error``), pending
+        (a temporary failure, reason in ``error``: tried again from ``retry_at`` on; the
+        entry keeps the feed's content meanwhile).
+
+        The feed's ``article_errors`` counts failed attempts in a row (pending and failed
+        alike) and a done/feed outcome resets it: it drives the `degraded` state. With
+        ``attempt`` False (reprocessing a stored page: nothing was fetched) the attempt and
+        failure counts are left alone."""
+        if status == "pending" and retry_at is None:
+            raise StoreError("record_article: a pending outcome needs its retry time")
         with self.transaction() as c:
             if content_html is not None:
                 c.execute(
@@ -1076,9 +1171,26 @@ class Store:
                 )
             c.execute(
                 "UPDATE entries SET extract_status = ?, extract_method = ?, extract_error = ?,"
-                " extracted_at = ? WHERE id = ?",
-                (status, method, error, ts(now), entry_id),
+                " extracted_at = ?, extract_attempts = extract_attempts + ?,"
+                " extract_retry_at = ? WHERE id = ?",
+                (status, method, error, ts(now), int(attempt), ts(retry_at), entry_id),
             )
+            if not attempt:
+                pass
+            elif status in ("failed", "pending"):
+                c.execute(
+                    "UPDATE feeds SET article_errors = article_errors + 1,"
+                    " last_article_error = ?, last_article_error_at = ?"
+                    " WHERE id = (SELECT feed_id FROM entries WHERE id = ?)",
+                    (error, ts(now), entry_id),
+                )
+            else:
+                c.execute(
+                    "UPDATE feeds SET article_errors = 0"
+                    " WHERE id = (SELECT feed_id FROM entries WHERE id = ?)"
+                    " AND article_errors != 0",
+                    (entry_id,),
+                )
             if page is not None:
                 url, final_url, charset, body = page
                 c.execute(
@@ -1199,7 +1311,7 @@ class Store:
 
     def feed_health(self) -> list[dict[str, Any]]:
         """The ``feed_health`` view, one dict per feed by name, with the feed's ``title`` and
-        ``language`` (from ``feeds``) and its ``state`` (see ``feed_state``)."""
+        ``language`` (from ``feeds``); ``state`` is the view's (see FEED_STATES)."""
         rows = self.conn.execute(
             "SELECT h.*, f.title AS title, f.language AS language"
             " FROM feed_health h JOIN feeds f ON f.name = h.name ORDER BY h.name"
@@ -1209,16 +1321,15 @@ class Store:
             d = dict(r)
             d["warnings"] = json.loads(d.get("warnings") or "[]")
             d["active"] = bool(d["active"])
-            d["state"] = feed_state(d)
             result.append(d)
         return result
 
     def feed_metrics(self) -> list[FeedMetrics]:
         """Each feed's state, consecutive errors and last success, for per-feed metrics
-        (cheap: the feeds table only, not the feed_health view's entry statistics)."""
+        (cheap: SQLite skips the view's per-feed entry statistics when they are not read)."""
         rows = self.conn.execute(
-            f"SELECT name, {_FEED_STATE_SQL} AS state, consecutive_errors, last_success"
-            " FROM feeds ORDER BY name").fetchall()
+            "SELECT name, state, consecutive_errors, last_success"
+            " FROM feed_health ORDER BY name").fetchall()
         return [
             FeedMetrics(r["name"], r["state"], int(r["consecutive_errors"]),
                         (when.timestamp() if (when := parse_ts(r["last_success"])) else None))
@@ -1279,11 +1390,23 @@ class Store:
     def feed_state_counts(self, rows: Iterable[Mapping[str, Any]] | None = None
                           ) -> dict[str, int]:
         """How many feeds are in each state of ``FEED_STATES`` (every state present, 0 or
-        more); ``rows``: ``feed_health()`` already read, to count those instead."""
+        more), as the feed_health view derives them; ``rows``: ``feed_health()`` already
+        read, to count those instead."""
         counts = dict.fromkeys(FEED_STATES, 0)
-        for d in self.feed_health() if rows is None else rows:
+        if rows is None:
+            for state, n in self.conn.execute(
+                    "SELECT state, COUNT(*) FROM feed_health GROUP BY state"):
+                counts[state] = int(n)
+            return counts
+        for d in rows:
             counts[d["state"]] = counts.get(d["state"], 0) + 1
         return counts
+
+    def feed_state(self, name: str) -> str | None:
+        """One feed's state (see FEED_STATES); None for a name never configured."""
+        row = self.conn.execute(
+            "SELECT state FROM feed_health WHERE name = ?", (name,)).fetchone()
+        return str(row[0]) if row else None
 
     def status(self, now: datetime) -> dict[str, Any]:
         """The store's part of the status document (/status.json, the /status page): every
@@ -1294,7 +1417,8 @@ class Store:
             try:
                 feeds = self.feed_health()
                 document = {
-                    "backlog": self.backlog_size(),
+                    "backlog": self.backlog_size(),  # entries waiting, retries included
+                    "backlog_retrying": self.backlog_retrying(),
                     "states": self.feed_state_counts(feeds),
                     **self.activity(now),
                     "feeds": feeds,
@@ -1352,22 +1476,6 @@ class _RowEntry:
         self.title = row["title"]
         self.word_count = row["word_count"]
         self.canonical_norm: str | None = None
-
-
-def feed_state(row: Mapping[str, Any]) -> str:
-    """The state of a feed from its ``feed_health`` columns: ``removed`` (no longer
-    configured), ``disabled`` (stopped for good, e.g. 410 Gone), ``failing`` (its last poll
-    failed), ``degraded`` (polls work but article extraction dropped sharply) or ``ok``.
-    The one place that derives it, for the status page, status.json and the counts."""
-    if not row["active"]:
-        return "removed"
-    if row["disabled_reason"]:
-        return "disabled"
-    if row["consecutive_errors"]:
-        return "failing"
-    if row.get("extraction_drop"):
-        return "degraded"
-    return "ok"
 
 
 def _feed_state(r: sqlite3.Row) -> FeedState:

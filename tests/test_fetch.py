@@ -995,10 +995,12 @@ def test_robots_star_group(server: HTTPServer, make_fetcher: Callable[..., Fetch
     assert fetcher.fetch(FetchRequest(server.url_for("/public"), kind="page")).status == 200
 
 
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 451])
 def test_robots_missing_allows_all(
-    server: HTTPServer, make_fetcher: Callable[..., Fetcher]
+    server: HTTPServer, make_fetcher: Callable[..., Fetcher], status: int
 ) -> None:
-    server.expect_request("/robots.txt").respond_with_data("nope", status=404)
+    """RFC 9309 2.3.1.3: any 4xx ("unavailable"), 401 and 403 included, means no rules."""
+    server.expect_request("/robots.txt").respond_with_data("nope", status=status)
     server.expect_request("/private/1").respond_with_data("<p/>", content_type="text/html")
     assert (
         make_fetcher().fetch(FetchRequest(server.url_for("/private/1"), kind="page")).status == 200
@@ -1008,14 +1010,115 @@ def test_robots_missing_allows_all(
 def test_robots_server_error_disallows_for_a_while(
     server: HTTPServer, make_fetcher: Callable[..., Fetcher]
 ) -> None:
+    """RFC 9309 2.3.1.4: a 5xx robots.txt means complete disallow for now. It is a temporary
+    failure of its own kind (not "robots", which is the site's rules), with a retry time."""
     server.expect_request("/robots.txt").respond_with_data("oops", status=500)
     server.expect_request("/a").respond_with_data("<p/>", content_type="text/html")
     fetcher = make_fetcher()
     for _ in range(2):
         error, _ = fails(fetcher, FetchRequest(server.url_for("/a"), kind="page"))
-        assert error.kind == "robots"
-        assert "unreachable" in str(error)
+        assert error.kind == "robots_unavailable"
+        assert "unreachable (HTTP 500)" in str(error)
+        assert error.retry_after is not None and 0 < error.retry_after <= 300
     assert [r.path for r, _ in server.log] == ["/robots.txt"]
+
+
+def test_robots_unreachable_backs_off_then_recovers(
+    server: HTTPServer, make_fetcher: Callable[..., Fetcher], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asked again once the disallow expires, after twice as long per failure in a row; once
+    robots.txt answers, its rules apply and the pages are fetched."""
+    monkeypatch.setattr(fetch_module, "ROBOTS_UNREACHABLE_TTL", 0.1)  # really 5 minutes
+    monkeypatch.setattr(fetch_module, "ROBOTS_UNREACHABLE_MAX_TTL", 0.4)
+    answers = iter([500, 502, 503, 500, 200])
+
+    def robots(request: Request) -> Response:
+        status = next(answers)
+        return Response("User-agent: *\nDisallow: /private\n" if status == 200 else "down",
+                        status=status, content_type="text/plain")
+
+    server.expect_request("/robots.txt").respond_with_handler(robots)
+    server.expect_request("/a").respond_with_data("<p/>", content_type="text/html")
+    fetcher = make_fetcher()
+    for ttl in ("0.1", "0.2", "0.4", "0.4"):
+        error, _ = fails(fetcher, FetchRequest(server.url_for("/a"), kind="page"))
+        assert error.kind == "robots_unavailable"
+        assert f"not fetched for {ttl} s" in str(error)
+        time.sleep(float(ttl) + 0.05)  # let the disallow expire
+    assert fetcher.fetch(FetchRequest(server.url_for("/a"), kind="page")).status == 200
+    error, _ = fails(fetcher, FetchRequest(server.url_for("/private/x"), kind="page"))
+    assert error.kind == "robots"
+    paths = [r.path for r, _ in server.log]
+    assert paths.count("/robots.txt") == 5 and paths.count("/a") == 1
+
+
+def test_robots_connection_failure_is_unreachable(
+    raw: Callable[..., RawServer], make_fetcher: Callable[..., Fetcher]
+) -> None:
+    """A robots.txt request that gets no response (the connection is dropped) is a network
+    error: the host's pages are not fetched now."""
+
+    def handler(srv: RawServer, conn: socket.socket, path: str) -> None:
+        if path == "/robots.txt":
+            return  # hang up without a word
+        srv.send(conn, head(Content_Type="text/html", Content_Length="4") + b"<p/>")
+
+    srv = raw(handler)
+    error, _ = fails(make_fetcher(), FetchRequest(srv.url("/a"), kind="page"))
+    assert error.kind == "robots_unavailable"
+    assert "robots.txt unreachable (connect" in str(error)
+    assert srv.paths() == ["/robots.txt"]
+
+
+def test_robots_dripping_past_the_deadline_is_unreachable(
+    raw: Callable[..., RawServer], make_fetcher: Callable[..., Fetcher]
+) -> None:
+    """A robots.txt that drips for the whole deadline is unreachable: cached as such, so the
+    next pages of the host fail at once instead of each waiting out its own deadline."""
+
+    def handler(srv: RawServer, conn: socket.socket, path: str) -> None:
+        if path != "/robots.txt":
+            return srv.send(conn, head(Content_Type="text/html", Content_Length="4") + b"<p/>")
+        srv.send(conn, head(Content_Type="text/plain"))
+        while not srv.stop.is_set():
+            srv.send(conn, b"#")
+            time.sleep(0.05)
+
+    srv = raw(handler)
+    fetcher = make_fetcher(fetch_deadline=1.0)
+    error, _ = fails(fetcher, FetchRequest(srv.url("/a"), kind="page"))
+    assert error.kind == "robots_unavailable" and "deadline" in str(error)
+    error, _ = fails(fetcher, FetchRequest(srv.url("/b"), kind="page"))
+    assert error.kind == "robots_unavailable"
+    assert srv.paths() == ["/robots.txt"]
+
+
+def test_robots_redirects_followed_five_hops(
+    server: HTTPServer, make_fetcher: Callable[..., Fetcher]
+) -> None:
+    """RFC 9309 2.3.1.2: at least five redirects of robots.txt are followed, whatever the
+    limit for feeds and pages (3 here); past five, robots.txt counts as unavailable."""
+    for i in range(5):
+        server.expect_request(f"/r{i}").respond_with_data(
+            "", status=301, headers={"Location": f"/r{i + 1}"})
+    server.expect_request("/r5").respond_with_data("User-agent: *\nDisallow: /private\n")
+    server.expect_request("/robots.txt").respond_with_data(
+        "", status=302, headers={"Location": "/r1"})
+    server.expect_request("/private/1").respond_with_data("<p/>", content_type="text/html")
+    fetcher = make_fetcher()
+    error, _ = fails(fetcher, FetchRequest(server.url_for("/private/1"), kind="page"))
+    assert error.kind == "robots"  # robots.txt -> r1 -> ... -> r5: five hops, rules found
+
+    server.clear()
+    for i in range(7):
+        server.expect_request(f"/r{i}").respond_with_data(
+            "", status=301, headers={"Location": f"/r{i + 1}"})
+    server.expect_request("/robots.txt").respond_with_data(
+        "", status=302, headers={"Location": "/r0"})
+    server.expect_request("/private/1").respond_with_data("<p/>", content_type="text/html")
+    fetcher = make_fetcher()
+    assert fetcher.fetch(FetchRequest(server.url_for("/private/1"), kind="page")).status == 200
+    assert "/r5" not in [r.path for r, _ in server.log]
 
 
 # --------------------------------------------------------------------------- politeness
