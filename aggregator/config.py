@@ -87,7 +87,7 @@ _FEED_KEYS = (
     "allow_private_network", "rules",
 )  # fmt: skip
 _RULE_KEYS = ("body", "strip")
-_OUTPUT_KEYS = ("name", "title", "description", "limit", "formats", "filter")
+_OUTPUT_KEYS = ("name", "title", "description", "limit", "archive_pages", "formats", "filter")
 _FILTER_KEYS = (
     "include", "exclude", "sources", "languages", "max_age", "min_words", "min_outlets",
 )  # fmt: skip
@@ -676,7 +676,10 @@ _DURATIONS = frozenset(
     }
 )  # fmt: skip
 _SIZES = frozenset({"feed_max_bytes", "page_max_bytes"})
-_ZERO_OK = frozenset({"per_host_delay", "jitter", "max_redirects", "article_budget", "extract_processes"})
+_ZERO_OK = frozenset({"per_host_delay", "jitter", "max_redirects", "article_budget", "extract_processes",
+                      "archive_pages"})
+# Settings that may be left unset (None): an empty AGGREGATOR_<NAME> unsets them too.
+_OPTIONAL = frozenset(f.name for f in dataclasses.fields(Settings) if f.default is None)
 _FRACTIONS = {"jitter": (0.0, 1.0, "0 <= jitter < 1"), "dedup_threshold": (0.0, 1.0, "0 < x <= 1")}
 
 
@@ -692,7 +695,7 @@ def _setting_kind(name: str) -> str:
         return "int"
     if kind is float:
         return "float"
-    if kind is str:
+    if kind is str or kind == str | None:
         return "str"
     return "list"  # tuple[str, ...]
 
@@ -739,6 +742,8 @@ def _setting_from_env(name: str, raw: str) -> Any:
     if kind == "list":
         return tuple(part.strip() for part in text.split(",") if part.strip())
     if not text:
+        if name in _OPTIONAL:
+            return None
         raise ValueError("empty value")
     if kind == "str":
         return text
@@ -764,6 +769,8 @@ def _setting_from_env(name: str, raw: str) -> Any:
 
 def _setting_error(name: str, value: Any) -> str | None:
     """Range and format rules of one setting's converted value."""
+    if value is None and name in _OPTIONAL:
+        return None
     if name == "listen":
         return _listen_error(value)
     if name == "base_url":
@@ -834,7 +841,7 @@ def _load_settings(
             origin[f.name] = ("$" + var, 1, 1)
     if "log_level" in values:
         values["log_level"] = values["log_level"].upper()
-    if "base_url" in values and not values["base_url"].endswith("/"):
+    if values.get("base_url") and not values["base_url"].endswith("/"):
         values["base_url"] += "/"  # outputs are joined onto it
     settings = Settings(**values)
     if not settings.min_interval <= settings.default_interval <= settings.max_interval:
@@ -1114,6 +1121,9 @@ def _output(
     if "limit" in f:
         kwargs["limit"] = check.integer(f["limit"], "limit", 1)
         ok &= kwargs["limit"] is not None
+    if "archive_pages" in f:
+        kwargs["archive_pages"] = check.integer(f["archive_pages"], "archive_pages", 0)
+        ok &= kwargs["archive_pages"] is not None
     if "formats" in f:
         formats = check.strings(f["formats"], "formats", "atom, rss, json")
         for fmt, fmt_y in formats or []:
@@ -1132,12 +1142,14 @@ def _output(
         return None
     kwargs.setdefault("title", name)
     kwargs.setdefault("limit", settings.combined_limit)
+    kwargs.setdefault("archive_pages", settings.archive_pages)
     return OutputConfig(name=name, line=item.line, **kwargs)
 
 
 def _default_output(settings: Settings) -> OutputConfig:
     return OutputConfig(
-        name="all", title="All feeds", limit=settings.combined_limit, formats=_FORMATS
+        name="all", title="All feeds", limit=settings.combined_limit, formats=_FORMATS,
+        archive_pages=settings.archive_pages,
     )
 
 
@@ -1361,6 +1373,32 @@ def check_files(
 ) -> list[Problem]:
     """Every problem ``load_config`` would raise, for ``aggregator check``."""
     return _load(config_path, feeds_path, env)[1]
+
+
+def check_report(
+    config_path: str | None, feeds_path: str | None, env: Mapping[str, str] | None = None
+) -> tuple[list[Problem], list[str]]:
+    """``aggregator check``: every problem (as :func:`check_files`) and the warnings about a
+    configuration that loads but cannot work as meant (see :func:`settings_warnings`)."""
+    config, problems = _load(config_path, feeds_path, env)
+    return problems, settings_warnings(config.settings)
+
+
+def settings_warnings(settings: Settings) -> list[str]:
+    """Valid settings that still cannot do what they are for, one sentence each."""
+    warnings = []
+    host = settings.listen.strip().rpartition(":")[0].strip("[]")
+    try:
+        wildcard = ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        wildcard = not host
+    if wildcard and not settings.base_url:
+        warnings.append(
+            f"listen {settings.listen} is a wildcard address and base_url is unset: the links"
+            f" in published feeds, the index page and the OPML point to {settings.link_base},"
+            " which only this machine can reach; set base_url to the address subscribers use"
+        )
+    return warnings
 
 
 # --------------------------------------------------------------------------- editing feeds.yaml
