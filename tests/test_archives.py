@@ -10,6 +10,7 @@ import json
 import sqlite3
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -17,8 +18,9 @@ import pytest
 from lxml import etree
 
 from aggregator.config import load_config
-from aggregator.models import Settings
+from aggregator.models import Item, OutputConfig, Settings
 from aggregator.pipeline import Pipeline
+from aggregator.publish import publish_output
 from aggregator.server import FeedServer as OutputServer
 from aggregator.store import MIGRATIONS, Store, entry_uid
 
@@ -95,11 +97,14 @@ def pipeline_for(tmp_path: Path, source: FeedServer, **env: str) -> Pipeline:
 
 
 def stories_newest_first(tmp_path: Path) -> list[str]:
+    """The published id of every stored story (one entry each here: the id of its entry)."""
     conn = sqlite3.connect(tmp_path / "agg.db")
     try:
-        return [r[0] for r in conn.execute(
-            "SELECT s.item_id FROM stories s JOIN entries e ON e.id = s.representative_id"
-            " ORDER BY e.published DESC, e.id DESC")]
+        assert conn.execute("SELECT COUNT(*) FROM entries").fetchone() == (
+            conn.execute("SELECT COUNT(*) FROM stories").fetchone())
+        return [entry_uid(name, key) for name, key in conn.execute(
+            "SELECT f.name, e.key FROM stories s JOIN entries e ON e.id = s.representative_id"
+            " JOIN feeds f ON f.id = e.feed_id ORDER BY e.published DESC, e.id DESC")]
     finally:
         conn.close()
 
@@ -138,6 +143,39 @@ def test_prev_archive_chain_reaches_every_archived_story_once(
     finally:
         server.stop()
         p.close()
+
+
+@pytest.mark.parametrize("limit_pages", [1, 2, 5, 20])
+def test_chain_from_files_at_every_page_count(tmp_path: Path, limit_pages: int) -> None:
+    """publish_output alone, every page count from none to past the limit, all formats:
+    fewer pages than the limit must all be written and linked (they were not)."""
+    base = "https://feeds.example/"
+    output = OutputConfig(name="all", title="All", limit=3, archive_pages=limit_pages)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    for count in range(0, 3 * (limit_pages + 3) + 1):
+        out = tmp_path / f"n{count}"
+        items = [Item(id=n, uid=f"u{n}", feed_name="f", feed_title="F", feed_url=base + "f",
+                      feed_link=None, feed_language=None, feed_tags=(), title=f"t{n}",
+                      url=None, author=None, published=now + timedelta(hours=n),
+                      updated=now + timedelta(hours=n), content_html="", summary="s",
+                      text="") for n in range(count)]
+        publish_output(output, items, out, base_url=base, now=now, complete=True)
+        pages = -(-max(0, count - 3) // 3)
+        kept = min(pages, limit_pages)
+        dropped = pages - kept
+        expected = [f"u{n}" for n in range(count - 1, dropped * 3 - 1, -1)]
+        for fmt in ("atom", "rss", "json"):
+            seen: list[str] = []
+            name: str | None = f"all.{fmt}"
+            walked = 0
+            while name is not None:
+                ids, links = READERS[fmt]((out / name).read_bytes())
+                seen += ids
+                nxt = links.get("prev-archive")
+                name = nxt.removeprefix(base) if nxt else None
+                walked += nxt is not None
+            assert seen == expected, (count, fmt)
+            assert walked == kept == len(list(out.glob(f"all-archive-*.{fmt}"))), (count, fmt)
 
 
 def test_links_follow_listen_and_the_index_and_opml_too(tmp_path: Path, source: FeedServer) -> None:
