@@ -216,6 +216,25 @@ def test_link_base() -> None:
         "https://a.example/x/")
 
 
+def test_archive_pages_setting_and_per_output(tmp_path: Path) -> None:
+    feeds = write_feeds(tmp_path / "feeds.yaml", [{"name": "a", "url": "https://a.example/rss"}],
+                        extra="outputs:\n  - name: short\n    archive_pages: 2\n"
+                              "  - name: long\n")
+    env = env_for(tmp_path, AGGREGATOR_ARCHIVE_PAGES="7", AGGREGATOR_BASE_URL="")
+    config = load_config(None, str(feeds), env)
+    assert config.settings.archive_pages == 7
+    assert config.settings.base_url is None  # an empty variable leaves it unset
+    assert {o.name: o.archive_pages for o in config.outputs} == {"short": 2, "long": 7}
+    assert load_config(None, None, {}).outputs[0].archive_pages == Settings().archive_pages == 20
+    bad = write_feeds(tmp_path / "bad.yaml", [{"name": "a", "url": "https://a.example/rss"}],
+                      extra="outputs:\n  - name: short\n    archive_pages: -1\n")
+    r = cli(["check"], env, feeds=bad)
+    assert r.returncode == 2 and "archive_pages: must be 0 or more, got -1" in r.stdout
+    r = cli(["check"], {**env, "AGGREGATOR_ARCHIVE_PAGES": "-3"}, feeds=feeds)
+    assert r.returncode == 2 and "AGGREGATOR_ARCHIVE_PAGES: archive_pages must be 0 or more" in (
+        r.stdout)
+
+
 @pytest.mark.parametrize("listen", ["0.0.0.0:9000", "[::]:9000"])
 def test_check_warns_about_a_wildcard_listen_without_base_url(tmp_path: Path, listen: str) -> None:
     feeds = write_feeds(tmp_path / "feeds.yaml", [{"name": "a", "url": "https://a.example/rss"}])
