@@ -710,16 +710,19 @@ class Pipeline:
                      now: datetime | None = None, max_scan: int = 20000
                      ) -> tuple[list[Item], bool]:
         """The items an output publishes (newest first): its current document and up to
-        ``pages`` (default ``output.archive_pages``) archive pages, and whether they are all
-        of its items (False: a window of the newest; publish may then find its oldest page
-        cut short). Stories are read from the store a batch at a time, newest first, and only
+        ``pages`` (default ``output.archive_pages``) archive pages, and one page more; and
+        whether they are all of its items (False: a window of the newest; publish may then
+        find its oldest page cut short). Stories are read from the store a batch at a time, newest first, and only
         the ones the filter keeps are held, each sanitised again (the sanitizer runs last)."""
         now = now or _now()
         try:
             flt = filters.compile_filter(output.filter)
         except FilterError as exc:
             raise AggregatorError(f"output {output.name}: {exc}") from exc
-        wanted = output.limit * ((output.archive_pages if pages is None else pages) + 1)
+        # One page more than is kept: a sealed page that took late items holds more than
+        # `limit`, and the window must not cut short a page that is kept (publish leaves a cut
+        # page out); the extra page is not written.
+        wanted = output.limit * ((output.archive_pages if pages is None else pages) + 2)
         kept: list[Item] = []
         scanned = 0
         for item in self._read_store().iter_items(max_items=max_scan):

@@ -145,6 +145,41 @@ def test_prev_archive_chain_reaches_every_archived_story_once(
         p.close()
 
 
+def test_a_page_that_lost_a_story_stays_in_the_chain(tmp_path: Path, source: FeedServer) -> None:
+    """The pipeline passes every item of a small store: a sealed page that lost a story (it
+    merged into another) is not mistaken for one the window cut short, and stays linked."""
+    p = pipeline_for(tmp_path, source)
+    try:
+        p.run_cycle(all_feeds=True)
+        source.round = 3  # the feed holds 6 items: 9 stories in two polls
+        p.run_cycle(all_feeds=True)  # the current 4, page 1 (4, sealed), page 2 (1)
+        oldest, other = [r[0] for r in sqlite3.connect(tmp_path / "agg.db").execute(
+            "SELECT s.id FROM stories s JOIN entries e ON e.id = s.representative_id"
+            " ORDER BY e.published LIMIT 2")]
+        conn = sqlite3.connect(tmp_path / "agg.db")
+        with conn:  # as Store._merge_story does
+            conn.execute("UPDATE entries SET story_id = ? WHERE story_id = ?", (other, oldest))
+            conn.execute("DELETE FROM stories WHERE id = ?", (oldest,))
+        conn.close()
+        p.publish()
+        stories = [entry_uid(n, k) for n, k in sqlite3.connect(tmp_path / "agg.db").execute(
+            "SELECT f.name, e.key FROM stories s JOIN entries e ON e.id = s.representative_id"
+            " JOIN feeds f ON f.id = e.feed_id ORDER BY e.published DESC, e.id DESC")]
+        assert len(stories) == 8
+        out = tmp_path / "public"
+        for fmt in ("atom", "rss", "json"):
+            seen: list[str] = []
+            name: str | None = f"all.{fmt}"
+            while name is not None:
+                ids, links = READERS[fmt]((out / name).read_bytes())
+                seen += ids
+                nxt = links.get("prev-archive")
+                name = urlsplit(nxt).path[1:] if nxt else None
+            assert seen == stories, fmt
+    finally:
+        p.close()
+
+
 @pytest.mark.parametrize("limit_pages", [1, 2, 5, 20])
 def test_chain_from_files_at_every_page_count(tmp_path: Path, limit_pages: int) -> None:
     """publish_output alone, every page count from none to past the limit, all formats:
