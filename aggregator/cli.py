@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .config import add_feeds, check_files, export_opml, load_config, read_opml
+from .config import add_feeds, check_report, export_opml, load_config, read_opml
 from .errors import AggregatorError, ConfigError
 from .models import Config
 
@@ -81,9 +81,11 @@ def main(ctx: click.Context, config_path: str | None, feeds_path: str | None) ->
 @click.pass_obj
 def check(obj: Ctx) -> None:
     """Validate settings and feeds.yaml; print every problem as file:line:col: message."""
-    problems = check_files(obj.config_path, obj.feeds_path)
+    problems, warnings = check_report(obj.config_path, obj.feeds_path)
     for p in problems:
         click.echo(str(p))
+    for warning in warnings:  # the exit code stays that of the problems
+        click.echo(f"warning: {warning}")
     if problems:
         click.echo(f"{len(problems)} problem(s) found", err=True)
         raise SystemExit(2)

@@ -87,7 +87,7 @@ _FEED_KEYS = (
     "allow_private_network", "rules",
 )  # fmt: skip
 _RULE_KEYS = ("body", "strip")
-_OUTPUT_KEYS = ("name", "title", "description", "limit", "formats", "filter")
+_OUTPUT_KEYS = ("name", "title", "description", "limit", "archive_pages", "formats", "filter")
 _FILTER_KEYS = (
     "include", "exclude", "sources", "languages", "max_age", "min_words", "min_outlets",
 )  # fmt: skip
@@ -676,9 +676,12 @@ _DURATIONS = frozenset(
     }
 )  # fmt: skip
 _SIZES = frozenset({"feed_max_bytes", "page_max_bytes"})
-_ZERO_OK = frozenset({"per_host_delay", "jitter", "max_redirects", "article_budget", "extract_processes"})
+_ZERO_OK = frozenset({"per_host_delay", "jitter", "max_redirects", "article_budget", "extract_processes",
+                      "archive_pages"})
 # String settings where empty means "off".
 _EMPTY_OK = frozenset({"metrics_listen"})
+# Settings that may be left unset (None): an empty AGGREGATOR_<NAME> unsets them too.
+_OPTIONAL = frozenset(f.name for f in dataclasses.fields(Settings) if f.default is None)
 _FRACTIONS = {"jitter": (0.0, 1.0, "0 <= jitter < 1"), "dedup_threshold": (0.0, 1.0, "0 < x <= 1")}
 
 
@@ -694,7 +697,7 @@ def _setting_kind(name: str) -> str:
         return "int"
     if kind is float:
         return "float"
-    if kind is str:
+    if kind is str or kind == str | None:
         return "str"
     return "list"  # tuple[str, ...]
 
@@ -745,6 +748,8 @@ def _setting_from_env(name: str, raw: str) -> Any:
     if not text and name in _EMPTY_OK:
         return ""
     if not text:
+        if name in _OPTIONAL:
+            return None
         raise ValueError("empty value")
     if kind == "str":
         return text
@@ -770,6 +775,8 @@ def _setting_from_env(name: str, raw: str) -> Any:
 
 def _setting_error(name: str, value: Any) -> str | None:
     """Range and format rules of one setting's converted value."""
+    if value is None and name in _OPTIONAL:
+        return None
     if name == "listen":
         return _listen_error(value)
     if name == "metrics_listen":
@@ -843,7 +850,7 @@ def _load_settings(
             origin[f.name] = ("$" + var, 1, 1)
     if "log_level" in values:
         values["log_level"] = values["log_level"].upper()
-    if "base_url" in values and not values["base_url"].endswith("/"):
+    if values.get("base_url") and not values["base_url"].endswith("/"):
         values["base_url"] += "/"  # outputs are joined onto it
     settings = Settings(**values)
     if settings.metrics_listen and settings.metrics_listen == settings.listen:
@@ -1127,6 +1134,9 @@ def _output(
     if "limit" in f:
         kwargs["limit"] = check.integer(f["limit"], "limit", 1)
         ok &= kwargs["limit"] is not None
+    if "archive_pages" in f:
+        kwargs["archive_pages"] = check.integer(f["archive_pages"], "archive_pages", 0)
+        ok &= kwargs["archive_pages"] is not None
     if "formats" in f:
         formats = check.strings(f["formats"], "formats", "atom, rss, json")
         for fmt, fmt_y in formats or []:
@@ -1145,12 +1155,14 @@ def _output(
         return None
     kwargs.setdefault("title", name)
     kwargs.setdefault("limit", settings.combined_limit)
+    kwargs.setdefault("archive_pages", settings.archive_pages)
     return OutputConfig(name=name, line=item.line, **kwargs)
 
 
 def _default_output(settings: Settings) -> OutputConfig:
     return OutputConfig(
-        name="all", title="All feeds", limit=settings.combined_limit, formats=_FORMATS
+        name="all", title="All feeds", limit=settings.combined_limit, formats=_FORMATS,
+        archive_pages=settings.archive_pages,
     )
 
 
@@ -1374,6 +1386,32 @@ def check_files(
 ) -> list[Problem]:
     """Every problem ``load_config`` would raise, for ``aggregator check``."""
     return _load(config_path, feeds_path, env)[1]
+
+
+def check_report(
+    config_path: str | None, feeds_path: str | None, env: Mapping[str, str] | None = None
+) -> tuple[list[Problem], list[str]]:
+    """``aggregator check``: every problem (as :func:`check_files`) and the warnings about a
+    configuration that loads but cannot work as meant (see :func:`settings_warnings`)."""
+    config, problems = _load(config_path, feeds_path, env)
+    return problems, settings_warnings(config.settings)
+
+
+def settings_warnings(settings: Settings) -> list[str]:
+    """Valid settings that still cannot do what they are for, one sentence each."""
+    warnings = []
+    host = settings.listen.strip().rpartition(":")[0].strip("[]")
+    try:
+        wildcard = ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        wildcard = not host
+    if wildcard and not settings.base_url:
+        warnings.append(
+            f"listen {settings.listen} is a wildcard address and base_url is unset: the links"
+            f" in published feeds, the index page and the OPML point to {settings.link_base},"
+            " which only this machine can reach; set base_url to the address subscribers use"
+        )
+    return warnings
 
 
 # --------------------------------------------------------------------------- editing feeds.yaml

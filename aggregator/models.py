@@ -6,6 +6,7 @@ these types; none imports another stage. Times are timezone-aware UTC datetimes.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -23,8 +24,9 @@ class Settings:
     database: str = "var/aggregator.db"
     output_dir: str = "var/public"
     listen: str = "127.0.0.1:8080"
-    # Absolute URL under which the output directory is reachable (self links, OPML).
-    base_url: str = "http://127.0.0.1:8080/"
+    # Absolute URL under which the output directory is reachable (self links, archive links,
+    # index page, OPML); None: links follow `listen` (see link_base).
+    base_url: str | None = None
     user_agent: str = "aggregator/0.1 (+https://github.com/aggregator/aggregator; regional news reader)"
     log_level: str = "INFO"
 
@@ -64,6 +66,27 @@ class Settings:
 
     # Publishing
     combined_limit: int = 200
+    archive_pages: int = 20  # RFC 5005 archive pages kept behind each output's current document
+
+    @property
+    def link_base(self) -> str:
+        """The absolute URL published links start from: ``base_url``, else the server's own
+        address from ``listen`` (``http://host:port/``, IPv6 in brackets). A wildcard listen
+        address (0.0.0.0, ::) names no reachable host: its loopback stands in, and `check`
+        warns about it."""
+        if self.base_url:
+            return self.base_url if self.base_url.endswith("/") else self.base_url + "/"
+        host, _, port = self.listen.strip().rpartition(":")
+        host = host.strip("[]") or "0.0.0.0"
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            address = None  # a host name
+        if address is not None and address.is_unspecified:
+            host = "127.0.0.1" if address.version == 4 else "::1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{port}/"
 
     # Operations
     # Series per feed on /metrics (labelled by feed name): off by default, since their
@@ -129,6 +152,7 @@ class OutputConfig:
     limit: int = 200
     formats: tuple[str, ...] = ("atom", "rss", "json")
     line: int = 0
+    archive_pages: int = 20  # RFC 5005 archive pages kept; Settings.archive_pages unless set
 
 
 @dataclass(frozen=True)
@@ -255,7 +279,10 @@ class Item:
     """One entry as publishing and filtering see it (a row of the ``items`` view plus story)."""
 
     id: int
-    uid: str  # stable id for feeds: tag URI built from feed and entry key
+    # The published id (Atom id, RSS guid, JSON Feed id): the story's item_id, fixed when the
+    # story was created, so a new representative or outlet never shows the story as new; an
+    # entry read without its story: the tag URI of its feed and key.
+    uid: str
     feed_name: str
     feed_title: str
     feed_url: str

@@ -51,8 +51,9 @@ from .models import (
 from .store import FeedState, NewEntry, Store
 
 log = logging.getLogger("aggregator.pipeline")
-# RFC 5005 archive pages kept behind each output's current document (of `limit` items each).
-ARCHIVE_PAGES = 5
+# Where links pointed before base_url became optional (its default then): the feed id stored
+# for an output of an existing store is the self URL the code emitted from it.
+LEGACY_BASE_URL = "http://127.0.0.1:8080/"
 T = TypeVar("T")
 
 # --------------------------------------------------------------------------- reports
@@ -840,25 +841,33 @@ class Pipeline:
             self._reader = Store(self.config.settings.database)
         return self._reader
 
-    def output_items(self, output: OutputConfig, *, pages: int = ARCHIVE_PAGES,
-                     now: datetime | None = None, max_scan: int = 20000) -> list[Item]:
-        """The items an output publishes (newest first): its current document and archive
-        pages. Stories are read from the store a batch at a time, newest first, and only the
-        ones the filter keeps are held, each sanitised again (the sanitizer runs last)."""
+    def output_items(self, output: OutputConfig, *, pages: int | None = None,
+                     now: datetime | None = None, max_scan: int = 20000
+                     ) -> tuple[list[Item], bool]:
+        """The items an output publishes (newest first): its current document and up to
+        ``pages`` (default ``output.archive_pages``) archive pages, and one page more; and
+        whether they are all of its items (False: a window of the newest; publish may then
+        find its oldest page cut short). Stories are read from the store a batch at a time, newest first, and only
+        the ones the filter keeps are held, each sanitised again (the sanitizer runs last)."""
         now = now or _now()
         try:
             flt = filters.compile_filter(output.filter)
         except FilterError as exc:
             raise AggregatorError(f"output {output.name}: {exc}") from exc
-        wanted = output.limit * (pages + 1)
+        # One page more than is kept: a sealed page that took late items holds more than
+        # `limit`, and the window must not cut short a page that is kept (publish leaves a cut
+        # page out); the extra page is not written.
+        wanted = output.limit * ((output.archive_pages if pages is None else pages) + 2)
         kept: list[Item] = []
+        scanned = 0
         for item in self._read_store().iter_items(max_items=max_scan):
+            scanned += 1
             if flt.check(item, now) is None:
                 kept.append(replace(item, content_html=clean.sanitize_html(item.content_html,
                                                                            item.url)))
                 if len(kept) >= wanted:
-                    break
-        return kept
+                    return kept, False
+        return kept, scanned < max_scan
 
     def publish(self) -> list[Path]:
         """Render every output from the store (no refetch) and write them atomically."""
@@ -869,21 +878,27 @@ class Pipeline:
         written: list[Path] = []
         failures = 0
         summaries: dict[str, OutputSummary] = {}
+        base_url = s.link_base
         with self._publish_lock:
             started = time.monotonic()
             self.dirty.clear()
+            # Feed ids are stored, never derived from where the feeds are served.
+            legacy = {o.name: publish.document_url(s.base_url or LEGACY_BASE_URL, o.name, "atom")
+                      for o in self.config.outputs}
+            feed_ids = self.writer.call(lambda st: st.output_ids(legacy, now))
             for output in self.config.outputs:
                 # One broken output must not stop the others from being published.
                 try:
-                    items = self.output_items(output, now=now)
+                    items, complete = self.output_items(output, now=now)
                     written += publish.publish_output(output, items, out_dir,
-                                                      base_url=s.base_url, now=now,
-                                                      archive_pages=ARCHIVE_PAGES)
+                                                      base_url=base_url, now=now,
+                                                      feed_id=feed_ids[output.name],
+                                                      complete=complete)
                     summaries[output.name] = publish.summarize(output, items)
                 except AggregatorError as exc:
                     failures += 1
                     log.error("output %s not published: %s", output.name, exc)
-            publish.write_index(self.config.outputs, out_dir, base_url=s.base_url,
+            publish.write_index(self.config.outputs, out_dir, base_url=base_url,
                                 summaries=summaries)
             self.metrics.published(time.monotonic() - started, len(written), failures)
         return written

@@ -15,9 +15,21 @@ page 1 holds the oldest items and only the newest page is partial. A page is sea
 full: its boundary (its newest item) is kept in ``.<name>.archive.json`` beside the files, so
 pages keep their items and bytes when new items arrive, even when the caller passes only the
 newest items (a window): the oldest page the window cuts short is left out rather than
-shrunk. An item arriving late, with an old date, joins the sealed page its date falls in.
-Only the newest ``archive_pages`` pages are written (numbers unchanged); other
-``<name>-archive-<n>.<fmt>`` files are removed. Changing ``output.limit`` restarts paging.
+shrunk (a caller passing every item says so with ``complete``: then no page is cut). An item
+arriving late, with an old date, joins the sealed page its date falls in. Changing
+``output.limit`` restarts paging.
+
+The chain: the current document's ``prev-archive`` names the newest page, each page's
+``prev-archive`` the next older page written and its ``next-archive`` the next newer one
+(JSON Feed: ``next_url`` follows ``prev-archive``), so walking back from the current document
+reaches every archived item exactly once. Only the newest ``archive_pages`` pages holding
+items are written (numbers unchanged); older pages beyond that limit are dropped: their files
+are removed, and the oldest page kept ends the chain with no ``prev-archive`` link (its items
+stay; only that link goes). Other ``<name>-archive-<n>.<fmt>`` files are removed too.
+
+Ids: every document of an output carries the output's feed id (Atom ``<id>``), given by the
+caller (stored when the output was first published, so it never follows an address); items
+carry ``Item.uid``, their story's id.
 
 Files are written atomically and only when their bytes change, with their mtime set to the
 newest item's ``updated`` so the server's Last-Modified follows the newest item (or to the
@@ -127,6 +139,11 @@ def _lang(tag: str | None) -> str | None:
 
 def _file_url(base_url: str, name: str) -> str:
     return base_url.rstrip("/") + "/" + quote(name)
+
+
+def document_url(base_url: str, name: str, fmt: str) -> str:
+    """The URL of output ``name``'s current document in format ``fmt`` under ``base_url``."""
+    return _file_url(base_url, f"{name}.{fmt}")
 
 
 def _home_url(base_url: str) -> str:
@@ -239,10 +256,13 @@ def render_atom(
     base_url: str,
     now: datetime,
     archive: ArchiveLinks | None = None,
+    feed_id: str | None = None,
 ) -> bytes:
-    """An Atom 1.0 document of ``items`` (in the given order); RFC 5005 links from ``archive``."""
+    """An Atom 1.0 document of ``items`` (in the given order); RFC 5005 links from ``archive``.
+    ``feed_id``: the output's stored id (default: the current document's URL)."""
     self_url = _self_url(output, "atom", base_url, archive)
-    feed_id = archive.current if archive is not None else self_url
+    if feed_id is None:
+        feed_id = archive.current if archive is not None else self_url
     out = [
         '<?xml version="1.0" encoding="utf-8"?>',
         f'<feed xmlns="{ATOM_NS}" xmlns:fh="{FH_NS}" xmlns:media="{MEDIA_NS}">',
@@ -547,20 +567,21 @@ def _load_sealed(path: Path, size: int) -> list[tuple[Key, int]]:
 
 
 def _paginate(
-    older: list[Item], sealed: list[tuple[Key, int]], size: int
+    older: list[Item], sealed: list[tuple[Key, int]], size: int, complete: bool = False
 ) -> tuple[list[tuple[int, list[Item]]], list[tuple[Key, int]]]:
     """Split ``older`` (oldest first) into archive pages: (number, items oldest first).
 
-    Sealed pages keep their boundaries. The oldest page holding items may be cut short by
-    the caller passing only the newest items: it is left out while it holds fewer items
-    than when it was sealed. Items newer than every sealed page fill new pages of ``size``,
-    and each full one is sealed. Returns the pages and the updated seals.
+    Sealed pages keep their boundaries. Unless ``complete`` (``older`` holds every item), the
+    oldest page holding items may be cut short by the caller passing only the newest items:
+    it is left out while it holds fewer items than when it was sealed. Items newer than every
+    sealed page fill new pages of ``size``, and each full one is sealed. Returns the pages
+    holding items and the updated seals.
     """
     keys = [_order_key(i) for i in older]
     pages: list[tuple[int, list[Item]]] = []
     seals: list[tuple[Key, int]] = []
     start = 0
-    bottom = True  # no older page holds items: this one may be cut by the caller's window
+    bottom = not complete  # no older page holds items: this one may be cut by the window
     for number, (last, count) in enumerate(sealed, start=1):
         end = bisect.bisect_right(keys, last, lo=start)
         members = older[start:end]
@@ -587,12 +608,16 @@ def publish_output(
     *,
     base_url: str,
     now: datetime,
-    archive_pages: int = 10,
+    archive_pages: int | None = None,
+    feed_id: str | None = None,
+    complete: bool = False,
 ) -> list[Path]:
     """Write ``<name>.<fmt>`` for each of the output's formats with its newest ``output.limit``
-    items, and archive pages of the older ones (see the module docstring); remove stale
-    archive files and files of formats the output no longer has. Items may come in any
-    order. Returns the files whose bytes changed."""
+    items, and up to ``archive_pages`` (default ``output.archive_pages``) archive pages of the
+    older ones (see the module docstring); remove stale archive files and files of formats
+    the output no longer has. Items may come in any order; ``complete``: they are all of the
+    output's items, not a window of the newest. ``feed_id``: the output's stored feed id.
+    Returns the files whose bytes changed."""
     _check_name(output.name)
     for fmt in output.formats:
         if fmt not in RENDERERS:
@@ -605,8 +630,12 @@ def publish_output(
     newest_first = sorted(items, key=_order_key, reverse=True)
     current = newest_first[:size]
     manifest = _manifest_path(out_dir, output.name)
-    pages, seals = _paginate(newest_first[size:][::-1], _load_sealed(manifest, size), size)
-    numbered = pages[len(pages) - archive_pages :] if archive_pages > 0 else []
+    pages, seals = _paginate(
+        newest_first[size:][::-1], _load_sealed(manifest, size), size, complete
+    )
+    keep_pages = output.archive_pages if archive_pages is None else archive_pages
+    # The newest pages (slicing from the end: fewer pages than the limit keeps them all).
+    numbered = pages[-keep_pages:] if keep_pages > 0 else []
     numbers = [n for n, _ in numbered]
 
     written: list[Path] = []
@@ -625,11 +654,14 @@ def publish_output(
                 ArchiveLinks(current_url, prev_archive=page_url(numbers[-1]) if numbers else None),
             )
         ]
-        for n, page in numbered:
+        for i, (n, page) in enumerate(numbered):
+            # Neighbours in the list, not n - 1 and n + 1: a sealed page left without items
+            # (its stories merged away or filtered out) is not written, and the chain steps
+            # over it rather than breaking there.
             links = ArchiveLinks(
                 current_url,
-                prev_archive=page_url(n - 1) if n - 1 in numbers else None,
-                next_archive=page_url(n + 1) if n + 1 in numbers else None,
+                prev_archive=page_url(numbers[i - 1]) if i > 0 else None,
+                next_archive=page_url(numbers[i + 1]) if i + 1 < len(numbers) else None,
                 page=page_url(n),
             )
             docs.append((_archive_name(output.name, n, fmt), page[::-1], links))
@@ -643,8 +675,12 @@ def publish_output(
                 doc_items: list[Item] = doc_items,
                 links: ArchiveLinks = links,
                 render: Renderer = render,
+                fmt: str = fmt,
             ) -> bytes:
-                return render(output, doc_items, base_url=base_url, now=clock, archive=links)
+                # Only Atom has a feed id: RSS 2.0 and JSON Feed 1.1 name none.
+                extra = {"feed_id": feed_id} if fmt == "atom" and feed_id else {}
+                return render(output, doc_items, base_url=base_url, now=clock, archive=links,
+                              **extra)
 
             if _publish_file(path, render_doc, _newest(doc_items), now):
                 written.append(path)

@@ -16,6 +16,7 @@ import os
 import sqlite3
 import struct
 import threading
+import uuid
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -336,6 +337,28 @@ SELECT
 FROM feeds f;
 """,
     ),
+    (
+        "published ids: a story's item id fixed at its creation, each output's feed id",
+        # An item's id (Atom id, RSS guid, JSON Feed id) was the tag URI of the story's current
+        # representative, so it changed when another outlet's copy became the representative,
+        # and readers showed the story again as new. Each story keeps the id it is published
+        # under today. Feed ids were the self URL, which moves with base_url/listen: stores
+        # that existed before (they have feeds) mark that their next publish stores the id the
+        # old code emitted; a new store's outputs get a random urn:uuid.
+        """
+ALTER TABLE stories ADD COLUMN item_id TEXT;
+UPDATE stories SET item_id = (
+    SELECT aggregator_entry_uid(f.name, e.key) FROM entries e JOIN feeds f ON f.id = e.feed_id
+    WHERE e.id = stories.representative_id);
+CREATE TABLE output_ids (
+    output TEXT PRIMARY KEY,
+    feed_id TEXT NOT NULL,
+    first_published TEXT NOT NULL
+);
+INSERT INTO store_state(name, value)
+    SELECT 'legacy_feed_ids', 1 WHERE EXISTS (SELECT 1 FROM feeds);
+""",
+    ),
 ]
 
 # The states a feed can be in, as feed_health.state derives them (the one place): `removed`
@@ -475,6 +498,8 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open database {self.path}: {exc}") from exc
         conn.row_factory = sqlite3.Row
+        # For the migration that gives existing stories the id they are published under.
+        conn.create_function("aggregator_entry_uid", 2, entry_uid, deterministic=True)
         # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
         conn.isolation_level = None
         self.conn = conn
@@ -803,9 +828,12 @@ class Store:
                                       score=bridge.score)
                     merged += 1
         else:
+            # The story's published id is fixed here, from its first entry, for good.
+            feed_name = c.execute("SELECT name FROM feeds WHERE id = ?", (feed_id,)).fetchone()[0]
             story_id = int(c.execute(
-                "INSERT INTO stories(first_seen, updated, entry_count, outlet_count)"
-                " VALUES (?, ?, 1, 1)", (ts(now), ts(now))).lastrowid or 0)
+                "INSERT INTO stories(first_seen, updated, entry_count, outlet_count, item_id)"
+                " VALUES (?, ?, 1, 1, ?)",
+                (ts(now), ts(now), entry_uid(feed_name, e.key))).lastrowid or 0)
             reason, score = "first", 1.0
         cur = c.execute(
             "INSERT INTO entries(feed_id, key, guid, url, url_norm, title, author, feed_html,"
@@ -1250,7 +1278,8 @@ class Store:
         sql = (
             "SELECT e.*, f.name AS feed_name, COALESCE(f.title, f.name) AS feed_title,"
             " COALESCE(f.effective_url, f.url) AS feed_url, f.link AS feed_link,"
-            " f.language AS feed_language, f.tags AS feed_tags, s.updated AS story_updated"
+            " f.language AS feed_language, f.tags AS feed_tags, s.updated AS story_updated,"
+            " s.item_id AS story_item_id"
             f" FROM entries e {story_join} JOIN feeds f ON f.id = e.feed_id {where}"
             " ORDER BY e.published DESC, e.id DESC LIMIT ?"
         )
@@ -1462,6 +1491,30 @@ class Store:
         ).fetchall()
         return s, members
 
+    def output_ids(self, legacy: Mapping[str, str], now: datetime) -> dict[str, str]:
+        """The stored feed id of each output named in ``legacy`` (name -> the id the code
+        emitted before ids were stored: its self URL). An output without one gets it now, for
+        good: the legacy id on the first publish after the migration of a store that existed
+        before it, else a new ``urn:uuid``."""
+        ids = {r["output"]: r["feed_id"] for r in self.conn.execute(
+            "SELECT output, feed_id FROM output_ids")}
+        flag = self.conn.execute(
+            "SELECT value FROM store_state WHERE name = 'legacy_feed_ids'").fetchone()
+        if all(name in ids for name in legacy) and not (flag and flag[0]):
+            return {name: ids[name] for name in legacy}
+        with self.transaction() as c:
+            flag = c.execute(
+                "SELECT value FROM store_state WHERE name = 'legacy_feed_ids'").fetchone()
+            use_legacy = bool(flag and flag[0])
+            for name, old_id in legacy.items():
+                new_id = old_id if use_legacy else f"urn:uuid:{uuid.uuid4()}"
+                c.execute("INSERT OR IGNORE INTO output_ids(output, feed_id, first_published)"
+                          " VALUES (?, ?, ?)", (name, new_id, ts(now)))
+            c.execute("UPDATE store_state SET value = 0 WHERE name = 'legacy_feed_ids'")
+            ids = {r["output"]: r["feed_id"] for r in c.execute(
+                "SELECT output, feed_id FROM output_ids")}
+        return {name: ids[name] for name in legacy}
+
     def count_entries(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
 
@@ -1515,7 +1568,7 @@ def _item(r: sqlite3.Row, members: tuple[tuple[int, Outlet], ...]) -> Item:
     )
     return Item(
         id=r["id"],
-        uid=entry_uid(r["feed_name"], r["key"]),
+        uid=r["story_item_id"] or entry_uid(r["feed_name"], r["key"]),
         feed_name=r["feed_name"],
         feed_title=r["feed_title"],
         feed_url=r["feed_url"],

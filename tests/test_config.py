@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import stat
 import time
 import xml.etree.ElementTree as ET
@@ -106,8 +107,14 @@ def test_parse_size_and_bool() -> None:
 
 
 def test_bundled_settings_file_lists_every_field_with_its_default() -> None:
-    data = YAML(typ="safe").load(BUNDLED_SETTINGS.read_text(encoding="utf-8"))
-    assert set(data) == {f.name for f in dataclasses.fields(Settings)}
+    text = BUNDLED_SETTINGS.read_text(encoding="utf-8")
+    data = YAML(typ="safe").load(text)
+    # Settings unset by default (None) are shown commented out, with an example.
+    optional = {f.name for f in dataclasses.fields(Settings) if f.default is None}
+    assert optional == {"base_url"}
+    assert set(data) == {f.name for f in dataclasses.fields(Settings)} - optional
+    for name in optional:
+        assert re.search(rf"^# {name}: \S", text, re.M), name
     config = load_config(str(BUNDLED_SETTINGS), None, env={})
     assert config.settings == Settings()
     assert config.settings.database == "var/aggregator.db"
