@@ -312,12 +312,16 @@ def preview(obj: Ctx, output_name: str, limit: int) -> None:
         (kept if reason is None else dropped).append((item, reason))
     click.echo(f"{output.name}: keeps {len(kept)} of the {len(pool)} newest stories")
     for item, _ in kept[:limit]:
-        click.echo(f"  + {item.published:%Y-%m-%d %H:%M} {item.feed_name}: {item.title}")
+        click.echo(f"  + {_when(item.published)} {item.feed_name}: {item.title}")
     if dropped:
         click.echo("dropped:")
     for item, reason in dropped[:limit]:
-        click.echo(f"  - {item.published:%Y-%m-%d %H:%M} {item.feed_name}: {item.title}\n"
+        click.echo(f"  - {_when(item.published)} {item.feed_name}: {item.title}\n"
                    f"      {reason}")
+
+
+def _when(published: datetime | None) -> str:
+    return f"{published:%Y-%m-%d %H:%M}" if published is not None else "(undated)       "
 
 
 # --------------------------------------------------------------------------- full text

@@ -210,6 +210,10 @@ class Pipeline:
         self._reader: Store | None = None
         self.stopping = threading.Event()
         self.dirty = threading.Event()
+        # Entries first seen before this may have been published (by this process, or by
+        # an earlier one before it started): full text replacing their teaser is a change
+        # readers should see, so it moves their `updated`. Set at each publish.
+        self.shown_before = _now()
         self.max_lateness = 0.0  # seconds after its due time the latest-started fetch began
         self._lateness: list[float] = []  # something publishable changed since the last publish
         self.last_progress = time.monotonic()
@@ -399,6 +403,7 @@ class Pipeline:
             enclosures=enclosures,
             image=None,
             published=pe.published,
+            updated=pe.updated,
             published_raw=pe.published_raw,
             date_note=pe.date_note,
             content_hash=content_hash,
@@ -485,6 +490,11 @@ class Pipeline:
             return FeedOutcome(f.feed.name, f.outcome, http_status=result.status,
                                seconds=elapsed)
         parsed = f.parsed
+        # The feed's own last-change time, else its newest entry's date.
+        feed_updated = parsed.updated or max(
+            (d for e in f.entries for d in (e.published, e.updated) if d is not None),
+            default=None,
+        )
         stored = st.record_success(
             f.state.id,
             body_hash=f.body_hash,
@@ -496,6 +506,7 @@ class Pipeline:
             entries=f.entries,
             matcher=self._matcher(),
             window_days=s.dedup_window_days,
+            updated=feed_updated,
             **common,
         )
         new = sum(1 for x in stored if x.is_new)
@@ -660,6 +671,7 @@ class Pipeline:
             author=clean.clean_line(article.author) or None,
             canonical_url=job["canonical"], text_hash=text_hash,
             signature=sig, band_keys=tuple(bands), page=page,
+            shown_before=self.shown_before,
         )
         st.rematch_entry(b.id, self._matcher(), now, self.config.settings.dedup_window_days,
                          canonical_norm=job["canonical"])
@@ -734,6 +746,7 @@ class Pipeline:
         written: list[Path] = []
         with self._publish_lock:
             self.dirty.clear()
+            self.shown_before = now
             for output in self.config.outputs:
                 # One broken output must not stop the others from being published.
                 try:
