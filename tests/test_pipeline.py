@@ -565,3 +565,52 @@ def test_full_text_moves_updated_only_once_readers_saw_the_teaser(
         assert all(datetime.fromisoformat(r["updated"]) >= t0 for r in late)
     finally:
         p.close()
+
+
+def test_migration_gives_stored_entries_their_own_dates(tmp_path: Path) -> None:
+    """A store written before the dates migration: entries never changed since they were
+    stored take their own date instead of first-seen, stories their members' newest; the
+    views keep every column."""
+    from aggregator.store import MIGRATIONS, Store, _split_sql
+
+    mine = next(i for i, (name, _) in enumerate(MIGRATIONS) if name.startswith("dates a"))
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY,"
+                 " name TEXT NOT NULL, applied TEXT NOT NULL)")
+    for version, (name, sql) in enumerate(MIGRATIONS[:mine], start=1):
+        for statement in _split_sql(sql):
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_migrations VALUES (?, ?, '2026-11-01T00:00:00Z')",
+                     (version, name))
+    columns = {v: [r[1] for r in conn.execute(f"PRAGMA table_info({v})")]
+               for v in ("items", "feed_health", "story_outlets")}
+    conn.execute("INSERT INTO feeds(id, name, url, created) VALUES (1, 'f', 'https://f/',"
+                 " '2026-11-01T00:00:00Z')")
+    conn.execute("INSERT INTO stories(id, representative_id, first_seen, updated) VALUES"
+                 " (1, 1, '2026-12-01T00:00:00Z', '2026-12-01T00:00:00Z')")
+    for id_, published, updated in ((1, "2023-05-01T10:00:00Z", "2026-12-01T00:00:00Z"),
+                                    (2, "2023-05-02T10:00:00Z", "2026-12-03T00:00:00Z")):
+        # 1 was never changed (updated = first seen); 2 was edited on December 3rd.
+        conn.execute(
+            "INSERT INTO entries(id, feed_id, key, title, content_html, text, published,"
+            " updated, first_seen, last_seen, content_hash, extract_status, story_id)"
+            " VALUES (?, 1, ?, 't', '', '', ?, ?, '2026-12-01T00:00:00Z',"
+            " '2026-12-01T00:00:00Z', 'h', 'skipped', 1)",
+            (id_, str(id_), published, updated))
+    conn.commit()
+    conn.close()
+
+    st = Store(path)
+    st.migrate()
+    try:
+        assert st.schema_version() == len(MIGRATIONS)
+        c = st.conn
+        assert [r[0] for r in c.execute("SELECT updated FROM entries ORDER BY id")] == [
+            "2023-05-01T10:00:00Z", "2026-12-03T00:00:00Z"]
+        assert c.execute("SELECT updated FROM stories").fetchone()[0] == "2026-12-03T00:00:00Z"
+        for view, names in columns.items():
+            assert [r[1] for r in c.execute(f"PRAGMA table_info({view})")] == names
+        assert "updated" in [r[1] for r in c.execute("PRAGMA table_info(feeds)")]
+    finally:
+        st.close()
