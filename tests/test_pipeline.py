@@ -446,6 +446,23 @@ version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom"><title
         assert [e.updated for e in rss.entries] == [i["date_modified"] for i in js["items"]] == [
             "2024-01-02T07:00:00Z", "2024-01-01T07:00:00Z", "2023-04-01T09:30:00Z",
             "2023-03-02T08:00:00Z"]
+
+        # Edits: an Atom entry's updated moves to the feed's new date; an RSS item, which
+        # has none, to the time the edit was seen. Unchanged entries keep theirs.
+        atom = server.routes["/atom.xml"].body.replace(
+            b"Second story text about a school.", b"Second story, corrected.").replace(
+            b"<published>2023-04-01T09:30:00Z</published>",
+            b"<published>2023-04-01T09:30:00Z</published><updated>2023-05-01T00:00:00Z</updated>")
+        server.route("/atom.xml", headers={"Content-Type": "application/atom+xml"}, body=atom)
+        server.route("/rss.xml", body=server.routes["/rss.xml"].body.replace(
+            b"Fourth story, a park.", b"Fourth story, a bigger park."))
+        t0 = datetime.now(UTC).replace(microsecond=0)
+        p.run_cycle(all_feeds=True)
+        updated = dict(conn.execute("SELECT title, updated FROM items").fetchall())
+        assert updated["Never edited"] == "2023-05-01T00:00:00Z"
+        assert t0 <= datetime.fromisoformat(updated["Older RSS"]) <= datetime.now(UTC)
+        assert updated["Newer RSS"] == "2024-01-02T07:00:00Z"
+        assert updated["Edited later"] == "2023-03-02T08:00:00Z"
     finally:
         p.close()
 
