@@ -212,7 +212,9 @@ class Pipeline:
         self.dirty = threading.Event()
         # Entries first seen before this may have been published (by this process, or by
         # an earlier one before it started): full text replacing their teaser is a change
-        # readers should see, so it moves their `updated`. Set at each publish.
+        # readers should see, so it moves their `updated`. Set at each publish. (Stored
+        # times are whole seconds: an entry first seen in the second this process started
+        # counts as unpublished.)
         self.shown_before = _now()
         self.max_lateness = 0.0  # seconds after its due time the latest-started fetch began
         self._lateness: list[float] = []  # something publishable changed since the last publish
@@ -746,7 +748,9 @@ class Pipeline:
         written: list[Path] = []
         with self._publish_lock:
             self.dirty.clear()
-            self.shown_before = now
+            # Times are stored to the second: an entry first seen in this second may be in
+            # what is published now.
+            self.shown_before = now + timedelta(seconds=1)
             for output in self.config.outputs:
                 # One broken output must not stop the others from being published.
                 try:

@@ -1142,7 +1142,7 @@ class Store:
         feed (the feed's own content was better), failed (reason in ``error``).
 
         Replacing the content moves the entry's `updated` to ``now`` when readers may have
-        seen the teaser: the entry was first seen by ``shown_before`` (when outputs were
+        seen the teaser: the entry was first seen before ``shown_before`` (when outputs were
         last published; None: always). An entry extracted before it was ever published
         keeps its own date, so a first poll does not date a feed's backlog "now"."""
         with self.transaction() as c:
@@ -1156,7 +1156,7 @@ class Store:
                     " image = COALESCE(image, ?), author = COALESCE(author, ?),"
                     " canonical_url = COALESCE(?, canonical_url), text_hash = ?,"
                     " signature = ?, updated = CASE WHEN content_html IS NOT ?"
-                    " AND (? IS NULL OR first_seen <= ?) THEN MAX(updated, ?) ELSE updated END"
+                    " AND (? IS NULL OR first_seen < ?) THEN MAX(updated, ?) ELSE updated END"
                     " WHERE id = ?",
                     (
                         content_html, text, summary, word_count, language, image, author,
