@@ -253,7 +253,7 @@ def search(obj: Ctx, query: str, limit: int, as_json: bool) -> None:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
     for r in rows:
-        click.echo(f"{r['published']}  {r['feed_name']}  {r['title']}\n  {r['url']}\n"
+        click.echo(f"{r['published'] or '(undated)'}  {r['feed_name']}  {r['title']}\n  {r['url']}\n"
                    f"  {r['snippet']}")
     if not rows:
         click.echo("no match")
@@ -281,7 +281,8 @@ def story(obj: Ctx, story_id: int) -> None:
         reason = m["match_reason"]
         why = "first of the story" if reason == "first" else \
             f"{reason} match, score {m['match_score']:.2f}"
-        click.echo(f" {marker} #{m['id']} {m['published']} {m['feed_name']}: {m['title']}")
+        click.echo(f" {marker} #{m['id']} {m['published'] or '(undated)'} {m['feed_name']}: "
+                   f"{m['title']}")
         click.echo(f"     {m['url']} ({m['word_count']} words; {why})")
 
 

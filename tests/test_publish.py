@@ -409,6 +409,8 @@ def test_also_reported_by_block() -> None:
         '<a href="http://c.example/">c</a> (2024-05-01 09:30 UTC)</p>'
     )
     assert also_reported_html([]) == ""
+    # An outlet whose entry has no date: no made-up time.
+    assert also_reported_html([Outlet("d", "D", None, None)]) == "<p>Also reported by: D</p>"
 
 
 # --------------------------------------------------------------------------- write_atomic
