@@ -263,7 +263,7 @@ def search(obj: Ctx, query: str, limit: int, as_json: bool) -> None:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
     for r in rows:
-        click.echo(f"{r['published']}  {r['feed_name']}  {r['title']}\n  {r['url']}\n"
+        click.echo(f"{r['published'] or '(undated)'}  {r['feed_name']}  {r['title']}\n  {r['url']}\n"
                    f"  {r['snippet']}")
     if not rows:
         click.echo("no match")
@@ -291,7 +291,8 @@ def story(obj: Ctx, story_id: int) -> None:
         reason = m["match_reason"]
         why = "first of the story" if reason == "first" else \
             f"{reason} match, score {m['match_score']:.2f}"
-        click.echo(f" {marker} #{m['id']} {m['published']} {m['feed_name']}: {m['title']}")
+        click.echo(f" {marker} #{m['id']} {m['published'] or '(undated)'} {m['feed_name']}: "
+                   f"{m['title']}")
         click.echo(f"     {m['url']} ({m['word_count']} words; {why})")
 
 
@@ -322,12 +323,16 @@ def preview(obj: Ctx, output_name: str, limit: int) -> None:
         (kept if reason is None else dropped).append((item, reason))
     click.echo(f"{output.name}: keeps {len(kept)} of the {len(pool)} newest stories")
     for item, _ in kept[:limit]:
-        click.echo(f"  + {item.published:%Y-%m-%d %H:%M} {item.feed_name}: {item.title}")
+        click.echo(f"  + {_when(item.published)} {item.feed_name}: {item.title}")
     if dropped:
         click.echo("dropped:")
     for item, reason in dropped[:limit]:
-        click.echo(f"  - {item.published:%Y-%m-%d %H:%M} {item.feed_name}: {item.title}\n"
+        click.echo(f"  - {_when(item.published)} {item.feed_name}: {item.title}\n"
                    f"      {reason}")
+
+
+def _when(published: datetime | None) -> str:
+    return f"{published:%Y-%m-%d %H:%M}" if published is not None else "(undated)       "
 
 
 # --------------------------------------------------------------------------- full text

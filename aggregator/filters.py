@@ -181,7 +181,8 @@ class CompiledFilter:
             if not lang or _primary(lang) not in wanted_langs:
                 return f"language {lang or 'unknown'} not in [{', '.join(spec.languages)}]"
         if spec.max_age is not None:
-            published = item.published
+            # An undated item (no knowable date) counts from when it was first seen.
+            published = item.published or item.updated
             if published.tzinfo is None:
                 published = published.replace(tzinfo=UTC)
             if published < now - timedelta(seconds=spec.max_age):

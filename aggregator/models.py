@@ -239,6 +239,9 @@ class ParsedFeed:
     entries: tuple[ParsedEntry, ...]
     ttl: float | None = None  # RSS <ttl>, seconds
     warnings: tuple[str, ...] = ()
+    # The feed's own last-change time (Atom <updated>, RSS <lastBuildDate>, else <pubDate>);
+    # None when missing or not sane (see ParsedEntry.date_note for the same checks).
+    updated: datetime | None = None
 
 
 # --------------------------------------------------------------------------- articles
@@ -271,7 +274,7 @@ class Outlet:
     feed_name: str
     title: str
     url: str | None
-    published: datetime
+    published: datetime | None  # None: the outlet's entry has no date (see Item.published)
 
 
 @dataclass(frozen=True)
@@ -292,7 +295,11 @@ class Item:
     title: str
     url: str | None
     author: str | None
-    published: datetime
+    # None: an undated entry of its feed's first poll, whose date nobody can know (it sorts
+    # behind dated items); otherwise the feed's date, or first-seen for a later undated one.
+    published: datetime | None
+    # The entry's own updated date (else published), moved forward only when the story
+    # changes (an edit, an outlet joining, full text replacing a teaser); never the poll time.
     updated: datetime
     content_html: str  # sanitised
     summary: str  # plain text
@@ -304,6 +311,7 @@ class Item:
     enclosures: tuple[Enclosure, ...] = ()
     story_id: int | None = None
     outlets: tuple[Outlet, ...] = ()  # the other outlets of the story, earliest first
+    feed_updated: datetime | None = None  # the source feed's own updated (feeds.updated)
 
 
 # --------------------------------------------------------------------------- stories

@@ -196,7 +196,19 @@ def _parse_xml(
         entries=_finish_entries(entries, max_entries, warnings),
         ttl=_ttl(_get(feed, "ttl")),
         warnings=_finish_warnings(warnings),
+        updated=_feed_date(feed, now),
     )
+
+
+def _feed_date(feed: Mapping[str, Any], now: datetime) -> datetime | None:
+    """The feed's own last-change time: Atom <updated> / RSS <lastBuildDate> (feedparser's
+    ``updated``), else RSS <pubDate> / dc:date (``published``); None unless sane."""
+    for name in ("updated", "published"):
+        raw = _text(_get(feed, name)) or None
+        value = _entry_date(raw, _get(feed, f"{name}_parsed"))
+        if raw and _date_note(raw, value, now) is None:
+            return value
+    return None
 
 
 def _xml_entry(

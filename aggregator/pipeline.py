@@ -255,6 +255,12 @@ class Pipeline:
         self._reader: Store | None = None
         self.stopping = threading.Event()
         self.dirty = threading.Event()
+        # Entries first seen before this may have been published (by this process, or by
+        # an earlier one before it started): full text replacing their teaser is a change
+        # readers should see, so it moves their `updated`. Set at each publish. (Stored
+        # times are whole seconds: an entry first seen in the second this process started
+        # counts as unpublished.)
+        self.shown_before = _now()
         self.max_lateness = 0.0  # seconds after its due time the latest-started fetch began
         self._lateness: list[float] = []  # something publishable changed since the last publish
         # Called whenever work completes (a feed recorded, an article stored): the daemon's
@@ -461,6 +467,7 @@ class Pipeline:
             enclosures=enclosures,
             image=None,
             published=pe.published,
+            updated=pe.updated,
             published_raw=pe.published_raw,
             date_note=pe.date_note,
             content_hash=content_hash,
@@ -547,6 +554,11 @@ class Pipeline:
             return FeedOutcome(f.feed.name, f.outcome, http_status=result.status,
                                seconds=elapsed)
         parsed = f.parsed
+        # The feed's own last-change time, else its newest entry's date.
+        feed_updated = parsed.updated or max(
+            (d for e in f.entries for d in (e.published, e.updated) if d is not None),
+            default=None,
+        )
         stored = st.record_success(
             f.state.id,
             body_hash=f.body_hash,
@@ -558,6 +570,7 @@ class Pipeline:
             entries=f.entries,
             matcher=self._matcher(),
             window_days=s.dedup_window_days,
+            updated=feed_updated,
             **common,
         )
         new = sum(1 for x in stored if x.is_new)
@@ -779,6 +792,7 @@ class Pipeline:
             author=clean.clean_line(article.author) or None,
             canonical_url=job["canonical"], text_hash=text_hash,
             signature=sig, band_keys=tuple(bands), page=page, attempt=attempt,
+            shown_before=self.shown_before,
         )
         self.metrics.articles_extracted.labels("article").inc()
         if st.rematch_entry(b.id, self._matcher(), now, self.config.settings.dedup_window_days,
@@ -886,6 +900,9 @@ class Pipeline:
             legacy = {o.name: publish.document_url(s.base_url or LEGACY_BASE_URL, o.name, "atom")
                       for o in self.config.outputs}
             feed_ids = self.writer.call(lambda st: st.output_ids(legacy, now))
+            # Times are stored to the second: an entry first seen in this second may be in
+            # what is published now.
+            self.shown_before = now + timedelta(seconds=1)
             for output in self.config.outputs:
                 # One broken output must not stop the others from being published.
                 try:

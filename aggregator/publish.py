@@ -45,6 +45,7 @@ import json
 import mimetypes
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -170,7 +171,9 @@ def also_reported_html(outlets: Sequence[Outlet]) -> str:
         title = _h(outlet.title.strip() or outlet.feed_name)
         href = _http(outlet.url)
         label = f'<a href="{_h(href)}">{title}</a>' if href else title
-        parts.append(f"{label} ({_utc(outlet.published):%Y-%m-%d %H:%M} UTC)")
+        if outlet.published is not None:
+            label += f" ({_utc(outlet.published):%Y-%m-%d %H:%M} UTC)"
+        parts.append(label)
     if not parts:
         return ""
     return "<p>Also reported by: " + ", ".join(parts) + "</p>"
@@ -182,6 +185,55 @@ def content_html(item: Item) -> str:
     if not body and item.summary.strip():
         body = f"<p>{_h(item.summary.strip())}</p>"
     return clean_text(body + also_reported_html(item.outlets))
+
+
+@dataclass(frozen=True)
+class ItemFields:
+    """What every format publishes of one item: the one place where each field's rule lives,
+    so that Atom, RSS and JSON Feed carry the same title, link, author, content and dates.
+
+    - ``title``: the item's title as text.
+    - ``link``: its absolute http(s) link, else None.
+    - ``author``: the entry's own author, else None in every format (never the outlet's
+      name: the outlet is the source; Atom's required author comes from ``<source>``).
+    - ``content_html``: the body (content, else the summary as a paragraph) with the "Also
+      reported by" line; None when there is none: the element is left out, not blank.
+    - ``content_text``: the title, only when there is neither content nor a link (Atom then
+      requires content, RSS a title or description); else None.
+    - ``summary``: the plain-text summary, else None.
+    - ``published``: None for an undated item (no pubDate / published / date_published).
+    - ``updated``: the item's own updated date, never before ``published``.
+    """
+
+    title: str
+    link: str | None
+    author: str | None
+    content_html: str | None
+    content_text: str | None
+    summary: str | None
+    published: datetime | None
+    updated: datetime
+
+
+def item_fields(item: Item) -> ItemFields:
+    """The field values all three renderers publish for ``item`` (see ItemFields)."""
+    link = _http(item.url)
+    author = clean_text(item.author or "").strip() or None
+    body = content_html(item) or None
+    published = _utc(item.published) if item.published is not None else None
+    updated = _utc(item.updated)
+    if published is not None and published > updated:
+        updated = published
+    return ItemFields(
+        title=clean_text(item.title).strip(),
+        link=link,
+        author=author,
+        content_html=body,
+        content_text=clean_text(item.title).strip() if body is None and link is None else None,
+        summary=clean_text(item.summary).strip() or None,
+        published=published,
+        updated=updated,
+    )
 
 
 def _newest(items: Sequence[Item]) -> datetime | None:
@@ -203,13 +255,13 @@ def _self_url(output: OutputConfig, fmt: str, base_url: str, archive: ArchiveLin
 
 
 def _atom_entry(item: Item) -> list[str]:
+    f = item_fields(item)
     lang = _lang(item.language or item.feed_language)
     out = [f'<entry xml:lang="{_a(lang)}">' if lang else "<entry>"]
     out.append(f"<id>{_t(item.uid)}</id>")
-    out.append(f'<title type="text">{_t(item.title)}</title>')
-    url = _http(item.url)
-    if url:
-        out.append(f'<link rel="alternate" type="text/html" href="{_a(url)}"/>')
+    out.append(f'<title type="text">{_t(f.title)}</title>')
+    if f.link:
+        out.append(f'<link rel="alternate" type="text/html" href="{_a(f.link)}"/>')
     for enc in item.enclosures:
         href = _http(enc.url)
         if not href:
@@ -220,30 +272,40 @@ def _atom_entry(item: Item) -> list[str]:
         if enc.length is not None and enc.length >= 0:
             attrs += f' length="{enc.length}"'
         out.append(f"<link {attrs}/>")
-    if item.author and clean_text(item.author).strip():
-        out.append(f"<author><name>{_t(item.author.strip())}</name></author>")
-    out.append(f"<published>{rfc3339(item.published)}</published>")
-    out.append(f"<updated>{rfc3339(item.updated)}</updated>")
+    if f.author:
+        out.append(f"<author><name>{_t(f.author)}</name></author>")
+    if f.published is not None:
+        out.append(f"<published>{rfc3339(f.published)}</published>")
+    out.append(f"<updated>{rfc3339(f.updated)}</updated>")
     for term in _categories(item):
         out.append(f'<category term="{_a(term)}"/>')
     image = _http(item.image)
     if image:
         out.append(f'<media:thumbnail url="{_a(image)}"/>')
-    if item.summary.strip():
-        out.append(f'<summary type="text">{_t(item.summary.strip())}</summary>')
-    out.append(f'<content type="html">{_t(content_html(item))}</content>')
+    if f.summary:
+        out.append(f'<summary type="text">{_t(f.summary)}</summary>')
+    # No content: the element is left out (RFC 4287 then requires the alternate link,
+    # which content_text stands in for when there is none).
+    if f.content_html:
+        out.append(f'<content type="html">{_t(f.content_html)}</content>')
+    elif f.content_text:
+        out.append(f'<content type="text">{_t(f.content_text)}</content>')
     # The outlet: its author stands in for the entry's when the item has none (RFC 4287
-    # requires an author per entry, in the entry, the feed or the entry's source).
+    # requires an author per entry, in the entry, the feed or the entry's source), and
+    # its own updated date is the source's (RFC 4287 4.2.11), else the item's.
+    feed_title = clean_text(item.feed_title or item.feed_name).strip() or item.feed_name
     out.append("<source>")
     out.append(f"<id>{_t(item.feed_url)}</id>")
-    out.append(f'<title type="text">{_t(item.feed_title or item.feed_name)}</title>')
+    out.append(f'<title type="text">{_t(feed_title)}</title>')
     feed_url = _http(item.feed_url)
     if feed_url:
         out.append(f'<link rel="self" href="{_a(feed_url)}"/>')
     feed_link = _http(item.feed_link)
     if feed_link:
         out.append(f'<link rel="alternate" type="text/html" href="{_a(feed_link)}"/>')
-    out.append(f"<author><name>{_t(item.feed_title or item.feed_name)}</name></author>")
+    source_updated = item.feed_updated if item.feed_updated is not None else f.updated
+    out.append(f"<updated>{rfc3339(source_updated)}</updated>")
+    out.append(f"<author><name>{_t(feed_title)}</name></author>")
     out.append("</source>")
     out.append("</entry>")
     return out
@@ -301,23 +363,25 @@ def _atom_archive_links(archive: ArchiveLinks | None, prefix: str = "") -> list[
 
 
 def _rss_item(item: Item) -> list[str]:
-    out = ["<item>", f"<title>{_t(item.title)}</title>"]
-    url = _http(item.url)
-    if url:
-        out.append(f"<link>{_t(url)}</link>")
+    f = item_fields(item)
+    out = ["<item>", f"<title>{_t(f.title)}</title>"]
+    if f.link:
+        out.append(f"<link>{_t(f.link)}</link>")
     out.append(f'<guid isPermaLink="false">{_t(item.uid)}</guid>')
-    out.append(f"<pubDate>{rfc822(item.published)}</pubDate>")
-    out.append(f"<atom:updated>{rfc3339(item.updated)}</atom:updated>")
-    if item.author and clean_text(item.author).strip():
+    if f.published is not None:
+        out.append(f"<pubDate>{rfc822(f.published)}</pubDate>")
+    out.append(f"<atom:updated>{rfc3339(f.updated)}</atom:updated>")
+    if f.author:
         # RSS <author> must be an e-mail address; a name goes to dc:creator.
-        out.append(f"<dc:creator>{_t(item.author.strip())}</dc:creator>")
+        out.append(f"<dc:creator>{_t(f.author)}</dc:creator>")
     for term in _categories(item):
         out.append(f"<category>{_t(term)}</category>")
-    body = content_html(item)
-    summary = item.summary.strip()
-    description = f"<p>{_h(summary)}</p>" if summary else body
-    out.append(f"<description>{_t(description)}</description>")
-    out.append(f"<content:encoded>{_t(body)}</content:encoded>")
+    # description: the summary (what RSS readers show in lists), else the content.
+    description = f"<p>{_h(f.summary)}</p>" if f.summary else f.content_html or f.content_text
+    if description:
+        out.append(f"<description>{_t(description)}</description>")
+    if f.content_html:
+        out.append(f"<content:encoded>{_t(f.content_html)}</content:encoded>")
     # RSS allows one enclosure per item, and requires its length and type.
     for enc in item.enclosures:
         href = _http(enc.url)
@@ -348,7 +412,8 @@ def render_rss(
     """An RSS 2.0 document of ``items``; RFC 5005 links as atom:link from ``archive``."""
     self_url = _self_url(output, "rss", base_url, archive)
     updated = _feed_updated(items, now)
-    published = max((_utc(i.published) for i in items), default=updated)
+    published = max((_utc(i.published) for i in items if i.published is not None),
+                    default=updated)
     out = [
         '<?xml version="1.0" encoding="utf-8"?>',
         f'<rss version="2.0" xmlns:atom="{ATOM_NS}" xmlns:content="{CONTENT_NS}" '
@@ -386,31 +451,29 @@ def _json_clean(value: object) -> object:
 
 
 def _json_item(item: Item) -> dict[str, object]:
+    f = item_fields(item)
     entry: dict[str, object] = {"id": item.uid}
-    url = _http(item.url)
-    if url:
-        entry["url"] = url
-    entry["title"] = item.title
-    body = content_html(item)
-    if body:
-        entry["content_html"] = body
+    if f.link:
+        entry["url"] = f.link
+    entry["title"] = f.title
+    if f.content_html:
+        entry["content_html"] = f.content_html
+    elif f.content_text:
+        entry["content_text"] = f.content_text
     else:
-        entry["content_text"] = item.summary or item.title
-    if item.summary.strip():
-        entry["summary"] = item.summary.strip()
+        # JSON Feed requires content_html or content_text: an empty one says "none".
+        entry["content_html"] = ""
+    if f.summary:
+        entry["summary"] = f.summary
     image = _http(item.image)
     if image:
         entry["image"] = image
-    entry["date_published"] = rfc3339(item.published)
-    entry["date_modified"] = rfc3339(item.updated)
+    if f.published is not None:
+        entry["date_published"] = rfc3339(f.published)
+    entry["date_modified"] = rfc3339(f.updated)
     feed_link = _http(item.feed_link)
-    if item.author and clean_text(item.author).strip():
-        entry["authors"] = [{"name": item.author.strip()}]
-    else:
-        outlet: dict[str, object] = {"name": item.feed_title or item.feed_name}
-        if feed_link:
-            outlet["url"] = feed_link
-        entry["authors"] = [outlet]
+    if f.author:
+        entry["authors"] = [{"name": f.author}]
     tags = _categories(item)
     if tags:
         entry["tags"] = tags
@@ -435,6 +498,7 @@ def _json_item(item: Item) -> dict[str, object]:
         source["feed_url"] = item.feed_url
     if feed_link:
         source["home_page_url"] = feed_link
+    source["updated"] = rfc3339(item.feed_updated if item.feed_updated is not None else f.updated)
     entry["_source"] = source
     return entry
 
@@ -546,6 +610,10 @@ Key = tuple[str, str]  # (published as RFC 3339, uid): the order of items in an 
 
 
 def _order_key(item: Item) -> Key:
+    if item.published is None:
+        # Undated items sort behind every dated one ("" < any date), in their feed's own
+        # order: the store gives a feed's top entry the highest id (see Store.record_success).
+        return ("", f"{item.id:020d}")
     return (rfc3339(item.published), item.uid)
 
 

@@ -359,6 +359,100 @@ INSERT INTO store_state(name, value)
     SELECT 'legacy_feed_ids', 1 WHERE EXISTS (SELECT 1 FROM feeds);
 """,
     ),
+    (
+        "dates a reader can sort by: undated entries, entries' own updated, feeds' updated",
+        # entries.published stays NOT NULL (a rebuild would redo the FTS triggers and every
+        # index): '' marks an entry with no knowable date, and the items view shows NULL.
+        # Entries stored before this migration had updated = first-seen; one never changed
+        # since takes its own date, and each story the newest of its members'.
+        """
+ALTER TABLE feeds ADD COLUMN updated TEXT;
+UPDATE entries SET updated = published
+    WHERE updated = first_seen AND published <> '' AND published < updated;
+UPDATE stories SET updated = COALESCE(
+    (SELECT MAX(e.updated) FROM entries e WHERE e.story_id = stories.id), updated);
+DROP VIEW items;
+CREATE VIEW items AS
+SELECT
+    e.id AS id,
+    f.name AS feed_name,
+    COALESCE(f.title, f.name) AS feed_title,
+    e.title AS title,
+    e.url AS url,
+    e.author AS author,
+    NULLIF(e.published, '') AS published,
+    e.updated AS updated,
+    e.text AS text,
+    e.content_html AS content_html,
+    e.summary AS summary,
+    e.word_count AS word_count,
+    COALESCE(e.language, f.language) AS language,
+    e.categories AS categories,
+    e.guid AS guid,
+    e.first_seen AS first_seen,
+    e.extract_status AS extract_status,
+    e.story_id AS story_id,
+    e.match_reason AS match_reason,
+    e.match_score AS match_score
+FROM entries e JOIN feeds f ON f.id = e.feed_id;
+DROP VIEW feed_health;
+CREATE VIEW feed_health AS
+SELECT
+    f.name AS name,
+    f.url AS url,
+    f.effective_url AS effective_url,
+    f.active AS active,
+    f.disabled_reason AS disabled_reason,
+    f.last_attempt AS last_attempt,
+    f.last_success AS last_success,
+    f.last_status AS last_status,
+    f.consecutive_errors AS consecutive_errors,
+    f.last_error AS last_error,
+    f.last_error_kind AS last_error_kind,
+    f.next_poll AS next_poll,
+    f.interval AS interval,
+    (SELECT COUNT(*) FROM entries e WHERE e.feed_id = f.id) AS entries,
+    NULLIF((SELECT MAX(e.published) FROM entries e WHERE e.feed_id = f.id), '')
+        AS newest_entry,
+    (SELECT ROUND(AVG(CASE WHEN r.extract_status = 'done' THEN 1.0 ELSE 0.0 END), 3)
+       FROM (SELECT extract_status FROM entries e
+             WHERE e.feed_id = f.id AND e.extract_status IN ('done', 'failed', 'feed')
+             ORDER BY e.first_seen DESC LIMIT 50) r) AS extracted_share,
+    (SELECT CAST(AVG(m.word_count) AS INTEGER) FROM (
+        SELECT w.word_count, ROW_NUMBER() OVER (ORDER BY w.word_count) AS rn,
+               COUNT(*) OVER () AS cnt
+        FROM (SELECT word_count FROM entries e
+              WHERE e.feed_id = f.id AND e.extract_status = 'done'
+              ORDER BY e.first_seen DESC LIMIT 50) w) m
+       WHERE m.rn IN ((m.cnt + 1) / 2, (m.cnt + 2) / 2)) AS median_words,
+    -- 1 when the last 10 processed entries were extracted at under half the rate of the 40
+    -- before them (which were mostly extracted): the site was probably redesigned.
+    (SELECT CASE WHEN COUNT(*) = 50
+                  AND AVG(CASE WHEN x.rn > 10 THEN x.ok END) >= 0.5
+                  AND AVG(CASE WHEN x.rn <= 10 THEN x.ok END)
+                      < AVG(CASE WHEN x.rn > 10 THEN x.ok END) / 2
+             THEN 1 ELSE 0 END
+       FROM (SELECT CASE WHEN e.extract_status = 'done' THEN 1.0 ELSE 0.0 END AS ok,
+                    ROW_NUMBER() OVER (ORDER BY e.first_seen DESC, e.id DESC) AS rn
+             FROM entries e WHERE e.feed_id = f.id
+               AND e.extract_status IN ('done', 'failed', 'feed')
+             ORDER BY e.first_seen DESC, e.id DESC LIMIT 50) x) AS extraction_drop,
+    f.warnings AS warnings,
+    -- The one derivation of a feed's state (see FEED_STATES and docs/schema.md).
+    CASE WHEN f.active = 0 THEN 'removed'
+         WHEN f.disabled_reason IS NOT NULL THEN 'disabled'
+         WHEN f.consecutive_errors > 0 THEN 'failing'
+         WHEN f.article_errors >= 3 THEN 'degraded'
+         ELSE 'ok' END AS state,
+    f.article_errors AS article_errors,
+    f.last_article_error AS last_article_error,
+    f.last_article_error_at AS last_article_error_at,
+    (SELECT COUNT(*) FROM entries e
+      WHERE e.feed_id = f.id AND e.extract_status = 'pending') AS articles_waiting
+FROM feeds f;
+""",
+    ),
+
 ]
 
 # The states a feed can be in, as feed_health.state derives them (the one place): `removed`
@@ -433,7 +527,7 @@ class NewEntry:
     categories: tuple[str, ...]
     enclosures: tuple[Enclosure, ...]
     image: str | None
-    published: datetime | None  # None: use first-seen time (see docs/schema.md)
+    published: datetime | None  # None: undated (see docs/schema.md, "Dates")
     published_raw: str | None
     date_note: str | None
     content_hash: str
@@ -441,6 +535,7 @@ class NewEntry:
     text_hash: str | None
     signature: bytes | None
     band_keys: tuple[int, ...]
+    updated: datetime | None = None  # the feed's own updated date for the entry, if sane
 
 
 @dataclass(frozen=True)
@@ -692,19 +787,29 @@ class Store:
         entries: Sequence[NewEntry] = (),
         matcher: Any = None,
         window_days: int = 7,
+        updated: datetime | None = None,
     ) -> list[StoredEntry]:
         """Record a successful poll (200 or 304) and upsert its entries in ONE transaction.
         ``warnings`` of the parse replace the feed's; None (a 304, an unchanged body) keeps them.
+        ``updated``: the feed's own last-change time (None keeps the stored one).
+
+        Undated entries of the feed's first successful poll get no date (published ''):
+        nobody can know when they appeared. Undated entries of later polls appeared then,
+        and are dated by their first-seen time. Entries are stored bottom-up (a feed lists
+        its newest first), so ids follow the feed's own order: undated entries sort by it.
 
         ``matcher(entry, candidates) -> StoryMatch | None`` decides the story of each new
         entry (the pipeline passes dedup.decide bound to its settings).
         """
         with self.transaction() as c:
+            row = c.execute("SELECT last_success FROM feeds WHERE id = ?", (feed_id,)).fetchone()
+            first_poll = row is not None and row[0] is None
             existing = self._existing(c, feed_id, [e.key for e in entries])
             stored = [
-                self._upsert_entry(c, feed_id, e, now, matcher, window_days, existing.get(e.key))
-                for e in entries
-            ]
+                self._upsert_entry(c, feed_id, e, now, matcher, window_days,
+                                   existing.get(e.key), first_poll)
+                for e in reversed(entries)
+            ][::-1]
             c.execute(
                 "UPDATE feeds SET last_attempt = ?, last_success = ?, last_status = ?,"
                 " consecutive_errors = 0, last_error = NULL, last_error_kind = NULL,"
@@ -714,11 +819,11 @@ class Store:
                 " effective_url = COALESCE(?, effective_url),"
                 " title = COALESCE(title, ?), link = COALESCE(?, link),"
                 " language = COALESCE(language, ?), format = COALESCE(?, format),"
-                " warnings = COALESCE(?, warnings) WHERE id = ?",
+                " warnings = COALESCE(?, warnings), updated = COALESCE(?, updated) WHERE id = ?",
                 (
                     ts(now), ts(now), status, ts(next_poll), interval, etag, last_modified,
                     body_hash, permanent_url, title, link, language, format,
-                    None if warnings is None else _json(list(warnings)), feed_id,
+                    None if warnings is None else _json(list(warnings)), ts(updated), feed_id,
                 ),
             )
         if len(self._pending) >= BAND_FLUSH_ROWS:
@@ -763,7 +868,7 @@ class Store:
             chunk = keys[lo : lo + 500]
             marks = ",".join("?" * len(chunk))
             for r in c.execute(
-                "SELECT id, key, content_hash FROM entries WHERE feed_id = ?"
+                "SELECT id, key, content_hash, updated FROM entries WHERE feed_id = ?"
                 f" AND key IN ({marks})", (feed_id, *chunk)):
                 found[r["key"]] = r
         return found
@@ -777,14 +882,25 @@ class Store:
         matcher: Any,
         window_days: int,
         row: sqlite3.Row | None,
+        first_poll: bool = False,
     ) -> StoredEntry:
-        """``row``: the stored entry with the same key (id, content_hash), if any."""
-        published = ts(e.published or now)
+        """``row``: the stored entry with the same key (id, content_hash, updated), if any."""
+        if e.published is not None:
+            published = ts(e.published)
+        else:
+            published = "" if first_poll else ts(now)
+        # The entry's own date, never the poll's: its updated, else its published; an
+        # undated entry has only the time it was first seen.
+        dates = [d for d in (e.published, e.updated) if d is not None]
+        own = max(dates) if dates else now
         if row is not None:
             if row["content_hash"] == e.content_hash:
                 return StoredEntry(row["id"], feed_id, e.key, is_new=False, changed=False)
             # Edited in place: same identity, new content. The published date stays unless
-            # the feed now gives a sane one; full text is fetched again.
+            # the feed now gives a sane one; full text is fetched again. `updated` moves to
+            # the feed's newer updated date, else (no date from the feed) to now.
+            stored_updated = parse_ts(row["updated"]) or now
+            edited = max(stored_updated, e.updated) if e.updated else max(stored_updated, now)
             c.execute(
                 "UPDATE entries SET guid = ?, url = ?, url_norm = ?, title = ?, author = ?,"
                 " feed_html = ?, content_html = ?, text = ?, summary = ?, word_count = ?,"
@@ -799,7 +915,7 @@ class Store:
                     None if e.feed_html == e.content_html else e.feed_html, e.content_html,
                     e.text, e.summary, e.word_count, e.language, _json(list(e.categories)),
                     _enclosures_json(e.enclosures), e.image, ts(e.published), ts(e.published),
-                    e.published_raw, e.date_note, ts(now), ts(now), e.content_hash,
+                    e.published_raw, e.date_note, ts(edited), ts(now), e.content_hash,
                     e.extract_status, e.text_hash, e.signature, row["id"],
                 ),
             )
@@ -833,7 +949,7 @@ class Store:
             story_id = int(c.execute(
                 "INSERT INTO stories(first_seen, updated, entry_count, outlet_count, item_id)"
                 " VALUES (?, ?, 1, 1, ?)",
-                (ts(now), ts(now), entry_uid(feed_name, e.key))).lastrowid or 0)
+                (ts(now), ts(own), entry_uid(feed_name, e.key))).lastrowid or 0)
             reason, score = "first", 1.0
         cur = c.execute(
             "INSERT INTO entries(feed_id, key, guid, url, url_norm, title, author, feed_html,"
@@ -849,7 +965,7 @@ class Store:
                 None if e.feed_html == e.content_html else e.feed_html,
                 e.content_html, e.text, e.summary, e.word_count, e.language,
                 _json(list(e.categories)), _enclosures_json(e.enclosures), e.image, published,
-                e.published_raw, e.date_note, ts(now), ts(now), ts(now), e.content_hash,
+                e.published_raw, e.date_note, ts(own), ts(now), ts(now), e.content_hash,
                 e.extract_status, e.text_hash, e.signature, pack_bands(e.band_keys), story_id,
                 reason, score,
             ),
@@ -1004,10 +1120,12 @@ class Store:
             return []
         rows = c.execute(
             "SELECT e.id, e.story_id, f.name AS feed_name, e.url_norm, e.canonical_url,"
-            " e.text_hash, e.signature, e.title, e.published, e.word_count"
+            " e.text_hash, e.signature, e.title, e.word_count,"
+            " COALESCE(NULLIF(e.published, ''), e.first_seen) AS published"
             " FROM entries e JOIN feeds f ON f.id = e.feed_id"
-            f" WHERE e.id IN ({' UNION '.join(parts)}) AND e.id != ? AND e.published >= ?"
-            " ORDER BY e.published, e.id",
+            f" WHERE e.id IN ({' UNION '.join(parts)}) AND e.id != ?"
+            " AND COALESCE(NULLIF(e.published, ''), e.first_seen) >= ?"
+            " ORDER BY 10, e.id",
             (*args, entry_id, ts(since)),
         ).fetchall()
         return [
@@ -1048,10 +1166,13 @@ class Store:
     def _refresh_story(c: sqlite3.Connection, story_id: int, now: datetime) -> None:
         """Recount a story and re-pick its representative: the fullest early version, i.e.
         among the members published within 6 hours of the earliest, the one with the most
-        words (ties: earliest, then lowest id)."""
+        words (ties: earliest, then lowest id). The story's `updated` is its members' newest:
+        it moves when an outlet joins (to that entry's own date) or a member changes, never
+        to the time of the poll that noticed it."""
+        # An undated entry (published '') counts from when it was first seen.
         members = c.execute(
-            "SELECT id, feed_id, published, word_count FROM entries WHERE story_id = ?"
-            " ORDER BY published, id",
+            "SELECT id, feed_id, COALESCE(NULLIF(published, ''), first_seen) AS published,"
+            " word_count, updated FROM entries WHERE story_id = ? ORDER BY 3, id",
             (story_id,),
         ).fetchall()
         if not members:
@@ -1064,7 +1185,8 @@ class Store:
             "UPDATE stories SET representative_id = ?, updated = ?, entry_count = ?,"
             " outlet_count = ? WHERE id = ?",
             (
-                rep["id"], ts(now), len(members), len({m["feed_id"] for m in members}),
+                rep["id"], max(m["updated"] for m in members), len(members),
+                len({m["feed_id"] for m in members}),
                 story_id,
             ),
         )
@@ -1085,7 +1207,7 @@ class Store:
                 return False
             keys = unpack_bands(row["bands"]) or [r[0] for r in c.execute(
                 "SELECT band_key FROM entry_bands WHERE entry_id = ?", (entry_id,))]
-            published = parse_ts(row["published"]) or now
+            published = parse_ts(row["published"]) or parse_ts(row["first_seen"]) or now
             candidates = self._candidates(
                 c, entry_id, row["url_norm"], canonical_norm, row["text_hash"], keys,
                 published - timedelta(days=window_days),
@@ -1162,6 +1284,7 @@ class Store:
         page: tuple[str, str | None, str | None, bytes] | None = None,
         retry_at: datetime | None = None,
         attempt: bool = True,
+        shown_before: datetime | None = None,
     ) -> None:
         """Store the outcome of an article fetch. ``status``: done (content replaced),
         feed (the feed's own content was better), failed (reason in ``error``), pending
@@ -1171,7 +1294,12 @@ class Store:
         The feed's ``article_errors`` counts failed attempts in a row (pending and failed
         alike) and a done/feed outcome resets it: it drives the `degraded` state. With
         ``attempt`` False (reprocessing a stored page: nothing was fetched) the attempt and
-        failure counts are left alone."""
+        failure counts are left alone.
+
+        Replacing the content moves the entry's `updated` to ``now`` when readers may have
+        seen the teaser: the entry was first seen before ``shown_before`` (when outputs were
+        last published; None: always). An entry extracted before it was ever published
+        keeps its own date, so a first poll does not date a feed's backlog "now"."""
         if status == "pending" and retry_at is None:
             raise StoreError("record_article: a pending outcome needs its retry time")
         with self.transaction() as c:
@@ -1184,10 +1312,13 @@ class Store:
                     " word_count = ?, language = COALESCE(language, ?),"
                     " image = COALESCE(image, ?), author = COALESCE(author, ?),"
                     " canonical_url = COALESCE(?, canonical_url), text_hash = ?,"
-                    " signature = ?, updated = ? WHERE id = ?",
+                    " signature = ?, updated = CASE WHEN content_html IS NOT ?"
+                    " AND (? IS NULL OR first_seen < ?) THEN MAX(updated, ?) ELSE updated END"
+                    " WHERE id = ?",
                     (
                         content_html, text, summary, word_count, language, image, author,
-                        canonical_url, text_hash, signature, ts(now), entry_id,
+                        canonical_url, text_hash, signature, content_html, ts(shown_before),
+                        ts(shown_before), ts(now), entry_id,
                     ),
                 )
                 if band_keys is not None:
@@ -1270,7 +1401,9 @@ class Store:
     ) -> list[Item]:
         """Newest items for publishing, newest first. With ``one_per_story`` each story
         appears once: its representative, carrying the other outlets. ``before`` is the
-        (published, id) of the last item of the previous page (keyset pagination)."""
+        (published, id) of the last item of the previous page (keyset pagination; '' for an
+        undated one). Undated entries (published '') sort behind every dated one, by id:
+        their feed's own order (see record_success)."""
         where = "WHERE (e.published, e.id) < (?, ?)" if before else ""
         args: list[Any] = list(before) if before else []
         story_join = ("JOIN stories s ON s.representative_id = e.id" if one_per_story
@@ -1278,8 +1411,8 @@ class Store:
         sql = (
             "SELECT e.*, f.name AS feed_name, COALESCE(f.title, f.name) AS feed_title,"
             " COALESCE(f.effective_url, f.url) AS feed_url, f.link AS feed_link,"
-            " f.language AS feed_language, f.tags AS feed_tags, s.updated AS story_updated,"
-            " s.item_id AS story_item_id"
+            " f.language AS feed_language, f.tags AS feed_tags, f.updated AS feed_updated,"
+            " s.updated AS story_updated, s.item_id AS story_item_id"
             f" FROM entries e {story_join} JOIN feeds f ON f.id = e.feed_id {where}"
             " ORDER BY e.published DESC, e.id DESC LIMIT ?"
         )
@@ -1299,7 +1432,7 @@ class Store:
             yield from page
             seen += len(page)
             last = page[-1]
-            before = (ts(last.published) or "", last.id)
+            before = (ts(last.published) or "", last.id)  # "": an undated item
 
     def _outlets(self, story_ids: Sequence[int]) -> dict[int, tuple[tuple[int, Outlet], ...]]:
         result: dict[int, list[tuple[int, Outlet]]] = {}
@@ -1311,12 +1444,12 @@ class Store:
                 "SELECT e.id, e.story_id, e.url, e.published, e.first_seen, f.name,"
                 " COALESCE(f.title, f.name) AS title FROM entries e"
                 f" JOIN feeds f ON f.id = e.feed_id WHERE e.story_id IN ({marks})"
-                " ORDER BY e.published, e.id",
+                " ORDER BY e.published = '', e.published, e.id",  # undated ones last
                 chunk,
             ):
                 result.setdefault(r["story_id"], []).append(
                     (r["id"], Outlet(r["name"], r["title"], r["url"],
-                                     parse_ts(r["published"]) or datetime.now(UTC)))
+                                     parse_ts(r["published"])))
                 )
         return {k: tuple(v) for k, v in result.items()}
 
@@ -1555,11 +1688,13 @@ def entry_uid(feed_name: str, key: str) -> str:
 
 
 def _item(r: sqlite3.Row, members: tuple[tuple[int, Outlet], ...]) -> Item:
-    published = parse_ts(r["published"]) or datetime.now(UTC)
-    updated = parse_ts(r["updated"]) or published
+    published = parse_ts(r["published"])  # None: undated ('')
+    updated = parse_ts(r["updated"]) or parse_ts(r["first_seen"]) or datetime.now(UTC)
     story_updated = parse_ts(r["story_updated"]) if r["story_updated"] else None
     if story_updated and story_updated > updated:
         updated = story_updated  # an outlet joining the story moves the item's `updated`
+    if published is not None and published > updated:
+        updated = published
     others = tuple(o for (eid, o) in members if eid != r["id"])
     encs = tuple(
         Enclosure(d.get("url", ""), d.get("type"), d.get("length"))
@@ -1579,7 +1714,7 @@ def _item(r: sqlite3.Row, members: tuple[tuple[int, Outlet], ...]) -> Item:
         url=r["url"],
         author=r["author"],
         published=published,
-        updated=max(updated, published),
+        updated=updated,
         content_html=r["content_html"],
         summary=r["summary"],
         text=r["text"],
@@ -1590,6 +1725,7 @@ def _item(r: sqlite3.Row, members: tuple[tuple[int, Outlet], ...]) -> Item:
         enclosures=encs,
         story_id=r["story_id"],
         outlets=others,
+        feed_updated=parse_ts(r["feed_updated"]),
     )
 
 

@@ -71,7 +71,7 @@ def db(tmp_path: Path) -> sqlite3.Connection:
 def entries(tmp_path: Path, feed: str) -> list[sqlite3.Row]:
     return db(tmp_path).execute(
         "SELECT e.* FROM entries e JOIN feeds f ON f.id = e.feed_id WHERE f.name = ?"
-        " ORDER BY e.id", (feed,)).fetchall()
+        " ORDER BY e.id DESC", (feed,)).fetchall()  # the feed's order (stored oldest first)
 
 
 def health(tmp_path: Path, feed: str) -> sqlite3.Row:

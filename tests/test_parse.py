@@ -798,3 +798,29 @@ def test_guid_identity_as_feedparser_resolves_it() -> None:
         b"<entry><id>urn:uuid:1</id><title>y</title></entry></feed>"
     )
     assert [e.key for e in atom.entries] == ["https://news.example.org/rss/t3_abc", "urn:uuid:1"]
+
+
+@pytest.mark.parametrize(
+    ("channel", "expected"),
+    [
+        ("<lastBuildDate>Tue, 30 Apr 2024 10:00:00 GMT</lastBuildDate>"
+         "<pubDate>Mon, 29 Apr 2024 10:00:00 GMT</pubDate>", datetime(2024, 4, 30, 10, tzinfo=UTC)),
+        ("<pubDate>Mon, 29 Apr 2024 10:00:00 +0200</pubDate>", datetime(2024, 4, 29, 8, tzinfo=UTC)),
+        ("<lastBuildDate>Wed, 01 Jan 2999 00:00:00 GMT</lastBuildDate>", None),  # future
+        ("<lastBuildDate>soon</lastBuildDate>", None),
+        ("", None),
+    ],
+)
+def test_feed_updated_rss(channel: str, expected: datetime | None) -> None:
+    body = (f"<rss version='2.0'><channel><title>t</title>{channel}<item><title>x</title>"
+            "</item></channel></rss>").encode()
+    assert parse_feed(body, "https://e.example/rss", now=NOW).updated == expected
+
+
+def test_feed_updated_atom_and_json() -> None:
+    atom = (b"<feed xmlns='http://www.w3.org/2005/Atom'><title>t</title><id>urn:x</id>"
+            b"<updated>2024-04-30T09:15:00+01:00</updated></feed>")
+    assert parse_feed(atom, "https://e.example/atom", now=NOW).updated == datetime(
+        2024, 4, 30, 8, 15, tzinfo=UTC)
+    js = b'{"version": "https://jsonfeed.org/version/1.1", "title": "t", "items": []}'
+    assert parse_feed(js, "https://e.example/feed.json", now=NOW).updated is None

@@ -156,7 +156,6 @@ def test_dates_duplicates_and_edits(tmp_path: Path, server: FeedServer) -> None:
     server.route("/dates.xml", body=feed("Future"))
     p = make_pipeline(tmp_path, [{"name": "dates", "url": server.url("/dates.xml")}])
     try:
-        before = datetime.now(UTC).replace(microsecond=0)
         p.run_cycle(all_feeds=True)
         rows = {r["guid"]: r for r in db(tmp_path).execute(
             "SELECT e.guid, e.title, e.published, e.date_note, e.published_raw FROM entries e")}
@@ -168,9 +167,10 @@ def test_dates_duplicates_and_edits(tmp_path: Path, server: FeedServer) -> None:
         assert rows["d"]["date_note"] == "unparseable"
         assert rows["d"]["published_raw"] == "yesterday-ish"
         for r in rows.values():
-            published = datetime.strptime(r["published"], "%Y-%m-%dT%H:%M:%SZ").replace(
-                tzinfo=UTC)
-            assert before - timedelta(seconds=5) <= published <= datetime.now(UTC)
+            # The feed's first poll: no date anybody can know (see docs/schema.md, "Dates").
+            assert r["published"] == ""
+        assert db(tmp_path).execute(
+            "SELECT COUNT(*) FROM items WHERE published IS NULL").fetchone()[0] == 4
         # An edited entry (same guid, new title) is updated in place, not duplicated.
         server.route("/dates.xml", body=feed("Future, edited"))
         p.run_cycle(all_feeds=True)
@@ -378,3 +378,258 @@ def test_parse_warnings_survive_a_304(tmp_path: Path) -> None:
             assert json.loads(health(tmp_path, "m")["warnings"]) == first
         finally:
             p.close()
+
+
+# --------------------------------------------------------------------------- dates
+
+
+def _atom_dates(path: Path) -> dict[str, tuple[str | None, str, str | None]]:
+    """title -> (published, updated, source updated) of every entry of an Atom file, as
+    written (RFC 3339 text), in document order."""
+    ns = {"a": "http://www.w3.org/2005/Atom"}
+    from lxml import etree
+
+    out: dict[str, tuple[str | None, str, str | None]] = {}
+    for e in etree.parse(str(path)).getroot().findall("a:entry", ns):
+        out[e.findtext("a:title", namespaces=ns)] = (
+            e.findtext("a:published", namespaces=ns),
+            e.findtext("a:updated", namespaces=ns),
+            e.findtext("a:source/a:updated", namespaces=ns),
+        )
+    return out
+
+
+def test_updated_is_the_entrys_own_date_not_the_poll(tmp_path: Path, server: FeedServer
+                                                     ) -> None:
+    server.route("/atom.xml", headers={"Content-Type": "application/atom+xml"}, body="""<?xml
+version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom"><title>A</title>
+<id>urn:a</id><updated>2023-04-02T00:00:00Z</updated>
+<entry><id>urn:a:1</id><title>Edited later</title><link href="http://example.org/a1"/>
+<published>2023-03-01T10:00:00Z</published><updated>2023-03-02T08:00:00Z</updated>
+<content type="html">&lt;p&gt;First story text about a bridge.&lt;/p&gt;</content></entry>
+<entry><id>urn:a:2</id><title>Never edited</title><link href="http://example.org/a2"/>
+<published>2023-04-01T09:30:00Z</published>
+<content type="html">&lt;p&gt;Second story text about a school.&lt;/p&gt;</content></entry>
+</feed>""")
+    server.route("/rss.xml", body="""<?xml version="1.0"?><rss version="2.0"><channel>
+<title>R</title><link>http://example.org/</link><description>d</description>
+<item><guid>r1</guid><title>Newer RSS</title><link>http://example.org/r1</link>
+<pubDate>Tue, 02 Jan 2024 07:00:00 GMT</pubDate><description>Third story, a road.</description></item>
+<item><guid>r2</guid><title>Older RSS</title><link>http://example.org/r2</link>
+<pubDate>Mon, 01 Jan 2024 07:00:00 GMT</pubDate><description>Fourth story, a park.</description></item>
+</channel></rss>""")
+    p = make_pipeline(tmp_path, [{"name": "a", "url": server.url("/atom.xml")},
+                                 {"name": "r", "url": server.url("/rss.xml")}])
+    try:
+        p.run_cycle(all_feeds=True)
+        out = tmp_path / "public"
+        assert _atom_dates(out / "all.atom") == {
+            "Newer RSS": ("2024-01-02T07:00:00Z", "2024-01-02T07:00:00Z", "2024-01-02T07:00:00Z"),
+            "Older RSS": ("2024-01-01T07:00:00Z", "2024-01-01T07:00:00Z", "2024-01-02T07:00:00Z"),
+            "Never edited": ("2023-04-01T09:30:00Z", "2023-04-01T09:30:00Z",
+                             "2023-04-02T00:00:00Z"),
+            "Edited later": ("2023-03-01T10:00:00Z", "2023-03-02T08:00:00Z",
+                             "2023-04-02T00:00:00Z"),
+        }
+        conn = db(tmp_path)
+        assert dict(conn.execute("SELECT name, updated FROM feeds").fetchall()) == {
+            "a": "2023-04-02T00:00:00Z",  # the feed's own <updated>
+            "r": "2024-01-02T07:00:00Z",  # no channel date: its newest entry's
+        }
+        assert dict(conn.execute("SELECT title, updated FROM items").fetchall())[
+            "Edited later"] == "2023-03-02T08:00:00Z"
+        assert sorted(r[0] for r in conn.execute("SELECT updated FROM story_outlets")) == [
+            "2023-03-02T08:00:00Z", "2023-04-01T09:30:00Z", "2024-01-01T07:00:00Z",
+            "2024-01-02T07:00:00Z"]
+        rss = feedparser.parse((out / "all.rss").read_bytes())
+        js = json.loads((out / "all.json").read_bytes())
+        assert [e.updated for e in rss.entries] == [i["date_modified"] for i in js["items"]] == [
+            "2024-01-02T07:00:00Z", "2024-01-01T07:00:00Z", "2023-04-01T09:30:00Z",
+            "2023-03-02T08:00:00Z"]
+
+        # Edits: an Atom entry's updated moves to the feed's new date; an RSS item, which
+        # has none, to the time the edit was seen. Unchanged entries keep theirs.
+        atom = server.routes["/atom.xml"].body.replace(
+            b"Second story text about a school.", b"Second story, corrected.").replace(
+            b"<published>2023-04-01T09:30:00Z</published>",
+            b"<published>2023-04-01T09:30:00Z</published><updated>2023-05-01T00:00:00Z</updated>")
+        server.route("/atom.xml", headers={"Content-Type": "application/atom+xml"}, body=atom)
+        server.route("/rss.xml", body=server.routes["/rss.xml"].body.replace(
+            b"Fourth story, a park.", b"Fourth story, a bigger park."))
+        t0 = datetime.now(UTC).replace(microsecond=0)
+        p.run_cycle(all_feeds=True)
+        updated = dict(conn.execute("SELECT title, updated FROM items").fetchall())
+        assert updated["Never edited"] == "2023-05-01T00:00:00Z"
+        assert t0 <= datetime.fromisoformat(updated["Older RSS"]) <= datetime.now(UTC)
+        assert updated["Newer RSS"] == "2024-01-02T07:00:00Z"
+        assert updated["Edited later"] == "2023-03-02T08:00:00Z"
+    finally:
+        p.close()
+
+
+def test_undated_entries_of_a_first_poll_sort_behind_in_feed_order(
+    tmp_path: Path, server: FeedServer
+) -> None:
+    def feed(*items: tuple[str, str | None]) -> str:
+        body = "".join(
+            f"<item><guid>{t}</guid><title>{t}</title><link>http://example.org/{t}</link>"
+            + (f"<pubDate>{d}</pubDate>" if d else "")
+            + f"<description>Text of {t} about the {t} affair.</description></item>"
+            for t, d in items
+        )
+        return ('<?xml version="1.0"?><rss version="2.0"><channel><title>U</title>'
+                f"<link>http://example.org/</link><description>d</description>{body}"
+                "</channel></rss>")
+
+    first = [("u1", None), ("d1", "Thu, 02 May 2024 10:00:00 GMT"), ("u2", None),
+             ("d2", "Wed, 01 May 2024 10:00:00 GMT"), ("u3", None)]
+    server.route("/u.xml", body=feed(*first))
+    p = make_pipeline(tmp_path, [{"name": "u", "url": server.url("/u.xml")}])
+    try:
+        t0 = datetime.now(UTC).replace(microsecond=0)
+        p.run_cycle(all_feeds=True)
+        t1 = datetime.now(UTC)
+        out = tmp_path / "public"
+        dates = _atom_dates(out / "all.atom")
+        # Dated first (newest first), then the undated ones in the feed's own order.
+        assert list(dates) == ["d1", "d2", "u1", "u2", "u3"]
+        for t in ("u1", "u2", "u3"):
+            published, updated, _ = dates[t]
+            assert published is None  # no date anybody could know
+            assert t0 <= datetime.fromisoformat(updated) <= t1  # Atom requires one: first seen
+        rss = feedparser.parse((out / "all.rss").read_bytes())
+        assert [e.title for e in rss.entries] == list(dates)
+        assert [("published" in e) for e in rss.entries] == [True, True, False, False, False]
+        js = json.loads((out / "all.json").read_bytes())
+        assert [("date_published" in i) for i in js["items"]] == [True, True, False, False,
+                                                                    False]
+        conn = db(tmp_path)
+        assert {r[0]: r[1] for r in conn.execute("SELECT title, published FROM items")} == {
+            "d1": "2024-05-02T10:00:00Z", "d2": "2024-05-01T10:00:00Z",
+            "u1": None, "u2": None, "u3": None}
+        assert health(tmp_path, "u")["newest_entry"] == "2024-05-02T10:00:00Z"
+
+        # A later poll: a new undated entry appeared then, and is dated by first-seen time.
+        server.route("/u.xml", body=feed(("u4", None), *first))
+        t2 = datetime.now(UTC).replace(microsecond=0)
+        p.run_cycle(all_feeds=True)
+        dates = _atom_dates(out / "all.atom")
+        assert list(dates) == ["u4", "d1", "d2", "u1", "u2", "u3"]
+        published, updated, _ = dates["u4"]
+        assert published is not None and published == updated
+        assert t2 <= datetime.fromisoformat(published) <= datetime.now(UTC)
+        assert conn.execute("SELECT date_note FROM entries WHERE title = 'u4'").fetchone()[0] \
+            == "missing"
+    finally:
+        p.close()
+
+
+def test_story_updated_moves_to_the_joining_outlets_date(tmp_path: Path,
+                                                          server: FeedServer) -> None:
+    text = "The regional parliament approved the new budget for schools and roads today"
+
+    def feed(title: str, pub: str, with_item: bool = True) -> str:
+        item = (f"<item><guid>{title}</guid><title>{title}</title>"
+                "<link>http://example.org/budget</link>"
+                f"<pubDate>{pub}</pubDate><description>{text}.</description></item>")
+        return ('<?xml version="1.0"?><rss version="2.0"><channel><title>' + title
+                + "</title><link>http://example.org/</link><description>d</description>"
+                + (item if with_item else "") + "</channel></rss>")
+
+    server.route("/a.xml", body=feed("Outlet A", "Wed, 01 May 2024 10:00:00 GMT"))
+    server.route("/b.xml", body=feed("Outlet B", "Wed, 01 May 2024 12:00:00 GMT", False))
+    p = make_pipeline(tmp_path, [{"name": "a", "url": server.url("/a.xml")},
+                                 {"name": "b", "url": server.url("/b.xml")}])
+    try:
+        p.run_cycle(all_feeds=True)
+        out = tmp_path / "public"
+        assert _atom_dates(out / "all.atom")["Outlet A"][1] == "2024-05-01T10:00:00Z"
+        server.route("/b.xml", body=feed("Outlet B", "Wed, 01 May 2024 12:00:00 GMT"))
+        p.run_cycle(all_feeds=True)
+        # One story, two outlets: it changed, at the date the second outlet reported it.
+        assert db(tmp_path).execute("SELECT outlet_count, updated FROM story_outlets"
+                                    ).fetchone()[:] == (2, "2024-05-01T12:00:00Z")
+        dates = _atom_dates(out / "all.atom")
+        assert dates == {"Outlet A": ("2024-05-01T10:00:00Z", "2024-05-01T12:00:00Z",
+                                      "2024-05-01T10:00:00Z")}
+        assert "Also reported by" in (out / "all.atom").read_text()
+    finally:
+        p.close()
+
+
+def test_full_text_moves_updated_only_once_readers_saw_the_teaser(
+    tmp_path: Path, server: FeedServer
+) -> None:
+    feeds_path = write_feeds(tmp_path / "feeds.yaml",
+                             [{"name": "ft", "url": server.url("/feed/0.xml")},
+                              {"name": "late", "url": server.url("/feed/1.xml")}])
+    p = Pipeline(load_config(None, str(feeds_path), env_for(tmp_path)), processes=1)
+    try:
+        # Polled and extracted before anything was published: the feed's dates stay.
+        p.run_cycle(names=["ft"])
+        rows = db(tmp_path).execute(
+            "SELECT extract_status, published, updated FROM entries").fetchall()
+        assert {r["extract_status"] for r in rows} == {"done"}
+        assert all(r["updated"] == r["published"] for r in rows)
+        # Published with the teaser first, the full text later: that is a change.
+        p.run_cycle(names=["late"], articles=False)
+        t0 = datetime.now(UTC).replace(microsecond=0)
+        p.run_cycle(names=["late"])
+        late = db(tmp_path).execute(
+            "SELECT e.extract_status, e.updated FROM entries e JOIN feeds f"
+            " ON f.id = e.feed_id WHERE f.name = 'late'").fetchall()
+        assert {r["extract_status"] for r in late} == {"done"}
+        assert all(datetime.fromisoformat(r["updated"]) >= t0 for r in late)
+    finally:
+        p.close()
+
+
+def test_migration_gives_stored_entries_their_own_dates(tmp_path: Path) -> None:
+    """A store written before the dates migration: entries never changed since they were
+    stored take their own date instead of first-seen, stories their members' newest; the
+    views keep every column."""
+    from aggregator.store import MIGRATIONS, Store, _split_sql, entry_uid
+
+    mine = next(i for i, (name, _) in enumerate(MIGRATIONS) if name.startswith("dates a"))
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    # what Store registers on its connections for the migrations before this one
+    conn.create_function("aggregator_entry_uid", 2, entry_uid, deterministic=True)
+    conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY,"
+                 " name TEXT NOT NULL, applied TEXT NOT NULL)")
+    for version, (name, sql) in enumerate(MIGRATIONS[:mine], start=1):
+        for statement in _split_sql(sql):
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_migrations VALUES (?, ?, '2026-11-01T00:00:00Z')",
+                     (version, name))
+    columns = {v: [r[1] for r in conn.execute(f"PRAGMA table_info({v})")]
+               for v in ("items", "feed_health", "story_outlets")}
+    conn.execute("INSERT INTO feeds(id, name, url, created) VALUES (1, 'f', 'https://f/',"
+                 " '2026-11-01T00:00:00Z')")
+    conn.execute("INSERT INTO stories(id, representative_id, first_seen, updated) VALUES"
+                 " (1, 1, '2026-12-01T00:00:00Z', '2026-12-01T00:00:00Z')")
+    for id_, published, updated in ((1, "2023-05-01T10:00:00Z", "2026-12-01T00:00:00Z"),
+                                    (2, "2023-05-02T10:00:00Z", "2026-12-03T00:00:00Z")):
+        # 1 was never changed (updated = first seen); 2 was edited on December 3rd.
+        conn.execute(
+            "INSERT INTO entries(id, feed_id, key, title, content_html, text, published,"
+            " updated, first_seen, last_seen, content_hash, extract_status, story_id)"
+            " VALUES (?, 1, ?, 't', '', '', ?, ?, '2026-12-01T00:00:00Z',"
+            " '2026-12-01T00:00:00Z', 'h', 'skipped', 1)",
+            (id_, str(id_), published, updated))
+    conn.commit()
+    conn.close()
+
+    st = Store(path)
+    st.migrate()
+    try:
+        assert st.schema_version() == len(MIGRATIONS)
+        c = st.conn
+        assert [r[0] for r in c.execute("SELECT updated FROM entries ORDER BY id")] == [
+            "2023-05-01T10:00:00Z", "2026-12-03T00:00:00Z"]
+        assert c.execute("SELECT updated FROM stories").fetchone()[0] == "2026-12-03T00:00:00Z"
+        for view, names in columns.items():
+            assert [r[1] for r in c.execute(f"PRAGMA table_info({view})")] == names
+        assert "updated" in [r[1] for r in c.execute("PRAGMA table_info(feeds)")]
+    finally:
+        st.close()

@@ -28,7 +28,9 @@ from aggregator.models import (
     OutputSummary,
 )
 from aggregator.publish import (
+    ItemFields,
     also_reported_html,
+    item_fields,
     publish_output,
     render_atom,
     render_json,
@@ -42,6 +44,7 @@ NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 BASE = "https://feeds.example.org/pub/"
 ATOM = "{http://www.w3.org/2005/Atom}"
 FH = "{http://purl.org/syndication/history/1.0}"
+CONTENT = "http://purl.org/rss/1.0/modules/content/"
 RENDER = {"atom": render_atom, "rss": render_rss, "json": render_json}
 OUTPUT = OutputConfig(name="caucasus", title="South Caucasus <news> & more", description="All")
 
@@ -303,7 +306,7 @@ def test_json_feed() -> None:
         assert entry.get("url") == item.url
         assert datetime.fromisoformat(entry["date_published"]) == item.published
         assert datetime.fromisoformat(entry["date_modified"]) == item.updated
-        for author in entry["authors"]:
+        for author in entry.get("authors", []):
             assert isinstance(author["name"], str) and author["name"]
         for attachment in entry.get("attachments", []):
             assert attachment["url"].startswith("https://") and "/" in attachment["mime_type"]
@@ -312,7 +315,7 @@ def test_json_feed() -> None:
         assert entry.get("tags", []) == list(item.categories)
     first, second, third = feed["items"]
     assert first["authors"] == [{"name": "Author 1"}]
-    assert second["authors"] == [{"name": "News.am", "url": "https://news.example/"}]
+    assert "authors" not in second  # no author: the outlet is the source, not the author
     assert first["image"] == "https://news.example/img/1.jpg"
     assert first["attachments"][0] == {
         "url": "https://news.example/a.mp3",
@@ -414,6 +417,8 @@ def test_also_reported_by_block() -> None:
         '<a href="http://c.example/">c</a> (2024-05-01 09:30 UTC)</p>'
     )
     assert also_reported_html([]) == ""
+    # An outlet whose entry has no date: no made-up time.
+    assert also_reported_html([Outlet("d", "D", None, None)]) == "<p>Also reported by: D</p>"
 
 
 # --------------------------------------------------------------------------- write_atomic
@@ -832,3 +837,142 @@ def test_real_feeds_republished(corpus: Path, atom_schema: etree.RelaxNG, tmp_pa
             assert alternate_links(entry) == ([item.url] if absolute else [])
     feed = json.loads((tmp_path / "caucasus.json").read_bytes())
     assert {e["id"]: e["title"] for e in feed["items"]} == {u: i.title for u, i in expected.items()}
+
+
+# --------------------------------------------------------------------------- one rule per field
+
+
+def agreement_items() -> list[Item]:
+    """Items that differ in every field the formats must agree on."""
+    return [
+        make_item(1, outlets=(Outlet("civil-ge", "Civil.ge", "https://civil.example/x",
+                                     NOW - timedelta(hours=3)),)),
+        make_item(2, author=None, summary=""),  # no author, no summary
+        make_item(3, content_html="", summary=""),  # no body at all, a link
+        make_item(4, published=None),  # undated
+        make_item(5, content_html="", summary="", url=None, author=" "),  # nothing but a title
+        make_item(6, content_html="", summary="A summary only"),
+        make_item(7, updated=NOW - timedelta(days=30)),  # updated before published: published
+    ]
+
+
+def _text(value: str | None) -> str | None:
+    """Markup-free, whitespace-collapsed text; None for nothing."""
+    if not value:
+        return None
+    text = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", value)).split())
+    return text or None
+
+
+def _when(value: object) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return datetime.fromisoformat(value)
+    return datetime.fromtimestamp(calendar.timegm(value), UTC)  # type: ignore[arg-type]
+
+
+def _fields_read_back(fmt: str, data: bytes) -> list[dict[str, object]]:
+    """What a reader gets from each entry: feedparser for Atom and RSS, the JSON itself for
+    JSON Feed (feedparser does not read it)."""
+    out: list[dict[str, object]] = []
+    if fmt == "json":
+        for i in json.loads(data)["items"]:
+            authors = i.get("authors") or []
+            out.append(dict(
+                title=i["title"], link=i.get("url"),
+                author=authors[0]["name"] if authors else None,
+                content=_text(i.get("content_html") or i.get("content_text")),
+                summary=_text(i.get("summary") or i.get("content_html") or i.get("content_text")),
+                published=_when(i.get("date_published")), updated=_when(i["date_modified"]),
+            ))
+        return out
+    parsed = feedparser.parse(data)
+    assert not parsed.bozo, parsed.get("bozo_exception")
+    for e in parsed.entries:
+        content = _text(e.content[0].value) if e.get("content") else None
+        if fmt == "rss" and content is None:
+            content = _text(e.get("summary"))  # no content:encoded: the description is all
+        link = e.get("link")
+        out.append(dict(
+            title=e.title, link=link if link and link.startswith("http") else None,
+            author=e.get("author"), content=content,
+            # feedparser shows the content where there is no summary (Atom), as RSS does
+            summary=_text(e.get("summary")),
+            published=_when(e.get("published_parsed")), updated=_when(e.get("updated_parsed")),
+        ))
+    return out
+
+
+def _expected(f: ItemFields) -> dict[str, object]:
+    content = _text(f.content_html) or _text(f.content_text)
+    return dict(
+        title=f.title, link=f.link, author=f.author, content=content,
+        summary=_text(f.summary) or content,  # what a reader lists: the summary, else content
+        published=f.published, updated=f.updated,
+    )
+
+
+def test_item_fields_one_rule_per_field() -> None:
+    one, two, three, four, five, six, seven = (item_fields(i) for i in agreement_items())
+    assert one.author == "Author 1" and two.author is None and five.author is None
+    assert one.content_html is not None and "Also reported by" in one.content_html
+    assert three.content_html is None and three.content_text is None  # the link suffices
+    assert five.content_html is None and five.content_text == "Story 5"  # no link: title
+    assert six.content_html == "<p>A summary only</p>" and six.summary == "A summary only"
+    assert four.published is None and four.updated == make_item(4).updated
+    assert seven.updated == seven.published == make_item(7).published
+
+
+@pytest.mark.parametrize("fmt", ["atom", "rss", "json"])
+def test_three_formats_agree_field_by_field(fmt: str) -> None:
+    items = agreement_items()
+    data = RENDER[fmt](OUTPUT, items, base_url=BASE, now=NOW)
+    expected = [_expected(item_fields(i)) for i in items]
+    assert _fields_read_back(fmt, data) == expected
+
+
+def test_formats_leave_out_what_an_item_lacks() -> None:
+    items = agreement_items()
+    atom = etree.fromstring(render_atom(OUTPUT, items, base_url=BASE, now=NOW))
+    entries = atom.findall(f"{ATOM}entry")
+    # No blank content: left out where the alternate link stands in for it.
+    assert all((c.text or "").strip() for c in atom.iter(f"{ATOM}content"))
+    assert entries[2].find(f"{ATOM}content") is None
+    assert entries[2].find(f"{ATOM}link[@rel='alternate']") is not None
+    assert entries[4].find(f"{ATOM}content").get("type") == "text"
+    assert entries[3].find(f"{ATOM}published") is None
+    rss = etree.fromstring(render_rss(OUTPUT, items, base_url=BASE, now=NOW))
+    rss_items = rss.findall("channel/item")
+    assert rss_items[3].find("pubDate") is None
+    assert rss_items[2].find("description") is None
+    assert rss_items[2].find(f"{{{CONTENT}}}encoded") is None
+    js = json.loads(render_json(OUTPUT, items, base_url=BASE, now=NOW))["items"]
+    assert "date_published" not in js[3]
+    assert "authors" not in js[1] and "authors" not in js[4]
+    assert js[2]["content_html"] == "" and "content_text" not in js[2]
+    # The channel's pubDate is the newest dated item's.
+    assert rss.findtext("channel/pubDate") == "Sat, 27 Apr 2024 15:00:00 GMT"
+
+
+def test_atom_source_carries_the_source_feeds_updated() -> None:
+    fed = NOW - timedelta(days=2)
+    items = [make_item(1, feed_updated=fed), make_item(2)]
+    atom = etree.fromstring(render_atom(OUTPUT, items, base_url=BASE, now=NOW))
+    sources = [e.find(f"{ATOM}source") for e in atom.findall(f"{ATOM}entry")]
+    # RFC 4287 4.2.11: the source feed's own updated; unknown: the entry's own.
+    assert [s.findtext(f"{ATOM}updated") for s in sources] == [
+        "2024-04-29T12:00:00Z", "2024-04-27T10:05:00Z"]
+    js = json.loads(render_json(OUTPUT, items, base_url=BASE, now=NOW))["items"]
+    assert [i["_source"]["updated"] for i in js] == [
+        "2024-04-29T12:00:00Z", "2024-04-27T10:05:00Z"]
+
+
+def test_undated_items_sort_behind_dated_ones_in_feed_order(tmp_path: Path) -> None:
+    dated = [make_item(n) for n in (1, 2)]
+    undated = [make_item(n, published=None, updated=NOW) for n in (10, 11, 12)]
+    out = tmp_path / "out"
+    publish_output(replace(OUTPUT, limit=3), [*undated, *dated], out, base_url=BASE, now=NOW)
+    # The store gives a feed's top entry the highest id: 12, 11, 10 is the feed's order.
+    assert ids_of(out / "caucasus.atom") == [dated[1].uid, dated[0].uid, undated[2].uid]
+    assert ids_of(out / "caucasus-archive-1.atom") == [undated[1].uid, undated[0].uid]
