@@ -3,7 +3,7 @@
 Scheduling state (next poll per feed) lives in the database, so a restart resumes where it
 stopped. APScheduler runs three jobs: a short `poll` tick that polls the feeds that are due,
 an `articles` job that drains the full-text backlog within its budget, and `maintenance`
-(config file watch, WAL checkpoint, page retention). Jobs never overlap themselves.
+(config file watch, WAL checkpoint, page and entry retention). Jobs never overlap themselves.
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ log = logging.getLogger("aggregator.daemon")
 POLL_TICK = 10.0  # seconds between looks at which feeds are due
 ARTICLE_TICK = 20.0
 MAINTENANCE_TICK = 5.0
+# Free database pages returned to the file system per hourly prune: the rest follows in the
+# next hours, so the writer never pauses long.
+VACUUM_PAGES = 25_000
 PUBLISH_TICK = 15.0
 
 
@@ -125,7 +128,20 @@ class Daemon:
             retention = self.config.settings.page_retention_days
             cutoff = datetime.now(UTC) - timedelta(days=retention)
             self.pipeline.writer.call(lambda st: st.prune_pages(cutoff))
+            self._prune()
             self.pipeline.writer.call(lambda st: st.checkpoint())
+
+    def _prune(self) -> None:
+        """Entry retention (entry_retention, max_entries); published files stay as they are."""
+        try:
+            report = self.pipeline.prune(vacuum_pages=VACUUM_PAGES)
+        except Exception:
+            log.exception("pruning entries failed")
+            return
+        if report.entries or report.vacuumed:
+            log.info("pruned %d entries (%d article pages, %d stories deleted);"
+                     " database %d -> %d bytes", report.entries, report.pages,
+                     report.stories_deleted, report.size_before, report.size_after)
 
     def _file_mtimes(self) -> tuple[float, ...]:
         result = []
