@@ -1209,9 +1209,10 @@ class Store:
                 self._refresh_story(c, story_id, now, touch=False)
         free_after = int(c.execute("PRAGMA freelist_count").fetchone()[0])
         page_size = int(c.execute("PRAGMA page_size").fetchone()[0])
-        if not dry_run:
-            for entry_id in ids:  # flushed above; a writer between may have staged more
-                if entry_id in self._pending_of:
+        for entry_id in ids:  # flushed above, unless dry: count what the flush would write
+            if entry_id in self._pending_of:
+                bands += len(self._pending_of[entry_id])
+                if not dry_run:
                     self._unstage(entry_id)
         return PruneReport(
             dry_run=dry_run,
@@ -1262,8 +1263,10 @@ class Store:
                 return 0
             before = int(self.conn.execute("PRAGMA page_count").fetchone()[0])
             arg = "" if max_pages is None else f"({int(max_pages)})"
-            # A pragma that returns rows: each must be stepped for the pages to be moved.
-            self.conn.execute(f"PRAGMA incremental_vacuum{arg}").fetchall()
+            # Each step of this pragma frees one page, and execute() steps a statement
+            # without result columns once: executescript steps it to the end. (Autocommit
+            # mode: executescript has no transaction of ours to commit first.)
+            self.conn.executescript(f"PRAGMA incremental_vacuum{arg};")
             after = int(self.conn.execute("PRAGMA page_count").fetchone()[0])
         return before - after
 
