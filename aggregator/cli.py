@@ -438,9 +438,11 @@ def prune(obj: Ctx, dry_run: bool, vacuum: bool) -> None:
     click.echo(f"stories: {report.stories_touched} kept with fewer members,"
                f" {report.stories_deleted} deleted with their last member;"
                f" {report.protected} due entries kept: a current document shows them")
-    freed = f"{_mb(report.freed)} of database pages {'would be ' if dry_run else ''}freed"
+    freed = f"{_mb(report.freed)} of database pages freed"
     if dry_run:
-        click.echo(f"space: {freed}; database {_mb(report.size_before)}"
+        click.echo(f"space: at least {_mb(report.freed)} of database pages would be freed (the"
+                   " search index gives back more once merged); database"
+                   f" {_mb(report.size_before)}"
                    + ("; --vacuum is ignored with --dry-run" if vacuum else ""))
         return
     line = f"space: {freed}; database {_mb(report.size_before)} -> {_mb(report.size_after)}"

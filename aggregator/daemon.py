@@ -33,8 +33,8 @@ log = logging.getLogger("aggregator.daemon")
 POLL_TICK = 10.0  # seconds between looks at which feeds are due
 ARTICLE_TICK = 20.0
 MAINTENANCE_TICK = 5.0
-# Free database pages returned to the file system per hourly prune: the rest follows in the
-# next hours, so the writer never pauses long.
+# Pages of search-index merging, and free pages returned to the file system, per hourly
+# prune: the rest follows in the next hours, so the writer never pauses long.
 VACUUM_PAGES = 25_000
 PUBLISH_TICK = 15.0
 

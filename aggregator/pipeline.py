@@ -769,9 +769,11 @@ class Pipeline:
     def prune(self, *, dry_run: bool = False, vacuum: bool = False,
               vacuum_pages: int | None = None) -> PruneReport:
         """Delete the entries the retention settings let go (store.prune), except those the
-        current documents show; then return the freed space to the file system: all of it
-        with ``vacuum`` (a full VACUUM, which also switches an older database to incremental
-        vacuum), else up to ``vacuum_pages`` pages (all when None) by incremental vacuum.
+        current documents show; then merge the search index (the deleted entries' rows leave
+        it only then) and return the freed space to the file system: all of it with
+        ``vacuum`` (a full VACUUM, which also switches an older database to incremental
+        vacuum), else by incremental vacuum. ``vacuum_pages`` bounds both steps (pages
+        written, pages returned) so that the writer never pauses long; None: no bound.
         Published files are not rewritten: the current documents keep their items, and
         sealed archive pages are history."""
         s = self.config.settings
@@ -786,6 +788,10 @@ class Pipeline:
                     Store.prune, now=now, entry_retention=s.entry_retention,
                     feeds=self.config.feeds, protect=protect, dry_run=dry_run))
         vacuumed = None
+        if report.entries and not dry_run:
+            freed = self.writer.call(lambda st: st.optimize_search(vacuum_pages))
+            page = self.writer.call(lambda st: st.page_size())
+            report = replace(report, freed=report.freed + freed * page)
         if not dry_run and vacuum:
             self.writer.call(lambda st: st.vacuum())
             vacuumed = "full"

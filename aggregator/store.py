@@ -1227,6 +1227,25 @@ class Store:
             freed=max(0, free_after - free_before) * page_size,
         )
 
+    def optimize_search(self, max_pages: int | None = None) -> int:
+        """Merge the search index's segments, so the rows of deleted entries leave it: FTS5
+        records a delete as a marker, and the deleted rows take space until the segments
+        holding them are merged, which for its oldest, largest segments may be never.
+        ``max_pages``: stop after about that many pages written (the next call goes on);
+        None: merge it all into one segment. Returns the database pages this freed."""
+        with self._lock:
+            before = int(self.conn.execute("PRAGMA freelist_count").fetchone()[0])
+            if max_pages is None:
+                self.conn.execute("INSERT INTO entries_fts(entries_fts) VALUES ('optimize')")
+            else:
+                # Negative: segments of every level are merged together (an optimize in
+                # steps), not only levels already holding `automerge` segments.
+                self.conn.execute(
+                    "INSERT INTO entries_fts(entries_fts, rank) VALUES ('merge', ?)",
+                    (-max(1, int(max_pages)),))
+            after = int(self.conn.execute("PRAGMA freelist_count").fetchone()[0])
+        return max(0, after - before)
+
     def size(self) -> int:
         """Bytes the database takes on disk: its file and its WAL."""
         if self.path == ":memory:":
@@ -1238,6 +1257,9 @@ class Store:
             except OSError:
                 pass
         return total
+
+    def page_size(self) -> int:
+        return int(self.conn.execute("PRAGMA page_size").fetchone()[0])
 
     def auto_vacuum(self) -> str:
         mode = int(self.conn.execute("PRAGMA auto_vacuum").fetchone()[0])
