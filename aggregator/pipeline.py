@@ -788,7 +788,7 @@ class Pipeline:
                     Store.prune, now=now, entry_retention=s.entry_retention,
                     feeds=self.config.feeds, protect=protect, dry_run=dry_run))
         vacuumed = None
-        if report.entries and not dry_run:
+        if not dry_run:  # also goes on with a merge an earlier prune started
             freed = self.writer.call(lambda st: st.optimize_search(vacuum_pages))
             page = self.writer.call(lambda st: st.page_size())
             report = replace(report, freed=report.freed + freed * page)

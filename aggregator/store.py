@@ -1199,6 +1199,10 @@ class Store:
                 f"DELETE FROM entry_bands WHERE entry_id IN ({marks})", chunk).rowcount
             # The entries_fts_ad trigger removes each entry's search rows.
             c.execute(f"DELETE FROM entries WHERE id IN ({marks})", chunk)
+        if ids:  # counted towards the next merge of the search index (optimize_search)
+            c.execute("INSERT INTO store_state(name, value) VALUES ('search_pruned', ?)"
+                      " ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                      (len(ids),))
         deleted = 0
         for story_id in sorted(stories):
             if c.execute("SELECT 1 FROM entries WHERE story_id = ? LIMIT 1",
@@ -1227,23 +1231,41 @@ class Store:
             freed=max(0, free_after - free_before) * page_size,
         )
 
-    def optimize_search(self, max_pages: int | None = None) -> int:
-        """Merge the search index's segments, so the rows of deleted entries leave it: FTS5
-        records a delete as a marker, and the deleted rows take space until the segments
-        holding them are merged, which for its oldest, largest segments may be never.
-        ``max_pages``: stop after about that many pages written (the next call goes on);
-        None: merge it all into one segment. Returns the database pages this freed."""
-        with self._lock:
-            before = int(self.conn.execute("PRAGMA freelist_count").fetchone()[0])
+    def optimize_search(self, max_pages: int | None = None, garbage: float = 0.1) -> int:
+        """Merge the search index's segments, so that the rows of pruned entries leave it:
+        FTS5 records a deletion as a marker, and the deleted rows take space until the
+        segments holding them are merged, which for its oldest, largest segments may be
+        never. ``max_pages`` None: merge it all into one segment now, if anything was pruned
+        since the last time. Else a merge in steps of about ``max_pages`` pages written per
+        call, started once pruned entries are a ``garbage`` share of the index and run until
+        about the index's size has been written (one rewrite per such share, however often
+        this is called). Returns the database pages this freed."""
+        with self.transaction() as c:
+            state = dict(c.execute("SELECT name, value FROM store_state"
+                                   " WHERE name IN ('search_pruned', 'search_merge_left')"))
+            pruned = int(state.get("search_pruned", 0))
+            left = int(state.get("search_merge_left", 0))
+            if not pruned and left <= 0:
+                return 0
+            before = int(c.execute("PRAGMA freelist_count").fetchone()[0])
             if max_pages is None:
-                self.conn.execute("INSERT INTO entries_fts(entries_fts) VALUES ('optimize')")
+                c.execute("INSERT INTO entries_fts(entries_fts) VALUES ('optimize')")
+                pruned = left = 0
             else:
-                # Negative: segments of every level are merged together (an optimize in
+                if left <= 0:
+                    kept = int(c.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+                    if pruned < garbage * (kept + pruned):
+                        return 0
+                    left = int(c.execute("SELECT COUNT(*) FROM entries_fts_data").fetchone()[0])
+                    pruned = 0  # this merge takes them out; later ones count towards the next
+                # Negative: the segments of every level are merged together (an optimize in
                 # steps), not only levels already holding `automerge` segments.
-                self.conn.execute(
-                    "INSERT INTO entries_fts(entries_fts, rank) VALUES ('merge', ?)",
-                    (-max(1, int(max_pages)),))
-            after = int(self.conn.execute("PRAGMA freelist_count").fetchone()[0])
+                c.execute("INSERT INTO entries_fts(entries_fts, rank) VALUES ('merge', ?)",
+                          (-max(1, int(max_pages)),))
+                left = max(0, left - max(1, int(max_pages)))
+            c.executemany("INSERT OR REPLACE INTO store_state(name, value) VALUES (?, ?)",
+                          [("search_pruned", pruned), ("search_merge_left", left)])
+            after = int(c.execute("PRAGMA freelist_count").fetchone()[0])
         return max(0, after - before)
 
     def size(self) -> int:

@@ -235,6 +235,43 @@ def test_a_feed_still_listing_pruned_entries_does_not_bring_them_back(tmp_path: 
     st.close()
 
 
+def test_search_index_is_merged_in_steps_once_pruned_rows_are_a_tenth(tmp_path: Path) -> None:
+    st, feed = open_store(tmp_path / "a.db")
+    for i in range(40):  # one transaction each: many small index segments
+        record(st, feed["f0"], entry(f"k{i}", article_words(0, i, 150),
+                                     NOW - timedelta(days=40 - i), title=f"Report {i}"))
+
+    def state() -> dict[str, int]:
+        return {"search_pruned": 0, "search_merge_left": 0} | dict(st.conn.execute(
+            "SELECT name, value FROM store_state WHERE name LIKE 'search_%'"))
+
+    def index_rows() -> int:
+        return int(st.conn.execute("SELECT COUNT(*) FROM entries_fts_data").fetchone()[0])
+
+    assert st.prune(now=NOW, entry_retention=39.5 * DAY).entries == 1
+    assert st.optimize_search(max_pages=20) == 0  # 1 of 40: not worth a rewrite yet
+    assert state() == {"search_pruned": 1, "search_merge_left": 0}
+    assert st.prune(now=NOW, entry_retention=20.5 * DAY).entries == 19
+    rows = index_rows()
+    st.optimize_search(max_pages=20)
+    assert state()["search_pruned"] == 0 and 0 < state()["search_merge_left"] < rows
+    steps = 1
+    while state()["search_merge_left"] and steps < 1000:
+        st.optimize_search(max_pages=20)
+        steps += 1
+    assert 1 < steps < 1000
+    assert index_rows() < rows * 0.7
+    assert st.optimize_search(max_pages=20) == 0
+    assert state() == {"search_pruned": 0, "search_merge_left": 0}
+    consistent(st.conn)
+    # The command merges it all at once, whatever the share.
+    assert st.prune(now=NOW, entry_retention=19.5 * DAY).entries == 1
+    st.optimize_search()
+    assert state() == {"search_pruned": 0, "search_merge_left": 0}
+    consistent(st.conn)
+    st.close()
+
+
 def test_new_store_vacuums_incrementally_and_an_old_one_is_switched(tmp_path: Path) -> None:
     st = Store(tmp_path / "new.db")
     st.migrate()
