@@ -427,6 +427,8 @@ def prune(obj: Ctx, dry_run: bool, vacuum: bool) -> None:
                        "no entry is due")
         report = pipeline.prune(dry_run=dry_run, vacuum=vacuum and not dry_run)
         mode = pipeline.writer.call(lambda st: st.auto_vacuum())
+    except AggregatorError as exc:
+        raise click.ClickException(str(exc)) from exc
     finally:
         pipeline.close()
     verb = "would delete" if dry_run else "deleted"

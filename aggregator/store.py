@@ -1148,14 +1148,20 @@ class Store:
         if self._pending_of and not dry_run:
             self.flush_bands()  # no band key of a deleted entry may wait in memory
         with self._lock:
-            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot prune {self.path}: {exc}") from exc
             try:
                 report = self._prune(self.conn, now, entry_retention, config, set(protect),
                                      dry_run)
-            except BaseException:
-                self.conn.execute("ROLLBACK")
+                self.conn.execute("ROLLBACK" if dry_run else "COMMIT")
+            except BaseException as exc:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"cannot prune {self.path}: {exc}") from exc
                 raise
-            self.conn.execute("ROLLBACK" if dry_run else "COMMIT")
         return report
 
     def _prune(self, c: sqlite3.Connection, now: datetime, default: float,
@@ -1240,6 +1246,12 @@ class Store:
         call, started once pruned entries are a ``garbage`` share of the index and run until
         about the index's size has been written (one rewrite per such share, however often
         this is called). Returns the database pages this freed."""
+        try:
+            return self._optimize_search(max_pages, garbage)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot merge the search index of {self.path}: {exc}") from exc
+
+    def _optimize_search(self, max_pages: int | None, garbage: float) -> int:
         with self.transaction() as c:
             state = dict(c.execute("SELECT name, value FROM store_state"
                                    " WHERE name IN ('search_pruned', 'search_merge_left')"))
@@ -1306,11 +1318,14 @@ class Store:
             if self.auto_vacuum() != "incremental":
                 return 0
             before = int(self.conn.execute("PRAGMA page_count").fetchone()[0])
-            arg = "" if max_pages is None else f"({int(max_pages)})"
+            arg = "" if max_pages is None else f"({max(1, int(max_pages))})"
             # Each step of this pragma frees one page, and execute() steps a statement
             # without result columns once: executescript steps it to the end. (Autocommit
             # mode: executescript has no transaction of ours to commit first.)
-            self.conn.executescript(f"PRAGMA incremental_vacuum{arg};")
+            try:
+                self.conn.executescript(f"PRAGMA incremental_vacuum{arg};")
+            except sqlite3.Error as exc:
+                raise StoreError(f"incremental vacuum of {self.path} failed: {exc}") from exc
             after = int(self.conn.execute("PRAGMA page_count").fetchone()[0])
         return before - after
 
