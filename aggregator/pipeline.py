@@ -797,8 +797,10 @@ class Pipeline:
             vacuumed = "full"
         elif not dry_run:  # also the pages earlier deletions left free (article pages)
             if self.writer.call(lambda st: st.incremental_vacuum(vacuum_pages)):
-                self.writer.call(lambda st: st.fold_wal())
                 vacuumed = "incremental"
+        if not dry_run and (report.entries or vacuumed):
+            # The deletions sit in the WAL until a checkpoint: fold them into the file now.
+            self.writer.call(lambda st: st.fold_wal())
         return replace(report, size_before=size_before,
                        size_after=self.writer.call(lambda st: st.size()), vacuumed=vacuumed)
 
