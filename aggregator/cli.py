@@ -415,6 +415,62 @@ def reprocess(obj: Ctx, feed_name: str | None, since: datetime | None) -> None:
     click.echo(f"{done} entries reprocessed, {failed} failed")
 
 
+def _mb(size: int) -> str:
+    return f"{size / 1_048_576:.1f} MB"
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Show what would be deleted; change nothing.")
+@click.option("--vacuum", is_flag=True,
+              help="Afterwards rewrite the database (VACUUM): all free space is returned and "
+                   "an older database is switched to incremental vacuum. Needs free disk space "
+                   "for a copy of the database, and holds other writers meanwhile.")
+@click.pass_obj
+def prune(obj: Ctx, dry_run: bool, vacuum: bool) -> None:
+    """Delete entries past entry_retention or their feed's max_entries (what the current
+    published documents show stays), with their search rows, pages and story membership."""
+    from .pipeline import Pipeline
+
+    config = obj.load()
+    if not Path(config.settings.database).exists():
+        raise click.ClickException(
+            f"no database at {config.settings.database}: run `aggregator update` first")
+    pipeline = Pipeline(config)
+    try:
+        if not pipeline.retention_configured():
+            click.echo("no retention configured (entry_retention, max_entries): "
+                       "no entry is due")
+        report = pipeline.prune(dry_run=dry_run, vacuum=vacuum and not dry_run)
+        mode = pipeline.writer.call(lambda st: st.auto_vacuum())
+    except AggregatorError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        pipeline.close()
+    verb = "would delete" if dry_run else "deleted"
+    feeds = ", ".join(f"{name} {n}" for name, n in report.by_feed[:10])
+    if len(report.by_feed) > 10:
+        feeds += f", {len(report.by_feed) - 10} more feeds"
+    click.echo(f"{verb} {report.entries} entries" + (f" ({feeds})" if feeds else "")
+               + f", {report.pages} article pages, {report.band_rows} band rows")
+    click.echo(f"stories: {report.stories_touched} kept with fewer members,"
+               f" {report.stories_deleted} deleted with their last member;"
+               f" {report.protected} due entries kept: a current document shows them")
+    freed = f"{_mb(report.freed)} of database pages freed"
+    if dry_run:
+        click.echo(f"space: at least {_mb(report.freed)} of database pages would be freed (the"
+                   " search index gives back more once merged); database"
+                   f" {_mb(report.size_before)}"
+                   + ("; --vacuum is ignored with --dry-run" if vacuum else ""))
+        return
+    line = f"space: {freed}; database {_mb(report.size_before)} -> {_mb(report.size_after)}"
+    if report.vacuumed:
+        line += f" ({report.vacuumed} vacuum)"
+    elif mode != "incremental":
+        line += ("; this database predates incremental vacuum: `aggregator prune --vacuum`"
+                 " returns the free space to the file system")
+    click.echo(line)
+
+
 # --------------------------------------------------------------------------- feed list
 
 

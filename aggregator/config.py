@@ -84,7 +84,7 @@ _TAG = "tag:yaml.org,2002:"
 
 _FEED_KEYS = (
     "name", "url", "title", "site_url", "language", "tags", "interval", "full_text",
-    "allow_private_network", "rules",
+    "allow_private_network", "rules", "entry_retention", "max_entries",
 )  # fmt: skip
 _RULE_KEYS = ("body", "strip")
 _OUTPUT_KEYS = ("name", "title", "description", "limit", "archive_pages", "formats", "filter")
@@ -673,11 +673,15 @@ _DURATIONS = frozenset(
     {
         "default_interval", "min_interval", "max_interval", "max_backoff", "retry_after_max",
         "connect_timeout", "read_timeout", "fetch_deadline", "per_host_delay", "parse_timeout",
+        "entry_retention",
     }
 )  # fmt: skip
 _SIZES = frozenset({"feed_max_bytes", "page_max_bytes"})
-_ZERO_OK = frozenset({"per_host_delay", "jitter", "max_redirects", "article_budget", "extract_processes",
-                      "archive_pages"})
+_ZERO_OK = frozenset({
+    "per_host_delay", "jitter", "max_redirects", "article_budget", "extract_processes",
+    "archive_pages",
+    "entry_retention",  # 0: entries are kept forever
+})  # fmt: skip
 # String settings where empty means "off".
 _EMPTY_OK = frozenset({"metrics_listen"})
 # Settings that may be left unset (None): an empty AGGREGATOR_<NAME> unsets them too.
@@ -965,6 +969,12 @@ def _feed(check: _Checker, item: _Y, settings: Settings) -> FeedConfig | None:
     if "rules" in f:
         kwargs["rule"] = _rule(check, f["rules"])
         ok &= kwargs["rule"] is not None
+    if "entry_retention" in f:  # 0 keeps this feed's entries forever, whatever the setting
+        kwargs["entry_retention"] = check.duration(f["entry_retention"], "entry_retention")
+        ok &= kwargs["entry_retention"] is not None
+    if "max_entries" in f:
+        kwargs["max_entries"] = check.integer(f["max_entries"], "max_entries", 1)
+        ok &= kwargs["max_entries"] is not None
     if not ok or name is None or url is None:
         return None
     return FeedConfig(name=name, url=url.strip(), line=item.line, **kwargs)

@@ -4,7 +4,7 @@ Scheduling state (next poll per feed) lives in the database, so a restart resume
 stopped. APScheduler runs four jobs: a short `poll` tick that polls the feeds that are due,
 an `articles` job that drains the full-text backlog within its budget, `publish`, and
 `maintenance` (config file watch, watchdog, database write check, WAL checkpoint, page
-retention). Jobs never overlap themselves.
+and entry retention). Jobs never overlap themselves.
 
 Progress has one definition (`Progress`), consulted by both the systemd watchdog ping and
 `/readyz`: the scheduler made progress when a poll tick completed, a feed's poll was
@@ -39,6 +39,9 @@ log = logging.getLogger("aggregator.daemon")
 POLL_TICK = 10.0  # seconds between looks at which feeds are due
 ARTICLE_TICK = 20.0
 MAINTENANCE_TICK = 5.0
+# Pages of search-index merging, and free pages returned to the file system, per hourly
+# prune: the rest follows in the next hours, so the writer never pauses long.
+VACUUM_PAGES = 25_000
 PUBLISH_TICK = 15.0
 WRITE_CHECK_TIMEOUT = 2.0  # seconds the database write check waits for the write lock
 MAX_REPORTED_PROBLEMS = 5  # problems of a refused configuration listed by /readyz
@@ -196,7 +199,20 @@ class Daemon:
             retention = self.config.settings.page_retention_days
             cutoff = datetime.now(UTC) - timedelta(days=retention)
             self.pipeline.writer.call(lambda st: st.prune_pages(cutoff))
+            self._prune()
             self.pipeline.writer.call(lambda st: st.checkpoint())
+
+    def _prune(self) -> None:
+        """Entry retention (entry_retention, max_entries); published files stay as they are."""
+        try:
+            report = self.pipeline.prune(vacuum_pages=VACUUM_PAGES)
+        except Exception:
+            log.exception("pruning entries failed")
+            return
+        if report.entries or report.vacuumed:
+            log.info("pruned %d entries (%d article pages, %d stories deleted);"
+                     " database %d -> %d bytes", report.entries, report.pages,
+                     report.stories_deleted, report.size_before, report.size_after)
 
     def _file_mtimes(self) -> tuple[float, ...]:
         result = []

@@ -60,6 +60,9 @@ class Settings:
     extract_processes: int = 0  # 0: one per core
     page_retention_days: int = 30
 
+    # Retention of entries (seconds; 0 keeps them forever). A feed may set its own.
+    entry_retention: float = 0.0
+
     # Stories
     dedup_threshold: float = 0.7
     dedup_window_days: int = 7
@@ -118,6 +121,8 @@ class FeedConfig:
     rule: SiteRule | None = None
     line: int = 0  # line in feeds.yaml, for messages
     site_url: str | None = None  # the outlet's home page (OPML htmlUrl)
+    entry_retention: float | None = None  # seconds; None: Settings.entry_retention; 0: forever
+    max_entries: int | None = None  # newest entries kept; None: no limit
 
 
 @dataclass(frozen=True)
@@ -381,6 +386,8 @@ class MetricsSnapshot:
     wal_bytes: int
     last_poll_cycle: float | None  # Unix time the last poll cycle completed
     feeds: tuple[FeedMetrics, ...] = ()
+
+
 @dataclass(frozen=True)
 class OutputSummary:
     """What the index page says about one published output: the items in its current
@@ -388,3 +395,24 @@ class OutputSummary:
 
     items: int
     updated: datetime | None
+
+
+# --------------------------------------------------------------------------- retention
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    """What a prune deleted (or, with ``dry_run``, would delete). Sizes are in bytes."""
+
+    dry_run: bool
+    entries: int = 0
+    pages: int = 0  # stored article pages
+    band_rows: int = 0
+    stories_touched: int = 0  # stories that lost members and kept some
+    stories_deleted: int = 0  # stories left without members
+    protected: int = 0  # entries due for pruning but kept: a current document shows them
+    by_feed: tuple[tuple[str, int], ...] = ()  # entries per feed name, most first
+    freed: int = 0  # database pages the deletion left free (reused before the file grows)
+    size_before: int = 0  # database file size (with its WAL) before
+    size_after: int = 0  # ... and after (space is returned by incremental vacuum or VACUUM)
+    vacuumed: str | None = None  # None, "incremental" or "full"

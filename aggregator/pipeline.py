@@ -45,6 +45,7 @@ from .models import (
     OutputConfig,
     OutputSummary,
     ParsedEntry,
+    PruneReport,
     SiteRule,
     StoryMatch,
 )
@@ -936,6 +937,63 @@ class Pipeline:
             )
         finally:
             st.close()
+
+    # ----------------------------------------------------------------------- retention
+
+    def retention_configured(self) -> bool:
+        """Whether any entry can be due for pruning: a global or per-feed entry_retention,
+        or a feed's max_entries."""
+        return self.config.settings.entry_retention > 0 or any(
+            f.entry_retention or f.max_entries for f in self.config.feeds)
+
+    def protected_entries(self, now: datetime) -> set[int]:
+        """Every member of every story the outputs' current documents show, selected as
+        `publish` selects them: a prune must leave those documents as they are."""
+        items: list[Item] = []
+        for output in self.config.outputs:
+            # An output whose items cannot be selected (a filter error) stops the prune:
+            # what its current document shows is unknown.
+            items += publish.current_items(output, self.output_items(output, now=now)[0])
+        stories = {i.story_id for i in items if i.story_id is not None}
+        return {i.id for i in items} | self._read_store().story_member_ids(stories)
+
+    def prune(self, *, dry_run: bool = False, vacuum: bool = False,
+              vacuum_pages: int | None = None) -> PruneReport:
+        """Delete the entries the retention settings let go (store.prune), except those the
+        current documents show; then merge the search index (the deleted entries' rows leave
+        it only then) and return the freed space to the file system: all of it with
+        ``vacuum`` (a full VACUUM, which also switches an older database to incremental
+        vacuum), else by incremental vacuum. ``vacuum_pages`` bounds both steps (pages
+        written, pages returned) so that the writer never pauses long; None: no bound.
+        Published files are not rewritten: the current documents keep their items, and
+        sealed archive pages are history."""
+        s = self.config.settings
+        now = _now()
+        size_before = self.writer.call(lambda st: st.size())
+        report = PruneReport(dry_run=dry_run)
+        if self.retention_configured():
+            # Under the publish lock: no publish picks items between the two steps.
+            with self._publish_lock:
+                protect = self.protected_entries(now)
+                report = self.writer.call(partial(
+                    Store.prune, now=now, entry_retention=s.entry_retention,
+                    feeds=self.config.feeds, protect=protect, dry_run=dry_run))
+        vacuumed = None
+        if not dry_run:  # also goes on with a merge an earlier prune started
+            freed = self.writer.call(lambda st: st.optimize_search(vacuum_pages))
+            page = self.writer.call(lambda st: st.page_size())
+            report = replace(report, freed=report.freed + freed * page)
+        if not dry_run and vacuum:
+            self.writer.call(lambda st: st.vacuum())
+            vacuumed = "full"
+        elif not dry_run:  # also the pages earlier deletions left free (article pages)
+            if self.writer.call(lambda st: st.incremental_vacuum(vacuum_pages)):
+                vacuumed = "incremental"
+        if not dry_run and (report.entries or vacuumed):
+            # The deletions sit in the WAL until a checkpoint: fold them into the file now.
+            self.writer.call(lambda st: st.fold_wal())
+        return replace(report, size_before=size_before,
+                       size_after=self.writer.call(lambda st: st.size()), vacuumed=vacuumed)
 
     # ----------------------------------------------------------------------- cycle
 

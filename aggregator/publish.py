@@ -669,6 +669,12 @@ def _paginate(
     return pages, seals
 
 
+def current_items(output: OutputConfig, items: Sequence[Item]) -> list[Item]:
+    """The items of an output's current document, newest first: the newest ``output.limit``
+    of ``items`` (the rest go to archive pages)."""
+    return sorted(items, key=_order_key, reverse=True)[: max(1, output.limit)]
+
+
 def publish_output(
     output: OutputConfig,
     items: Sequence[Item],
@@ -696,7 +702,7 @@ def publish_output(
     out_dir.mkdir(parents=True, exist_ok=True)
     size = max(1, output.limit)
     newest_first = sorted(items, key=_order_key, reverse=True)
-    current = newest_first[:size]
+    current = current_items(output, newest_first)
     manifest = _manifest_path(out_dir, output.name)
     pages, seals = _paginate(
         newest_first[size:][::-1], _load_sealed(manifest, size), size, complete

@@ -18,7 +18,7 @@ import struct
 import threading
 import uuid
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import StoreError
-from .models import Candidate, Enclosure, FeedConfig, FeedMetrics, Item, Outlet
+from .models import Candidate, Enclosure, FeedConfig, FeedMetrics, Item, Outlet, PruneReport
 
 # --------------------------------------------------------------------------- time helpers
 
@@ -452,7 +452,17 @@ SELECT
 FROM feeds f;
 """,
     ),
-
+    (
+        "keys of pruned entries, so a feed that still lists them does not bring them back",
+        """
+CREATE TABLE pruned_keys (
+    feed_id INTEGER NOT NULL REFERENCES feeds(id),
+    key TEXT NOT NULL,
+    pruned TEXT NOT NULL,
+    PRIMARY KEY (feed_id, key)
+) WITHOUT ROWID;
+""",
+    ),
 ]
 
 # The states a feed can be in, as feed_health.state derives them (the one place): `removed`
@@ -580,6 +590,7 @@ class Store:
         self.path = str(path)
         self.readonly = readonly
         self._busy_ms = int(timeout * 1000)
+        self._timeout = timeout
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -610,6 +621,11 @@ class Store:
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
             if not readonly:
+                # A new database frees space page by page after a prune (incremental_vacuum):
+                # the mode must be set before the first table, and before WAL mode writes the
+                # header. An older database is switched by one VACUUM (`prune --vacuum`).
+                if conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0:
+                    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
                 conn.execute("PRAGMA foreign_keys = ON")
@@ -804,6 +820,10 @@ class Store:
         with self.transaction() as c:
             row = c.execute("SELECT last_success FROM feeds WHERE id = ?", (feed_id,)).fetchone()
             first_poll = row is not None and row[0] is None
+            if entries:
+                gone = self._pruned_keys(c, feed_id, {e.key for e in entries})
+                if gone:
+                    entries = [e for e in entries if e.key not in gone]
             existing = self._existing(c, feed_id, [e.key for e in entries])
             stored = [
                 self._upsert_entry(c, feed_id, e, now, matcher, window_days,
@@ -872,6 +892,23 @@ class Store:
                 f" AND key IN ({marks})", (feed_id, *chunk)):
                 found[r["key"]] = r
         return found
+
+    @staticmethod
+    def _pruned_keys(c: sqlite3.Connection, feed_id: int, listed: set[str]) -> set[str]:
+        """The keys among ``listed`` (every key the feed lists now) whose entries were pruned:
+        they are not stored again. Keys the feed no longer lists are forgotten (were one to
+        come back, it would be a new entry), so this table stays as small as the feeds."""
+        pruned = {r[0] for r in c.execute(
+            "SELECT key FROM pruned_keys WHERE feed_id = ?", (feed_id,))}
+        if not pruned:
+            return pruned
+        stale = sorted(pruned - listed)
+        for lo in range(0, len(stale), 500):
+            chunk = stale[lo : lo + 500]
+            marks = ",".join("?" * len(chunk))
+            c.execute(f"DELETE FROM pruned_keys WHERE feed_id = ? AND key IN ({marks})",
+                      (feed_id, *chunk))
+        return pruned & listed
 
     def _upsert_entry(
         self,
@@ -1163,12 +1200,14 @@ class Store:
             self._refresh_story(c, row[0], now)
 
     @staticmethod
-    def _refresh_story(c: sqlite3.Connection, story_id: int, now: datetime) -> None:
+    def _refresh_story(c: sqlite3.Connection, story_id: int, now: datetime, *,
+                       touch: bool = True) -> None:
         """Recount a story and re-pick its representative: the fullest early version, i.e.
         among the members published within 6 hours of the earliest, the one with the most
         words (ties: earliest, then lowest id). The story's `updated` is its members' newest:
         it moves when an outlet joins (to that entry's own date) or a member changes, never
-        to the time of the poll that noticed it."""
+        to the time of the poll that noticed it. ``touch`` False (a prune only takes members
+        away, which is no news): `updated` stays as it is."""
         # An undated entry (published '') counts from when it was first seen.
         members = c.execute(
             "SELECT id, feed_id, COALESCE(NULLIF(published, ''), first_seen) AS published,"
@@ -1182,10 +1221,11 @@ class Store:
                  <= timedelta(hours=6)]
         rep = max(early, key=lambda m: (m["word_count"], -members.index(m)))
         c.execute(
-            "UPDATE stories SET representative_id = ?, updated = ?, entry_count = ?,"
+            "UPDATE stories SET representative_id = ?,"
+            " updated = CASE WHEN ? THEN ? ELSE updated END, entry_count = ?,"
             " outlet_count = ? WHERE id = ?",
             (
-                rep["id"], max(m["updated"] for m in members), len(members),
+                rep["id"], touch, max(m["updated"] for m in members), len(members),
                 len({m["feed_id"] for m in members}),
                 story_id,
             ),
@@ -1376,6 +1416,233 @@ class Store:
             args.append(ts(since))
         for r in self.conn.execute(sql + " ORDER BY p.entry_id", args):
             yield r[0], r[1], r[2], r[3], zlib.decompress(r[4]), r[5]
+
+    # ----------------------------------------------------------------------- retention
+
+    def prune(
+        self,
+        *,
+        now: datetime,
+        entry_retention: float,
+        feeds: Sequence[FeedConfig] = (),
+        protect: Collection[int] = (),
+        dry_run: bool = False,
+    ) -> PruneReport:
+        """Delete the entries the retention settings let go, in one transaction: older than
+        their feed's ``entry_retention`` (else the global one; 0 keeps them), or beyond their
+        feed's newest ``max_entries``. Age is the ``published`` column, which holds the
+        first-seen time when the feed gave no usable date. Entries in ``protect`` (what the
+        current documents show) stay. With each entry go its search (FTS) rows, band rows,
+        stored page and story membership; a story re-picks its representative, or goes when
+        no member is left. The entries' keys are remembered (pruned_keys) while their feed
+        still lists them. ``dry_run``: the same work, rolled back."""
+        config = {f.name: f for f in feeds}
+        if self._pending_of and not dry_run:
+            self.flush_bands()  # no band key of a deleted entry may wait in memory
+        with self._lock:
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot prune {self.path}: {exc}") from exc
+            try:
+                report = self._prune(self.conn, now, entry_retention, config, set(protect),
+                                     dry_run)
+                self.conn.execute("ROLLBACK" if dry_run else "COMMIT")
+            except BaseException as exc:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"cannot prune {self.path}: {exc}") from exc
+                raise
+        return report
+
+    def _prune(self, c: sqlite3.Connection, now: datetime, default: float,
+               config: dict[str, FeedConfig], protect: set[int], dry_run: bool) -> PruneReport:
+        free_before = int(c.execute("PRAGMA freelist_count").fetchone()[0])
+        due: set[int] = set()
+        names: dict[int, str] = {}
+        for feed_id, name in c.execute("SELECT id, name FROM feeds ORDER BY name").fetchall():
+            names[feed_id] = name
+            cfg = config.get(name)  # a feed no longer configured follows the global setting
+            retention = default if cfg is None or cfg.entry_retention is None \
+                else cfg.entry_retention
+            if retention > 0:
+                cutoff = ts(now - timedelta(seconds=retention))
+                due.update(i for (i,) in c.execute(
+                    "SELECT id FROM entries WHERE feed_id = ? AND published < ?",
+                    (feed_id, cutoff)))
+            if cfg is not None and cfg.max_entries:
+                due.update(i for (i,) in c.execute(
+                    "SELECT id FROM entries WHERE feed_id = ?"
+                    " ORDER BY published DESC, id DESC LIMIT -1 OFFSET ?",
+                    (feed_id, cfg.max_entries)))
+        ids = sorted(due - protect)
+        stories: set[int] = set()
+        per_feed: dict[int, int] = {}
+        pages = bands = 0
+        for lo in range(0, len(ids), 500):
+            chunk = ids[lo : lo + 500]
+            marks = ",".join("?" * len(chunk))
+            for feed_id, story_id in c.execute(
+                    f"SELECT feed_id, story_id FROM entries WHERE id IN ({marks})", chunk):
+                per_feed[feed_id] = per_feed.get(feed_id, 0) + 1
+                if story_id is not None:
+                    stories.add(story_id)
+            c.execute(
+                "INSERT OR IGNORE INTO pruned_keys(feed_id, key, pruned)"
+                f" SELECT feed_id, key, ? FROM entries WHERE id IN ({marks})",
+                (ts(now), *chunk))
+            pages += c.execute(f"DELETE FROM pages WHERE entry_id IN ({marks})", chunk).rowcount
+            bands += c.execute(
+                f"DELETE FROM entry_bands WHERE entry_id IN ({marks})", chunk).rowcount
+            # The entries_fts_ad trigger removes each entry's search rows.
+            c.execute(f"DELETE FROM entries WHERE id IN ({marks})", chunk)
+        if ids:  # counted towards the next merge of the search index (optimize_search)
+            c.execute("INSERT INTO store_state(name, value) VALUES ('search_pruned', ?)"
+                      " ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                      (len(ids),))
+        deleted = 0
+        for story_id in sorted(stories):
+            if c.execute("SELECT 1 FROM entries WHERE story_id = ? LIMIT 1",
+                         (story_id,)).fetchone() is None:
+                c.execute("DELETE FROM stories WHERE id = ?", (story_id,))
+                deleted += 1
+            else:
+                self._refresh_story(c, story_id, now, touch=False)
+        free_after = int(c.execute("PRAGMA freelist_count").fetchone()[0])
+        page_size = int(c.execute("PRAGMA page_size").fetchone()[0])
+        for entry_id in ids:  # flushed above, unless dry: count what the flush would write
+            if entry_id in self._pending_of:
+                bands += len(self._pending_of[entry_id])
+                if not dry_run:
+                    self._unstage(entry_id)
+        return PruneReport(
+            dry_run=dry_run,
+            entries=len(ids),
+            pages=pages,
+            band_rows=bands,
+            stories_touched=len(stories) - deleted,
+            stories_deleted=deleted,
+            protected=len(due & protect),
+            by_feed=tuple(sorted(((names[f], n) for f, n in per_feed.items()),
+                                 key=lambda x: (-x[1], x[0]))),
+            freed=max(0, free_after - free_before) * page_size,
+        )
+
+    def optimize_search(self, max_pages: int | None = None, garbage: float = 0.1) -> int:
+        """Merge the search index's segments, so that the rows of pruned entries leave it:
+        FTS5 records a deletion as a marker, and the deleted rows take space until the
+        segments holding them are merged, which for its oldest, largest segments may be
+        never. ``max_pages`` None: merge it all into one segment now, if anything was pruned
+        since the last time. Else a merge in steps of about ``max_pages`` pages written per
+        call, started once pruned entries are a ``garbage`` share of the index and run until
+        about the index's size has been written (one rewrite per such share, however often
+        this is called). Returns the database pages this freed."""
+        try:
+            return self._optimize_search(max_pages, garbage)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot merge the search index of {self.path}: {exc}") from exc
+
+    def _optimize_search(self, max_pages: int | None, garbage: float) -> int:
+        with self.transaction() as c:
+            state = dict(c.execute("SELECT name, value FROM store_state"
+                                   " WHERE name IN ('search_pruned', 'search_merge_left')"))
+            pruned = int(state.get("search_pruned", 0))
+            left = int(state.get("search_merge_left", 0))
+            if not pruned and left <= 0:
+                return 0
+            before = int(c.execute("PRAGMA freelist_count").fetchone()[0])
+            if max_pages is None:
+                c.execute("INSERT INTO entries_fts(entries_fts) VALUES ('optimize')")
+                pruned = left = 0
+            else:
+                if left <= 0:
+                    kept = int(c.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+                    if pruned < garbage * (kept + pruned):
+                        return 0
+                    left = int(c.execute("SELECT COUNT(*) FROM entries_fts_data").fetchone()[0])
+                    pruned = 0  # this merge takes them out; later ones count towards the next
+                # Negative: the segments of every level are merged together (an optimize in
+                # steps), not only levels already holding `automerge` segments.
+                c.execute("INSERT INTO entries_fts(entries_fts, rank) VALUES ('merge', ?)",
+                          (-max(1, int(max_pages)),))
+                left = max(0, left - max(1, int(max_pages)))
+            c.executemany("INSERT OR REPLACE INTO store_state(name, value) VALUES (?, ?)",
+                          [("search_pruned", pruned), ("search_merge_left", left)])
+            after = int(c.execute("PRAGMA freelist_count").fetchone()[0])
+        return max(0, after - before)
+
+    def size(self) -> int:
+        """Bytes the database takes on disk: its file and its WAL."""
+        if self.path == ":memory:":
+            return 0
+        total = 0
+        for suffix in ("", "-wal"):
+            try:
+                total += Path(self.path + suffix).stat().st_size
+            except OSError:
+                pass
+        return total
+
+    def page_size(self) -> int:
+        return int(self.conn.execute("PRAGMA page_size").fetchone()[0])
+
+    def auto_vacuum(self) -> str:
+        mode = int(self.conn.execute("PRAGMA auto_vacuum").fetchone()[0])
+        return {0: "none", 1: "full", 2: "incremental"}.get(mode, str(mode))
+
+    def vacuum(self) -> None:
+        """Rewrite the database (VACUUM) with auto_vacuum = INCREMENTAL: every free page is
+        returned, and later prunes can return theirs with incremental_vacuum. Needs free disk
+        space for a copy of the database; blocks other writers meanwhile (never readers)."""
+        with self._lock:
+            try:
+                self.conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+                self.conn.execute("VACUUM")
+            except sqlite3.Error as exc:
+                raise StoreError(f"VACUUM of {self.path} failed: {exc}") from exc
+        self.fold_wal()
+
+    def incremental_vacuum(self, max_pages: int | None = None) -> int:
+        """Return up to ``max_pages`` free pages (all when None) to the file system; only a
+        database in auto_vacuum = INCREMENTAL mode can. Returns the pages given back."""
+        with self._lock:
+            if self.auto_vacuum() != "incremental":
+                return 0
+            before = int(self.conn.execute("PRAGMA page_count").fetchone()[0])
+            arg = "" if max_pages is None else f"({max(1, int(max_pages))})"
+            # Each step of this pragma frees one page, and execute() steps a statement
+            # without result columns once: executescript steps it to the end. (Autocommit
+            # mode: executescript has no transaction of ours to commit first.)
+            try:
+                self.conn.executescript(f"PRAGMA incremental_vacuum{arg};")
+            except sqlite3.Error as exc:
+                raise StoreError(f"incremental vacuum of {self.path} failed: {exc}") from exc
+            after = int(self.conn.execute("PRAGMA page_count").fetchone()[0])
+        return before - after
+
+    def fold_wal(self) -> None:
+        """Checkpoint and truncate the WAL now, unless a reader holds a snapshot (then
+        leave it to a later checkpoint: never wait on readers)."""
+        with self._lock:
+            try:
+                self.conn.execute("PRAGMA busy_timeout = 0")
+                self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.Error:
+                pass
+            finally:
+                self.conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
+
+    def story_member_ids(self, story_ids: Iterable[int]) -> set[int]:
+        """Every entry of the given stories."""
+        ids = sorted(set(story_ids))
+        found: set[int] = set()
+        for lo in range(0, len(ids), 500):
+            chunk = ids[lo : lo + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(i for (i,) in self.conn.execute(
+                f"SELECT id FROM entries WHERE story_id IN ({marks})", chunk))
+        return found
 
     def prune_pages(self, older_than: datetime) -> int:
         with self.transaction() as c:
