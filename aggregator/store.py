@@ -26,6 +26,7 @@ from typing import Any
 
 from .errors import StoreError
 from .models import Candidate, Enclosure, FeedConfig, Item, Outlet
+from .storable import escape_unstorable, is_storable, strip_unstorable
 
 # --------------------------------------------------------------------------- time helpers
 
@@ -264,6 +265,43 @@ INSERT INTO store_state(name, value)
 INSERT INTO entries_fts(entries_fts, rank) VALUES ('automerge', 16);
 """,
     ),
+    (
+        "stored text holds no control characters, noncharacters or lone surrogates",
+        # Rows stored before text was cleaned at ingest. The functions are the ingest path's
+        # own (aggregator.storable, registered by Store.migrate): identity values (keys,
+        # guids, URLs) are escaped the way parse escapes new ones, so an entry polled again
+        # finds its row; text loses the characters. A key whose escaped form another entry
+        # of the feed already holds is left alone (OR IGNORE) rather than merging two rows.
+        # Updating title/text fires the FTS trigger: the index follows.
+        """
+UPDATE OR IGNORE entries SET key = agg_escape(key) WHERE NOT agg_storable(key);
+UPDATE entries SET guid = agg_escape(guid), url = agg_escape(url),
+    url_norm = agg_escape(url_norm), canonical_url = agg_escape(canonical_url),
+    image = agg_escape(image)
+WHERE NOT (agg_storable(guid) AND agg_storable(url) AND agg_storable(url_norm)
+           AND agg_storable(canonical_url) AND agg_storable(image));
+UPDATE entries SET title = agg_strip(title) WHERE NOT agg_storable(title);
+UPDATE entries SET text = agg_strip(text) WHERE NOT agg_storable(text);
+UPDATE entries SET author = agg_strip(author), feed_html = agg_strip(feed_html),
+    content_html = agg_strip(content_html), summary = agg_strip(summary),
+    language = agg_strip(language), published_raw = agg_strip(published_raw),
+    extract_method = agg_strip(extract_method), extract_error = agg_strip(extract_error)
+WHERE NOT (agg_storable(author) AND agg_storable(feed_html) AND agg_storable(content_html)
+           AND agg_storable(summary) AND agg_storable(language)
+           AND agg_storable(published_raw) AND agg_storable(extract_method)
+           AND agg_storable(extract_error));
+UPDATE entries SET categories = agg_json(categories) WHERE categories <> agg_json(categories);
+UPDATE entries SET enclosures = agg_json(enclosures) WHERE enclosures <> agg_json(enclosures);
+UPDATE feeds SET title = agg_strip(title), link = agg_escape(link),
+    effective_url = agg_escape(effective_url), last_error = agg_strip(last_error),
+    disabled_reason = agg_strip(disabled_reason)
+WHERE NOT (agg_storable(title) AND agg_storable(link) AND agg_storable(effective_url)
+           AND agg_storable(last_error) AND agg_storable(disabled_reason));
+UPDATE feeds SET warnings = agg_json(warnings) WHERE warnings <> agg_json(warnings);
+UPDATE pages SET url = agg_escape(url), final_url = agg_escape(final_url)
+WHERE NOT (agg_storable(url) AND agg_storable(final_url));
+""",
+    ),
 ]
 
 # Band rows waiting in memory before they are written to entry_bands in one sorted batch.
@@ -452,6 +490,7 @@ class Store:
     def migrate(self) -> list[str]:
         """Apply pending migrations in order; returns their names."""
         applied: list[str] = []
+        _register_functions(self.conn)
         with self.transaction():
             self.conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -1271,6 +1310,49 @@ def _item(r: sqlite3.Row, members: tuple[tuple[int, Outlet], ...]) -> Item:
         story_id=r["story_id"],
         outlets=others,
     )
+
+
+def _sql_storable(value: Any) -> bool:
+    return not isinstance(value, str) or is_storable(value)
+
+
+def _sql_strip(value: Any) -> Any:
+    return strip_unstorable(value) if isinstance(value, str) else value
+
+
+def _sql_escape(value: Any) -> Any:
+    return escape_unstorable(value) if isinstance(value, str) else value
+
+
+def _clean_json_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return strip_unstorable(value)
+    if isinstance(value, list):
+        return [_clean_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _clean_json_value(v) for k, v in value.items()}
+    return value
+
+
+def _sql_json(value: Any) -> Any:
+    """A JSON column with unstorable characters removed from its strings, including those
+    written as \\u escapes (a reader decoding the JSON would get them back)."""
+    if not isinstance(value, str) or ("\\u" not in value and is_storable(value)):
+        return value
+    try:
+        decoded = json.loads(strip_unstorable(value))
+    except ValueError:
+        return strip_unstorable(value)
+    cleaned = _json(_clean_json_value(decoded))
+    return value if cleaned == _json(decoded) and is_storable(value) else cleaned
+
+
+def _register_functions(conn: sqlite3.Connection) -> None:
+    """The text hygiene of the ingest path, as SQL functions for migrations."""
+    conn.create_function("agg_storable", 1, _sql_storable, deterministic=True)
+    conn.create_function("agg_strip", 1, _sql_strip, deterministic=True)
+    conn.create_function("agg_escape", 1, _sql_escape, deterministic=True)
+    conn.create_function("agg_json", 1, _sql_json, deterministic=True)
 
 
 def _split_sql(sql: str) -> list[str]:
