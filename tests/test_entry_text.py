@@ -224,10 +224,10 @@ def test_several_author_elements_each_parsed_from_the_raw_value() -> None:
             "</item></channel></rss>").encode()
     assert parse_feed(body, "http://example.org/f").entries[0].author == (
         "Jonas Große Sundrup, Արամ Պետրոսյան")
-    atom = ('<feed xmlns="http://www.w3.org/2005/Atom"><title>t</title><entry><id>1</id>'
-            "<title>x</title><author><name>Ann</name><email>ann@x.org</email></author>"
-            "<author><name>bob@y.org</name></author><author><name>Carl</name></author>"
-            "</entry></feed>").encode()
+    atom = (b'<feed xmlns="http://www.w3.org/2005/Atom"><title>t</title><entry><id>1</id>'
+            b"<title>x</title><author><name>Ann</name><email>ann@x.org</email></author>"
+            b"<author><name>bob@y.org</name></author><author><name>Carl</name></author>"
+            b"</entry></feed>")
     assert parse_feed(atom, "http://example.org/f").entries[0].author == "Ann, Carl"
 
 
