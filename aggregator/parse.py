@@ -35,7 +35,7 @@ from aggregator.errors import ParseError
 from aggregator.models import Enclosure, ParsedEntry, ParsedFeed
 from aggregator.storable import escape_unstorable, strip_unstorable
 
-__all__ = ["ParserPool", "parse_feed"]
+__all__ = ["ParserPool", "author_name", "parse_feed"]
 
 MAX_TITLE_CHARS = 2000
 MAX_SHORT_CHARS = 500  # authors, categories
@@ -295,6 +295,13 @@ _EMPTY_BRACKETS = re.compile(r"\(\s*\)|<\s*>|\[\s*\]|\{\s*\}")
 _BRACKET_PAIRS = ("()", "<>", "[]", "{}")
 _NAME_EDGES = " \t\"'“”«»,;:-–—/|"
 _LETTER = re.compile(r"[^\W\d_]")
+
+
+def author_name(value: str | None) -> str | None:
+    """The name(s) in a plain-text author value from anywhere (an article page's metadata):
+    the same reading as feed authors, so an address never becomes an author."""
+    names = _author_names(value, "text/plain")
+    return _cut(", ".join(dict.fromkeys(names)), MAX_SHORT_CHARS) or None
 
 
 def _split_authors(text: str) -> list[str]:

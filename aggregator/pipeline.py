@@ -686,7 +686,7 @@ class Pipeline:
             summary=clean.summarize(job["text"], normalized=True),
             word_count=words, language=article.language,
             image=clean.absolute_url(article.image, page[1] if page else None),
-            author=clean.clean_line(article.author) or None,
+            author=clean.clean_line(parse.author_name(article.author)) or None,
             canonical_url=job["canonical"], text_hash=text_hash,
             signature=sig, band_keys=tuple(bands), page=page,
         )

@@ -689,7 +689,7 @@ class Store:
             chunk = keys[lo : lo + 500]
             marks = ",".join("?" * len(chunk))
             for r in c.execute(
-                "SELECT id, key, content_hash FROM entries WHERE feed_id = ?"
+                "SELECT id, key, content_hash, author FROM entries WHERE feed_id = ?"
                 f" AND key IN ({marks})", (feed_id, *chunk)):
                 found[r["key"]] = r
         return found
@@ -704,10 +704,14 @@ class Store:
         window_days: int,
         row: sqlite3.Row | None,
     ) -> StoredEntry:
-        """``row``: the stored entry with the same key (id, content_hash), if any."""
+        """``row``: the stored entry with the same key (id, content_hash, author), if any."""
         published = ts(e.published or now)
         if row is not None:
             if row["content_hash"] == e.content_hash:
+                if e.author is not None and row["author"] != e.author:
+                    # The author is read better than when the row was stored (an address
+                    # fragment then): repaired quietly, it is not an edit of the entry.
+                    c.execute("UPDATE entries SET author = ? WHERE id = ?", (e.author, row["id"]))
                 return StoredEntry(row["id"], feed_id, e.key, is_new=False, changed=False)
             # Edited in place: same identity, new content. The published date stays unless
             # the feed now gives a sane one; full text is fetched again.
