@@ -280,10 +280,10 @@ def _authors(e: Mapping[str, Any]) -> str | None:
     authors = [a for a in _list(e, "authors") if isinstance(a, Mapping)]
     for a in authors:
         raw = a.get("raw")
-        names += _author_names(raw if isinstance(raw, str) else a.get("name"), "text/html")
+        names.append(_author_names(raw if isinstance(raw, str) else a.get("name"), "text/html"))
     if not authors:
-        names = _author_names(_get(e, "author"), "text/html")
-    return _cut(", ".join(dict.fromkeys(names)), MAX_SHORT_CHARS) or None
+        names = [_author_names(_get(e, "author"), "text/html")]
+    return _cut(", ".join(dict.fromkeys(n for n in names if n)), MAX_SHORT_CHARS) or None
 
 
 # An e-mail address, as authors write them: anything but spaces, brackets, quotes and list
@@ -300,8 +300,7 @@ _LETTER = re.compile(r"[^\W\d_]")
 def author_name(value: str | None) -> str | None:
     """The name(s) in a plain-text author value from anywhere (an article page's metadata):
     the same reading as feed authors, so an address never becomes an author."""
-    names = _author_names(value, "text/plain")
-    return _cut(", ".join(dict.fromkeys(names)), MAX_SHORT_CHARS) or None
+    return _cut(_author_names(value, "text/plain"), MAX_SHORT_CHARS) or None
 
 
 def _split_authors(text: str) -> list[str]:
@@ -342,8 +341,9 @@ def _without_addresses(part: str) -> str:
     return rest
 
 
-def _author_names(value: Any, mime: str) -> list[str]:
-    """The names in a raw author value, in order; addresses and what has no letter dropped."""
+def _author_names(value: Any, mime: str) -> str:
+    """The names in one raw author value, in order, comma-separated (a list of initials such
+    as "Lu, A., Auger, A." stays whole); addresses and parts without a letter dropped."""
     text = _text(value)[: MAX_SHORT_CHARS * 32]
     if "html" in mime and "&" in text:
         text = html.unescape(text)  # "Name &lt;a@b.c&gt;": ';' would split it
@@ -352,7 +352,7 @@ def _author_names(value: Any, mime: str) -> list[str]:
         name = _without_addresses(_plain(_without_addresses(part), mime, MAX_SHORT_CHARS))
         if _LETTER.search(name):
             names.append(name)
-    return names
+    return ", ".join(names)
 
 
 def _keep_raw_authors() -> None:
@@ -805,8 +805,8 @@ def _json_entry(
     if not isinstance(authors, list):
         authors = [item.get("author")]
     names = list(dict.fromkeys(
-        n for a in authors if isinstance(a, dict)
-        for n in _author_names(a.get("name"), "text/plain")
+        n for a in authors if isinstance(a, dict) if (n := _author_names(a.get("name"),
+                                                                         "text/plain"))
     ))
     tags = item.get("tags")
     enclosures: dict[str, Enclosure] = {}

@@ -454,3 +454,17 @@ def test_migration_alone_cleans_rows_and_search_index(
     assert len(new.conn.execute("SELECT rowid FROM entries_fts WHERE entries_fts MATCH"
                                 " '\"Title\"'").fetchall()) == 2
     new.close()
+
+
+def test_corpus_feed_of_the_issue(tmp_path: Path, corpus: Path) -> None:
+    """The real feed the issue quotes (insanity.industries, from feed-rs's fixtures)."""
+    body = (corpus / "feeds" / "feed-rs" / "rss2__rss_2.0_relurl_1.xml").read_bytes()
+    with FeedServer(feeds=0) as s:
+        _cycle(tmp_path, [{"name": "insanity", "url": s.route("/relurl.xml", body=body)}])
+    conn = sqlite3.connect(tmp_path / "agg.db")
+    rows = conn.execute("SELECT author, content_html, summary FROM items").fetchall()
+    assert rows and {r[0] for r in rows} == {"Jonas Große Sundrup"}
+    for _author, content, summary in rows:
+        assert clean.html_to_text(content).strip(". …") and summary.strip(". …")
+    out = (tmp_path / "public" / "all.json").read_text()
+    assert "stries (Jonas" not in out and '"..."' not in out
