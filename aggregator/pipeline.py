@@ -629,7 +629,7 @@ class Pipeline:
         except FetchError as exc:
             job["error"] = f"{exc.kind}: {exc}"
             return job
-        job["page"] = (b.url, result.final_url, result.charset, result.body)
+        job["page"] = (b.url, escape_unstorable(result.final_url), result.charset, result.body)
         try:
             article = self._extract(result.body, result.final_url, result.charset, rule)
         except ExtractError as exc:
@@ -652,7 +652,8 @@ class Pipeline:
         text = clean.html_to_text(html)
         job.update(
             article=article, html=html, text=text, words=clean.word_count(text),
-            canonical=dedup.normalize_url(article.canonical_url) if article.canonical_url
+            canonical=dedup.normalize_url(escape_unstorable(article.canonical_url))
+            if article.canonical_url
             else None,
         )
         return job
@@ -663,8 +664,8 @@ class Pipeline:
         if job.get("retry"):
             return False
         if "article" not in job:
-            st.record_article(b.id, now=now, status="failed", method=None, error=job["error"],
-                              page=None)
+            st.record_article(b.id, now=now, status="failed", method=None,
+                              error=clean.clean_line(job["error"], 4000), page=None)
             return False
         article: Article = job["article"]
         words = job["words"]
@@ -718,7 +719,7 @@ class Pipeline:
                 "entry": _Reprocessed(entry_id, feed_words, title, feed_html),
                 "article": article, "html": html, "text": text,
                 "words": clean.word_count(text),
-                "canonical": dedup.normalize_url(article.canonical_url)
+                "canonical": dedup.normalize_url(escape_unstorable(article.canonical_url))
                 if article.canonical_url else None,
                 "page": None,
             }
