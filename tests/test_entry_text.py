@@ -62,7 +62,8 @@ def _run(tmp_path: Path, feeds: list[dict[str, Any]], **env: str) -> Pipeline:
 
 
 def _cycle(tmp_path: Path, feeds: list[dict[str, Any]], **env: str) -> None:
-    p = _run(tmp_path, feeds, AGGREGATOR_FULL_TEXT="false", **env)
+    env.setdefault("AGGREGATOR_FULL_TEXT", "false")
+    p = _run(tmp_path, feeds, **env)
     try:
         p.run_cycle(all_feeds=True)
     finally:
@@ -293,7 +294,7 @@ HOSTILE_RSS = (
 HOSTILE_JSON = {
     "version": "https://jsonfeed.org/version/1.1", "title": "JSON \x01outlet\ufffe",
     "home_page_url": "https://example.org/",
-    "items": [{"id": "j\x00\ufffe1", "url": "https://example.org/j\x00.html",
+    "items": [{"id": "j\x00\ufffe1", "url": "/j\x00.html",  # relative: the local server
                "title": "JSON \uffff title\x0b", "content_html": "<p>Body\x1b[1m\x00 text</p>",
                "summary": "Sum\x02mary", "authors": [{"name": "Ann\x01 Lee <ann@x.org>"}],
                "tags": ["t\x01ag\ufffe"], "date_published": "2026-11-21T10:00:00Z"}],
@@ -330,6 +331,16 @@ def hostile_server() -> Iterator[FeedServer]:
         s.route("/hostile.xml", body=HOSTILE_RSS.format(base=s.base).encode("utf-8"))
         s.route("/hostile.json", body=json.dumps(HOSTILE_JSON).encode(),
                 headers={"Content-Type": "application/feed+json"})
+        # The RSS item's article page, as its escaped link asks for it.
+        paragraphs = "".join(f"<p>Paragraph {k}\x01 with\x1b[31m colour codes and a bell\x07"
+                             f" in the article page's text, long enough to be the article"
+                             f" \ufffe rather than the feed's short content.</p>"
+                             for k in range(6))
+        s.route("/a%00b%01.html", headers={"Content-Type": "text/html; charset=utf-8"}, body=(
+            "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+            "<title>Page\x07 title</title><meta name='author' content='page@example.org'>"
+            f"</head><body><article><h1>Page\x07 title</h1>{paragraphs}</article></body>"
+            "</html>"))
         yield s
 
 
@@ -338,10 +349,13 @@ def test_every_text_column_of_every_view_is_clean(tmp_path: Path,
     s = hostile_server
     feeds = [{"name": "hostile", "url": s.url("/hostile.xml")},
              {"name": "hostilejson", "url": s.url("/hostile.json")}]
-    _cycle(tmp_path, feeds)
+    _cycle(tmp_path, feeds, AGGREGATOR_FULL_TEXT="true")
     conn = sqlite3.connect(tmp_path / "agg.db")
     conn.row_factory = sqlite3.Row
     assert conn.execute("SELECT COUNT(*) FROM items").fetchone()[0] == 2
+    # The RSS item's page was extracted (its text is the article's); the JSON one's is 404.
+    assert dict(conn.execute("SELECT feed_name, extract_status FROM items").fetchall()) == {
+        "hostile": "done", "hostilejson": "failed"}
     assert assert_views_clean(tmp_path / "agg.db") > 40
     # The same check on every text column of the tables behind them.
     for table in ("entries", "feeds"):
@@ -355,7 +369,11 @@ def test_every_text_column_of_every_view_is_clean(tmp_path: Path,
     assert rss["feed_title"] == "Hostile outlet[0m"
     assert rss["author"] == "Ctl Name"
     assert json.loads(rss["categories"]) == ["cat"]
-    assert "[31mred[0m" in rss["content_html"] and rss["url"].endswith("/a%00b%01.html")
+    assert "Paragraph 0 with[31m colour codes" in rss["content_html"]
+    assert rss["url"].endswith("/a%00b%01.html")
+    feed_html = conn.execute("SELECT feed_html FROM entries WHERE guid = ?",
+                             (rss["guid"],)).fetchone()[0]
+    assert "[31mred[0m" in feed_html
     js = conn.execute("SELECT * FROM items WHERE feed_name = 'hostilejson'").fetchone()
     assert js["guid"] == "j%00%EF%BF%BE1" and js["author"] == "Ann Lee"
     assert js["title"] == "JSON title" and "Body[1m text" in js["content_html"]
@@ -369,6 +387,7 @@ def test_every_text_column_of_every_view_is_clean(tmp_path: Path,
         p.close()
     assert sum(o.new for o in outcomes) == 0
     assert conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0] == 2
+    assert assert_views_clean(tmp_path / "agg.db") > 40
 
 
 # --------------------------------------------------------------------------- migration
