@@ -15,7 +15,14 @@ from urllib.parse import urljoin, urlsplit
 
 import nh3
 
-from .storable import NONCHARACTERS, escape_unstorable, strip_unstorable
+from .storable import (
+    ASTRAL_CANDIDATES,
+    BMP_NONCHARACTERS,
+    SURROGATES,
+    escape_unstorable,
+    is_astral_noncharacter,
+    strip_unstorable,
+)
 
 # --------------------------------------------------------------------------- URLs
 
@@ -286,15 +293,24 @@ def html_to_text(html: str) -> str:
 # --------------------------------------------------------------------------- field hygiene
 
 # C0 and C1 controls, DEL, the bidi embedding/override/isolate characters that let a title
-# reorder the text around it, BOM/zero-width no-break space, and Unicode noncharacters.
+# reorder the text around it, BOM/zero-width no-break space, and the BMP's noncharacters.
 _CONTROL = re.compile(
-    f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ufeff{NONCHARACTERS}]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
+    f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ufeff{BMP_NONCHARACTERS}]")
+# Lone surrogates, and candidates for the noncharacters above the BMP (storable.py).
+_NON_BMP = re.compile(f"[{SURROGATES}{ASTRAL_CANDIDATES}]")
+
+
+def _fix_non_bmp(m: re.Match[str]) -> str:
+    ch = m.group()
+    if ch <= "\udfff":
+        return "\ufffd"  # a lone surrogate
+    return "" if is_astral_noncharacter(ch) else ch
 _LINE_BREAKS = re.compile("\r\n|[\r\n\u2028\u2029\x85\x0b\x0c]")
 
 
 def _hygiene(s: str) -> str:
-    s = _SURROGATE.sub("\ufffd", s)
+    if not s.isascii():
+        s = _NON_BMP.sub(_fix_non_bmp, s)
     s = _CONTROL.sub("", s)
     return unicodedata.normalize("NFC", s)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 import struct
 import threading
@@ -273,25 +274,24 @@ INSERT INTO entries_fts(entries_fts, rank) VALUES ('automerge', 16);
         # finds its row; text loses the characters. A key whose escaped form another entry
         # of the feed already holds is left alone (OR IGNORE) rather than merging two rows.
         # Updating title/text fires the FTS trigger: the index follows.
+        # One scan of the entries finds the rows to clean (most have nothing to clean).
         """
-UPDATE OR IGNORE entries SET key = agg_escape(key) WHERE NOT agg_storable(key);
+CREATE TEMP TABLE agg_unclean AS SELECT id FROM entries
+WHERE agg_unclean(key, guid, url, url_norm, canonical_url, image, title, text, author,
+                  feed_html, content_html, summary, language, published_raw, extract_method,
+                  extract_error, categories, enclosures);
+UPDATE OR IGNORE entries SET key = agg_escape(key)
+WHERE id IN (SELECT id FROM temp.agg_unclean) AND NOT agg_storable(key);
 UPDATE entries SET guid = agg_escape(guid), url = agg_escape(url),
     url_norm = agg_escape(url_norm), canonical_url = agg_escape(canonical_url),
-    image = agg_escape(image)
-WHERE NOT (agg_storable(guid) AND agg_storable(url) AND agg_storable(url_norm)
-           AND agg_storable(canonical_url) AND agg_storable(image));
-UPDATE entries SET title = agg_strip(title) WHERE NOT agg_storable(title);
-UPDATE entries SET text = agg_strip(text) WHERE NOT agg_storable(text);
-UPDATE entries SET author = agg_strip(author), feed_html = agg_strip(feed_html),
+    image = agg_escape(image), title = agg_strip(title), text = agg_strip(text),
+    author = agg_strip(author), feed_html = agg_strip(feed_html),
     content_html = agg_strip(content_html), summary = agg_strip(summary),
     language = agg_strip(language), published_raw = agg_strip(published_raw),
-    extract_method = agg_strip(extract_method), extract_error = agg_strip(extract_error)
-WHERE NOT (agg_storable(author) AND agg_storable(feed_html) AND agg_storable(content_html)
-           AND agg_storable(summary) AND agg_storable(language)
-           AND agg_storable(published_raw) AND agg_storable(extract_method)
-           AND agg_storable(extract_error));
-UPDATE entries SET categories = agg_json(categories) WHERE categories <> agg_json(categories);
-UPDATE entries SET enclosures = agg_json(enclosures) WHERE enclosures <> agg_json(enclosures);
+    extract_method = agg_strip(extract_method), extract_error = agg_strip(extract_error),
+    categories = agg_json(categories), enclosures = agg_json(enclosures)
+WHERE id IN (SELECT id FROM temp.agg_unclean);
+DROP TABLE temp.agg_unclean;
 UPDATE feeds SET title = agg_strip(title), link = agg_escape(link),
     effective_url = agg_escape(effective_url), last_error = agg_strip(last_error),
     disabled_reason = agg_strip(disabled_reason)
@@ -1351,8 +1351,21 @@ def _sql_json(value: Any) -> Any:
     return value if cleaned == _json(decoded) and is_storable(value) else cleaned
 
 
+# A JSON string escape of an unstorable code point (C0 control, surrogate, noncharacter).
+_JSON_UNSTORABLE = re.compile(
+    r"\\u(?:00[01][0-9a-fA-F]|[dD][89a-fA-F][0-9a-fA-F]{2}|[fF][dD][dDeE][0-9a-fA-F]"
+    r"|[fF]{3}[eEfF])")
+
+
+def _sql_unclean(*values: Any) -> bool:
+    """Whether any of the values holds an unstorable character, or the JSON escape of one."""
+    return any(isinstance(v, str) and (not is_storable(v) or (
+        "\\u" in v and _JSON_UNSTORABLE.search(v) is not None)) for v in values)
+
+
 def _register_functions(conn: sqlite3.Connection) -> None:
     """The text hygiene of the ingest path, as SQL functions for migrations."""
+    conn.create_function("agg_unclean", -1, _sql_unclean, deterministic=True)
     conn.create_function("agg_storable", 1, _sql_storable, deterministic=True)
     conn.create_function("agg_strip", 1, _sql_strip, deterministic=True)
     conn.create_function("agg_escape", 1, _sql_escape, deterministic=True)

@@ -268,6 +268,10 @@ def test_storable_text_and_identity_encoding() -> None:
     assert strip_unstorable("a\x00b\x01\x1b[31m\tc\nd\re\ufffe\uffff\U0010fffe\ufdd0") == (
         "ab[31m\tc\nd\re")
     assert strip_unstorable("x\ud800y") == "x\ufffdy"
+    # Above the BMP only U+xFFFE/U+xFFFF go: CJK extension B and emoji stay.
+    assert strip_unstorable("\U00020000\U0002fffe\U0001f600\U0001ffff") == "\U00020000\U0001f600"
+    assert clean.clean_line("a\U0002ffff\U00020000 b\ufdd0\ud800") == "a\U00020000 b\ufffd"
+    assert escape_unstorable("k\U0010ffff\U00020000") == "k%F4%8F%BF%BF\U00020000"
     assert escape_unstorable("guid\x00-\ufffe") == "guid%00-%EF%BF%BE"
     assert escape_unstorable("https://example.org/a%20b?q=1") == "https://example.org/a%20b?q=1"
     for value in ("guid\x00-\ufffe", "x\ud800y", "ok"):
