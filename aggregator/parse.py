@@ -804,10 +804,8 @@ def _json_entry(
     authors = item.get("authors")
     if not isinstance(authors, list):
         authors = [item.get("author")]
-    names = list(dict.fromkeys(
-        n for a in authors if isinstance(a, dict) if (n := _author_names(a.get("name"),
-                                                                         "text/plain"))
-    ))
+    names = [_author_names(a.get("name"), "text/plain") for a in authors if isinstance(a, dict)]
+    names = list(dict.fromkeys(n for n in names if n))
     tags = item.get("tags")
     enclosures: dict[str, Enclosure] = {}
     attachments = item.get("attachments")
