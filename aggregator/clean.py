@@ -15,6 +15,15 @@ from urllib.parse import urljoin, urlsplit
 
 import nh3
 
+from .storable import (
+    ASTRAL_CANDIDATES,
+    BMP_NONCHARACTERS,
+    SURROGATES,
+    escape_unstorable,
+    is_astral_noncharacter,
+    strip_unstorable,
+)
+
 # --------------------------------------------------------------------------- URLs
 
 # Parameters that only identify a click or a campaign; removed from every URL we publish.
@@ -97,7 +106,7 @@ def absolute_url(url: str | None, base: str | None) -> str | None:
         except ValueError:
             return None
         url = url.replace(" ", "%20")
-    return strip_tracking(url)
+    return escape_unstorable(strip_tracking(url))
 
 
 # --------------------------------------------------------------------------- HTML
@@ -186,7 +195,8 @@ def sanitize_html(html: str, base_url: str | None = None) -> str:
     # an <img> whose src was refused is an empty box: drop it
     cleaned = _IMG_TAG.sub(lambda m: m.group(0) if ' src="' in m.group(1) else "", cleaned)
     cleaned = _LINK_WITHOUT_HREF.sub(r"\1", cleaned)
-    return cleaned.strip()
+    # html5ever keeps C0 controls and noncharacters in text: stored HTML holds none.
+    return strip_unstorable(cleaned).strip()
 
 
 # --------------------------------------------------------------------------- plain text
@@ -282,15 +292,25 @@ def html_to_text(html: str) -> str:
 
 # --------------------------------------------------------------------------- field hygiene
 
-# C0 and C1 controls, DEL, and the bidi embedding/override/isolate characters that let a
-# title reorder the text around it; BOM/zero-width no-break space.
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ufeff]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
+# C0 and C1 controls, DEL, the bidi embedding/override/isolate characters that let a title
+# reorder the text around it, BOM/zero-width no-break space, and the BMP's noncharacters.
+_CONTROL = re.compile(
+    f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ufeff{BMP_NONCHARACTERS}]")
+# Lone surrogates, and candidates for the noncharacters above the BMP (storable.py).
+_NON_BMP = re.compile(f"[{SURROGATES}{ASTRAL_CANDIDATES}]")
+
+
+def _fix_non_bmp(m: re.Match[str]) -> str:
+    ch = m.group()
+    if ch <= "\udfff":
+        return "\ufffd"  # a lone surrogate
+    return "" if is_astral_noncharacter(ch) else ch
 _LINE_BREAKS = re.compile("\r\n|[\r\n\u2028\u2029\x85\x0b\x0c]")
 
 
 def _hygiene(s: str) -> str:
-    s = _SURROGATE.sub("\ufffd", s)
+    if not s.isascii():
+        s = _NON_BMP.sub(_fix_non_bmp, s)
     s = _CONTROL.sub("", s)
     return unicodedata.normalize("NFC", s)
 
@@ -369,3 +389,41 @@ def summarize(text: str, max_chars: int = 400, *, normalized: bool = False) -> s
             break
         out = f"{out}\n\n{paragraph}"
     return out
+
+
+# --------------------------------------------------------------------------- placeholders
+
+_HAS_WORD_CHAR = re.compile(r"[^\W_]")
+# What a teaser ends with where it was cut: an ellipsis, "[…]", "(...)", a dash.
+_CUT_MARK = re.compile(r"(?:\s*(?:\[\s*(?:…|\.{2,})\s*\]|\(\s*(?:…|\.{2,})\s*\)|…|\.{2,}|[-–—]+))+\s*$")
+_IMG = re.compile(r"<img\b", re.IGNORECASE)
+
+
+def _comparable(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+def is_placeholder(html: str, text: str, reference_text: str = "") -> bool:
+    """Whether feed or article content is a stand-in rather than content, so that it must not
+    replace ``reference_text`` (the other text the entry has: the feed's description, or the
+    feed's content when an article arrives) nor be summarised.
+
+    ``html`` is the sanitised content and ``text`` its html_to_text. Placeholder means:
+    - no letter or digit in any script, and no image: empty after cleaning, "...", "…",
+      "[…]", "—";
+    - a proper prefix of ``reference_text`` (case and whitespace ignored), with or without a
+      cut mark at its end ("Everyone wants…" for "Everyone wants good compression. But...").
+    Equal texts are not placeholders of each other: either is the content.
+    """
+    if not _HAS_WORD_CHAR.search(text):
+        return _IMG.search(html) is None  # a picture alone is content
+    if not reference_text:
+        return False
+    mine = _comparable(text)
+    other = _comparable(reference_text)
+    if len(mine) >= len(other):
+        return False
+    if other.startswith(mine):
+        return True
+    stem = _CUT_MARK.sub("", mine)
+    return bool(stem) and stem != mine and other.startswith(stem)

@@ -219,11 +219,12 @@ class Enclosure:
 
 @dataclass(frozen=True)
 class ParsedEntry:
-    key: str  # identity within its feed: guid, else link, else content hash
-    guid: str | None
+    key: str  # identity within its feed: guid, else link, else content hash (%XX-escaped:
+    # storable.escape_unstorable)
+    guid: str | None  # escaped like the key
     url: str | None
     title: str  # plain text, hygiene applied
-    author: str | None
+    author: str | None  # name(s), comma-separated; never an e-mail address or part of one
     summary_html: str | None  # raw (unsanitised) HTML from the feed
     content_html: str | None  # raw (unsanitised) HTML from the feed
     published: datetime | None  # UTC; None when missing/unparseable/future (see date_note)

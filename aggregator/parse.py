@@ -33,8 +33,9 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from aggregator.errors import ParseError
 from aggregator.models import Enclosure, ParsedEntry, ParsedFeed
+from aggregator.storable import escape_unstorable, strip_unstorable
 
-__all__ = ["ParserPool", "parse_feed"]
+__all__ = ["ParserPool", "author_name", "parse_feed"]
 
 MAX_TITLE_CHARS = 2000
 MAX_SHORT_CHARS = 500  # authors, categories
@@ -157,6 +158,7 @@ def _parse_xml(
         headers["content-location"] = url
     import feedparser  # here, not at the top: only parser processes need it
 
+    _keep_raw_authors()
     try:
         result = feedparser.parse(
             io.BytesIO(data),  # never a str/bytes path: feedparser would open files and URLs
@@ -240,7 +242,7 @@ def _xml_entry(
                 break
     return ParsedEntry(
         key=_entry_key(guid, link, title, content or summary),
-        guid=_scrub(_cut(guid, MAX_KEY_CHARS)) if guid else None,
+        guid=escape_unstorable(_cut(guid, MAX_KEY_CHARS)) if guid else None,
         url=link,
         title=title,
         author=_authors(e),
@@ -282,16 +284,115 @@ def _longest_content(e: Mapping[str, Any]) -> str | None:
 
 
 def _authors(e: Mapping[str, Any]) -> str | None:
-    # Names may carry entities or markup like titles do: same plain-text treatment.
-    names = [
-        _plain(a.get("name") or "", "text/html", MAX_SHORT_CHARS)
-        for a in _list(e, "authors")
-        if isinstance(a, Mapping)
-    ]
-    names = list(dict.fromkeys(n for n in names if n))
-    if names:
-        return _cut(", ".join(names), MAX_SHORT_CHARS)
-    return _plain(_get(e, "author") or "", "text/html", MAX_SHORT_CHARS) or None
+    """The entry's author names, comma-separated; never an address or a piece of one.
+    Text authors (RSS <author>, <dc:creator>) are read from their raw value (see
+    _keep_raw_authors); structured ones (Atom <name>) from the name, which some feeds fill
+    with an address too. Names may carry entities or markup like titles do."""
+    names: list[str] = []
+    authors = [a for a in _list(e, "authors") if isinstance(a, Mapping)]
+    for a in authors:
+        raw = a.get("raw")
+        names.append(_author_names(raw if isinstance(raw, str) else a.get("name"), "text/html"))
+    if not authors:
+        names = [_author_names(_get(e, "author"), "text/html")]
+    return _cut(", ".join(dict.fromkeys(n for n in names if n)), MAX_SHORT_CHARS) or None
+
+
+# An e-mail address, as authors write them: anything but spaces, brackets, quotes and list
+# separators around one '@' (internationalised local parts and domains, TLDs of any length),
+# with an optional mailto: and ?subject=.
+_ADDRESS_CHAR = r"[^\s@<>()\[\]{},;:\"'`«»“”]"
+_ADDRESS = re.compile(rf"(?:mailto:)?{_ADDRESS_CHAR}+@{_ADDRESS_CHAR}+(?:\?\S*)?", re.I)
+_EMPTY_BRACKETS = re.compile(r"\(\s*\)|<\s*>|\[\s*\]|\{\s*\}")
+_BRACKET_PAIRS = ("()", "<>", "[]", "{}")
+_NAME_EDGES = " \t\"'“”«»,;:-–—/|"
+_LETTER = re.compile(r"[^\W\d_]")
+
+
+def author_name(value: str | None) -> str | None:
+    """The name(s) in a plain-text author value from anywhere (an article page's metadata):
+    the same reading as feed authors, so an address never becomes an author."""
+    return _cut(_author_names(value, "text/plain"), MAX_SHORT_CHARS) or None
+
+
+def _split_authors(text: str) -> list[str]:
+    """Split a list of authors at commas and semicolons outside brackets and quotes
+    ("Doe, John" splits too, and is joined back the same way)."""
+    parts: list[str] = []
+    buf: list[str] = []
+    depth, quoted = 0, False
+    for ch in text:
+        if ch == '"':
+            quoted = not quoted
+        elif not quoted and ch in "(<[{":
+            depth += 1
+        elif not quoted and ch in ")>]}":
+            depth = max(0, depth - 1)
+        elif not quoted and depth == 0 and ch in ",;":
+            parts.append("".join(buf))
+            buf = []
+            continue
+        buf.append(ch)
+    parts.append("".join(buf))
+    return parts
+
+
+def _without_addresses(part: str) -> str:
+    """One author with any address removed: "email (Name)", "Name <email>", "Name (email)",
+    a bare address (nothing left) and unbalanced brackets around what is left."""
+    if "@" not in part:
+        return part
+    rest = _EMPTY_BRACKETS.sub(" ", _ADDRESS.sub(" ", part))
+    for pair in _BRACKET_PAIRS:
+        if rest.count(pair[0]) != rest.count(pair[1]):
+            rest = rest.replace(pair[0], " ").replace(pair[1], " ")
+    rest = _collapse(rest).strip(_NAME_EDGES)
+    for pair in _BRACKET_PAIRS:  # "(Name)": the brackets only held the name
+        if rest.startswith(pair[0]) and rest.endswith(pair[1]) and rest.count(pair[0]) == 1:
+            rest = rest[1:-1].strip(_NAME_EDGES)
+    return rest
+
+
+def _author_names(value: Any, mime: str) -> str:
+    """The names in one raw author value, in order, comma-separated (a list of initials such
+    as "Lu, A., Auger, A." stays whole); addresses and parts without a letter dropped."""
+    text = _text(value)[: MAX_SHORT_CHARS * 32]
+    if "html" in mime and "&" in text:
+        text = html.unescape(text)  # "Name &lt;a@b.c&gt;": ';' would split it
+    names = []
+    for part in _split_authors(text):
+        name = _without_addresses(_plain(_without_addresses(part), mime, MAX_SHORT_CHARS))
+        if _LETTER.search(name):
+            names.append(name)
+    return ", ".join(names)
+
+
+def _keep_raw_authors() -> None:
+    """feedparser reads a text author ("jonas@insanity.industries (Jonas Große Sundrup)")
+    with an address pattern that only knows 2-4 letter TLDs and keeps the fragments it cut
+    ("stries (Jonas Große Sundrup"); the raw value is lost when the entry has several
+    authors. Its end-of-author handler is wrapped (in parser processes, once) so each text
+    author keeps its raw value as "raw" in the authors list, for _authors to parse."""
+    try:
+        from feedparser.namespaces._base import Namespace
+    except ImportError:  # another feedparser layout: names fall back to its own reading
+        return
+    original = Namespace.__dict__.get("_end_author")
+    if original is None or getattr(original, "keeps_raw", False):
+        return
+
+    def _end_author(self: Any) -> None:
+        context = self._get_context()
+        authors = context.get("authors")
+        target = authors[-1] if authors else None
+        fresh = target is not None and not target  # no <name>/<email> inside: a text author
+        original(self)
+        raw = dict.get(context, "author")
+        if fresh and isinstance(raw, str) and target is not None:
+            target["raw"] = raw
+
+    _end_author.keeps_raw = True  # type: ignore[attr-defined]
+    Namespace._end_author = _end_author
 
 
 def _enclosures(e: Mapping[str, Any], base: str) -> tuple[Enclosure, ...]:
@@ -715,11 +816,7 @@ def _json_entry(
     authors = item.get("authors")
     if not isinstance(authors, list):
         authors = [item.get("author")]
-    names = [
-        _plain(a.get("name") or "", "text/plain", MAX_SHORT_CHARS)
-        for a in authors
-        if isinstance(a, dict)
-    ]
+    names = [_author_names(a.get("name"), "text/plain") for a in authors if isinstance(a, dict)]
     names = list(dict.fromkeys(n for n in names if n))
     tags = item.get("tags")
     enclosures: dict[str, Enclosure] = {}
@@ -736,7 +833,7 @@ def _json_entry(
             )
     return ParsedEntry(
         key=_entry_key(guid or None, link, title, content or summary),
-        guid=_scrub(_cut(guid, MAX_KEY_CHARS)) or None,
+        guid=escape_unstorable(_cut(guid, MAX_KEY_CHARS)) or None,
         url=link,
         title=title,
         author=_cut(", ".join(names), MAX_SHORT_CHARS) or None,
@@ -827,10 +924,12 @@ def _finish_warnings(warnings: list[str]) -> tuple[str, ...]:
 
 
 def _entry_key(guid: str | None, link: str | None, title: str, body: str | None) -> str:
-    """guid, else link, else a content hash; overlong guids are hashed to keep keys indexable."""
+    """guid, else link, else a content hash; overlong guids are hashed to keep keys indexable.
+    Unstorable characters are escaped (storable.escape_unstorable), as the store's migration
+    escaped the keys stored before, so an entry keeps its identity."""
     if guid:
         if len(guid) <= MAX_KEY_CHARS:
-            return _scrub(guid) or guid
+            return escape_unstorable(guid)
         return "sha256:" + hashlib.sha256(guid.encode("utf-8", "replace")).hexdigest()
     if link:
         return link
@@ -1062,10 +1161,11 @@ def _cut(text: str, limit: int) -> str:
 
 
 def _scrub(value: str | None) -> str | None:
-    """Lone surrogates break SQLite and UTF-8 encoding: replace them."""
+    """Lone surrogates break SQLite and UTF-8 encoding: replaced by U+FFFD; C0 controls and
+    noncharacters cannot be stored: dropped (storable.strip_unstorable)."""
     if value is None:
         return None
-    return _SURROGATES.sub("\ufffd", value)
+    return strip_unstorable(value)
 
 
 def _text(value: Any) -> str:
@@ -1142,7 +1242,7 @@ def _clean_url(value: Any, base: str) -> str | None:
     netloc = (userinfo + "@" if userinfo else "") + (f"[{host}]" if ":" in host else host)
     if port is not None:
         netloc += f":{port}"
-    return _scrub(
+    return escape_unstorable(
         urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, parts.fragment))
     )
 

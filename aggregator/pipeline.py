@@ -49,6 +49,7 @@ from .models import (
     SiteRule,
     StoryMatch,
 )
+from .storable import escape_unstorable
 from .store import FeedState, NewEntry, Store
 
 log = logging.getLogger("aggregator.pipeline")
@@ -231,6 +232,7 @@ class _Reprocessed:
     id: int
     word_count: int
     title: str = ""
+    feed_html: str = ""
 
 
 class Pipeline:
@@ -431,11 +433,7 @@ class Pipeline:
     def _prepare_entry(self, pe: ParsedEntry, feed: FeedConfig, base: str) -> NewEntry:
         s = self.config.settings
         url = clean.absolute_url(pe.url, base) if pe.url else None
-        raw_html = pe.content_html or pe.summary_html or ""
-        # Relative URLs in feed content are relative to the feed document (as feedparser
-        # resolves them), not to the entry's page.
-        feed_html = clean.sanitize_html(raw_html, base)
-        text = clean.html_to_text(feed_html)
+        raw_html, feed_html, text = self._feed_content(pe, base)
         title = clean.clean_line(pe.title) or clean.clean_line(
             clean.summarize(text, 80, normalized=True))
         title = title or "(untitled)"
@@ -448,12 +446,12 @@ class Pipeline:
             )
         )
         enclosures = tuple(
-            replace(e, url=u) for e in pe.enclosures
+            replace(e, url=u, type=clean.clean_line(e.type, 200) or None) for e in pe.enclosures
             if (u := clean.absolute_url(e.url, base))
         )
         return NewEntry(
-            key=pe.key,
-            guid=pe.guid,
+            key=escape_unstorable(pe.key),
+            guid=escape_unstorable(pe.guid) if pe.guid else None,
             url=url,
             url_norm=dedup.normalize_url(url) if url else None,
             title=title,
@@ -469,7 +467,7 @@ class Pipeline:
             image=None,
             published=pe.published,
             updated=pe.updated,
-            published_raw=pe.published_raw,
+            published_raw=clean.clean_line(pe.published_raw) or None,
             date_note=pe.date_note,
             content_hash=content_hash,
             extract_status="pending" if (full_text and url) else "skipped",
@@ -477,6 +475,29 @@ class Pipeline:
             signature=sig,
             band_keys=tuple(bands),
         )
+
+    @staticmethod
+    def _feed_content(pe: ParsedEntry, base: str) -> tuple[str, str, str]:
+        """(raw HTML, sanitised HTML, text) of the entry's own content: its content, unless
+        that is a placeholder of its description (clean.is_placeholder: "...", nothing, the
+        description's first words), then the description. The summary is made from the
+        text chosen here, so it never comes from a placeholder either."""
+        # Relative URLs in feed content are relative to the feed document (as feedparser
+        # resolves them), not to the entry's page.
+        content_html = clean.sanitize_html(pe.content_html or "", base)
+        content_text = clean.html_to_text(content_html)
+        summary_html = summary_text = ""
+        # A placeholder prefix is shorter than the description's text, which is no longer
+        # than its HTML: a longer content needs no second sanitising to be compared.
+        if pe.summary_html and len(content_text) < len(pe.summary_html):
+            summary_html = clean.sanitize_html(pe.summary_html, base)
+            summary_text = clean.html_to_text(summary_html)
+        if not clean.is_placeholder(content_html, content_text, summary_text):
+            return pe.content_html or "", content_html, content_text
+        if summary_html and not clean.is_placeholder(summary_html, summary_text):
+            return pe.summary_html or "", summary_html, summary_text
+        # Only stand-ins ("...", nothing): an empty content rather than a published "...".
+        return pe.content_html or pe.summary_html or "", "", ""
 
     def _matcher(self) -> Callable[[Any, Sequence[Any]], StoryMatch | None]:
         threshold = self.config.settings.dedup_threshold
@@ -533,10 +554,13 @@ class Pipeline:
                                            retry_after=retry_after)
             permanent = f.result.permanent_url if f.result is not None else None
             st.record_failure(
-                f.state.id, now=now, kind=kind, message=str(err), status=status,
+                # Messages quote what servers and documents said: stored text holds no
+                # control characters (docs/schema.md).
+                f.state.id, now=now, kind=kind, message=clean.clean_line(str(err), 4000),
+                status=status,
                 next_poll=next_poll, disable=gone,
                 retry_after_until=(now + timedelta(seconds=retry_after)) if retry_after else None,
-                permanent_url=permanent,
+                permanent_url=escape_unstorable(permanent) if permanent else None,
             )
             # Logged once per attempt, with the reason.
             log.warning("%s: %s: %s", f.feed.name, kind, err)
@@ -548,7 +572,8 @@ class Pipeline:
         common: dict[str, Any] = dict(
             now=now, status=result.status, next_poll=next_poll, interval=interval,
             etag=result.etag, last_modified=result.last_modified,
-            permanent_url=result.permanent_url,
+            permanent_url=escape_unstorable(result.permanent_url) if result.permanent_url
+            else None,
         )
         if f.outcome in ("not_modified", "unchanged"):
             st.record_success(f.state.id, body_hash=None, **common)
@@ -725,7 +750,7 @@ class Pipeline:
             return job
         self.metrics.fetched("page", time.monotonic() - started)
         self.metrics.article_pages.inc()
-        job["page"] = (b.url, result.final_url, result.charset, result.body)
+        job["page"] = (b.url, escape_unstorable(result.final_url), result.charset, result.body)
         try:
             article = self._extract(result.body, result.final_url, result.charset, rule)
         except ExtractError as exc:
@@ -747,7 +772,8 @@ class Pipeline:
         text = clean.html_to_text(html)
         job.update(
             article=article, html=html, text=text, words=clean.word_count(text),
-            canonical=dedup.normalize_url(article.canonical_url) if article.canonical_url
+            canonical=dedup.normalize_url(escape_unstorable(article.canonical_url))
+            if article.canonical_url
             else None,
         )
         return job
@@ -763,20 +789,25 @@ class Pipeline:
             if retry_at is not None:
                 job["retry_at"] = retry_at
                 st.record_article(b.id, now=now, status="pending", method=None,
-                                  error=job["error"], retry_at=retry_at)
+                                  error=clean.clean_line(job["error"], 4000),
+                                  retry_at=retry_at)
                 return False
             error = job["error"]
             if "retry_after" in job:
                 error += f" (gave up after {b.attempts + 1} attempts)"
-            st.record_article(b.id, now=now, status="failed", method=None, error=error,
-                              page=None)
+            st.record_article(b.id, now=now, status="failed", method=None,
+                              error=clean.clean_line(error, 4000), page=None)
             return False
         article: Article = job["article"]
         words = job["words"]
         page = job.get("page")
         attempt = not job.get("reprocess")
-        if words == 0 or words < b.word_count:
-            # The feed already carries more text: never replace it by a shorter extraction.
+        # The feed already carries more text: never replace it by a shorter extraction, nor
+        # by a stand-in of it (clean.is_placeholder: "...", nothing, its first words; the
+        # one case where the word counts cannot tell is a prefix cut inside a word).
+        if words == 0 or words < b.word_count or (
+                words == b.word_count and clean.is_placeholder(
+                    job["html"], job["text"], clean.html_to_text(b.feed_html))):
             st.record_article(b.id, now=now, status="feed", method=article.method,
                               error=None, canonical_url=job["canonical"], page=page,
                               attempt=attempt)
@@ -790,7 +821,7 @@ class Pipeline:
             summary=clean.summarize(job["text"], normalized=True),
             word_count=words, language=article.language,
             image=clean.absolute_url(article.image, page[1] if page else None),
-            author=clean.clean_line(article.author) or None,
+            author=clean.clean_line(parse.author_name(article.author)) or None,
             canonical_url=job["canonical"], text_hash=text_hash,
             signature=sig, band_keys=tuple(bands), page=page, attempt=attempt,
             shown_before=self.shown_before,
@@ -836,10 +867,10 @@ class Pipeline:
                                                         entry_id=entry_id))
             feed_words = clean.word_count(clean.html_to_text(feed_html))
             job = {
-                "entry": _Reprocessed(entry_id, feed_words, title),
+                "entry": _Reprocessed(entry_id, feed_words, title, feed_html),
                 "article": article, "html": html, "text": text,
                 "words": clean.word_count(text),
-                "canonical": dedup.normalize_url(article.canonical_url)
+                "canonical": dedup.normalize_url(escape_unstorable(article.canonical_url))
                 if article.canonical_url else None,
                 "page": None,
                 "reprocess": True,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import struct
 import threading
@@ -28,6 +29,7 @@ from typing import Any
 
 from .errors import StoreError
 from .models import Candidate, Enclosure, FeedConfig, FeedMetrics, Item, Outlet, PruneReport
+from .storable import escape_unstorable, is_storable, strip_unstorable
 
 # --------------------------------------------------------------------------- time helpers
 
@@ -463,6 +465,42 @@ CREATE TABLE pruned_keys (
 ) WITHOUT ROWID;
 """,
     ),
+    (
+        "stored text holds no control characters, noncharacters or lone surrogates",
+        # Rows stored before text was cleaned at ingest. The functions are the ingest path's
+        # own (aggregator.storable, registered by Store.migrate): identity values (keys,
+        # guids, URLs) are escaped the way parse escapes new ones, so an entry polled again
+        # finds its row; text loses the characters. A key whose escaped form another entry
+        # of the feed already holds is left alone (OR IGNORE) rather than merging two rows.
+        # Updating title/text fires the FTS trigger: the index follows.
+        # One scan of the entries finds the rows to clean (most have nothing to clean).
+        """
+CREATE TEMP TABLE agg_unclean AS SELECT id FROM entries
+WHERE agg_unclean(key, guid, url, url_norm, canonical_url, image, title, text, author,
+                  feed_html, content_html, summary, language, published_raw, extract_method,
+                  extract_error, categories, enclosures);
+UPDATE OR IGNORE entries SET key = agg_escape(key)
+WHERE id IN (SELECT id FROM temp.agg_unclean) AND NOT agg_storable(key);
+UPDATE entries SET guid = agg_escape(guid), url = agg_escape(url),
+    url_norm = agg_escape(url_norm), canonical_url = agg_escape(canonical_url),
+    image = agg_escape(image), title = agg_strip(title), text = agg_strip(text),
+    author = agg_strip(author), feed_html = agg_strip(feed_html),
+    content_html = agg_strip(content_html), summary = agg_strip(summary),
+    language = agg_strip(language), published_raw = agg_strip(published_raw),
+    extract_method = agg_strip(extract_method), extract_error = agg_strip(extract_error),
+    categories = agg_json(categories), enclosures = agg_json(enclosures)
+WHERE id IN (SELECT id FROM temp.agg_unclean);
+DROP TABLE temp.agg_unclean;
+UPDATE feeds SET title = agg_strip(title), link = agg_escape(link),
+    effective_url = agg_escape(effective_url), last_error = agg_strip(last_error),
+    disabled_reason = agg_strip(disabled_reason)
+WHERE NOT (agg_storable(title) AND agg_storable(link) AND agg_storable(effective_url)
+           AND agg_storable(last_error) AND agg_storable(disabled_reason));
+UPDATE feeds SET warnings = agg_json(warnings) WHERE warnings <> agg_json(warnings);
+UPDATE pages SET url = agg_escape(url), final_url = agg_escape(final_url)
+WHERE NOT (agg_storable(url) AND agg_storable(final_url));
+""",
+    ),
 ]
 
 # The states a feed can be in, as feed_health.state derives them (the one place): `removed`
@@ -676,6 +714,7 @@ class Store:
     def migrate(self) -> list[str]:
         """Apply pending migrations in order; returns their names."""
         applied: list[str] = []
+        _register_functions(self.conn)
         with self.transaction():
             self.conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -888,7 +927,7 @@ class Store:
             chunk = keys[lo : lo + 500]
             marks = ",".join("?" * len(chunk))
             for r in c.execute(
-                "SELECT id, key, content_hash, updated FROM entries WHERE feed_id = ?"
+                "SELECT id, key, content_hash, updated, author FROM entries WHERE feed_id = ?"
                 f" AND key IN ({marks})", (feed_id, *chunk)):
                 found[r["key"]] = r
         return found
@@ -921,7 +960,7 @@ class Store:
         row: sqlite3.Row | None,
         first_poll: bool = False,
     ) -> StoredEntry:
-        """``row``: the stored entry with the same key (id, content_hash, updated), if any."""
+        """``row``: the stored entry with the same key (id, content_hash, updated, author), if any."""
         if e.published is not None:
             published = ts(e.published)
         else:
@@ -932,6 +971,10 @@ class Store:
         own = max(dates) if dates else now
         if row is not None:
             if row["content_hash"] == e.content_hash:
+                if e.author is not None and row["author"] != e.author:
+                    # The author is read better than when the row was stored (an address
+                    # fragment then): repaired quietly, it is not an edit of the entry.
+                    c.execute("UPDATE entries SET author = ? WHERE id = ?", (e.author, row["id"]))
                 return StoredEntry(row["id"], feed_id, e.key, is_new=False, changed=False)
             # Edited in place: same identity, new content. The published date stays unless
             # the feed now gives a sane one; full text is fetched again. `updated` moves to
@@ -1994,6 +2037,62 @@ def _item(r: sqlite3.Row, members: tuple[tuple[int, Outlet], ...]) -> Item:
         outlets=others,
         feed_updated=parse_ts(r["feed_updated"]),
     )
+
+
+def _sql_storable(value: Any) -> bool:
+    return not isinstance(value, str) or is_storable(value)
+
+
+def _sql_strip(value: Any) -> Any:
+    return strip_unstorable(value) if isinstance(value, str) else value
+
+
+def _sql_escape(value: Any) -> Any:
+    return escape_unstorable(value) if isinstance(value, str) else value
+
+
+def _clean_json_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return strip_unstorable(value)
+    if isinstance(value, list):
+        return [_clean_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _clean_json_value(v) for k, v in value.items()}
+    return value
+
+
+def _sql_json(value: Any) -> Any:
+    """A JSON column with unstorable characters removed from its strings, including those
+    written as \\u escapes (a reader decoding the JSON would get them back)."""
+    if not isinstance(value, str) or ("\\u" not in value and is_storable(value)):
+        return value
+    try:
+        decoded = json.loads(strip_unstorable(value))
+    except ValueError:
+        return strip_unstorable(value)
+    cleaned = _json(_clean_json_value(decoded))
+    return value if cleaned == _json(decoded) and is_storable(value) else cleaned
+
+
+# A JSON string escape of an unstorable code point (C0 control, surrogate, noncharacter).
+_JSON_UNSTORABLE = re.compile(
+    r"\\u(?:00[01][0-9a-fA-F]|[dD][89a-fA-F][0-9a-fA-F]{2}|[fF][dD][dDeE][0-9a-fA-F]"
+    r"|[fF]{3}[eEfF])")
+
+
+def _sql_unclean(*values: Any) -> bool:
+    """Whether any of the values holds an unstorable character, or the JSON escape of one."""
+    return any(isinstance(v, str) and (not is_storable(v) or (
+        "\\u" in v and _JSON_UNSTORABLE.search(v) is not None)) for v in values)
+
+
+def _register_functions(conn: sqlite3.Connection) -> None:
+    """The text hygiene of the ingest path, as SQL functions for migrations."""
+    conn.create_function("agg_unclean", -1, _sql_unclean, deterministic=True)
+    conn.create_function("agg_storable", 1, _sql_storable, deterministic=True)
+    conn.create_function("agg_strip", 1, _sql_strip, deterministic=True)
+    conn.create_function("agg_escape", 1, _sql_escape, deterministic=True)
+    conn.create_function("agg_json", 1, _sql_json, deterministic=True)
 
 
 def _split_sql(sql: str) -> list[str]:
