@@ -25,7 +25,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from .config import load_config
 from .errors import ConfigError
 from .models import Config
-from .pipeline import Pipeline
+from .pipeline import WAL_BOUND, Pipeline
 from .server import FeedServer
 
 log = logging.getLogger("aggregator.daemon")
@@ -87,24 +87,28 @@ class Daemon:
     def _poll_job(self) -> None:
         if self._stop.is_set():
             return
-        self.pipeline.poll(self.pipeline.due())
+        if self.pipeline.poll(self.pipeline.due()):
+            # Every polled feed wrote its row: fold the WAL back while it is small.
+            self.pipeline.checkpoint()
         self._cycles += 1
 
     def _article_job(self) -> None:
         if self._stop.is_set() or not self.config.settings.full_text:
             return
-        self.pipeline.process_articles()
+        if any(self.pipeline.process_articles()):
+            self.pipeline.checkpoint()
 
     def _publish_job(self) -> None:
-        """Publishing is debounced: at most once per PUBLISH_TICK, and only after a change."""
-        if self.pipeline.dirty.is_set() and not self._stop.is_set():
+        """Publishing is debounced: at most once per PUBLISH_TICK, only after a change, and
+        after a failure when its retry is due (with backoff)."""
+        if self.pipeline.publish_due() and not self._stop.is_set():
             self._publish()
 
     def _publish(self) -> None:
         try:
             self.pipeline.publish()
-        except Exception:
-            log.exception("publishing failed")
+        except Exception as exc:  # a bug or an unreadable store: one line, retried
+            self.pipeline.publish_failed(exc)
 
     def _maintenance_job(self) -> None:
         if self._file_mtimes() != self._mtimes:
@@ -125,7 +129,9 @@ class Daemon:
             retention = self.config.settings.page_retention_days
             cutoff = datetime.now(UTC) - timedelta(days=retention)
             self.pipeline.writer.call(lambda st: st.prune_pages(cutoff))
-            self.pipeline.writer.call(lambda st: st.checkpoint())
+        # Cycles checkpoint after writing; this catches a WAL that grew anyway (a reader
+        # held it, or writes outside cycles).
+        self.pipeline.checkpoint(if_larger_than=WAL_BOUND)
 
     def _file_mtimes(self) -> tuple[float, ...]:
         result = []
@@ -167,12 +173,15 @@ class Daemon:
         try:
             feeds = store.feed_health()
             backlog = store.backlog_size()
+            db_bytes, wal_bytes = store.disk_usage()
         finally:
             store.close()
         return {
             "uptime": round(time.monotonic() - self._started, 1),
             "cycles": self._cycles,
             "backlog": backlog,
+            "database_bytes": db_bytes,
+            "wal_bytes": wal_bytes,
             "feeds": feeds,
         }
 

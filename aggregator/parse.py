@@ -33,6 +33,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from aggregator.errors import ParseError
 from aggregator.models import Enclosure, ParsedEntry, ParsedFeed
+from aggregator.workers import die_with_parent
 
 __all__ = ["ParserPool", "parse_feed"]
 
@@ -1196,8 +1197,9 @@ def _address_space() -> int:
         return 0
 
 
-def _worker_main(conn: Connection, memory_mb: int, cpu_seconds: float) -> None:
+def _worker_main(conn: Connection, memory_mb: int, cpu_seconds: float, parent_pid: int) -> None:
     """Serve parse requests until EOF or a None request. Runs in the worker process."""
+    die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
     _set_worker_limits(memory_mb)
     conn.send(("ready", os.getpid()))
@@ -1253,7 +1255,7 @@ class _Worker:
         self.conn: Connection = parent
         self.process = ctx.Process(
             target=_worker_main,
-            args=(child, memory_mb, cpu_seconds),
+            args=(child, memory_mb, cpu_seconds, os.getpid()),
             name="aggregator-parse",
             daemon=True,
         )

@@ -38,7 +38,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from aggregator import __version__, files
-from aggregator.errors import PublishError
+from aggregator.errors import PublishError, PublishWriteError
 from aggregator.models import ArchiveLinks, Item, Outlet, OutputConfig
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
@@ -502,6 +502,13 @@ def _publish_file(
     return write_atomic(path, data, mtime)
 
 
+def _reason(exc: OSError) -> str:
+    """`[Errno 28] No space left on device`, without the path (logged beside it)."""
+    if exc.errno is not None and exc.strerror:
+        return f"[Errno {exc.errno}] {exc.strerror}"
+    return str(exc) or type(exc).__name__
+
+
 def _check_name(name: str) -> None:
     # A name ending in -archive-<n> would collide with another output's archive pages (and
     # be deleted as stale); a path separator or leading dot would escape or hide the file.
@@ -592,7 +599,8 @@ def publish_output(
     """Write ``<name>.<fmt>`` for each of the output's formats with its newest ``output.limit``
     items, and archive pages of the older ones (see the module docstring); remove stale
     archive files and files of formats the output no longer has. Items may come in any
-    order. Returns the files whose bytes changed."""
+    order. Returns the files whose bytes changed. Files that cannot be written (OSError)
+    do not stop the others: PublishWriteError then lists them, after every file was tried."""
     _check_name(output.name)
     for fmt in output.formats:
         if fmt not in RENDERERS:
@@ -610,6 +618,7 @@ def publish_output(
     numbers = [n for n, _ in numbered]
 
     written: list[Path] = []
+    failures: list[tuple[Path, str]] = []
     keep: set[str] = set()
     for fmt in output.formats:
         render = RENDERERS[fmt]
@@ -646,18 +655,28 @@ def publish_output(
             ) -> bytes:
                 return render(output, doc_items, base_url=base_url, now=clock, archive=links)
 
-            if _publish_file(path, render_doc, _newest(doc_items), now):
-                written.append(path)
+            # Each file on its own: a full or read-only disk failing one must not keep the
+            # others (other formats, archive pages) from being written.
+            try:
+                if _publish_file(path, render_doc, _newest(doc_items), now):
+                    written.append(path)
+            except OSError as exc:
+                failures.append((path, _reason(exc)))
 
     own = re.compile(re.escape(output.name) + r"(?:-archive-\d+)?\.(?:atom|rss|json)")
-    for path in out_dir.iterdir():
-        if own.fullmatch(path.name) and path.name not in keep:
-            path.unlink(missing_ok=True)
-    if seals:
-        state = {"version": 1, "size": size, "pages": [[list(k), c] for k, c in seals]}
-        write_atomic(manifest, json.dumps(state, ensure_ascii=False).encode("utf-8") + b"\n")
-    else:
-        manifest.unlink(missing_ok=True)
+    try:
+        for path in out_dir.iterdir():
+            if own.fullmatch(path.name) and path.name not in keep:
+                path.unlink(missing_ok=True)
+        if seals:
+            state = {"version": 1, "size": size, "pages": [[list(k), c] for k, c in seals]}
+            write_atomic(manifest, json.dumps(state, ensure_ascii=False).encode("utf-8") + b"\n")
+        else:
+            manifest.unlink(missing_ok=True)
+    except OSError as exc:
+        failures.append((Path(exc.filename) if exc.filename else manifest, _reason(exc)))
+    if failures:
+        raise PublishWriteError(failures, written)
     return written
 
 
@@ -745,8 +764,18 @@ def write_index(
     base_url: str,
     title: str = "aggregator",
 ) -> None:
-    """Write ``index.html`` and ``outputs.opml`` (each only when its bytes change)."""
+    """Write ``index.html`` and ``outputs.opml`` (each only when its bytes change), each
+    independently of the other; PublishWriteError lists the ones that failed."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(out_dir / "index.html", render_index(outputs, base_url=base_url, title=title))
-    write_atomic(out_dir / "outputs.opml", render_opml(outputs, base_url=base_url, title=title))
+    failures: list[tuple[Path, str]] = []
+    written: list[Path] = []
+    for name, render in (("index.html", render_index), ("outputs.opml", render_opml)):
+        path = out_dir / name
+        try:
+            if write_atomic(path, render(outputs, base_url=base_url, title=title)):
+                written.append(path)
+        except OSError as exc:
+            failures.append((path, _reason(exc)))
+    if failures:
+        raise PublishWriteError(failures, written)

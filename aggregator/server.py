@@ -32,6 +32,9 @@ from urllib.parse import quote, unquote_to_bytes, urlsplit
 from aggregator.errors import ServerError
 
 logger = logging.getLogger("aggregator.server")
+# One line per request, at DEBUG: a scraper or monitor polling every few seconds would
+# otherwise bury what matters. `log_level: DEBUG` (or enabling this logger) shows them.
+access_log = logging.getLogger("aggregator.access")
 
 CONTENT_TYPES: dict[str, str] = {
     ".atom": "application/atom+xml; charset=utf-8",
@@ -498,7 +501,7 @@ class _Handler(BaseHTTPRequestHandler):
             code = code.value
         # Popped: the handler lives as long as the connection, across keep-alive requests.
         length = self.__dict__.pop("_body_length", size)
-        logger.info(
+        access_log.debug(
             '%s "%s" %s %s',
             self.client_address[0],
             self.requestline.translate(_LOG_ESCAPES),
@@ -507,10 +510,11 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def log_error(self, format: str, *args: Any) -> None:
-        logger.warning("%s %s", self.client_address[0], (format % args).translate(_LOG_ESCAPES))
+        # Malformed or timed-out requests are the client's business, one per request too.
+        access_log.debug("%s %s", self.client_address[0], (format % args).translate(_LOG_ESCAPES))
 
     def log_message(self, format: str, *args: Any) -> None:
-        logger.info("%s %s", self.client_address[0], (format % args).translate(_LOG_ESCAPES))
+        access_log.debug("%s %s", self.client_address[0], (format % args).translate(_LOG_ESCAPES))
 
 
 def render_listing(out_dir: Path) -> str:
