@@ -859,6 +859,13 @@ class Pipeline:
         log.error("publishing failed: %s: %s; retry in %.0f s", type(exc).__name__, exc, delay,
                   exc_info=exc if first else None, extra={"kind": "publish"})
 
+    def publish_retry_in(self) -> float | None:
+        """Seconds until the next retry of a failed publish (0 when due); None when the
+        last publish succeeded."""
+        if self._publish_retry_at is None:
+            return None
+        return max(0.0, self._publish_retry_at - time.monotonic())
+
     def publish_due(self) -> bool:
         """Whether the daemon should publish now: after a change, or, once publishing
         failed, when the retry is due (even with nothing new: what failed is still unpublished)."""
