@@ -211,6 +211,14 @@ def update(obj: Ctx, all_feeds: bool, names: tuple[str, ...], no_articles: bool)
         f"{report.articles_done} articles extracted, {report.articles_failed} failed, "
         f"{len(report.published)} files published"
     )
+    _exit_if_publish_failed(pipeline)
+
+
+def _exit_if_publish_failed(pipeline: Any) -> None:
+    # Each file that could not be written was logged with its path and reason.
+    if pipeline.publish_retry_in() is not None:
+        click.echo("error: some files could not be published (see the log above)", err=True)
+        raise SystemExit(1)
 
 
 @main.command()
@@ -226,6 +234,7 @@ def publish(obj: Ctx) -> None:
     finally:
         pipeline.close()
     click.echo(f"{len(written)} files written to {config.settings.output_dir}")
+    _exit_if_publish_failed(pipeline)
 
 
 @main.command()

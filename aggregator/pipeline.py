@@ -232,6 +232,7 @@ class Pipeline:
         self._publish_retry_at: float | None = None  # monotonic time of the next retry
         self._wal_held = False  # a reader kept the last checkpoint from resetting the WAL
         self._wal_lock = threading.Lock()
+        self._wal_refused = 0  # checkpoints refused in a row with the WAL past WAL_BOUND
         self.max_lateness = 0.0  # seconds after its due time the latest-started fetch began
         self._lateness: list[float] = []  # something publishable changed since the last publish
         self.last_progress = time.monotonic()
@@ -263,8 +264,9 @@ class Pipeline:
         """Fold the WAL back into the database and truncate it (never waiting for readers);
         with ``if_larger_than``, only when the WAL file is larger. Returns whether the WAL
         was reset. A reader holding a snapshot (a long transaction) keeps the WAL from being
-        reset, and writes then grow it without bound: that is logged once as a warning with
-        the WAL size, and its end once as info."""
+        reset, and writes then grow it without bound: once the WAL is past WAL_BOUND and two
+        checkpoints in a row were refused, that is logged once as a warning with the WAL
+        size, and its end once as info."""
         if if_larger_than and self.store.disk_usage()[1] <= if_larger_than:
             return False
         with self._wal_lock:  # jobs on several scheduler threads: one warning, not two
@@ -278,7 +280,11 @@ class Pipeline:
                 log.info("WAL checkpointed again: the reader that held it has let go",
                          extra={"kind": "wal", "wal_bytes": wal})
             self._wal_held = False
-        elif wal > WAL_BOUND and not self._wal_held:
+            self._wal_refused = 0
+            return True
+        # Twice in a row: a single refusal may be our own publisher reading at that moment.
+        self._wal_refused = self._wal_refused + 1 if wal > WAL_BOUND else 0
+        if self._wal_refused >= 2 and not self._wal_held:
             self._wal_held = True
             log.warning(
                 "the WAL (%.1f MB) cannot be checkpointed: another connection to %s holds a "
@@ -286,7 +292,7 @@ class Pipeline:
                 wal / 1e6, self.config.settings.database,
                 extra={"kind": "wal", "wal_bytes": wal},
             )
-        return reset
+        return False
 
     @property
     def feeds_by_name(self) -> dict[str, FeedConfig]:

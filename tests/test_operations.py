@@ -350,6 +350,14 @@ def test_full_disk_then_space_back_publishes_without_a_new_entry(
             assert {"all.atom", "all.rss", "all.json", "index.html"} <= failed
             assert all("No space left on device" in r.getMessage() for r in caplog.records)
             assert not [f for f in small_tmpfs.iterdir() if f.name.startswith(".")]  # no temps
+            # The command line says so: exit 1, one line per file, no traceback.
+            r = cli(["publish"], env_for(tmp_path), tmp_path / "feeds.yaml")
+            assert r.returncode == 1, r.stderr
+            assert "Traceback" not in r.stderr
+            lines = [line for line in r.stderr.splitlines() if "No space left on device" in line]
+            assert any(line.endswith("all.rss: [Errno 28] No space left on device; retry in 15 s")
+                       for line in lines), r.stderr
+            assert len(lines) == len(failed)
             filler.unlink()
             monkeypatch.setattr(pipeline_module, "time", _Later(PUBLISH_RETRY_MIN + 1))
             assert p.publish_due()
