@@ -812,7 +812,7 @@ class Pipeline:
                 out_dir.mkdir(parents=True, exist_ok=True)
                 dir_ok = True
             except OSError as exc:  # no directory to write into: nothing else to try
-                failures.append(("*", out_dir, f"{exc.strerror or exc}"))
+                failures.append(("*", out_dir, f"[Errno {exc.errno}] {exc.strerror or exc}"))
                 dir_ok = False
             for output in self.config.outputs if dir_ok else ():
                 # One broken output must not stop the others from being published.
