@@ -38,16 +38,80 @@ class Ctx:
             for p in exc.problems:
                 click.echo(str(p), err=True)
             raise SystemExit(2) from exc
-        _setup_logging(config.settings.log_level)
+        _setup_logging(config.settings.log_level, config.settings.log_format)
         return config
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+# LogRecord's own attributes: everything else on a record came from `extra=` (feed, url,
+# kind, output, path, ...) and becomes a field of its JSON line.
+_RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message", "asctime", "taskName",
+}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC, ISO 8601), level, logger, message, then the
+    structured fields passed with `extra=`, and the traceback as `exception` if any. A
+    message never spans lines, so journald and log shippers keep each record whole."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _RECORD_ATTRS and not key.startswith("_") and key not in doc:
+                doc[key] = value
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            doc["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(doc, ensure_ascii=False, default=str)
+
+
+# Third-party loggers that speak once per scheduled job (every few seconds on an idle
+# daemon): kept to warnings unless the operator asks for DEBUG.
+_CHATTY_LOGGERS = ("apscheduler.executors.default", "apscheduler.scheduler")
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is at the time (click's test runner swaps it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+def _setup_logging(level: str, fmt: str = "text") -> None:
+    """One handler on stderr for the process, in the configured format. Like
+    logging.basicConfig, it leaves alone a process whose logging someone else configured
+    (an embedding program, pytest), except for the third-party loggers kept quiet."""
+    numeric = getattr(logging, level.upper(), logging.INFO)
+    for name in _CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if numeric <= logging.DEBUG
+                                         else max(numeric, logging.WARNING))
+    root = logging.getLogger()
+    if any(not isinstance(h, _StderrHandler) for h in root.handlers):
+        return
+    handler = _StderrHandler()
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for old in root.handlers[:]:  # ours from an earlier call: the format may have changed
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(numeric)
 
 
 def _default(path: str, env: str) -> str | None:
@@ -150,6 +214,14 @@ def update(obj: Ctx, all_feeds: bool, names: tuple[str, ...], no_articles: bool)
         f"{report.articles_done} articles extracted, {report.articles_failed} failed{retrying}, "
         f"{len(report.published)} files published"
     )
+    _exit_if_publish_failed(pipeline)
+
+
+def _exit_if_publish_failed(pipeline: Any) -> None:
+    # Each file that could not be written was logged with its path and reason.
+    if pipeline.publish_retry_in() is not None:
+        click.echo("error: some files could not be published (see the log above)", err=True)
+        raise SystemExit(1)
 
 
 @main.command()
@@ -165,6 +237,7 @@ def publish(obj: Ctx) -> None:
     finally:
         pipeline.close()
     click.echo(f"{len(written)} files written to {config.settings.output_dir}")
+    _exit_if_publish_failed(pipeline)
 
 
 @main.command()
@@ -209,11 +282,13 @@ def status(obj: Ctx, as_json: bool) -> None:
         rows = store.feed_health()
         backlog = store.backlog_size()
         retrying = store.backlog_retrying()
+        db_bytes, wal_bytes = store.disk_usage()
     finally:
         store.close()
     if as_json:
         click.echo(json.dumps({"feeds": rows, "backlog": backlog,
-                               "backlog_retrying": retrying}, ensure_ascii=False, indent=2))
+                               "backlog_retrying": retrying, "database_bytes": db_bytes,
+                               "wal_bytes": wal_bytes}, ensure_ascii=False, indent=2))
         return
     for r in rows:
         state = r["state"]
@@ -244,6 +319,11 @@ def status(obj: Ctx, as_json: bool) -> None:
                        "redesigned; check its site rule with `aggregator extract URL`")
     waiting = f" ({retrying} waiting for a retry)" if retrying else ""
     click.echo(f"{len(rows)} feeds, {backlog} articles waiting{waiting}")
+    click.echo(f"database {_mb(db_bytes)}, WAL {_mb(wal_bytes)}")
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.0f} kB"
 
 
 @main.command()
@@ -413,10 +493,6 @@ def reprocess(obj: Ctx, feed_name: str | None, since: datetime | None) -> None:
     finally:
         pipeline.close()
     click.echo(f"{done} entries reprocessed, {failed} failed")
-
-
-def _mb(size: int) -> str:
-    return f"{size / 1_048_576:.1f} MB"
 
 
 @main.command()

@@ -80,6 +80,7 @@ _HOST_RE = re.compile(
 _FIELDS = ("title", "text", "author", "category", "url")
 _FORMATS = ("atom", "rss", "json")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_LOG_FORMATS = ("text", "json")
 _TAG = "tag:yaml.org,2002:"
 
 _FEED_KEYS = (
@@ -792,6 +793,10 @@ def _setting_error(name: str, value: Any) -> str | None:
         return None if value.upper() in _LOG_LEVELS else (
             f"log_level must be one of {', '.join(_LOG_LEVELS)}, got {value!r}"
         )
+    if name == "log_format":
+        return None if value.lower() in _LOG_FORMATS else (
+            f"log_format must be one of {', '.join(_LOG_FORMATS)}, got {value!r}"
+        )
     if name == "user_agent" and any(ord(ch) < 32 for ch in value):
         return "user_agent must not contain control characters or line breaks"
     if name == "allow_private_hosts":
@@ -854,6 +859,8 @@ def _load_settings(
             origin[f.name] = ("$" + var, 1, 1)
     if "log_level" in values:
         values["log_level"] = values["log_level"].upper()
+    if "log_format" in values:
+        values["log_format"] = values["log_format"].lower()
     if values.get("base_url") and not values["base_url"].endswith("/"):
         values["base_url"] += "/"  # outputs are joined onto it
     settings = Settings(**values)

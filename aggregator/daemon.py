@@ -31,7 +31,7 @@ from .config import load_config
 from .errors import ConfigError
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .models import Config, Settings
-from .pipeline import EXTRACT_TIMEOUT, Pipeline
+from .pipeline import EXTRACT_TIMEOUT, WAL_BOUND, Pipeline
 from .server import FeedServer
 
 log = logging.getLogger("aggregator.daemon")
@@ -155,6 +155,9 @@ class Daemon:
         started = datetime.now(UTC)
         clock = time.monotonic()
         outcomes = self.pipeline.poll(due)
+        if outcomes:
+            # Every polled feed wrote its row: fold the WAL back while it is small.
+            self.pipeline.checkpoint()
         self._cycles += 1
         self.progress.mark()  # a completed tick is progress, even with nothing due
         if outcomes:  # a tick with nothing due is not a cycle worth showing
@@ -168,18 +171,20 @@ class Daemon:
     def _article_job(self) -> None:
         if self._stop.is_set() or not self.config.settings.full_text:
             return
-        self.pipeline.process_articles()
+        if any(self.pipeline.process_articles()):
+            self.pipeline.checkpoint()
 
     def _publish_job(self) -> None:
-        """Publishing is debounced: at most once per PUBLISH_TICK, and only after a change."""
-        if self.pipeline.dirty.is_set() and not self._stop.is_set():
+        """Publishing is debounced: at most once per PUBLISH_TICK, only after a change, and
+        after a failure when its retry is due (with backoff)."""
+        if self.pipeline.publish_due() and not self._stop.is_set():
             self._publish()
 
     def _publish(self) -> None:
         try:
             self.pipeline.publish()
-        except Exception:
-            log.exception("publishing failed")
+        except Exception as exc:  # a bug or an unreadable store: one line, retried
+            self.pipeline.publish_failed(exc)
 
     def _maintenance_job(self) -> None:
         if self._file_mtimes() != self._mtimes:
@@ -200,7 +205,9 @@ class Daemon:
             cutoff = datetime.now(UTC) - timedelta(days=retention)
             self.pipeline.writer.call(lambda st: st.prune_pages(cutoff))
             self._prune()
-            self.pipeline.writer.call(lambda st: st.checkpoint())
+        # Cycles checkpoint after writing; this catches a WAL that grew anyway (a reader
+        # held it, or writes outside cycles).
+        self.pipeline.checkpoint(if_larger_than=WAL_BOUND)
 
     def _prune(self) -> None:
         """Entry retention (entry_retention, max_entries); published files stay as they are."""
@@ -262,6 +269,7 @@ class Daemon:
         store = Store(self.config.settings.database, readonly=True)
         try:
             document = store.status(now)
+            db_bytes, wal_bytes = store.disk_usage()
         finally:
             store.close()
         return {
@@ -270,6 +278,8 @@ class Daemon:
             "cycles": self._cycles,
             "last_cycle": self._last_cycle,
             **document,
+            "database_bytes": db_bytes,
+            "wal_bytes": wal_bytes,
         }
 
     def metrics(self) -> tuple[bytes, str]:

@@ -6,6 +6,7 @@ Errors carry enough context (file/line/col, URL, kind) for an operator to act on
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class AggregatorError(Exception):
@@ -105,3 +106,16 @@ class DedupError(AggregatorError, ValueError):
 
 class PublishError(AggregatorError):
     """An output could not be published (e.g. an unknown format)."""
+
+
+class PublishWriteError(PublishError):
+    """Some files could not be written (disk full, read-only, permissions). Every other
+    file was still attempted: ``written`` lists those whose bytes changed, ``failures`` each
+    failed path with its reason. Retrying later can succeed (unlike a bad output name)."""
+
+    def __init__(self, failures: list[tuple[Path, str]], written: list[Path]) -> None:
+        self.failures = tuple(failures)
+        self.written = tuple(written)
+        first, reason = self.failures[0]
+        more = f" (and {len(self.failures) - 1} more)" if len(self.failures) > 1 else ""
+        super().__init__(f"cannot write {first}: {reason}{more}")

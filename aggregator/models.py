@@ -29,6 +29,7 @@ class Settings:
     base_url: str | None = None
     user_agent: str = "aggregator/0.1 (+https://github.com/aggregator/aggregator; regional news reader)"
     log_level: str = "INFO"
+    log_format: str = "text"  # "text", or "json": one JSON object per line
 
     # Scheduling
     default_interval: float = 900.0

@@ -34,6 +34,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 from aggregator.errors import ParseError
 from aggregator.models import Enclosure, ParsedEntry, ParsedFeed
 from aggregator.storable import escape_unstorable, strip_unstorable
+from aggregator.workers import die_with_parent
 
 __all__ = ["ParserPool", "author_name", "parse_feed"]
 
@@ -1308,8 +1309,9 @@ def _address_space() -> int:
         return 0
 
 
-def _worker_main(conn: Connection, memory_mb: int, cpu_seconds: float) -> None:
+def _worker_main(conn: Connection, memory_mb: int, cpu_seconds: float, parent_pid: int) -> None:
     """Serve parse requests until EOF or a None request. Runs in the worker process."""
+    die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
     _set_worker_limits(memory_mb)
     conn.send(("ready", os.getpid()))
@@ -1365,7 +1367,7 @@ class _Worker:
         self.conn: Connection = parent
         self.process = ctx.Process(
             target=_worker_main,
-            args=(child, memory_mb, cpu_seconds),
+            args=(child, memory_mb, cpu_seconds, os.getpid()),
             name="aggregator-parse",
             daemon=True,
         )

@@ -33,7 +33,14 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from . import clean, dedup, fetch, filters, parse, publish
-from .errors import AggregatorError, ExtractError, FetchError, FilterError, ParseError
+from .errors import (
+    AggregatorError,
+    ExtractError,
+    FetchError,
+    FilterError,
+    ParseError,
+    PublishWriteError,
+)
 from .metrics import Metrics
 from .models import (
     Article,
@@ -51,11 +58,19 @@ from .models import (
 )
 from .storable import escape_unstorable
 from .store import FeedState, NewEntry, Store
+from .workers import die_with_parent
 
 log = logging.getLogger("aggregator.pipeline")
 # Where links pointed before base_url became optional (its default then): the feed id stored
 # for an output of an existing store is the self URL the code emitted from it.
 LEGACY_BASE_URL = "http://127.0.0.1:8080/"
+# A failed publish (disk full, read-only) is retried after 15 s, 30 s, 1 min, ... at most
+# every 10 min, until it succeeds.
+PUBLISH_RETRY_MIN = 15.0
+PUBLISH_RETRY_MAX = 600.0
+# Past this size (wal_autocheckpoint's 1000 pages) the WAL is checkpointed from the
+# maintenance job too, and a checkpoint that a reader keeps from completing is worth a warning.
+WAL_BOUND = 4 * 1024 * 1024
 T = TypeVar("T")
 
 # --------------------------------------------------------------------------- reports
@@ -193,10 +208,13 @@ EXTRACT_TIMEOUT = 60.0  # seconds of wall time for one page in an extraction wor
 EXTRACT_MEMORY_MB = 1024  # address-space limit of an extraction worker
 
 
-def _limit_extract_worker(memory_mb: int) -> None:
-    """Runs once in each extraction worker: a pathological page costs one page, never the
-    machine (it gets MemoryError, and the pool is replaced if the worker dies)."""
+def _limit_extract_worker(memory_mb: int, parent_pid: int) -> None:
+    """Runs once in each extraction worker: it dies with the daemon, and a pathological page
+    costs one page, never the machine (it gets MemoryError, and the pool is replaced if the
+    worker dies)."""
     import resource
+
+    die_with_parent(parent_pid)
 
     limit = memory_mb * 1024 * 1024
     try:
@@ -264,6 +282,11 @@ class Pipeline:
         # times are whole seconds: an entry first seen in the second this process started
         # counts as unpublished.)
         self.shown_before = _now()
+        self._publish_attempts = 0  # consecutive failed publishes
+        self._publish_retry_at: float | None = None  # monotonic time of the next retry
+        self._wal_held = False  # a reader kept the last checkpoint from resetting the WAL
+        self._wal_lock = threading.Lock()
+        self._wal_refused = 0  # checkpoints refused in a row with the WAL past WAL_BOUND
         self.max_lateness = 0.0  # seconds after its due time the latest-started fetch began
         self._lateness: list[float] = []  # something publishable changed since the last publish
         # Called whenever work completes (a feed recorded, an article stored): the daemon's
@@ -297,6 +320,40 @@ class Pipeline:
         if self._reader is not None:
             self._reader.close()
         self.store.close()
+
+    def checkpoint(self, *, if_larger_than: int = 0) -> bool:
+        """Fold the WAL back into the database and truncate it (never waiting for readers);
+        with ``if_larger_than``, only when the WAL file is larger. Returns whether the WAL
+        was reset. A reader holding a snapshot (a long transaction) keeps the WAL from being
+        reset, and writes then grow it without bound: once the WAL is past WAL_BOUND and two
+        checkpoints in a row were refused, that is logged once as a warning with the WAL
+        size, and its end once as info."""
+        if if_larger_than and self.store.disk_usage()[1] <= if_larger_than:
+            return False
+        with self._wal_lock:  # jobs on several scheduler threads: one warning, not two
+            return self._checkpoint()
+
+    def _checkpoint(self) -> bool:
+        reset = self.writer.call(lambda st: st.checkpoint())
+        wal = self.store.disk_usage()[1]
+        if reset:
+            if self._wal_held:
+                log.info("WAL checkpointed again: the reader that held it has let go",
+                         extra={"kind": "wal", "wal_bytes": wal})
+            self._wal_held = False
+            self._wal_refused = 0
+            return True
+        # Twice in a row: a single refusal may be our own publisher reading at that moment.
+        self._wal_refused = self._wal_refused + 1 if wal > WAL_BOUND else 0
+        if self._wal_refused >= 2 and not self._wal_held:
+            self._wal_held = True
+            log.warning(
+                "the WAL (%.1f MB) cannot be checkpointed: another connection to %s holds a "
+                "read transaction open; it grows with each write until that reader ends it",
+                wal / 1e6, self.config.settings.database,
+                extra={"kind": "wal", "wal_bytes": wal},
+            )
+        return False
 
     @property
     def feeds_by_name(self) -> dict[str, FeedConfig]:
@@ -370,8 +427,20 @@ class Pipeline:
         if states:
             # Lateness: how long after its due time each fetch actually started.
             self.max_lateness = max(self._lateness, default=0.0)
-            log.info("polled %d feeds in %.1f s; max lateness %.1f s", len(outcomes),
-                     time.monotonic() - tick, self.max_lateness)
+            new = sum(o.new for o in outcomes)
+            updated = sum(o.updated for o in outcomes)
+            failed = sum(o.status in ("error", "gone") and o.error_kind != "stopped"
+                         for o in outcomes)
+            # One line for a cycle that did something; a cycle of 304s is routine (DEBUG),
+            # so an idle daemon writes nothing at the default level.
+            log.log(
+                logging.INFO if new or updated or failed else logging.DEBUG,
+                "poll: %d feeds polled, %d new entries, %d updated, %d failed in %.1f s; "
+                "max lateness %.1f s", len(outcomes), new, updated, failed,
+                time.monotonic() - tick, self.max_lateness,
+                extra={"kind": "poll", "feeds": len(outcomes), "new": new,
+                       "updated": updated, "failed": failed},
+            )
         if not self.stopping.is_set():
             # Every due feed polled and recorded (its own failures included).
             self.last_cycle = time.time()
@@ -563,7 +632,8 @@ class Pipeline:
                 permanent_url=escape_unstorable(permanent) if permanent else None,
             )
             # Logged once per attempt, with the reason.
-            log.warning("%s: %s: %s", f.feed.name, kind, err)
+            log.warning("%s: %s: %s", f.feed.name, kind, err,
+                        extra={"feed": f.feed.name, "url": f.state.fetch_url, "kind": kind})
             return FeedOutcome(f.feed.name, "gone" if gone else "error", error=str(err),
                                error_kind=kind, http_status=status, seconds=elapsed)
         result = f.result
@@ -616,7 +686,8 @@ class Pipeline:
                 n = self.config.settings.extract_processes or os.cpu_count() or 1
                 self._extract_pool = ProcessPoolExecutor(
                     max_workers=max(1, n), mp_context=get_context("spawn"),
-                    initializer=_limit_extract_worker, initargs=(EXTRACT_MEMORY_MB,),
+                    initializer=_limit_extract_worker,
+                    initargs=(EXTRACT_MEMORY_MB, os.getpid()),
                 )
             return self._extract_pool
 
@@ -916,18 +987,27 @@ class Pipeline:
         return kept, scanned < max_scan
 
     def publish(self) -> list[Path]:
-        """Render every output from the store (no refetch) and write them atomically."""
+        """Render every output from the store (no refetch) and write them atomically. Each
+        output, and index.html and OPML, is published independently: a file that cannot be
+        written (disk full, read-only) is logged with its path and reason on one line, the
+        others are still written, and a retry is scheduled with backoff (see publish_due)."""
         s = self.config.settings
         out_dir = Path(s.output_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
         now = _now()
         written: list[Path] = []
-        failures = 0
+        failures: list[tuple[str, Path, str]] = []  # (output or "index", path, reason)
+        refused = 0  # outputs that cannot be published as configured (no retry helps)
         summaries: dict[str, OutputSummary] = {}
         base_url = s.link_base
         with self._publish_lock:
             started = time.monotonic()
-            self.dirty.clear()
+            self.dirty.clear()  # before rendering: a change made meanwhile publishes again
+            try:
+                out_dir.mkdir(parents=True, exist_ok=True)
+                dir_ok = True
+            except OSError as exc:  # no directory to write into: nothing else to try
+                failures.append(("*", out_dir, f"[Errno {exc.errno}] {exc.strerror or exc}"))
+                dir_ok = False
             # Feed ids are stored, never derived from where the feeds are served.
             legacy = {o.name: publish.document_url(s.base_url or LEGACY_BASE_URL, o.name, "atom")
                       for o in self.config.outputs}
@@ -935,7 +1015,7 @@ class Pipeline:
             # Times are stored to the second: an entry first seen in this second may be in
             # what is published now.
             self.shown_before = now + timedelta(seconds=1)
-            for output in self.config.outputs:
+            for output in self.config.outputs if dir_ok else ():
                 # One broken output must not stop the others from being published.
                 try:
                     items, complete = self.output_items(output, now=now)
@@ -944,13 +1024,67 @@ class Pipeline:
                                                       feed_id=feed_ids[output.name],
                                                       complete=complete)
                     summaries[output.name] = publish.summarize(output, items)
-                except AggregatorError as exc:
-                    failures += 1
-                    log.error("output %s not published: %s", output.name, exc)
-            publish.write_index(self.config.outputs, out_dir, base_url=base_url,
-                                summaries=summaries)
-            self.metrics.published(time.monotonic() - started, len(written), failures)
+                except PublishWriteError as exc:
+                    written += exc.written
+                    failures += [(output.name, path, reason) for path, reason in exc.failures]
+                except AggregatorError as exc:  # the output itself is wrong: no retry helps
+                    refused += 1
+                    log.error("output %s not published: %s", output.name, exc,
+                              extra={"output": output.name, "kind": "publish"})
+            try:
+                if dir_ok:
+                    publish.write_index(self.config.outputs, out_dir, base_url=base_url,
+                                        summaries=summaries)
+            except PublishWriteError as exc:
+                failures += [("index", path, reason) for path, reason in exc.failures]
+            self.metrics.published(time.monotonic() - started, len(written),
+                                   refused + len({name for name, _, _ in failures}))
+            self._publish_outcome(failures)
         return written
+
+    def _publish_outcome(self, failures: Sequence[tuple[str, Path, str]]) -> None:
+        """Log each failed file once per attempt and schedule the retry (exponential backoff,
+        capped), or note the recovery."""
+        if not failures:
+            if self._publish_attempts:
+                log.info("publishing recovered after %d failed attempts",
+                         self._publish_attempts, extra={"kind": "publish"})
+            self._publish_attempts = 0
+            self._publish_retry_at = None
+            return
+        delay = self._schedule_publish_retry()
+        for name, path, reason in failures:
+            log.error("output %s: cannot write %s: %s; retry in %.0f s", name, path, reason,
+                      delay, extra={"output": name, "path": str(path), "kind": "publish"})
+
+    def _schedule_publish_retry(self) -> float:
+        self._publish_attempts += 1
+        delay = min(PUBLISH_RETRY_MIN * 2 ** (self._publish_attempts - 1), PUBLISH_RETRY_MAX)
+        self._publish_retry_at = time.monotonic() + delay
+        self.dirty.set()  # what failed is still to be published
+        return delay
+
+    def publish_failed(self, exc: BaseException) -> None:
+        """An unexpected error stopped publishing (a bug, or the store unreadable): retried
+        with the same backoff as a failed write; the traceback is logged the first time."""
+        first = self._publish_attempts == 0
+        delay = self._schedule_publish_retry()
+        log.error("publishing failed: %s: %s; retry in %.0f s", type(exc).__name__, exc, delay,
+                  exc_info=exc if first else None, extra={"kind": "publish"})
+
+    def publish_retry_in(self) -> float | None:
+        """Seconds until the next retry of a failed publish (0 when due); None when the
+        last publish succeeded."""
+        if self._publish_retry_at is None:
+            return None
+        return max(0.0, self._publish_retry_at - time.monotonic())
+
+    def publish_due(self) -> bool:
+        """Whether the daemon should publish now: after a change, or, once publishing
+        failed, when the retry is due (even with nothing new: what failed is still unpublished)."""
+        if self._publish_retry_at is not None:
+            return time.monotonic() >= self._publish_retry_at
+        return self.dirty.is_set()
 
     def metrics_snapshot(self) -> MetricsSnapshot:
         """The values /metrics reads at scrape time, from a read-only connection of its own

@@ -51,7 +51,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from aggregator import __version__, files
-from aggregator.errors import PublishError
+from aggregator.errors import PublishError, PublishWriteError
 from aggregator.models import ArchiveLinks, Item, Outlet, OutputConfig, OutputSummary
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
@@ -586,6 +586,13 @@ def _publish_file(
     return write_atomic(path, data, mtime)
 
 
+def _reason(exc: OSError) -> str:
+    """`[Errno 28] No space left on device`, without the path (logged beside it)."""
+    if exc.errno is not None and exc.strerror:
+        return f"[Errno {exc.errno}] {exc.strerror}"
+    return str(exc) or type(exc).__name__
+
+
 def _check_name(name: str) -> None:
     # A name ending in -archive-<n> would collide with another output's archive pages (and
     # be deleted as stale); a path separator or leading dot would escape or hide the file.
@@ -691,7 +698,8 @@ def publish_output(
     older ones (see the module docstring); remove stale archive files and files of formats
     the output no longer has. Items may come in any order; ``complete``: they are all of the
     output's items, not a window of the newest. ``feed_id``: the output's stored feed id.
-    Returns the files whose bytes changed."""
+    Returns the files whose bytes changed. Files that cannot be written (OSError) do not
+    stop the others: PublishWriteError then lists them, after every file was tried."""
     _check_name(output.name)
     for fmt in output.formats:
         if fmt not in RENDERERS:
@@ -713,6 +721,7 @@ def publish_output(
     numbers = [n for n, _ in numbered]
 
     written: list[Path] = []
+    failures: list[tuple[Path, str]] = []
     keep: set[str] = set()
     for fmt in output.formats:
         render = RENDERERS[fmt]
@@ -756,18 +765,28 @@ def publish_output(
                 return render(output, doc_items, base_url=base_url, now=clock, archive=links,
                               **extra)
 
-            if _publish_file(path, render_doc, _newest(doc_items), now):
-                written.append(path)
+            # Each file on its own: a full or read-only disk failing one must not keep the
+            # others (other formats, archive pages) from being written.
+            try:
+                if _publish_file(path, render_doc, _newest(doc_items), now):
+                    written.append(path)
+            except OSError as exc:
+                failures.append((path, _reason(exc)))
 
     own = re.compile(re.escape(output.name) + r"(?:-archive-\d+)?\.(?:atom|rss|json)")
-    for path in out_dir.iterdir():
-        if own.fullmatch(path.name) and path.name not in keep:
-            path.unlink(missing_ok=True)
-    if seals:
-        state = {"version": 1, "size": size, "pages": [[list(k), c] for k, c in seals]}
-        write_atomic(manifest, json.dumps(state, ensure_ascii=False).encode("utf-8") + b"\n")
-    else:
-        manifest.unlink(missing_ok=True)
+    try:
+        for path in out_dir.iterdir():
+            if own.fullmatch(path.name) and path.name not in keep:
+                path.unlink(missing_ok=True)
+        if seals:
+            state = {"version": 1, "size": size, "pages": [[list(k), c] for k, c in seals]}
+            write_atomic(manifest, json.dumps(state, ensure_ascii=False).encode("utf-8") + b"\n")
+        else:
+            manifest.unlink(missing_ok=True)
+    except OSError as exc:
+        failures.append((Path(exc.filename) if exc.filename else manifest, _reason(exc)))
+    if failures:
+        raise PublishWriteError(failures, written)
     return written
 
 
@@ -891,9 +910,23 @@ def write_index(
     title: str = "aggregator",
     summaries: Mapping[str, OutputSummary] | None = None,
 ) -> None:
-    """Write ``index.html`` and ``outputs.opml`` (each only when its bytes change)."""
+    """Write ``index.html`` and ``outputs.opml`` (each only when its bytes change), each
+    independently of the other; PublishWriteError lists the ones that failed."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(out_dir / "index.html",
-                 render_index(outputs, base_url=base_url, title=title, summaries=summaries))
-    write_atomic(out_dir / "outputs.opml", render_opml(outputs, base_url=base_url, title=title))
+    failures: list[tuple[Path, str]] = []
+    written: list[Path] = []
+    documents = (
+        ("index.html", lambda: render_index(outputs, base_url=base_url, title=title,
+                                            summaries=summaries)),
+        ("outputs.opml", lambda: render_opml(outputs, base_url=base_url, title=title)),
+    )
+    for name, render in documents:
+        path = out_dir / name
+        try:
+            if write_atomic(path, render()):
+                written.append(path)
+        except OSError as exc:
+            failures.append((path, _reason(exc)))
+    if failures:
+        raise PublishWriteError(failures, written)

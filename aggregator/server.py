@@ -38,6 +38,9 @@ from aggregator import statuspage
 from aggregator.errors import ServerError
 
 logger = logging.getLogger("aggregator.server")
+# One line per request, at DEBUG: a scraper or monitor polling every few seconds would
+# otherwise bury what matters. `log_level: DEBUG` (or enabling this logger) shows them.
+access_log = logging.getLogger("aggregator.access")
 
 CONTENT_TYPES: dict[str, str] = {
     ".atom": "application/atom+xml; charset=utf-8",
@@ -388,7 +391,6 @@ class _Handler(BaseHTTPRequestHandler):
         feed_server = self.server.feed_server
         name = route(self.path)
         if name in OPERATIONS_PATHS:
-            self._quiet = True  # for log_request: probes and scrapes log at DEBUG
             self._serve_operations(name, feed_server, head=head)
         elif name is None or not feed_server.serve_files:
             self._send_plain(HTTPStatus.NOT_FOUND, head=head)
@@ -575,9 +577,7 @@ class _Handler(BaseHTTPRequestHandler):
             code = code.value
         # Popped: the handler lives as long as the connection, across keep-alive requests.
         length = self.__dict__.pop("_body_length", size)
-        quiet = self.__dict__.pop("_quiet", False)
-        logger.log(
-            logging.DEBUG if quiet else logging.INFO,
+        access_log.debug(
             '%s "%s" %s %s',
             self.client_address[0],
             self.requestline.translate(_LOG_ESCAPES),
@@ -586,10 +586,11 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def log_error(self, format: str, *args: Any) -> None:
-        logger.warning("%s %s", self.client_address[0], (format % args).translate(_LOG_ESCAPES))
+        # Malformed or timed-out requests are the client's business, one per request too.
+        access_log.debug("%s %s", self.client_address[0], (format % args).translate(_LOG_ESCAPES))
 
     def log_message(self, format: str, *args: Any) -> None:
-        logger.info("%s %s", self.client_address[0], (format % args).translate(_LOG_ESCAPES))
+        access_log.debug("%s %s", self.client_address[0], (format % args).translate(_LOG_ESCAPES))
 
 
 def render_listing(out_dir: Path, *, status_link: bool = False) -> str:

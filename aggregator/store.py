@@ -757,12 +757,26 @@ class Store:
             finally:
                 self._staged.clear()
 
-    def checkpoint(self) -> None:
-        """Fold the WAL back into the database (PASSIVE: never waits for readers)."""
-        try:
-            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        except sqlite3.OperationalError:
-            pass
+    def checkpoint(self) -> bool:
+        """Fold the WAL back into the database and truncate it, never waiting for readers:
+        PASSIVE first, then TRUNCATE once every frame is copied. Returns whether the WAL was
+        reset; False means a reader still holds a snapshot in it (the WAL cannot restart
+        from its beginning until that reader ends its transaction)."""
+        with self._lock:
+            try:
+                timeout = self.conn.execute("PRAGMA busy_timeout").fetchone()[0]
+                self.conn.execute("PRAGMA busy_timeout = 0")
+                try:
+                    busy, frames, copied = self.conn.execute(
+                        "PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if busy or frames != copied:
+                        return False
+                    busy, _, _ = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                    return not busy
+                finally:
+                    self.conn.execute(f"PRAGMA busy_timeout = {int(timeout)}")
+            except sqlite3.OperationalError:
+                return False
 
     def integrity_check(self) -> str:
         return str(self.conn.execute("PRAGMA integrity_check").fetchone()[0])

@@ -388,13 +388,16 @@ def test_access_log_goes_to_logging_not_stderr(
     out_dir: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
 ) -> None:
     write(out_dir / "all.atom", b"<feed/>")
-    with caplog.at_level(logging.INFO, logger="aggregator.server"):
+    with caplog.at_level(logging.DEBUG, logger="aggregator.access"):
         with FeedServer(out_dir, "127.0.0.1:0") as srv:
             request(srv, "/all.atom")
             request(srv, "/missing.atom")
             raw(srv, b"GET /\x1b[31mfake\nline HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             raw(srv, b"garbage\r\n\r\n")
-    lines = [r.getMessage() for r in caplog.records if r.name == "aggregator.server"]
+    # One line per request, on its own logger and below INFO: every scrape would speak.
+    access = [r for r in caplog.records if r.name == "aggregator.access"]
+    assert access and all(r.levelno < logging.INFO for r in access)
+    lines = [r.getMessage() for r in access]
     assert any('"GET /all.atom HTTP/1.1" 200 7' in line for line in lines)
     assert any('"GET /missing.atom HTTP/1.1" 404' in line for line in lines)
     assert all("\x1b" not in line and "\n" not in line for line in lines)
