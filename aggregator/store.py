@@ -300,7 +300,8 @@ SELECT
     f.next_poll AS next_poll,
     f.interval AS interval,
     (SELECT COUNT(*) FROM entries e WHERE e.feed_id = f.id) AS entries,
-    (SELECT MAX(e.published) FROM entries e WHERE e.feed_id = f.id) AS newest_entry,
+    NULLIF((SELECT MAX(e.published) FROM entries e WHERE e.feed_id = f.id), '')
+        AS newest_entry,
     (SELECT ROUND(AVG(CASE WHEN r.extract_status = 'done' THEN 1.0 ELSE 0.0 END), 3)
        FROM (SELECT extract_status FROM entries e
              WHERE e.feed_id = f.id AND e.extract_status IN ('done', 'failed', 'feed')
@@ -397,61 +398,6 @@ SELECT
     e.match_reason AS match_reason,
     e.match_score AS match_score
 FROM entries e JOIN feeds f ON f.id = e.feed_id;
-DROP VIEW feed_health;
-CREATE VIEW feed_health AS
-SELECT
-    f.name AS name,
-    f.url AS url,
-    f.effective_url AS effective_url,
-    f.active AS active,
-    f.disabled_reason AS disabled_reason,
-    f.last_attempt AS last_attempt,
-    f.last_success AS last_success,
-    f.last_status AS last_status,
-    f.consecutive_errors AS consecutive_errors,
-    f.last_error AS last_error,
-    f.last_error_kind AS last_error_kind,
-    f.next_poll AS next_poll,
-    f.interval AS interval,
-    (SELECT COUNT(*) FROM entries e WHERE e.feed_id = f.id) AS entries,
-    NULLIF((SELECT MAX(e.published) FROM entries e WHERE e.feed_id = f.id), '')
-        AS newest_entry,
-    (SELECT ROUND(AVG(CASE WHEN r.extract_status = 'done' THEN 1.0 ELSE 0.0 END), 3)
-       FROM (SELECT extract_status FROM entries e
-             WHERE e.feed_id = f.id AND e.extract_status IN ('done', 'failed', 'feed')
-             ORDER BY e.first_seen DESC LIMIT 50) r) AS extracted_share,
-    (SELECT CAST(AVG(m.word_count) AS INTEGER) FROM (
-        SELECT w.word_count, ROW_NUMBER() OVER (ORDER BY w.word_count) AS rn,
-               COUNT(*) OVER () AS cnt
-        FROM (SELECT word_count FROM entries e
-              WHERE e.feed_id = f.id AND e.extract_status = 'done'
-              ORDER BY e.first_seen DESC LIMIT 50) w) m
-       WHERE m.rn IN ((m.cnt + 1) / 2, (m.cnt + 2) / 2)) AS median_words,
-    -- 1 when the last 10 processed entries were extracted at under half the rate of the 40
-    -- before them (which were mostly extracted): the site was probably redesigned.
-    (SELECT CASE WHEN COUNT(*) = 50
-                  AND AVG(CASE WHEN x.rn > 10 THEN x.ok END) >= 0.5
-                  AND AVG(CASE WHEN x.rn <= 10 THEN x.ok END)
-                      < AVG(CASE WHEN x.rn > 10 THEN x.ok END) / 2
-             THEN 1 ELSE 0 END
-       FROM (SELECT CASE WHEN e.extract_status = 'done' THEN 1.0 ELSE 0.0 END AS ok,
-                    ROW_NUMBER() OVER (ORDER BY e.first_seen DESC, e.id DESC) AS rn
-             FROM entries e WHERE e.feed_id = f.id
-               AND e.extract_status IN ('done', 'failed', 'feed')
-             ORDER BY e.first_seen DESC, e.id DESC LIMIT 50) x) AS extraction_drop,
-    f.warnings AS warnings,
-    -- The one derivation of a feed's state (see FEED_STATES and docs/schema.md).
-    CASE WHEN f.active = 0 THEN 'removed'
-         WHEN f.disabled_reason IS NOT NULL THEN 'disabled'
-         WHEN f.consecutive_errors > 0 THEN 'failing'
-         WHEN f.article_errors >= 3 THEN 'degraded'
-         ELSE 'ok' END AS state,
-    f.article_errors AS article_errors,
-    f.last_article_error AS last_article_error,
-    f.last_article_error_at AS last_article_error_at,
-    (SELECT COUNT(*) FROM entries e
-      WHERE e.feed_id = f.id AND e.extract_status = 'pending') AS articles_waiting
-FROM feeds f;
 """,
     ),
     (

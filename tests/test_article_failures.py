@@ -221,7 +221,7 @@ def test_status_and_log_show_the_degraded_feed(tmp_path: Path, good: FeedServer,
     assert bad_line.split()[1] == "degraded"
     assert "article pages: 3 failed in a row" in text.stdout
     assert "robots.txt unreachable (HTTP 500)" in text.stdout
-    assert text.stdout.rstrip().endswith("2 feeds, 3 articles waiting (3 waiting for a retry)")
+    assert "\n2 feeds, 3 articles waiting (3 waiting for a retry)\n" in text.stdout
 
 
 def test_daemon_status_json_counts_the_waiting_pages(tmp_path: Path, bad: FeedServer) -> None:
