@@ -530,7 +530,7 @@ def prune(obj: Ctx, dry_run: bool, vacuum: bool) -> None:
                + f", {report.pages} article pages, {report.band_rows} band rows")
     click.echo(f"stories: {report.stories_touched} kept with fewer members,"
                f" {report.stories_deleted} deleted with their last member;"
-               f" {report.protected} due entries kept: a current document shows them")
+               f" {report.protected} due entries kept: a published document shows them")
     freed = f"{_mb(report.freed)} of database pages freed"
     if dry_run:
         click.echo(f"space: at least {_mb(report.freed)} of database pages would be freed (the"

@@ -412,7 +412,7 @@ class PruneReport:
     band_rows: int = 0
     stories_touched: int = 0  # stories that lost members and kept some
     stories_deleted: int = 0  # stories left without members
-    protected: int = 0  # entries due for pruning but kept: a current document shows them
+    protected: int = 0  # entries due for pruning but kept: a published document (current or archive page) shows them
     by_feed: tuple[tuple[str, int], ...] = ()  # entries per feed name, most first
     freed: int = 0  # database pages the deletion left free (reused before the file grows)
     size_before: int = 0  # database file size (with its WAL) before

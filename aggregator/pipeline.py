@@ -1112,13 +1112,17 @@ class Pipeline:
             f.entry_retention or f.max_entries for f in self.config.feeds)
 
     def protected_entries(self, now: datetime) -> set[int]:
-        """Every member of every story the outputs' current documents show, selected as
-        `publish` selects them: a prune must leave those documents as they are."""
+        """Every member of every story a published document shows (each output's current
+        document and the archive pages it keeps), selected as `publish` selects them: a prune
+        leaves every published document as it is, and archives still page back to their
+        first item. An entry goes once its page has left the output's archive window."""
+        out_dir = Path(self.config.settings.output_dir)
         items: list[Item] = []
         for output in self.config.outputs:
             # An output whose items cannot be selected (a filter error) stops the prune:
-            # what its current document shows is unknown.
-            items += publish.current_items(output, self.output_items(output, now=now)[0])
+            # what its documents show is unknown.
+            selected, complete = self.output_items(output, now=now)
+            items += publish.published_items(output, selected, out_dir, complete=complete)
         stories = {i.story_id for i in items if i.story_id is not None}
         return {i.id for i in items} | self._read_store().story_member_ids(stories)
 

@@ -682,6 +682,33 @@ def current_items(output: OutputConfig, items: Sequence[Item]) -> list[Item]:
     return sorted(items, key=_order_key, reverse=True)[: max(1, output.limit)]
 
 
+def _plan(
+    output: OutputConfig, items: Sequence[Item], out_dir: Path, archive_pages: int | None,
+    complete: bool,
+) -> tuple[list[Item], list[tuple[int, list[Item]]], list[tuple[Key, int]]]:
+    """What publishing ``items`` writes: the current document's items, the archive pages kept
+    (number, items oldest first) and the updated seals."""
+    size = max(1, output.limit)
+    newest_first = sorted(items, key=_order_key, reverse=True)
+    pages, seals = _paginate(
+        newest_first[size:][::-1], _load_sealed(_manifest_path(out_dir, output.name), size),
+        size, complete,
+    )
+    keep_pages = output.archive_pages if archive_pages is None else archive_pages
+    # The newest pages (slicing from the end: fewer pages than the limit keeps them all).
+    numbered = pages[-keep_pages:] if keep_pages > 0 else []
+    return current_items(output, newest_first), numbered, seals
+
+
+def published_items(
+    output: OutputConfig, items: Sequence[Item], out_dir: Path, *, complete: bool = False
+) -> list[Item]:
+    """The items that publishing ``items`` shows in any document of the output: its current
+    document and every archive page it keeps (nothing is written)."""
+    current, numbered, _ = _plan(output, items, Path(out_dir), None, complete)
+    return current + [item for _, page in numbered for item in page]
+
+
 def publish_output(
     output: OutputConfig,
     items: Sequence[Item],
@@ -709,15 +736,8 @@ def publish_output(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     size = max(1, output.limit)
-    newest_first = sorted(items, key=_order_key, reverse=True)
-    current = current_items(output, newest_first)
     manifest = _manifest_path(out_dir, output.name)
-    pages, seals = _paginate(
-        newest_first[size:][::-1], _load_sealed(manifest, size), size, complete
-    )
-    keep_pages = output.archive_pages if archive_pages is None else archive_pages
-    # The newest pages (slicing from the end: fewer pages than the limit keeps them all).
-    numbered = pages[-keep_pages:] if keep_pages > 0 else []
+    current, numbered, seals = _plan(output, items, out_dir, archive_pages, complete)
     numbers = [n for n, _ in numbered]
 
     written: list[Path] = []

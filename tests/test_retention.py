@@ -295,13 +295,20 @@ OUTPUTS = """outputs:
   - name: all
     title: All feeds
     limit: 10
+    archive_pages: 1
   - name: f23
     title: Feeds 2 and 3
     limit: 5
+    archive_pages: 1
     filter:
       sources: [feed-2, feed-3]
 """
-CURRENT = [f"{name}.{fmt}" for name in ("all", "f23") for fmt in ("atom", "rss", "json")]
+
+
+def documents(out: Path) -> dict[str, bytes]:
+    """Every published document: each output's current ones and the archive page it keeps."""
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir())
+            if p.suffix in (".atom", ".rss", ".json") and not p.name.startswith(".")}
 
 
 def test_prune_farm_store_keeps_it_consistent_and_current_documents_unchanged(
@@ -312,7 +319,8 @@ def test_prune_farm_store_keeps_it_consistent_and_current_documents_unchanged(
             [{"name": f"feed-{n}", "url": s.url(f"/feed/{n}.xml")} for n in range(4)],
             OUTPUTS)
         text = feeds.read_text()
-        # feed-2 keeps its newest entry, but current documents show its newest 3.
+        # feed-2 keeps its newest entry, but the published documents (each output's current
+        # document and its one archive page) show its newest 5.
         feeds.write_text(text.replace(f"url: {s.url('/feed/2.xml')}\n",
                                       f"url: {s.url('/feed/2.xml')}\n    max_entries: 1\n"))
         env = env_for(tmp_path)
@@ -335,42 +343,43 @@ def test_prune_farm_store_keeps_it_consistent_and_current_documents_unchanged(
             "SELECT COUNT(*) FROM entries WHERE instr(text, ?)", (w,)).fetchone()[0] == 1)
         assert fts_ids(conn, word) == [doomed[0]]
         conn.close()
-        current = {name: (out / name).read_bytes() for name in CURRENT}
+        current = documents(out)
+        assert len(current) == 2 * 2 * 3  # two outputs, each a current and an archive page
         before = dump(db)
 
         r = cli(["prune", "--dry-run"], env, feeds=feeds)
         assert r.returncode == 0, r.stderr
-        assert "would delete 37 entries (feed-2 13, feed-0 8, feed-1 8, feed-3 8)," \
-            " 37 article pages" in r.stdout
-        assert "2 due entries kept: a current document shows them" in r.stdout
+        assert "would delete 35 entries (feed-2 11, feed-0 8, feed-1 8, feed-3 8)," \
+            " 35 article pages" in r.stdout
+        assert "4 due entries kept: a published document shows them" in r.stdout
         assert dump(db) == before
 
         size = db.stat().st_size
         r = cli(["prune"], env, feeds=feeds)
         assert r.returncode == 0, r.stderr
-        assert "deleted 37 entries (feed-2 13, feed-0 8, feed-1 8, feed-3 8)" in r.stdout
+        assert "deleted 35 entries (feed-2 11, feed-0 8, feed-1 8, feed-3 8)" in r.stdout
         assert "(incremental vacuum)" in r.stdout
         assert db.stat().st_size < size * 0.8
         conn = sqlite3.connect(db)
         counts = dict(conn.execute("SELECT f.name, COUNT(*) FROM entries e JOIN feeds f"
                                    " ON f.id = e.feed_id GROUP BY f.name"))
-        assert counts == {"feed-0": 8, "feed-1": 8, "feed-2": 3, "feed-3": 8}
+        assert counts == {"feed-0": 8, "feed-1": 8, "feed-2": 5, "feed-3": 8}
         assert fts_ids(conn, word) == []
         consistent(conn)
         assert conn.execute("PRAGMA freelist_count").fetchone()[0] == 0
 
         # Published files are not touched, and publishing again gives the same bytes.
-        assert {name: (out / name).read_bytes() for name in CURRENT} == current
+        assert documents(out) == current
         r = cli(["publish"], env, feeds=feeds)
         assert r.returncode == 0, r.stderr
-        assert {name: (out / name).read_bytes() for name in CURRENT} == current
+        assert documents(out) == current
 
         # A new item: the pruned entries the feeds still list stay away.
         s.round = 1
         r = cli(["update", "--all"], env, feeds=feeds)
         assert r.returncode == 0, r.stderr
         assert "0 failed, 4 new entries" in r.stdout
-        assert conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0] == 27 + 4
+        assert conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0] == 29 + 4
         consistent(conn)
         conn.close()
 
@@ -403,7 +412,8 @@ def test_daemon_maintenance_prunes(tmp_path: Path) -> None:
     with FeedServer(feeds=1, entries=6) as s:
         feeds = write_feeds(tmp_path / "feeds.yaml", [
             {"name": "one", "url": s.url("/feed/0.xml"), "max_entries": 2}],
-            "outputs:\n  - name: latest\n    title: Latest\n    limit: 1\n")
+            "outputs:\n  - name: latest\n    title: Latest\n    limit: 1\n"
+            "    archive_pages: 0\n")
         env = env_for(tmp_path, AGGREGATOR_FULL_TEXT="false")
         r = cli(["update", "--all"], env, feeds=feeds)
         assert r.returncode == 0, r.stderr
