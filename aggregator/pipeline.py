@@ -791,7 +791,9 @@ class Pipeline:
                 tail += f" ({given_up} not retried)"
         else:
             tail = ", not retried"
-        log.warning("articles on %s: %d failed (%s)%s", host, len(jobs), reason, tail)
+        log.warning("articles on %s: %d failed (%s)%s", host, len(jobs), reason, tail,
+                    extra={"host": host, "kind": "article", "failed": len(jobs),
+                           "reason": reason})
 
     def _article_one(self, b: Any) -> dict[str, Any]:
         s = self.config.settings
