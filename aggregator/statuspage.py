@@ -207,6 +207,15 @@ def _summary(doc: Mapping[str, Any], feeds: Sequence[Mapping[str, Any]], now: da
             f"{_show(relative(started, now))}</time>"
             f"<small>{_utc(started)}, took {_show(_duration(seconds))}; {detail}</small>",
         ))
+    elif (polled := _when(doc.get("last_poll"))) is not None:
+        # No cycle of this process yet: the store says when a feed was last polled (by an
+        # earlier run, or by `aggregator update`).
+        cards.append((
+            "Last poll",
+            f'<time datetime="{polled.strftime("%Y-%m-%dT%H:%M:%SZ")}">'
+            f"{_show(relative(polled, now))}</time>"
+            f"<small>{_utc(polled)}, before this process's first cycle</small>",
+        ))
     else:
         cards.append(("Last cycle", '<span class="muted">none yet</span>'))
     if doc.get("uptime") is not None:
@@ -314,6 +323,15 @@ def _feed_row(feed: Mapping[str, Any], now: datetime) -> str:
         kind_html = f'<span class="kind">{_show(kind)}</span> ' if kind else ""
         error_html = (f'{kind_html}<span class="error" title="{_show(error[:_ERROR_TOOLTIP])}">'
                       f"<bdi>{_show(shown)}</bdi></span>")
+    article_errors = _int(feed.get("article_errors"))
+    if article_errors and feed.get("last_article_error"):
+        # A degraded feed polls fine: the reason is its article pages' last failure.
+        reason = str(feed["last_article_error"])
+        shown = reason if len(reason) <= _ERROR_SHOWN else reason[:_ERROR_SHOWN] + "\u2026"
+        error_html += ("<br/>" if error_html else "") + (
+            f"<small>Article pages: {_num(article_errors)} failed in a row: "
+            f'<span class="error" title="{_show(reason[:_ERROR_TOOLTIP])}">'
+            f"<bdi>{_show(shown)}</bdi></span></small>")
     if feed.get("extraction_drop"):
         error_html += ("<br/>" if error_html else "") + ('<small>Article extraction dropped sharply: the site may have '
                        "been redesigned.</small>")

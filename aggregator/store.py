@@ -1851,6 +1851,8 @@ class Store:
                 document = {
                     "backlog": self.backlog_size(),  # entries waiting, retries included
                     "backlog_retrying": self.backlog_retrying(),
+                    "last_poll": self.conn.execute(
+                        "SELECT MAX(last_attempt) FROM feeds").fetchone()[0],
                     "states": self.feed_state_counts(feeds),
                     **self.activity(now),
                     "feeds": feeds,

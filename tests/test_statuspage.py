@@ -205,3 +205,23 @@ def test_status_page_needs_a_provider_and_survives_a_broken_one(tmp_path: Path) 
     # An empty document (a fresh daemon) renders too.
     page = render_status({}, now=NOW)
     assert "No feeds are configured." in page and "none yet" in page
+
+
+def test_degraded_feed_shows_its_article_failure_and_last_poll_without_a_cycle(
+        store: Store) -> None:
+    """A degraded feed polls fine: its row names the article pages' last failure (escaped);
+    before this process ran a cycle, the summary says when the store last polled a feed."""
+    store.conn.execute(
+        "UPDATE feeds SET article_errors = 4, last_article_error = ? WHERE name = 'zeta'",
+        ("robots_unavailable: <b>https://zeta.example/robots.txt</b> unreachable",))
+    store.conn.commit()
+    doc = store.status(NOW)
+    assert doc["last_poll"] == "2026-11-24T10:00:00Z"
+    page = render_status(doc, now=NOW)
+    zeta = page[page.index('<tr class="degraded">'):]
+    zeta = zeta[:zeta.index("</tr>")]
+    assert "Article pages: 4 failed in a row: " in zeta
+    assert "&lt;b&gt;https://zeta.example/robots.txt&lt;/b&gt; unreachable" in zeta
+    assert "<b>" not in zeta
+    text = " ".join(" ".join(Page(page).text).split())
+    assert "Last poll just now" in text or "Last poll 0 s ago" in text, text
