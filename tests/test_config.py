@@ -962,7 +962,7 @@ def test_opml_export_import_round_trip(tmp_path: Path) -> None:
 def test_cached_load_reuses_a_validated_configuration_and_notices_every_change(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import aggregator.config as config_module
+    import aggregator.config.load as config_module  # where feeds.yaml is parsed on a load
 
     feeds = write(tmp_path / "feeds.yaml",
                   "feeds:\n  - name: a\n    url: https://a.example/rss\n")
@@ -995,7 +995,7 @@ def test_cached_load_reuses_a_validated_configuration_and_notices_every_change(
 def test_cache_files_others_could_write_or_that_do_not_load_are_ignored(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import aggregator.config as config_module
+    import aggregator.config.load as config_module  # where feeds.yaml is parsed on a load
 
     feeds = write(tmp_path / "feeds.yaml",
                   "feeds:\n  - name: a\n    url: https://a.example/rss\n")
