@@ -26,12 +26,17 @@ from __future__ import annotations
 from aggregator.config.edit import add_feeds
 from aggregator.config.feeds import NAME_RE, derive_name
 from aggregator.config.load import check_files, check_report, load_config
-from aggregator.config.opml import export_opml, read_opml
+from aggregator.config.opml import MAX_OPML_OUTLINES, export_opml, read_opml
+from aggregator.config.positioned import MAX_ALIAS_NODES, MAX_DEPTH, MAX_FILE_BYTES
 from aggregator.config.settings import ENV_PREFIX, settings_warnings
 from aggregator.config.values import parse_bool, parse_duration, parse_size
 
 __all__ = [
     "ENV_PREFIX",
+    "MAX_ALIAS_NODES",
+    "MAX_DEPTH",
+    "MAX_FILE_BYTES",
+    "MAX_OPML_OUTLINES",
     "NAME_RE",
     "add_feeds",
     "check_files",

@@ -11,23 +11,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+# Containers and node types are re-exported for the editing module (``X as X``).
+from ruamel.yaml.comments import CommentedMap as CommentedMap
+from ruamel.yaml.comments import CommentedSeq as CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.error import YAMLError as YAMLError
 from ruamel.yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent
-from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from ruamel.yaml.nodes import MappingNode as MappingNode
+from ruamel.yaml.nodes import Node as Node
+from ruamel.yaml.nodes import ScalarNode as ScalarNode
+from ruamel.yaml.nodes import SequenceNode as SequenceNode
 from ruamel.yaml.reader import ReaderError
 
 from aggregator.errors import Problem
-
-__all__ = [
-    "CommentedMap",
-    "CommentedSeq",
-    "MappingNode",
-    "Node",
-    "ScalarNode",
-    "SequenceNode",
-    "YAMLError",
-]
 
 MAX_FILE_BYTES = 5 * 1024 * 1024  # a feeds.yaml is kilobytes; refuse before parsing junk
 MAX_ALIAS_NODES = 10_000  # nodes that aliases may add on expansion (alias bombs)
