@@ -53,7 +53,7 @@ def load_config(
     """Settings (file, then ``AGGREGATOR_*`` env) and feeds; ConfigError lists every problem.
 
     ``None`` for a path means defaults (no feeds, one output ``all``). ``cached``: reuse the
-    result of an earlier load of the very same inputs (see :func:`_cache_key`)."""
+    result of an earlier load of the very same inputs (see :mod:`aggregator.config.cache`)."""
     env = os.environ if env is None else env
     key = _cache_key(config_path, feeds_path, env) if cached else None
     if key is not None and (hit := _cache_get(key, env)) is not None:
