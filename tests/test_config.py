@@ -962,7 +962,7 @@ def test_opml_export_import_round_trip(tmp_path: Path) -> None:
 def test_cached_load_reuses_a_validated_configuration_and_notices_every_change(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import aggregator.config as config_module
+    import aggregator.config.load as config_module  # where feeds.yaml is parsed on a load
 
     feeds = write(tmp_path / "feeds.yaml",
                   "feeds:\n  - name: a\n    url: https://a.example/rss\n")
@@ -995,7 +995,7 @@ def test_cached_load_reuses_a_validated_configuration_and_notices_every_change(
 def test_cache_files_others_could_write_or_that_do_not_load_are_ignored(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import aggregator.config as config_module
+    import aggregator.config.load as config_module  # where feeds.yaml is parsed on a load
 
     feeds = write(tmp_path / "feeds.yaml",
                   "feeds:\n  - name: a\n    url: https://a.example/rss\n")
@@ -1016,3 +1016,64 @@ def test_cache_files_others_could_write_or_that_do_not_load_are_ignored(
     assert len(parses) == 2
     # No cache directory at all (no HOME, no XDG_CACHE_HOME): loads still work.
     assert load_config(None, str(feeds), {}, cached=True) == good
+
+
+def test_cache_key_covers_the_code_of_every_module_of_the_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A change to any part of the configuration code (a validation rule in the feeds module,
+    a conversion in the settings module, ...) must not serve a configuration it made before."""
+    import shutil
+
+    import aggregator.config.cache as cache_module
+    import aggregator.config.load as load_module
+
+    code = tmp_path / "code"
+    shutil.copytree(Path(cache_module.__file__).parent, code,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(cache_module, "_PACKAGE", code)
+    parses: list[str] = []
+    real_parse = load_module._parse
+    monkeypatch.setattr(load_module, "_parse",
+                        lambda text, problems: parses.append(text) or real_parse(text, problems))
+    feeds = write(tmp_path / "feeds.yaml",
+                  "feeds:\n  - name: a\n    url: https://a.example/rss\n")
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+
+    modules = sorted(code.glob("*.py"))
+    assert {"positioned.py", "settings.py", "feeds.py", "load.py", "cache.py"} <= {
+        m.name for m in modules}
+    load_config(None, str(feeds), env, cached=True)
+    load_config(None, str(feeds), env, cached=True)
+    assert len(parses) == 1
+    for number, module in enumerate(modules, 2):
+        module.write_text(module.read_text() + "\n# changed\n")
+        load_config(None, str(feeds), env, cached=True)
+        assert len(parses) == number, f"a change to {module.name} still hit the cache"
+    # A part added to the package counts too.
+    (code / "new_part.py").write_text("RULE = 1\n")
+    load_config(None, str(feeds), env, cached=True)
+    assert len(parses) == len(modules) + 2
+
+
+def test_config_parts_import_ruamel_in_one_place_and_only_earlier_parts() -> None:
+    """docs/architecture.md: ruamel.yaml in `config.positioned` only; each part imports only
+    the parts listed before it in the table (no cycles, one direction)."""
+    order = ["positioned", "values", "addresses", "feeds", "settings", "cache", "load", "edit",
+             "opml"]
+    package = ROOT / "aggregator" / "config"
+    parts = {p.stem for p in package.glob("*.py")} - {"__init__"}
+    assert parts == set(order)
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    assert [p for p in re.findall(r"^\| `config\.(\w+)` \|", doc, re.M)] == order
+    for part in order:
+        source = (package / f"{part}.py").read_text()
+        uses_ruamel = bool(re.search(r"^\s*(from|import) ruamel", source, re.M))
+        assert uses_ruamel == (part == "positioned"), part
+        imported = set(re.findall(r"^from aggregator\.config\.(\w+) import", source, re.M))
+        later = imported - set(order[: order.index(part)])
+        assert not later, f"config.{part} imports {later}"
+    outside = [p for p in (ROOT / "aggregator").rglob("*.py")
+               if "config" not in p.relative_to(ROOT / "aggregator").parts
+               and re.search(r"^\s*(from|import) ruamel", p.read_text(), re.M)]
+    assert outside == []
