@@ -13,9 +13,9 @@ import lxml.html
 import pytest
 from trafilatura import html2txt
 
-from aggregator import extract as extract_mod
 from aggregator.clean import html_to_text, sanitize_html
 from aggregator.errors import ExtractError
+from aggregator.extract import accelerator, cascade, decode, metadata
 from aggregator.extract import decode_html, discover_feeds, extract_article, validate_rule
 from aggregator.models import SiteRule
 
@@ -513,13 +513,13 @@ def test_fallback_extractors_run_only_for_short_extractions(
     corpus: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[int] = []
-    real = extract_mod.compare_extraction
+    real = cascade.compare_extraction
 
     def counting(*args: object) -> object:
         calls.append(len(str(args[3])))
         return real(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(extract_mod, "compare_extraction", counting)
+    monkeypatch.setattr(cascade, "compare_extraction", counting)
     # A long article: trafilatura's own extraction is enough, readability/jusText never run.
     raw, expected = _traf_case(corpus, "tagesschau.de.rheinmetall")
     assert len(extract_article(raw, str(expected["url"])).text) > 2000
@@ -539,12 +539,12 @@ def test_page_text_bound_never_below_trafilatura_measure(corpus: Path) -> None:
     pages = sorted((corpus / "articles").glob("*/*/source.html"))[::7]
     assert len(pages) > 40
     for page in pages:
-        root = extract_mod._parse(decode_html(page.read_bytes()))
+        root = decode._parse(decode_html(page.read_bytes()))
         if root is None:
             continue
         body = root.find(".//body")
         body = root if body is None else body
-        assert extract_mod._page_text_bound(body) >= len(html2txt(root)), page
+        assert cascade._page_text_bound(body) >= len(html2txt(root)), page
 
 
 def test_comment_sections_pruned() -> None:
@@ -593,9 +593,9 @@ def test_byline_search_matches_trafilatura(corpus: Path) -> None:
     pages = sorted((corpus / "articles" / "trafilatura").glob("*/source.html"))[:60]
     found = 0
     for source in pages:
-        root = extract_mod._parse(decode_html(source.read_bytes()))
+        root = decode._parse(decode_html(source.read_bytes()))
         assert root is not None
-        ours = extract_mod._byline(root)
+        ours = metadata._byline(root)
         assert ours == extract_author(root), source.parent.name
         found += ours is not None
     assert found >= 20
@@ -651,7 +651,7 @@ def test_repaired_html_same_as_trafilatura_repair(html: str) -> None:
 
     beginning = html[:50].lower()
     expected = repair_faulty_html(html, beginning).encode("utf-8", "surrogatepass")
-    assert extract_mod._repaired(html, beginning) == expected
+    assert decode._repaired(html, beginning) == expected
 
 
 def _same_elements(ours: object, theirs: object, roots: list[lxml.html.HtmlElement]) -> int:
@@ -670,7 +670,7 @@ def test_comment_prune_same_as_trafilatura_xpath(corpus: Path) -> None:
     from trafilatura.xpaths import REMOVE_COMMENTS_AND_LISTS_XPATH
 
     roots = _corpus_roots(corpus, step=3)
-    ours = extract_mod._COMMENT_SECTIONS
+    ours = cascade._COMMENT_SECTIONS
     assert _same_elements(ours, REMOVE_COMMENTS_AND_LISTS_XPATH[0], roots) >= 100
 
 
@@ -681,12 +681,12 @@ def test_infinite_scroll_prune_same_as_trafilatura_xpath(corpus: Path) -> None:
     roots = []  # the pages _prune_raw runs it on: their markup holds its words
     for source in sorted((corpus / "articles").glob("*/*/source.html")):
         markup = decode_html(source.read_bytes())
-        if any(w in markup for w in extract_mod._INFINITE_WORDS):
-            root = extract_mod._parse(markup)
+        if any(w in markup for w in cascade._INFINITE_WORDS):
+            root = decode._parse(markup)
             if root is not None:
                 roots.append(root)
     assert len(roots) >= 20
-    assert _same_elements(extract_mod._INFINITE_SCROLL, RAW_TREE_PRUNE_XPATH[0], roots) >= 1
+    assert _same_elements(cascade._INFINITE_SCROLL, RAW_TREE_PRUNE_XPATH[0], roots) >= 1
 
 
 @pytest.mark.parametrize(
@@ -706,8 +706,8 @@ def test_raw_prune_same_as_trafilatura(body: str) -> None:
     from trafilatura.xpaths import RAW_TREE_PRUNE_XPATH
 
     html = f"<html><body><main><p>intro</p>{body}<p>tail</p></main></body></html>"
-    ours = extract_mod._prune_raw(extract_mod._parse(html), html)
-    expected = prune_unwanted_nodes(extract_mod._parse(html), RAW_TREE_PRUNE_XPATH)
+    ours = cascade._prune_raw(decode._parse(html), html)
+    expected = prune_unwanted_nodes(decode._parse(html), RAW_TREE_PRUNE_XPATH)
     assert lxml.html.tostring(ours) == lxml.html.tostring(expected)
 
 
@@ -723,9 +723,9 @@ def test_raw_prune_same_as_trafilatura(body: str) -> None:
 )
 def test_utf8_bytes_parse_like_their_text(html: str) -> None:
     data = html.encode("utf-8")
-    assert extract_mod._decode(data, None) == (html, True)
+    assert decode._decode(data, None) == (html, True)
     beginning = html[:50].lower()
-    assert extract_mod._repaired(html, beginning, data) == extract_mod._repaired(html, beginning)
+    assert decode._repaired(html, beginning, data) == decode._repaired(html, beginning)
     from_bytes, from_text = extract_article(data, URL), extract_article(html, URL)
     assert (from_bytes.html, from_bytes.text) == (from_text.html, from_text.text)
 
@@ -733,7 +733,7 @@ def test_utf8_bytes_parse_like_their_text(html: str) -> None:
 def _corpus_roots(corpus: Path, step: int = 1) -> list[lxml.html.HtmlElement]:
     roots = []
     for source in sorted((corpus / "articles").glob("*/*/source.html"))[::step]:
-        root = extract_mod._parse(decode_html(source.read_bytes()))
+        root = decode._parse(decode_html(source.read_bytes()))
         if root is not None:
             roots.append(root)
     return roots
@@ -745,20 +745,20 @@ def _converted(root: lxml.html.HtmlElement) -> lxml.html.HtmlElement:
 
     from trafilatura.htmlprocessing import convert_tags, tree_cleaning
 
-    options = extract_mod._FAST
+    options = cascade._FAST
     return convert_tags(tree_cleaning(copy(root), options), options)
 
 
 def test_emulated_xpaths_written_for_the_pinned_trafilatura() -> None:
     # A trafilatura whose XPaths changed runs its own, unemulated: this says it happened.
-    assert extract_mod._EMULATED is not None
+    assert accelerator.emulations() is not None
 
 
 def test_emulated_xpaths_same_as_trafilatura(corpus: Path) -> None:
     from trafilatura.settings import BASIC_CLEAN_XPATH
     from trafilatura.xpaths import BODY_XPATH, OVERALL_DISCARD_XPATH
 
-    emulated = extract_mod._EMULATED
+    emulated = accelerator.emulations()
     assert emulated is not None
     roots = _corpus_roots(corpus, step=2)
     trees = roots + [_converted(root) for root in roots]
@@ -818,7 +818,7 @@ def test_emulated_xpaths_attribute_order_and_spelling(attributes: str) -> None:
     from trafilatura.settings import BASIC_CLEAN_XPATH
     from trafilatura.xpaths import BODY_XPATH, OVERALL_DISCARD_XPATH
 
-    emulated = extract_mod._EMULATED
+    emulated = accelerator.emulations()
     assert emulated is not None
     overall, body = emulated.overall, emulated.body
     html = (
@@ -826,7 +826,7 @@ def test_emulated_xpaths_attribute_order_and_spelling(attributes: str) -> None:
         f"<div {attributes}><p>x</p></div><span {attributes}>y</span>"
         f"<section {attributes}><p>z</p></section></main></body></html>"
     )
-    root = extract_mod._parse(html)
+    root = decode._parse(html)
     for ours, theirs in zip(overall, OVERALL_DISCARD_XPATH, strict=True):
         assert ours(root) == theirs(root)
     for ours, theirs in zip(body, BODY_XPATH, strict=True):
@@ -859,7 +859,7 @@ def test_justext_paragraphs_same_as_saxified(corpus: Path) -> None:
     for root in _corpus_roots(corpus, step=8):
         tree = basic_cleaning(deepcopy(root))
         expected = _paragraphs(ParagraphMaker, tree)
-        assert _paragraphs(extract_mod._ParagraphMaker, tree) == expected
+        assert _paragraphs(accelerator._ParagraphMaker, tree) == expected
         good += sum(p[-1] == "good" for p in expected)
     assert good >= 200
 
@@ -874,7 +874,7 @@ def test_justext_paragraphs_with_comments_instructions_and_namespaces() -> None:
     )
     root.find(".//h2").append(lxml.html.Element("{urn:x}span"))
     root.find(".//h2")[-1].text = "namespaced"
-    assert _paragraphs(extract_mod._ParagraphMaker, root) == _paragraphs(ParagraphMaker, root)
+    assert _paragraphs(accelerator._ParagraphMaker, root) == _paragraphs(ParagraphMaker, root)
 
 
 def test_trafilatura_left_as_found_after_an_extraction() -> None:
