@@ -43,9 +43,9 @@ CORPUS = ROOT.parent / "shared" / "corpus"
 import trafilatura  # noqa: E402
 
 from aggregator import extract as extract_mod  # noqa: E402
-from aggregator.extract import accelerator, decode, metadata  # noqa: E402
 from aggregator.clean import html_to_text, sanitize_html  # noqa: E402
 from aggregator.errors import ExtractError  # noqa: E402
+from aggregator.extract import accelerator, decode, metadata  # noqa: E402
 
 logging.disable(logging.CRITICAL)
 warnings.filterwarnings("ignore")  # dateutil's unknown-timezone notes from htmldate, etc.

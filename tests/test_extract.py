@@ -15,8 +15,16 @@ from trafilatura import html2txt
 
 from aggregator.clean import html_to_text, sanitize_html
 from aggregator.errors import ExtractError
-from aggregator.extract import accelerator, cascade, decode, metadata
-from aggregator.extract import decode_html, discover_feeds, extract_article, validate_rule
+from aggregator.extract import (
+    accelerator,
+    cascade,
+    decode,
+    decode_html,
+    discover_feeds,
+    extract_article,
+    metadata,
+    validate_rule,
+)
 from aggregator.models import SiteRule
 
 URL = "https://caucasus.example.org/news/2023/09/separatists-accept-ceasefire"

@@ -44,8 +44,8 @@ def _options(fast: bool, recall: bool = False) -> Extractor:
 _FAST, _FULL = _options(fast=True), _options(fast=False)
 _RECALL_FAST, _RECALL_FULL = _options(fast=True, recall=True), _options(fast=False, recall=True)
 # trafilatura's own extraction finding less text than this triggers its fallback extractors
-# (readability, jusText). Above it they changed 3 of the 433 corpus pages, for the worse
-# on the sets taken together, at ~40 % of the extraction cost (bench_extract.py).
+# (readability, jusText). Above it they rarely change the text, for the worse on the corpus
+# sets taken together, at a large share of the extraction cost (bench_extract.py --variants).
 _FALLBACK_BELOW = 1000
 _FORUM_POSTING = re.compile(
     r'"@type"\s*:\s*"DiscussionForumPosting"|"@type"\s*:\s*\[[^\]]*"DiscussionForumPosting"'
@@ -76,7 +76,7 @@ def _page_text_bound(body: Any) -> float:
 def _covers_little(length: int, tree: Any) -> bool:
     """trafilatura's test for an extraction covering too little of the page's text.
 
-    Its measure (html2txt: a cleaned copy of the page as text, ~3 ms) is only taken when a
+    Its measure (html2txt: a cleaned copy of the page as text, costly) is only taken when a
     cheap upper bound of it, computed by libxml2, does not already settle the question.
     """
     body = tree.find(".//body")
@@ -88,15 +88,15 @@ def _covers_little(length: int, tree: Any) -> bool:
 
 
 # Words that the id or class of every element these XPaths remove contains: on a page whose
-# markup has none of them the XPaths (regular expressions called from libxml2, ~1 ms each on
-# the whole page) cannot match.
+# markup has none of them the XPaths (regular expressions called from libxml2 on the whole
+# page) cannot match.
 _INFINITE_WORDS = ("mvp-post-add-", "infinite")  # RAW_TREE_PRUNE_XPATH[0]
 _ELEMENTOR_WORD = "elementor-share-buttons"  # RAW_TREE_PRUNE_XPATH[1]
 _COMMENTS_WORDS = ("omment", "comol", "disqus_thread")
 
 # trafilatura's RAW_TREE_PRUNE_XPATH[0] (infinite-scroll containers) without its regular
-# expressions called from libxml2 on every div, section and aside (~0.9 ms on the pages
-# whose markup holds "infinite", often in CSS): libxml2 picks those whose id or class holds
+# expressions called from libxml2 on every div, section and aside (on the pages whose
+# markup holds "infinite", often in CSS): libxml2 picks those whose id or class holds
 # "mvp-post-add-" or "infinite" (every match does), and its predicates, verbatim below, are
 # tested on those. Same elements, same order (tests).
 _INFINITE_CANDIDATES = (
@@ -130,7 +130,7 @@ def _prune_raw(tree: Any, markup: str) -> Any:
 
 
 # trafilatura's REMOVE_COMMENTS_AND_LISTS_XPATH (comment sections and comment lists) without
-# its regular expressions called from libxml2 on every element (~0.85 ms a page): libxml2
+# its regular expressions called from libxml2 on every element: libxml2
 # picks the elements whose id or class holds "omment" or "comol" (every match does), and its
 # predicates, verbatim below, are tested on those. Same elements, same order (tests).
 _COMMENT_CANDIDATES = (

@@ -12,12 +12,12 @@ from lxml.html import HtmlComment, HtmlElement, HtmlEntity, HtmlProcessingInstru
 from trafilatura.utils import DOCTYPE_TAG, FAULTY_HTML, repair_faulty_html
 
 # Guards against hostile or broken pages: the parse cost grows with the number of tags, and
-# 100,000 tags already take seconds in trafilatura. Real article pages stay far below (the
-# largest corpus page has ~10,000 "<").
+# a hundred thousand tags already take seconds in trafilatura. Real article pages stay far
+# below the limit.
 MAX_BYTES = 10 * 1024 * 1024
 MAX_TAGS = 40_000
 
-_BS4_PARSER = "lxml"  # the fastest tree builder bs4 offers; html.parser is ~3x slower
+_BS4_PARSER = "lxml"  # the fastest tree builder bs4 offers
 
 # --------------------------------------------------------------------------- decoding
 
@@ -140,7 +140,7 @@ def _decode(body: bytes, charset: str | None) -> tuple[str, bool]:
 
 # trafilatura's own parser settings (comments and processing instructions dropped, so
 # commented-out markup never comes back as content), with lxml's C-level class lookup:
-# lxml.html's default lookup calls into Python for every element proxy, which costs ~15 %
+# lxml.html's default lookup calls into Python for every element proxy, a noticeable share
 # of trafilatura's run time. Elements are still HtmlElement; only lxml.html's form classes
 # (FormElement, InputElement...) are not used, and nothing here or in trafilatura needs them.
 _PARSER = etree.HTMLParser(
@@ -159,15 +159,14 @@ _PARSER.set_element_class_lookup(
 # inside a multi-byte sequence, and two three-byte sequences.
 _CONTROL_BYTES = bytes([*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20)])
 # They all map to NUL (itself one of them), every other byte to itself: a page holds one iff
-# its translation holds a NUL. A translation by table runs 4x faster than one that deletes.
+# its translation holds a NUL. A translation by table runs faster than one that deletes.
 _CONTROL_TO_NUL = bytes(0 if b in _CONTROL_BYTES else b for b in range(256))
 
 
 def _repaired(html: str, beginning: str, utf8: bytes | None = None) -> bytes:
     """repair_faulty_html(html, beginning) as UTF-8. Its regular-expression scan of the whole
-    page for invalid characters (~0.15 ms) is replaced by a byte translation of the encoded
-    page and a search of the text for the two non-characters, which find them faster (~0.07
-    ms); pages that hold any go through repair_faulty_html. ``utf8``, when given, is html in
+    page for invalid characters is replaced by a byte translation of the encoded
+    page and a search of the text for the two non-characters, which find them faster; pages that hold any go through repair_faulty_html. ``utf8``, when given, is html in
     UTF-8 (the page's bytes: not encoded again)."""
     fixed = html
     # repair_faulty_html's other two fixes, on the first lines; its doctype fix rebuilds the
@@ -180,7 +179,7 @@ def _repaired(html: str, beginning: str, utf8: bytes | None = None) -> bytes:
             fixed = FAULTY_HTML.sub(r"\1>", fixed, count=1)
             break
     data = utf8 if utf8 is not None and fixed is html else fixed.encode("utf-8", "surrogatepass")
-    # (U+FFFE and U+FFFF are looked for in the text: 10x faster than their bytes in UTF-8)
+    # (U+FFFE and U+FFFF are looked for in the text: faster than their bytes in UTF-8)
     if b"\x00" in data.translate(_CONTROL_TO_NUL) or "\ufffe" in fixed or "\uffff" in fixed:
         data = repair_faulty_html(html, beginning).encode("utf-8", "surrogatepass")
     return data

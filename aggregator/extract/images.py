@@ -28,7 +28,7 @@ _IMAGE_FILE = r"\.(jpe?g|png|gif|webp|avif|bmp|tiff?)$"
 
 class _CaselessPattern:
     """A case-insensitive search that runs on ASCII text lowercased (re.IGNORECASE makes
-    these alternations ~7x slower); other text is searched with re.IGNORECASE, whose Unicode
+    these alternations several times slower); other text is searched with re.IGNORECASE, whose Unicode
     case folding lowercasing does not reproduce."""
 
     def __init__(self, pattern: str) -> None:
@@ -136,7 +136,7 @@ def _abs(url: object, base: str) -> str | None:
             # that normalise to URL delimiters; other URLs pass, so it is skipped for them
             if not url.isascii() or "[" in url or "]" in url:
                 urlsplit(url)
-            return url  # already absolute (most images): urljoin would cost 4x more
+            return url  # already absolute (most images): urljoin would cost more
         joined = urljoin(base, url) if base else url
         return joined if urlsplit(joined).scheme in ("http", "https") else None
     except ValueError:

@@ -36,7 +36,7 @@ class _Page:
 
 
 # <time datetime> inside <article> or <main>; itemprop="datePublished" elements other than
-# <meta> and <time>. Written from the attributes up: libxml2 finds them ~25 % faster.
+# <meta> and <time>. Written from the attributes up: libxml2 finds them faster.
 _ARTICLE_TIMES = etree.XPath("(//time/@datetime)/parent::*[ancestor::article or ancestor::main]")
 _DATE_PUBLISHED = etree.XPath(
     "(//*/@itemprop[. = 'datePublished'])/parent::*[not(self::meta) and not(self::time)]"
@@ -128,7 +128,7 @@ def _published_candidates(page: _Page, root: Any) -> Iterator[object]:
     (an itemprop="datePublished" element other than <meta> and <time> counts as the
     "datepublished" one when no meta tag has it), JSON-LD, the first dated <time> of the
     article itself (a page header may show today's date). The tree is searched (two whole-
-    page XPaths, ~0.25 ms) only when what comes before does not give a date."""
+    page XPaths) only when what comes before does not give a date."""
     if not any(key in page.meta for key in _PUBLISHED_META[:3]):
         for node in _DATE_PUBLISHED(root):
             value = node.get("content") or node.get("datetime")
@@ -296,9 +296,9 @@ def _author(page: _Page, root: Any) -> str | None:
 
 
 # trafilatura's byline search in the page (trafilatura.metadata.extract_author: its
-# AUTHOR_XPATHS on a copy of the page pruned by AUTHOR_DISCARD_XPATHS, ~4.5 ms a page), done
-# without the copy and without its regular expressions called from libxml2 on every element
-# (~0.9 ms): libxml2 picks the few elements with an attribute value holding one of the
+# AUTHOR_XPATHS on a copy of the page pruned by AUTHOR_DISCARD_XPATHS), done
+# without the copy and without its regular expressions called from libxml2 on every element:
+# libxml2 picks the few elements with an attribute value holding one of the
 # XPaths' words or a shorter part of it ("name" for username, screenname, channel-name...),
 # and the XPaths' predicates, kept verbatim below, are tested on those alone, in the same
 # order. Same author as trafilatura's on every corpus page (bench_extract.py --authors).
