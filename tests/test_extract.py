@@ -14,6 +14,7 @@ import pytest
 from trafilatura import html2txt
 
 from aggregator.clean import html_to_text, sanitize_html
+from aggregator.config import load_config
 from aggregator.errors import ExtractError
 from aggregator.extract import (
     accelerator,
@@ -22,10 +23,15 @@ from aggregator.extract import (
     decode_html,
     discover_feeds,
     extract_article,
+    install_accelerator,
     metadata,
     validate_rule,
 )
-from aggregator.models import SiteRule
+from aggregator.models import Article, SiteRule
+from aggregator.pipeline import Pipeline
+
+from .feedserver import FeedServer
+from .util import env_for, write_feeds
 
 URL = "https://caucasus.example.org/news/2023/09/separatists-accept-ceasefire"
 
@@ -757,9 +763,11 @@ def _converted(root: lxml.html.HtmlElement) -> lxml.html.HtmlElement:
     return convert_tags(tree_cleaning(copy(root), options), options)
 
 
-def test_emulated_xpaths_written_for_the_pinned_trafilatura() -> None:
-    # A trafilatura whose XPaths changed runs its own, unemulated: this says it happened.
-    assert accelerator.emulations() is not None
+def test_accelerator_guard_matches_the_installed_libraries() -> None:
+    # A trafilatura or jusText whose guarded sources changed runs its own code, unaccelerated:
+    # this says it happened (then check the equivalents and paste the new fingerprint).
+    assert accelerator.mismatches() == []
+    assert set(accelerator.PINNED) == set(accelerator.fingerprint())
 
 
 def test_emulated_xpaths_same_as_trafilatura(corpus: Path) -> None:
@@ -885,7 +893,7 @@ def test_justext_paragraphs_with_comments_instructions_and_namespaces() -> None:
     assert _paragraphs(accelerator._ParagraphMaker, root) == _paragraphs(ParagraphMaker, root)
 
 
-def test_trafilatura_left_as_found_after_an_extraction() -> None:
+def test_trafilatura_left_as_found_after_an_in_process_extraction() -> None:
     import sys
 
     from justext.core import ParagraphMaker
@@ -897,10 +905,140 @@ def test_trafilatura_left_as_found_after_an_extraction() -> None:
     with pytest.raises(ExtractError):
         extract_article(page.replace("Short text. ", ""), URL)
     extract_article(page, URL)  # through the fallback extractors (jusText included)
+    assert not accelerator.installed()  # only an extraction worker installs it
     assert main_extractor.OVERALL_DISCARD_XPATH is OVERALL_DISCARD_XPATH
     assert main_extractor.BODY_XPATH is BODY_XPATH
     assert external.ParagraphMaker is ParagraphMaker
     assert sys.modules["trafilatura.baseline"].BASIC_CLEAN_XPATH is BASIC_CLEAN_XPATH
+
+
+
+def _trafilatura_globals() -> list[object]:
+    import sys
+
+    from trafilatura import external, main_extractor
+
+    baseline = sys.modules["trafilatura.baseline"]
+    return [
+        main_extractor.OVERALL_DISCARD_XPATH, main_extractor.BODY_XPATH,
+        baseline.BASIC_CLEAN_XPATH, external.ParagraphMaker,
+    ]  # fmt: skip
+
+
+def test_accelerator_installs_its_equivalents_and_uninstalls() -> None:
+    from justext.core import ParagraphMaker
+    from trafilatura.settings import BASIC_CLEAN_XPATH
+    from trafilatura.xpaths import BODY_XPATH, OVERALL_DISCARD_XPATH
+
+    own = [OVERALL_DISCARD_XPATH, BODY_XPATH, BASIC_CLEAN_XPATH, ParagraphMaker]
+    assert _trafilatura_globals() == own
+    try:
+        assert install_accelerator() is True
+        assert accelerator.install() is True  # once per process: a second call changes nothing
+        emulated = accelerator.emulations()
+        assert _trafilatura_globals() == [
+            emulated.overall, emulated.body, emulated.basic, accelerator._ParagraphMaker
+        ]
+        assert accelerator.installed()
+    finally:
+        accelerator.uninstall()
+    assert _trafilatura_globals() == own
+    assert not accelerator.installed()
+
+
+def _changed_path_info() -> type:
+    from justext.core import PathInfo
+
+    class ChangedPathInfo(PathInfo):  # type: ignore[misc]
+        """A jusText whose PathInfo is not the one the paragraph maker was written for."""
+
+    return ChangedPathInfo
+
+
+@pytest.mark.parametrize("change", ["trafilatura version", "jusText version", "source"])
+def test_accelerator_guard_mismatch_warns_once_and_runs_unaccelerated(
+    change: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import justext.core
+
+    if change == "source":
+        monkeypatch.setattr(justext.core, "PathInfo", _changed_path_info())
+        changed = "justext.core:PathInfo"
+    else:
+        changed = change.split()[0]
+        monkeypatch.setitem(accelerator.PINNED, changed, "0.0.1")
+    own = _trafilatura_globals()
+    page = "<html><body><article>" + para(1) + para(2) + "</article></body></html>"
+    expected = extract_article(page, URL)
+    with caplog.at_level("WARNING", logger="aggregator.extract.accelerator"):
+        try:
+            assert install_accelerator() is False
+            assert _trafilatura_globals() == own and not accelerator.installed()
+            assert extract_article(page, URL) == expected
+        finally:
+            accelerator.uninstall()
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and changed in warnings[0].getMessage()
+    assert "extracting with their own code" in warnings[0].getMessage()
+
+
+def _corpus_articles(pages: list[Path]) -> dict[Path, Article | str]:
+    found: dict[Path, Article | str] = {}
+    for page in pages:
+        try:
+            found[page] = extract_article(page.read_bytes(), f"https://{page.parent.name}.test/")
+        except ExtractError as exc:
+            found[page] = exc.kind
+    return found
+
+
+def _same_with_and_without_accelerator(pages: list[Path]) -> None:
+    """extract_accelerator on and off: the same Article (text, HTML and metadata)."""
+    own = _corpus_articles(pages)
+    assert accelerator.install()
+    try:
+        accelerated = _corpus_articles(pages)
+    finally:
+        accelerator.uninstall()
+    assert [str(p) for p in pages if own[p] != accelerated[p]] == []
+    assert sum(isinstance(a, Article) for a in own.values()) >= len(pages) * 0.9
+
+
+def test_accelerator_same_articles_on_a_corpus_sample(corpus: Path) -> None:
+    pages = sorted((corpus / "articles").rglob("source.html"))
+    sample = pages[:: len(pages) // 20][:20]
+    # and a page where trafilatura's fallback extractors (readability, jusText) run
+    sample.append(corpus / "articles/newspaper4k-fulltext/bhg.com1/source.html")
+    _same_with_and_without_accelerator(sample)
+
+
+@pytest.mark.slow
+def test_accelerator_same_articles_on_every_corpus_page(corpus: Path) -> None:
+    pages = sorted((corpus / "articles").rglob("source.html"))
+    assert len(pages) > 400
+    _same_with_and_without_accelerator(pages)
+
+
+@pytest.mark.parametrize("setting", ["true", "false"])
+def test_accelerator_installed_in_extraction_workers_never_in_the_daemon(
+    tmp_path: Path, setting: str
+) -> None:
+    with FeedServer(feeds=1, entries=2) as server:
+        feeds = write_feeds(tmp_path / "feeds.yaml", [{"name": "ft", "url": server.url("/feed/0.xml")}])
+        env = env_for(tmp_path, AGGREGATOR_EXTRACT_ACCELERATOR=setting)
+        config = load_config(None, str(feeds), env)
+        assert config.settings.extract_accelerator is (setting == "true")
+        own = _trafilatura_globals()
+        p = Pipeline(config, processes=1)
+        try:
+            assert p.run_cycle(all_feeds=True).articles_done == 2
+            # the daemon's own process: trafilatura's globals as they were
+            assert _trafilatura_globals() == own and not accelerator.installed()
+            # the extraction worker that did the work: installed when the setting is on
+            worker = p._extractor().submit(accelerator.installed).result(timeout=60)
+            assert worker is (setting == "true")
+        finally:
+            p.close()
 
 
 # --------------------------------------------------------------------------- related links
