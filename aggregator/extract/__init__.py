@@ -3,24 +3,27 @@
 Owns trafilatura, jusText, lxml, htmldate, beautifulsoup4 and charset-normalizer. The HTML of the
 returned Article is NOT sanitised (the clean stage does that). extract_article:
 
-1. decode_html (bytes only): BOM, HTTP charset, <meta> charset, detection.
-2. A site rule, when there is one, is applied with beautifulsoup4 (strip, body).
-3. lxml parses the page once, with trafilatura's parser settings. One pass over the tree
-   collects metadata (meta tags, JSON-LD, canonical, language, <h1>s; without a declared
-   author, trafilatura's byline search runs on the page body); lazy images get their
+1. decode_html (bytes only; decode): BOM, HTTP charset, <meta> charset, detection.
+2. A site rule, when there is one, is applied with beautifulsoup4 (rules: strip, body).
+3. lxml parses the page once, with trafilatura's parser settings (decode). One pass (metadata)
+   over the tree collects metadata (meta tags, JSON-LD, canonical, language, <h1>s; without
+   a declared author, trafilatura's byline search runs on the page body); lazy images get their
    real source (data-src..., srcset, <noscript> fallbacks) and are collected with their
-   captions and surrounding text. Images are off in trafilatura (with them on, teaser lists
+   captions and surrounding text (images). Images are off in trafilatura (with them on, teaser lists
    and photo credits leak into the text, measured on the corpus), so these fixes do not
    change what it extracts.
-4. trafilatura's extraction cascade runs on the same tree (_trafilatura): its fallback
-   extractors (readability, jusText) only when its own extraction found little text; its
-   regular-expression XPaths and jusText's paragraph maker replaced, while it runs, by
-   equivalents that give the same results at a fraction of the cost (_accelerated).
-5. Post-processing on trafilatura's output tree: each image is put back next to the
+4. trafilatura's extraction cascade runs on the same tree (cascade): its fallback
+   extractors (readability, jusText) only when its own extraction found little text. In an
+   extraction worker process, trafilatura's regular-expression XPaths and jusText's
+   paragraph maker are the accelerator's equivalents (installed by install_accelerator
+   when the setting extract_accelerator is on and its guard matches); elsewhere, their own.
+5. Post-processing on trafilatura's output tree (postprocess): each image is put back next to the
    extracted paragraph that holds the text around it (as <figure> with its <figcaption>
    when it had one); the title heading, date line and breadcrumbs repeated at the top are
    dropped, and so are "Read also: <link>" lines and standalone picture credits; HTML and
    plain text are written out.
+
+Feed discovery in HTML pages: discover.
 
 Its CPU cost per page against trafilatura.extract's is in bench/bench_extract.py's output and
 CHANGES.md.
