@@ -59,6 +59,10 @@ class Settings:
     full_text: bool = True
     article_budget: int = 200  # article pages per cycle
     extract_processes: int = 0  # 0: one per core
+    # The extraction workers swap faster equivalents into trafilatura's and jusText's globals
+    # (aggregator/extract/accelerator.py) when their sources match; false: their own code.
+    # Same text either way.
+    extract_accelerator: bool = True
     page_retention_days: int = 30
 
     # Retention of entries (seconds; 0 keeps them forever). A feed may set its own.

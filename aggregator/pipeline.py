@@ -208,10 +208,12 @@ EXTRACT_TIMEOUT = 60.0  # seconds of wall time for one page in an extraction wor
 EXTRACT_MEMORY_MB = 1024  # address-space limit of an extraction worker
 
 
-def _limit_extract_worker(memory_mb: int, parent_pid: int) -> None:
+def _limit_extract_worker(memory_mb: int, parent_pid: int, accelerate: bool = False) -> None:
     """Runs once in each extraction worker: it dies with the daemon, and a pathological page
     costs one page, never the machine (it gets MemoryError, and the pool is replaced if the
-    worker dies)."""
+    worker dies). ``accelerate`` (setting extract_accelerator) installs the extraction
+    accelerator, which swaps trafilatura's globals: only here, where no other caller shares
+    them, never in the daemon's own process."""
     import resource
 
     die_with_parent(parent_pid)
@@ -222,6 +224,10 @@ def _limit_extract_worker(memory_mb: int, parent_pid: int) -> None:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     except (ValueError, OSError):
         pass
+    if accelerate:
+        from . import extract
+
+        extract.install_accelerator()
 
 
 def _extract_job(body: bytes, url: str, charset: str | None, rule: SiteRule | None) -> Article:
@@ -687,7 +693,9 @@ class Pipeline:
                 self._extract_pool = ProcessPoolExecutor(
                     max_workers=max(1, n), mp_context=get_context("spawn"),
                     initializer=_limit_extract_worker,
-                    initargs=(EXTRACT_MEMORY_MB, os.getpid()),
+                    initargs=(
+                        EXTRACT_MEMORY_MB, os.getpid(), self.config.settings.extract_accelerator
+                    ),
                 )
             return self._extract_pool
 

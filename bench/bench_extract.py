@@ -10,8 +10,13 @@ Scores, for our pipeline (extract_article -> sanitize_html -> html_to_text) and 
 Speed: pages per second of CPU time (one process, one core) for extract + clean over every
 corpus article page, and the slowest page.
 
+Our pipeline runs with the extraction accelerator installed, as in an extraction worker
+(extract.install_accelerator); it is taken out again for plain trafilatura, which would
+otherwise run on the same swapped globals.
+
 Options: ``--variants`` also scores our pipeline with trafilatura's fallback extractors
-never run (``fast=True``) and plain trafilatura in fast mode; ``--limit N`` keeps the first
+never run (``fast=True``), our pipeline without the accelerator (trafilatura's and jusText's
+own code, as with ``extract_accelerator: false``) and plain trafilatura in fast mode; ``--limit N`` keeps the first
 N cases of each set (quick runs); ``--authors`` compares Article.author with trafilatura's
 metadata author on every page (how many found, agreement, token F1 against the corpus's
 reference authors) and times our byline search in the page body.
@@ -40,6 +45,7 @@ import trafilatura  # noqa: E402
 from aggregator import extract as extract_mod  # noqa: E402
 from aggregator.clean import html_to_text, sanitize_html  # noqa: E402
 from aggregator.errors import ExtractError  # noqa: E402
+from aggregator.extract import accelerator, decode, metadata  # noqa: E402
 
 logging.disable(logging.CRITICAL)
 warnings.filterwarnings("ignore")  # dateutil's unknown-timezone notes from htmldate, etc.
@@ -164,7 +170,21 @@ def plain_fast(body: bytes, url: str) -> tuple[str, str]:
     return trafilatura.extract(body, fast=True) or "", ""
 
 
-def run(name: str, fn: Callable[[bytes, str], tuple[str, str]], cases: list[Case]) -> Result:
+def run(
+    name: str,
+    fn: Callable[[bytes, str], tuple[str, str]],
+    cases: list[Case],
+    accelerated: bool = False,
+) -> Result:
+    if accelerated and not extract_mod.install_accelerator():
+        print("  the accelerator's guard does not match: not installed", file=sys.stderr)
+    try:
+        return _run(name, fn, cases)
+    finally:
+        accelerator.uninstall()
+
+
+def _run(name: str, fn: Callable[[bytes, str], tuple[str, str]], cases: list[Case]) -> Result:
     result = Result()
     for case in cases:
         body = case.path.read_bytes()
@@ -265,12 +285,12 @@ def authors(cases: list[Case]) -> str:
             ref_theirs.append(token_f1(theirs or "", reference))
         # cost of the author choice (JSON-LD, meta tags, body byline search when they name
         # nobody) on the parsed page, as extract_article runs it
-        root = extract_mod._parse(html)
+        root = decode._parse(html)
         if root is not None:
-            page = extract_mod._scan(root)
-            searched += extract_mod._declared_author(page)[0] is None
+            page = metadata._scan(root)
+            searched += metadata._declared_author(page)[0] is None
             start = time.process_time()
-            extract_mod._author(page, root)
+            metadata._author(page, root)
             search_cpu += time.process_time() - start
     pages = len(cases)
     return "\n".join(
@@ -301,9 +321,13 @@ def main() -> int:
     if args.authors:
         print(authors(cases))
         return 0
-    results = {"ours": run("ours", ours, cases), "plain": run("plain trafilatura", plain, cases)}
+    results = {
+        "ours": run("ours", ours, cases, accelerated=True),
+        "plain": run("plain trafilatura", plain, cases),
+    }
     if args.variants:
-        results["ours fast"] = run("ours, trafilatura fast", ours_fast, cases)
+        results["ours fast"] = run("ours, trafilatura fast", ours_fast, cases, accelerated=True)
+        results["ours unaccel"] = run("ours, no accelerator", ours, cases)
         results["plain fast"] = run("plain trafilatura fast", plain_fast, cases)
     print(table(results))
     return 0

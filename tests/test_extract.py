@@ -13,11 +13,25 @@ import lxml.html
 import pytest
 from trafilatura import html2txt
 
-from aggregator import extract as extract_mod
 from aggregator.clean import html_to_text, sanitize_html
+from aggregator.config import load_config
 from aggregator.errors import ExtractError
-from aggregator.extract import decode_html, discover_feeds, extract_article, validate_rule
-from aggregator.models import SiteRule
+from aggregator.extract import (
+    accelerator,
+    cascade,
+    decode,
+    decode_html,
+    discover_feeds,
+    extract_article,
+    install_accelerator,
+    metadata,
+    validate_rule,
+)
+from aggregator.models import Article, SiteRule
+from aggregator.pipeline import Pipeline
+
+from .feedserver import FeedServer
+from .util import env_for, write_feeds
 
 URL = "https://caucasus.example.org/news/2023/09/separatists-accept-ceasefire"
 
@@ -513,13 +527,13 @@ def test_fallback_extractors_run_only_for_short_extractions(
     corpus: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[int] = []
-    real = extract_mod.compare_extraction
+    real = cascade.compare_extraction
 
     def counting(*args: object) -> object:
         calls.append(len(str(args[3])))
         return real(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(extract_mod, "compare_extraction", counting)
+    monkeypatch.setattr(cascade, "compare_extraction", counting)
     # A long article: trafilatura's own extraction is enough, readability/jusText never run.
     raw, expected = _traf_case(corpus, "tagesschau.de.rheinmetall")
     assert len(extract_article(raw, str(expected["url"])).text) > 2000
@@ -539,12 +553,12 @@ def test_page_text_bound_never_below_trafilatura_measure(corpus: Path) -> None:
     pages = sorted((corpus / "articles").glob("*/*/source.html"))[::7]
     assert len(pages) > 40
     for page in pages:
-        root = extract_mod._parse(decode_html(page.read_bytes()))
+        root = decode._parse(decode_html(page.read_bytes()))
         if root is None:
             continue
         body = root.find(".//body")
         body = root if body is None else body
-        assert extract_mod._page_text_bound(body) >= len(html2txt(root)), page
+        assert cascade._page_text_bound(body) >= len(html2txt(root)), page
 
 
 def test_comment_sections_pruned() -> None:
@@ -593,9 +607,9 @@ def test_byline_search_matches_trafilatura(corpus: Path) -> None:
     pages = sorted((corpus / "articles" / "trafilatura").glob("*/source.html"))[:60]
     found = 0
     for source in pages:
-        root = extract_mod._parse(decode_html(source.read_bytes()))
+        root = decode._parse(decode_html(source.read_bytes()))
         assert root is not None
-        ours = extract_mod._byline(root)
+        ours = metadata._byline(root)
         assert ours == extract_author(root), source.parent.name
         found += ours is not None
     assert found >= 20
@@ -651,7 +665,7 @@ def test_repaired_html_same_as_trafilatura_repair(html: str) -> None:
 
     beginning = html[:50].lower()
     expected = repair_faulty_html(html, beginning).encode("utf-8", "surrogatepass")
-    assert extract_mod._repaired(html, beginning) == expected
+    assert decode._repaired(html, beginning) == expected
 
 
 def _same_elements(ours: object, theirs: object, roots: list[lxml.html.HtmlElement]) -> int:
@@ -670,7 +684,7 @@ def test_comment_prune_same_as_trafilatura_xpath(corpus: Path) -> None:
     from trafilatura.xpaths import REMOVE_COMMENTS_AND_LISTS_XPATH
 
     roots = _corpus_roots(corpus, step=3)
-    ours = extract_mod._COMMENT_SECTIONS
+    ours = cascade._COMMENT_SECTIONS
     assert _same_elements(ours, REMOVE_COMMENTS_AND_LISTS_XPATH[0], roots) >= 100
 
 
@@ -681,12 +695,12 @@ def test_infinite_scroll_prune_same_as_trafilatura_xpath(corpus: Path) -> None:
     roots = []  # the pages _prune_raw runs it on: their markup holds its words
     for source in sorted((corpus / "articles").glob("*/*/source.html")):
         markup = decode_html(source.read_bytes())
-        if any(w in markup for w in extract_mod._INFINITE_WORDS):
-            root = extract_mod._parse(markup)
+        if any(w in markup for w in cascade._INFINITE_WORDS):
+            root = decode._parse(markup)
             if root is not None:
                 roots.append(root)
     assert len(roots) >= 20
-    assert _same_elements(extract_mod._INFINITE_SCROLL, RAW_TREE_PRUNE_XPATH[0], roots) >= 1
+    assert _same_elements(cascade._INFINITE_SCROLL, RAW_TREE_PRUNE_XPATH[0], roots) >= 1
 
 
 @pytest.mark.parametrize(
@@ -706,8 +720,8 @@ def test_raw_prune_same_as_trafilatura(body: str) -> None:
     from trafilatura.xpaths import RAW_TREE_PRUNE_XPATH
 
     html = f"<html><body><main><p>intro</p>{body}<p>tail</p></main></body></html>"
-    ours = extract_mod._prune_raw(extract_mod._parse(html), html)
-    expected = prune_unwanted_nodes(extract_mod._parse(html), RAW_TREE_PRUNE_XPATH)
+    ours = cascade._prune_raw(decode._parse(html), html)
+    expected = prune_unwanted_nodes(decode._parse(html), RAW_TREE_PRUNE_XPATH)
     assert lxml.html.tostring(ours) == lxml.html.tostring(expected)
 
 
@@ -723,9 +737,9 @@ def test_raw_prune_same_as_trafilatura(body: str) -> None:
 )
 def test_utf8_bytes_parse_like_their_text(html: str) -> None:
     data = html.encode("utf-8")
-    assert extract_mod._decode(data, None) == (html, True)
+    assert decode._decode(data, None) == (html, True)
     beginning = html[:50].lower()
-    assert extract_mod._repaired(html, beginning, data) == extract_mod._repaired(html, beginning)
+    assert decode._repaired(html, beginning, data) == decode._repaired(html, beginning)
     from_bytes, from_text = extract_article(data, URL), extract_article(html, URL)
     assert (from_bytes.html, from_bytes.text) == (from_text.html, from_text.text)
 
@@ -733,7 +747,7 @@ def test_utf8_bytes_parse_like_their_text(html: str) -> None:
 def _corpus_roots(corpus: Path, step: int = 1) -> list[lxml.html.HtmlElement]:
     roots = []
     for source in sorted((corpus / "articles").glob("*/*/source.html"))[::step]:
-        root = extract_mod._parse(decode_html(source.read_bytes()))
+        root = decode._parse(decode_html(source.read_bytes()))
         if root is not None:
             roots.append(root)
     return roots
@@ -745,20 +759,22 @@ def _converted(root: lxml.html.HtmlElement) -> lxml.html.HtmlElement:
 
     from trafilatura.htmlprocessing import convert_tags, tree_cleaning
 
-    options = extract_mod._FAST
+    options = cascade._FAST
     return convert_tags(tree_cleaning(copy(root), options), options)
 
 
-def test_emulated_xpaths_written_for_the_pinned_trafilatura() -> None:
-    # A trafilatura whose XPaths changed runs its own, unemulated: this says it happened.
-    assert extract_mod._EMULATED is not None
+def test_accelerator_guard_matches_the_installed_libraries() -> None:
+    # A trafilatura or jusText whose guarded sources changed runs its own code, unaccelerated:
+    # this says it happened (then check the equivalents and paste the new fingerprint).
+    assert accelerator.mismatches() == []
+    assert set(accelerator.PINNED) == set(accelerator.fingerprint())
 
 
 def test_emulated_xpaths_same_as_trafilatura(corpus: Path) -> None:
     from trafilatura.settings import BASIC_CLEAN_XPATH
     from trafilatura.xpaths import BODY_XPATH, OVERALL_DISCARD_XPATH
 
-    emulated = extract_mod._EMULATED
+    emulated = accelerator.emulations()
     assert emulated is not None
     roots = _corpus_roots(corpus, step=2)
     trees = roots + [_converted(root) for root in roots]
@@ -818,7 +834,7 @@ def test_emulated_xpaths_attribute_order_and_spelling(attributes: str) -> None:
     from trafilatura.settings import BASIC_CLEAN_XPATH
     from trafilatura.xpaths import BODY_XPATH, OVERALL_DISCARD_XPATH
 
-    emulated = extract_mod._EMULATED
+    emulated = accelerator.emulations()
     assert emulated is not None
     overall, body = emulated.overall, emulated.body
     html = (
@@ -826,7 +842,7 @@ def test_emulated_xpaths_attribute_order_and_spelling(attributes: str) -> None:
         f"<div {attributes}><p>x</p></div><span {attributes}>y</span>"
         f"<section {attributes}><p>z</p></section></main></body></html>"
     )
-    root = extract_mod._parse(html)
+    root = decode._parse(html)
     for ours, theirs in zip(overall, OVERALL_DISCARD_XPATH, strict=True):
         assert ours(root) == theirs(root)
     for ours, theirs in zip(body, BODY_XPATH, strict=True):
@@ -859,7 +875,7 @@ def test_justext_paragraphs_same_as_saxified(corpus: Path) -> None:
     for root in _corpus_roots(corpus, step=8):
         tree = basic_cleaning(deepcopy(root))
         expected = _paragraphs(ParagraphMaker, tree)
-        assert _paragraphs(extract_mod._ParagraphMaker, tree) == expected
+        assert _paragraphs(accelerator._ParagraphMaker, tree) == expected
         good += sum(p[-1] == "good" for p in expected)
     assert good >= 200
 
@@ -874,10 +890,10 @@ def test_justext_paragraphs_with_comments_instructions_and_namespaces() -> None:
     )
     root.find(".//h2").append(lxml.html.Element("{urn:x}span"))
     root.find(".//h2")[-1].text = "namespaced"
-    assert _paragraphs(extract_mod._ParagraphMaker, root) == _paragraphs(ParagraphMaker, root)
+    assert _paragraphs(accelerator._ParagraphMaker, root) == _paragraphs(ParagraphMaker, root)
 
 
-def test_trafilatura_left_as_found_after_an_extraction() -> None:
+def test_trafilatura_left_as_found_after_an_in_process_extraction() -> None:
     import sys
 
     from justext.core import ParagraphMaker
@@ -889,10 +905,140 @@ def test_trafilatura_left_as_found_after_an_extraction() -> None:
     with pytest.raises(ExtractError):
         extract_article(page.replace("Short text. ", ""), URL)
     extract_article(page, URL)  # through the fallback extractors (jusText included)
+    assert not accelerator.installed()  # only an extraction worker installs it
     assert main_extractor.OVERALL_DISCARD_XPATH is OVERALL_DISCARD_XPATH
     assert main_extractor.BODY_XPATH is BODY_XPATH
     assert external.ParagraphMaker is ParagraphMaker
     assert sys.modules["trafilatura.baseline"].BASIC_CLEAN_XPATH is BASIC_CLEAN_XPATH
+
+
+
+def _trafilatura_globals() -> list[object]:
+    import sys
+
+    from trafilatura import external, main_extractor
+
+    baseline = sys.modules["trafilatura.baseline"]
+    return [
+        main_extractor.OVERALL_DISCARD_XPATH, main_extractor.BODY_XPATH,
+        baseline.BASIC_CLEAN_XPATH, external.ParagraphMaker,
+    ]  # fmt: skip
+
+
+def test_accelerator_installs_its_equivalents_and_uninstalls() -> None:
+    from justext.core import ParagraphMaker
+    from trafilatura.settings import BASIC_CLEAN_XPATH
+    from trafilatura.xpaths import BODY_XPATH, OVERALL_DISCARD_XPATH
+
+    own = [OVERALL_DISCARD_XPATH, BODY_XPATH, BASIC_CLEAN_XPATH, ParagraphMaker]
+    assert _trafilatura_globals() == own
+    try:
+        assert install_accelerator() is True
+        assert accelerator.install() is True  # once per process: a second call changes nothing
+        emulated = accelerator.emulations()
+        assert _trafilatura_globals() == [
+            emulated.overall, emulated.body, emulated.basic, accelerator._ParagraphMaker
+        ]
+        assert accelerator.installed()
+    finally:
+        accelerator.uninstall()
+    assert _trafilatura_globals() == own
+    assert not accelerator.installed()
+
+
+def _changed_path_info() -> type:
+    from justext.core import PathInfo
+
+    class ChangedPathInfo(PathInfo):  # type: ignore[misc]
+        """A jusText whose PathInfo is not the one the paragraph maker was written for."""
+
+    return ChangedPathInfo
+
+
+@pytest.mark.parametrize("change", ["trafilatura version", "jusText version", "source"])
+def test_accelerator_guard_mismatch_warns_once_and_runs_unaccelerated(
+    change: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import justext.core
+
+    if change == "source":
+        monkeypatch.setattr(justext.core, "PathInfo", _changed_path_info())
+        changed = "justext.core:PathInfo"
+    else:
+        changed = change.split()[0]
+        monkeypatch.setitem(accelerator.PINNED, changed, "0.0.1")
+    own = _trafilatura_globals()
+    page = "<html><body><article>" + para(1) + para(2) + "</article></body></html>"
+    expected = extract_article(page, URL)
+    with caplog.at_level("WARNING", logger="aggregator.extract.accelerator"):
+        try:
+            assert install_accelerator() is False
+            assert _trafilatura_globals() == own and not accelerator.installed()
+            assert extract_article(page, URL) == expected
+        finally:
+            accelerator.uninstall()
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and changed in warnings[0].getMessage()
+    assert "extracting with their own code" in warnings[0].getMessage()
+
+
+def _corpus_articles(pages: list[Path]) -> dict[Path, Article | str]:
+    found: dict[Path, Article | str] = {}
+    for page in pages:
+        try:
+            found[page] = extract_article(page.read_bytes(), f"https://{page.parent.name}.test/")
+        except ExtractError as exc:
+            found[page] = exc.kind
+    return found
+
+
+def _same_with_and_without_accelerator(pages: list[Path]) -> None:
+    """extract_accelerator on and off: the same Article (text, HTML and metadata)."""
+    own = _corpus_articles(pages)
+    assert accelerator.install()
+    try:
+        accelerated = _corpus_articles(pages)
+    finally:
+        accelerator.uninstall()
+    assert [str(p) for p in pages if own[p] != accelerated[p]] == []
+    assert sum(isinstance(a, Article) for a in own.values()) >= len(pages) * 0.9
+
+
+def test_accelerator_same_articles_on_a_corpus_sample(corpus: Path) -> None:
+    pages = sorted((corpus / "articles").rglob("source.html"))
+    sample = pages[:: len(pages) // 20][:20]
+    # and a page where trafilatura's fallback extractors (readability, jusText) run
+    sample.append(corpus / "articles/newspaper4k-fulltext/bhg.com1/source.html")
+    _same_with_and_without_accelerator(sample)
+
+
+@pytest.mark.slow
+def test_accelerator_same_articles_on_every_corpus_page(corpus: Path) -> None:
+    pages = sorted((corpus / "articles").rglob("source.html"))
+    assert len(pages) > 400
+    _same_with_and_without_accelerator(pages)
+
+
+@pytest.mark.parametrize("setting", ["true", "false"])
+def test_accelerator_installed_in_extraction_workers_never_in_the_daemon(
+    tmp_path: Path, setting: str
+) -> None:
+    with FeedServer(feeds=1, entries=2) as server:
+        feeds = write_feeds(tmp_path / "feeds.yaml", [{"name": "ft", "url": server.url("/feed/0.xml")}])
+        env = env_for(tmp_path, AGGREGATOR_EXTRACT_ACCELERATOR=setting)
+        config = load_config(None, str(feeds), env)
+        assert config.settings.extract_accelerator is (setting == "true")
+        own = _trafilatura_globals()
+        p = Pipeline(config, processes=1)
+        try:
+            assert p.run_cycle(all_feeds=True).articles_done == 2
+            # the daemon's own process: trafilatura's globals as they were
+            assert _trafilatura_globals() == own and not accelerator.installed()
+            # the extraction worker that did the work: installed when the setting is on
+            worker = p._extractor().submit(accelerator.installed).result(timeout=60)
+            assert worker is (setting == "true")
+        finally:
+            p.close()
 
 
 # --------------------------------------------------------------------------- related links
