@@ -13,6 +13,7 @@ from .stories import (
     StoriesMixin,
     create_story,
     decide_story,
+    find_candidates,
     merge_story,
     refresh_story,
     touch_story_of,
@@ -180,9 +181,8 @@ class EntriesMixin(StoriesMixin):
         candidates: list[Candidate] = []
         if matcher is not None and (e.url_norm or e.text_hash or e.band_keys):
             since = (e.published or now) - timedelta(days=window_days)
-            candidates = self._candidates(
-                c, 0, e.url_norm, None, e.text_hash, e.band_keys, since
-            )
+            candidates = find_candidates(c, 0, e.url_norm, None, e.text_hash, e.band_keys,
+                                         since, self._waiting(c, e.band_keys))
         decision = decide_story(e, candidates, matcher)
         reason, score = decision.reason, decision.score
         if decision.story_id is not None:

@@ -201,21 +201,13 @@ class _RowEntry:
 
 
 class StoriesMixin(SQLiteBase):
-    def _candidates(
-        self,
-        c: sqlite3.Connection,
-        entry_id: int,
-        url_norm: str | None,
-        canonical_norm: str | None,
-        text_hash: str | None,
-        band_keys: Sequence[int],
-        since: datetime,
-    ) -> list[Candidate]:
-        """find_candidates, with the band keys still waiting in this writer's memory."""
-        if band_keys:
-            self._ensure_bands(c)
-        return find_candidates(c, entry_id, url_norm, canonical_norm, text_hash, band_keys,
-                               since, self.bands.ids_for(band_keys) if band_keys else ())
+    def _waiting(self, c: sqlite3.Connection, band_keys: Sequence[int]) -> set[int]:
+        """For find_candidates: the entries sharing ``band_keys`` whose keys wait in this
+        writer's memory (entry_bands holds everyone else's)."""
+        if not band_keys:
+            return set()
+        self._ensure_bands(c)
+        return self.bands.ids_for(band_keys)
 
     def rematch_entry(
         self, entry_id: int, matcher: Matcher, now: datetime, window_days: int,
@@ -234,9 +226,9 @@ class StoriesMixin(SQLiteBase):
             keys = unpack_bands(row["bands"]) or [r[0] for r in c.execute(
                 "SELECT band_key FROM entry_bands WHERE entry_id = ?", (entry_id,))]
             published = parse_ts(row["published"]) or parse_ts(row["first_seen"]) or now
-            candidates = self._candidates(
+            candidates = find_candidates(
                 c, entry_id, row["url_norm"], canonical_norm, row["text_hash"], keys,
-                published - timedelta(days=window_days),
+                published - timedelta(days=window_days), self._waiting(c, keys),
             )
             candidates = [x for x in candidates if x.story_id != row["story_id"]]
             if not candidates:
