@@ -154,4 +154,3 @@ class ArticlesMixin(SQLiteBase):
         with self.transaction() as c:
             cur = c.execute("DELETE FROM pages WHERE fetched_at < ?", (ts(older_than),))
             return cur.rowcount
-

@@ -75,7 +75,6 @@ class SQLiteBase:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot configure database {self.path}: {exc}") from exc
 
-
     @cached_property
     def db(self) -> Any:
         """sqlite-utils' view of the same connection, for introspection (tables, views,
@@ -110,7 +109,6 @@ class SQLiteBase:
             except sqlite3.Error:
                 pass
         self.conn.close()
-
 
     def migrate(self) -> list[str]:
         """Apply pending migrations in order; returns their names."""
@@ -159,7 +157,6 @@ class SQLiteBase:
 
     def integrity_check(self) -> str:
         return str(self.conn.execute("PRAGMA integrity_check").fetchone()[0])
-
 
     # ----------------------------------------------------------------------- band index
 
@@ -297,4 +294,3 @@ class SQLiteBase:
                 except sqlite3.Error:
                     pass
         return None
-

@@ -233,4 +233,3 @@ class EntriesMixin(StoriesMixin):
 
     def count_entries(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
-

@@ -92,6 +92,7 @@ class FeedsMixin(SQLiteBase):
                 ),
             )
 
+
 def _feed_state(r: sqlite3.Row) -> FeedState:
     return FeedState(
         id=r["id"],
@@ -107,4 +108,3 @@ def _feed_state(r: sqlite3.Row) -> FeedState:
         disabled_reason=r["disabled_reason"],
         active=bool(r["active"]),
     )
-

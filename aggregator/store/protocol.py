@@ -34,8 +34,6 @@ class Row(Protocol):
     def keys(self) -> list[str]: ...
 
 
-
-
 @runtime_checkable
 class Storage(Protocol):
     # ------------------------------------------------------------------- lifecycle

@@ -198,6 +198,7 @@ class ReadsMixin(SQLiteBase):
             "entries_per_day": [{"day": d, "entries": n} for d, n in per_day.items()],
         }
 
+
 def _item(r: sqlite3.Row, members: tuple[tuple[int, Outlet], ...]) -> Item:
     published = parse_ts(r["published"])  # None: undated ('')
     updated = parse_ts(r["updated"]) or parse_ts(r["first_seen"]) or datetime.now(UTC)
@@ -238,5 +239,3 @@ def _item(r: sqlite3.Row, members: tuple[tuple[int, Outlet], ...]) -> Item:
         outlets=others,
         feed_updated=parse_ts(r["feed_updated"]),
     )
-
-

@@ -167,4 +167,3 @@ class RetentionMixin(SQLiteBase):
                           [("search_pruned", pruned), ("search_merge_left", left)])
             after = int(c.execute("PRAGMA freelist_count").fetchone()[0])
         return max(0, after - before)
-

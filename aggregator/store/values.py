@@ -30,8 +30,6 @@ def parse_ts(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value)  # 3.11 reads the trailing Z as UTC
 
 
-
-
 # The states a feed can be in, as feed_health.state derives them (the one place): `removed`
 # (no longer in feeds.yaml), `disabled` (disabled_reason set, e.g. 410 Gone), `failing` (its
 # last poll failed), `degraded` (it polls fine but its last DEGRADED_ARTICLE_ERRORS article
@@ -139,4 +137,3 @@ def entry_uid(feed_name: str, key: str) -> str:
     """A stable, opaque id for published feeds (a tag URI, RFC 4151)."""
     digest = hashlib.sha1(f"{feed_name}\0{key}".encode()).hexdigest()[:20]
     return f"tag:aggregator,2026:{feed_name}/{digest}"
-
