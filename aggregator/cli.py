@@ -13,7 +13,7 @@ import sys
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -21,6 +21,9 @@ from . import __version__
 from .config import add_feeds, check_report, export_opml, load_config, read_opml
 from .errors import AggregatorError, ConfigError
 from .models import Config
+
+if TYPE_CHECKING:  # the store is imported when a command needs it
+    from .store import Storage
 
 DEFAULT_CONFIG = "config/aggregator.yaml"
 DEFAULT_FEEDS = "feeds.yaml"
@@ -260,13 +263,13 @@ def run(obj: Ctx) -> None:
 # --------------------------------------------------------------------------- reading
 
 
-def _open_store(config: Config) -> Any:
-    from .store import Store
+def _open_store(config: Config) -> Storage:
+    from .store import open_storage
 
     path = config.settings.database
     if not Path(path).exists():
         raise click.ClickException(f"no database at {path}: run `aggregator update` first")
-    store = Store(path)
+    store = open_storage(path)
     store.migrate()
     return store
 

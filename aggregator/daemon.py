@@ -263,10 +263,10 @@ class Daemon:
 
     def status(self) -> dict[str, Any]:
         """The status document: /status.json as is, and what /status renders."""
-        from .store import Store
+        from .store import open_storage
 
         now = datetime.now(UTC).replace(microsecond=0)
-        store = Store(self.config.settings.database, readonly=True)
+        store = open_storage(self.config.settings.database, readonly=True)
         try:
             document = store.status(now)
             db_bytes, wal_bytes = store.disk_usage()

@@ -57,7 +57,7 @@ from .models import (
     StoryMatch,
 )
 from .storable import escape_unstorable
-from .store import FeedState, NewEntry, Store
+from .store import FeedState, NewEntry, Storage, open_storage
 from .workers import die_with_parent
 
 log = logging.getLogger("aggregator.pipeline")
@@ -115,12 +115,16 @@ class CycleReport:
 # --------------------------------------------------------------------------- writer thread
 
 
+def _entry_feed_html(st: Storage, entry_id: int) -> tuple[str, str]:
+    return st.entry_feed_html(entry_id)
+
+
 class Writer:
     """Runs every store call on one thread, in submission order."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Storage) -> None:
         self.store = store
-        self._queue: queue.Queue[tuple[Callable[[Store], Any], Future[Any]] | None] = (
+        self._queue: queue.Queue[tuple[Callable[[Storage], Any], Future[Any]] | None] = (
             queue.Queue()
         )
         self._thread = threading.Thread(target=self._run, name="aggregator-writer", daemon=True)
@@ -139,12 +143,12 @@ class Writer:
             except BaseException as exc:  # noqa: BLE001 - handed to the caller
                 fut.set_exception(exc)
 
-    def submit(self, fn: Callable[[Store], T]) -> Future[T]:
+    def submit(self, fn: Callable[[Storage], T]) -> Future[T]:
         fut: Future[T] = Future()
         self._queue.put((fn, fut))
         return fut
 
-    def call(self, fn: Callable[[Store], T]) -> T:
+    def call(self, fn: Callable[[Storage], T]) -> T:
         return self.submit(fn).result()
 
     def close(self, timeout: float = 10.0) -> None:
@@ -265,7 +269,7 @@ class Pipeline:
     def __init__(self, config: Config, *, processes: int | None = None) -> None:
         self.config = config
         s = config.settings
-        self.store = Store(s.database)
+        self.store = open_storage(s.database)
         self.store.migrate()
         self.writer = Writer(self.store)
         self.fetcher = fetch.Fetcher(s)
@@ -279,7 +283,7 @@ class Pipeline:
         self._extract_pool: ProcessPoolExecutor | None = None
         self._extract_lock = threading.Lock()
         self._publish_lock = threading.Lock()
-        self._reader: Store | None = None
+        self._reader: Storage | None = None
         self.stopping = threading.Event()
         self.dirty = threading.Event()
         # Entries first seen before this may have been published (by this process, or by
@@ -610,7 +614,7 @@ class Pipeline:
             delay = max(delay, retry_after)  # jitter never brings a poll inside Retry-After
         return now + timedelta(seconds=delay), interval
 
-    def _write(self, st: Store, f: _Fetched) -> FeedOutcome:
+    def _write(self, st: Storage, f: _Fetched) -> FeedOutcome:
         """Runs on the writer thread: one transaction for the feed."""
         now = _now()
         elapsed = time.monotonic() - f.started
@@ -859,7 +863,7 @@ class Pipeline:
         )
         return job
 
-    def _write_article(self, st: Store, job: dict[str, Any]) -> bool:
+    def _write_article(self, st: Storage, job: dict[str, Any]) -> bool:
         now = _now()
         b = job["entry"]
         if job.get("stopped"):
@@ -944,8 +948,7 @@ class Pipeline:
                 continue
             html = clean.sanitize_html(article.html, base)
             text = clean.html_to_text(html)
-            feed_html, title = self.writer.call(partial(Store.entry_feed_html,
-                                                        entry_id=entry_id))
+            feed_html, title = self.writer.call(partial(_entry_feed_html, entry_id=entry_id))
             feed_words = clean.word_count(clean.html_to_text(feed_html))
             job = {
                 "entry": _Reprocessed(entry_id, feed_words, title, feed_html),
@@ -963,9 +966,9 @@ class Pipeline:
 
     # ----------------------------------------------------------------------- publishing
 
-    def _read_store(self) -> Store:
+    def _read_store(self) -> Storage:
         if self._reader is None:
-            self._reader = Store(self.config.settings.database)
+            self._reader = open_storage(self.config.settings.database)
         return self._reader
 
     def output_items(self, output: OutputConfig, *, pages: int | None = None,
@@ -1099,7 +1102,7 @@ class Pipeline:
     def metrics_snapshot(self) -> MetricsSnapshot:
         """The values /metrics reads at scrape time, from a read-only connection of its own
         (scrapes run on the HTTP server's threads, never on the writer)."""
-        st = Store(self.config.settings.database, readonly=True, timeout=5.0)
+        st = open_storage(self.config.settings.database, readonly=True, timeout=5.0)
         try:
             database_bytes, wal_bytes = st.disk_usage()
             return MetricsSnapshot(
@@ -1154,8 +1157,8 @@ class Pipeline:
             # Under the publish lock: no publish picks items between the two steps.
             with self._publish_lock:
                 protect = self.protected_entries(now)
-                report = self.writer.call(partial(
-                    Store.prune, now=now, entry_retention=s.entry_retention,
+                report = self.writer.call(lambda st: st.prune(
+                    now=now, entry_retention=s.entry_retention,
                     feeds=self.config.feeds, protect=protect, dry_run=dry_run))
         vacuumed = None
         if not dry_run:  # also goes on with a merge an earlier prune started

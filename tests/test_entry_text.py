@@ -17,12 +17,13 @@ from xml.sax.saxutils import escape
 import feedparser
 import pytest
 
-from aggregator import clean, store
+from aggregator import clean
 from aggregator.config import load_config
 from aggregator.parse import author_name, parse_feed
 from aggregator.pipeline import Pipeline
 from aggregator.storable import escape_unstorable, is_storable, strip_unstorable
 from aggregator.store import MIGRATIONS, Store
+from aggregator.store import schema as store  # where migrate() reads MIGRATIONS
 
 from .feedserver import FeedServer
 from .util import env_for, write_feeds
