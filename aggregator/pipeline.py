@@ -21,18 +21,17 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from . import clean, dedup, fetch, filters, parse, publish
+from . import clean, dedup, fetch, filters, parse, publish, sandbox
 from .errors import (
     AggregatorError,
     ExtractError,
@@ -58,7 +57,6 @@ from .models import (
 )
 from .storable import escape_unstorable
 from .store import FeedState, NewEntry, Store
-from .workers import die_with_parent
 
 log = logging.getLogger("aggregator.pipeline")
 # Where links pointed before base_url became optional (its default then): the feed id stored
@@ -208,22 +206,6 @@ EXTRACT_TIMEOUT = 60.0  # seconds of wall time for one page in an extraction wor
 EXTRACT_MEMORY_MB = 1024  # address-space limit of an extraction worker
 
 
-def _limit_extract_worker(memory_mb: int, parent_pid: int) -> None:
-    """Runs once in each extraction worker: it dies with the daemon, and a pathological page
-    costs one page, never the machine (it gets MemoryError, and the pool is replaced if the
-    worker dies)."""
-    import resource
-
-    die_with_parent(parent_pid)
-
-    limit = memory_mb * 1024 * 1024
-    try:
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    except (ValueError, OSError):
-        pass
-
-
 def _extract_job(body: bytes, url: str, charset: str | None, rule: SiteRule | None) -> Article:
     """Runs in an extraction worker process. extract (trafilatura, lxml) is imported here,
     not at module level, so a poll-only cycle never pays for loading it."""
@@ -270,8 +252,8 @@ class Pipeline:
         )
         self.threads = ThreadPoolExecutor(max_workers=max(1, s.workers),
                                           thread_name_prefix="aggregator-fetch")
-        self._extract_pool: ProcessPoolExecutor | None = None
-        self._extract_lock = threading.Lock()
+        self.extractor = sandbox.WorkerPool(
+            max(1, s.extract_processes or os.cpu_count() or 1), memory_mb=EXTRACT_MEMORY_MB)
         self._publish_lock = threading.Lock()
         self._reader: Store | None = None
         self.stopping = threading.Event()
@@ -316,7 +298,7 @@ class Pipeline:
         self.fetcher.close()
         self.writer.close()
         self.parser.close()
-        self._reset_extractor()
+        self.extractor.close()
         if self._reader is not None:
             self._reader.close()
         self.store.close()
@@ -680,53 +662,11 @@ class Pipeline:
 
     # ----------------------------------------------------------------------- articles
 
-    def _extractor(self) -> ProcessPoolExecutor:
-        with self._extract_lock:
-            if self._extract_pool is None:
-                n = self.config.settings.extract_processes or os.cpu_count() or 1
-                self._extract_pool = ProcessPoolExecutor(
-                    max_workers=max(1, n), mp_context=get_context("spawn"),
-                    initializer=_limit_extract_worker,
-                    initargs=(EXTRACT_MEMORY_MB, os.getpid()),
-                )
-            return self._extract_pool
-
-    def _reset_extractor(self, broken: ProcessPoolExecutor | None = None) -> None:
-        """Replace the extraction pool, killing its workers: a worker stuck on a page would
-        otherwise hold its slot forever (a running task cannot be cancelled). With
-        `broken`, only that pool is replaced (another thread may have replaced it already)."""
-        with self._extract_lock:
-            if broken is not None and self._extract_pool is not broken:
-                return
-            pool, self._extract_pool = self._extract_pool, None
-        if pool is not None:
-            for proc in list(getattr(pool, "_processes", {}).values()):
-                proc.kill()
-            pool.shutdown(wait=False, cancel_futures=True)
-
     def _extract(self, body: bytes, url: str, charset: str | None,
                  rule: SiteRule | None) -> Article:
-        """Extract in the pool. A pool broken under this page (another page crashed or
-        timed out and its workers were killed) gets this page one more try in a fresh pool;
-        a page that breaks the pool twice, or times out, is the culprit."""
-        for attempt in (1, 2):
-            pool = self._extractor()
-            try:
-                future = pool.submit(_extract_job, body, url, charset, rule)
-            except RuntimeError:  # shut down by another thread since _extractor returned it
-                if attempt == 2:
-                    raise
-                continue
-            try:
-                return future.result(timeout=EXTRACT_TIMEOUT)
-            except FutureTimeout:
-                self._reset_extractor(pool)
-                raise
-            except BrokenProcessPool:
-                self._reset_extractor(pool)
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        """Extract in the sandboxed pool (see sandbox.WorkerPool.call for the timeout and
+        the second try after a pool broken by another page)."""
+        return self.extractor.call(EXTRACT_TIMEOUT, _extract_job, body, url, charset, rule)
 
     def process_articles(self, budget: int | None = None) -> tuple[int, int]:
         """Drain up to `budget` entries of the backlog (newest first). Returns (done, failed).
