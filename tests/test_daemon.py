@@ -101,12 +101,6 @@ class Daemon:
             self.log.close()
 
 
-@pytest.fixture
-def server() -> Iterator[FeedServer]:
-    with FeedServer(feeds=4, entries=4) as s:
-        yield s
-
-
 def test_run_ready_serve_and_sigterm(tmp_path: Path, server: FeedServer) -> None:
     feeds = write_feeds(tmp_path / "feeds.yaml",
                         [{"name": f"f{n}", "url": server.url(f"/feed/{n}.xml")}

@@ -26,6 +26,8 @@ from aggregator.errors import BlockedAddressError, FetchError
 from aggregator.fetch import Fetcher, check_url
 from aggregator.models import FetchRequest, Settings
 
+from .util import RawServer, serve_http
+
 LOCAL = Settings(
     allow_private_hosts=("127.0.0.1",),
     per_host_delay=0.0,
@@ -69,95 +71,6 @@ def make_fetcher() -> Iterator[Callable[..., Fetcher]]:
     yield make
     for fetcher in made:
         fetcher.close()
-
-
-class RawServer:
-    """One-request-per-connection TCP server on 127.0.0.1 whose handler writes raw bytes."""
-
-    def __init__(
-        self,
-        handler: Callable[[RawServer, socket.socket, str], None],
-        tls: ssl.SSLContext | None = None,
-    ) -> None:
-        self.handler = handler
-        self.tls = tls
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(0.1)
-        self.port = self.listener.getsockname()[1]
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.arrivals: list[tuple[float, str]] = []  # (monotonic time, path)
-        self.sent = 0  # bytes the handler managed to send
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self._threads: list[threading.Thread] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def url(self, path: str = "/") -> str:
-        scheme = "https" if self.tls else "http"
-        return f"{scheme}://127.0.0.1:{self.port}{path}"
-
-    def paths(self) -> list[str]:
-        with self.lock:
-            return [p for _, p in self.arrivals]
-
-    def send(self, conn: socket.socket, data: bytes) -> None:
-        conn.sendall(data)
-        with self.lock:
-            self.sent += len(data)
-
-    def _accept(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            self._threads.append(thread)
-            thread.start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            conn.settimeout(5)
-            head = b""
-            try:
-                if self.tls is not None:
-                    conn = self.tls.wrap_socket(conn, server_side=True)
-                while b"\r\n\r\n" not in head:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        return
-                    head += chunk
-                path = head.split(b" ", 2)[1].decode()
-                with self.lock:
-                    self.arrivals.append((time.monotonic(), path))
-                self.handler(self, conn, path)
-            except OSError:
-                pass  # the client hung up: exactly what several tests provoke
-
-    def close(self) -> None:
-        self.stop.set()
-        self.listener.close()
-        for thread in self._threads:
-            thread.join(timeout=3)
-
-
-@pytest.fixture
-def raw() -> Iterator[Callable[..., RawServer]]:
-    servers: list[RawServer] = []
-
-    def start(
-        handler: Callable[[RawServer, socket.socket, str], None], tls: ssl.SSLContext | None = None
-    ) -> RawServer:
-        srv = RawServer(handler, tls)
-        servers.append(srv)
-        return srv
-
-    yield start
-    for srv in servers:
-        srv.close()
 
 
 def head(status: str = "200 OK", **headers: str) -> bytes:
@@ -722,14 +635,8 @@ class KeepAliveHandler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def keepalive() -> Iterator[tuple[int, list[tuple[int, str]]]]:
     seen: list[tuple[int, str]] = []
-    handler = type("Handler", (KeepAliveHandler,), {"seen": seen})
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    srv.daemon_threads = True
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv.server_address[1], seen
-    srv.shutdown()
-    srv.server_close()
+    with serve_http(type("Handler", (KeepAliveHandler,), {"seen": seen})) as port:
+        yield port, seen
 
 
 def fake_dns(host: str, port: int, *args: object) -> list[tuple[object, ...]]:
@@ -1226,15 +1133,10 @@ def test_connections_are_kept_alive_after_a_complete_body(
             self.end_headers()
             self.wfile.write(body)
 
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
+    with serve_http(Handler) as port:
         fetcher = make_fetcher(per_host_concurrency=1)
-        url = f"http://127.0.0.1:{srv.server_address[1]}/feed"
+        url = f"http://127.0.0.1:{port}/feed"
         for i in range(10):
             res = fetcher.fetch(FetchRequest(url, etag='"v1"' if i % 2 else None))
             assert res.status == (304 if i % 2 else 200)
         assert len(connections) == 1
-    finally:
-        srv.shutdown()
-        srv.server_close()

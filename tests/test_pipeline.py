@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -18,11 +17,7 @@ from aggregator.pipeline import Pipeline
 from .feedserver import FeedServer, Request
 from .util import cli, env_for, write_feeds
 
-
-@pytest.fixture
-def server() -> Iterator[FeedServer]:
-    with FeedServer(feeds=3, entries=5) as s:
-        yield s
+FEED_SERVER = {"feeds": 3, "entries": 5}  # the conftest `server` fixture's size
 
 
 def make_pipeline(tmp_path: Path, feeds: list[dict[str, object]], **env: str) -> Pipeline:
