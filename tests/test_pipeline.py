@@ -627,3 +627,23 @@ def test_migration_gives_stored_entries_their_own_dates(tmp_path: Path) -> None:
         assert "updated" in [r[1] for r in c.execute("PRAGMA table_info(feeds)")]
     finally:
         st.close()
+
+
+def test_article_job_is_stopped_failed_or_extracted() -> None:
+    """The article path's job type admits exactly one end state."""
+    from aggregator import clean
+    from aggregator.models import Article
+    from aggregator.pipeline import ArticleFailure, ArticleJob
+    from aggregator.store import BacklogEntry
+
+    entry = BacklogEntry(id=1, feed_name="f", url="https://e.am/a", feed_html="<p>x</p>",
+                         word_count=1, title="t", story_id=None)
+    failure = ArticleFailure(error="http: 404", reason="http: 404")
+    article = clean.clean_article(Article(html="<p>a b</p>", text="a b"), entry.url)
+    for ok in (ArticleJob(entry, stopped=True), ArticleJob(entry, failure=failure),
+               ArticleJob(entry, article=article)):
+        assert ok.entry is entry
+    for bad in ({}, {"stopped": True, "failure": failure},
+                {"failure": failure, "article": article}):
+        with pytest.raises(ValueError):
+            ArticleJob(entry, **bad)  # type: ignore[arg-type]
