@@ -122,6 +122,7 @@ def test_run_ready_serve_and_sigterm(tmp_path: Path, server: FeedServer) -> None
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
+@pytest.mark.slow  # among the longest of the suite: make test-fast skips it
 def test_reload_keeps_old_config_when_broken(tmp_path: Path, server: FeedServer) -> None:
     feeds = write_feeds(tmp_path / "feeds.yaml",
                         [{"name": "f0", "url": server.url("/feed/0.xml")}])
