@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-extract bench-dedup bench-load clean install bytecode
+.PHONY: run test test-fast lint bench bench-extract bench-dedup bench-load clean install bytecode
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -16,7 +16,7 @@ install: $(STAMP)
 
 # Bytecode for the package, as a regular (non-editable) install would have: the editable
 # install has none, and PYTHONDONTWRITEBYTECODE (set on some machines) stops Python from
-# caching it, so every command would compile the package again (~40 ms of start-up).
+# caching it, so every command would compile the package again at start-up.
 bytecode: $(STAMP)
 	$(BIN)/python -m compileall -q aggregator
 
@@ -26,6 +26,11 @@ run: $(STAMP) bytecode
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# The suite without the tests marked slow (@pytest.mark.slow), for the edit-test loop;
+# `make test` still runs everything.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check aggregator tests bench

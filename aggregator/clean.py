@@ -15,6 +15,7 @@ from urllib.parse import urljoin, urlsplit
 
 import nh3
 
+from .models import Article, CleanedArticle
 from .storable import (
     ASTRAL_CANDIDATES,
     BMP_NONCHARACTERS,
@@ -427,3 +428,43 @@ def is_placeholder(html: str, text: str, reference_text: str = "") -> bool:
         return True
     stem = _CUT_MARK.sub("", mine)
     return bool(stem) and stem != mine and other.startswith(stem)
+
+
+# --------------------------------------------------------------------------- articles
+
+
+def clean_article(article: Article, url: str, *, feed_html: str = "",
+                  feed_words: int | None = None,
+                  normalize_url: Callable[[str], str] | None = None) -> CleanedArticle:
+    """The one cleaning of an extracted article, for the pipeline's article path, `reprocess`
+    and `aggregator extract`: sanitise against the page's final ``url``, plain text, word
+    count, summary, absolute lead image, the canonical URL (escaped for storage, then
+    ``normalize_url``: dedup's form, passed in because stages do not import each other).
+
+    ``feed_html`` is the entry's (sanitised) feed content and ``feed_words`` its word count
+    (counted from ``feed_html`` when not given): ``keeps_feed`` says the article must not
+    replace it: it has no words, fewer words, or as many and is a stand-in of the feed's
+    text (is_placeholder: the one case the counts cannot tell is a prefix cut inside a word).
+    """
+    html = sanitize_html(article.html, url)
+    text = html_to_text(html)
+    words = word_count(text)
+    feed_text: str | None = None
+    if feed_words is None:
+        feed_text = html_to_text(feed_html)
+        feed_words = word_count(feed_text)
+    keeps_feed = words == 0 or words < feed_words or (
+        words == feed_words and is_placeholder(
+            html, text, html_to_text(feed_html) if feed_text is None else feed_text))
+    canonical = None
+    if article.canonical_url:
+        canonical = escape_unstorable(article.canonical_url)
+        if normalize_url is not None:
+            canonical = normalize_url(canonical)
+    return CleanedArticle(
+        html=html, text=text, word_count=words,
+        summary=summarize(text, normalized=True),
+        canonical_url=canonical, image=absolute_url(article.image, url),
+        keeps_feed=keeps_feed, method=article.method, title=article.title,
+        author=article.author, language=article.language,
+    )

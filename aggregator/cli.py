@@ -463,19 +463,19 @@ def extract(obj: Ctx, source: str, base_url: str | None, feed_name: str | None,
         article = extract_mod.extract_article(body, url, charset=charset, rule=rule)
     except (AggregatorError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
-    html = clean.sanitize_html(article.html, url)
-    text = clean.html_to_text(html)
+    # The cleaning the pipeline stores, so that what this prints is what readers get.
+    cleaned = clean.clean_article(article, url)
     if fmt == "html":
-        click.echo(html)
+        click.echo(cleaned.html)
     elif fmt == "json":
         data = asdict(article)
-        data.update(html=html, text=text, word_count=clean.word_count(text))
+        data.update(html=cleaned.html, text=cleaned.text, word_count=cleaned.word_count)
         click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
     else:
         if article.title:
             click.echo(article.title)
             click.echo()
-        click.echo(text)
+        click.echo(cleaned.text)
 
 
 @main.command()

@@ -275,6 +275,23 @@ class Article:
     description: str | None = None  # the page's meta / og description (teaser)
 
 
+@dataclass(frozen=True)
+class CleanedArticle:
+    """An extracted article after cleaning (clean.clean_article): what is stored and shown."""
+
+    html: str  # sanitised content, links absolute
+    text: str  # its plain text
+    word_count: int
+    summary: str
+    canonical_url: str | None  # the page's canonical URL, normalised for matching
+    image: str | None  # lead image, absolute
+    keeps_feed: bool  # the feed's text is longer, or this is a stand-in of it: keep the feed's
+    method: str
+    title: str | None = None
+    author: str | None = None  # as the page gave it (unparsed)
+    language: str | None = None
+
+
 # --------------------------------------------------------------------------- publishing
 
 

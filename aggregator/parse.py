@@ -15,11 +15,9 @@ import hashlib
 import html
 import io
 import json
-import multiprocessing
 import os
 import queue
 import re
-import signal
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -31,10 +29,10 @@ from multiprocessing.connection import Connection
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
+from aggregator import sandbox
 from aggregator.errors import ParseError
 from aggregator.models import Enclosure, ParsedEntry, ParsedFeed
 from aggregator.storable import escape_unstorable, strip_unstorable
-from aggregator.workers import die_with_parent
 
 __all__ = ["ParserPool", "author_name", "parse_feed"]
 
@@ -166,8 +164,8 @@ def _parse_xml(
             response_headers=headers,
             sanitize_html=False,  # raw HTML is kept; clean sanitises it later
             # Relative URLs in content are resolved by _resolve_urls and again by the
-            # sanitiser: feedparser's pure-Python pass costs ~30 % of a parse. Only xml:base,
-            # which neither can see, still needs feedparser.
+            # sanitiser: feedparser's pure-Python pass would do the work a third time, at a
+            # large share of a parse. Only xml:base, which neither can see, needs it.
             resolve_relative_uris=xml_base,
         )
     except (MemoryError, RecursionError):
@@ -1273,47 +1271,9 @@ def _first_non_space(body: bytes) -> int:
 # --------------------------------------------------------------------------- worker pool
 
 
-def _set_worker_limits(memory_mb: int) -> None:
-    """Address-space and core-dump limits for a parser worker (POSIX only)."""
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - not POSIX
-        return
-    # Whatever the parent's __main__ made this spawned worker import, leave it 64 MB to work in.
-    limit = max(memory_mb * 1024 * 1024, _address_space() + 64 * 1024 * 1024)
-    _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    if hard == resource.RLIM_INFINITY or hard >= limit:
-        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-
-def _set_cpu_budget(seconds: float) -> None:
-    """CPU-time backstop for this call: RLIMIT_CPU is cumulative, so it is re-armed per call."""
-    try:
-        import resource
-    except ImportError:  # pragma: no cover
-        return
-    used = resource.getrusage(resource.RUSAGE_SELF)
-    budget = int(used.ru_utime + used.ru_stime + seconds) + 1
-    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
-    if hard != resource.RLIM_INFINITY:
-        budget = min(budget, hard)
-    resource.setrlimit(resource.RLIMIT_CPU, (budget, hard))
-
-
-def _address_space() -> int:
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def _worker_main(conn: Connection, memory_mb: int, cpu_seconds: float, parent_pid: int) -> None:
-    """Serve parse requests until EOF or a None request. Runs in the worker process."""
-    die_with_parent(parent_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
-    _set_worker_limits(memory_mb)
+def _worker_main(conn: Connection, memory_mb: int, cpu_seconds: float) -> None:
+    """Serve parse requests until EOF or a None request. Runs in the worker process, after
+    sandbox.setup_worker (limits, die-with-parent)."""
     conn.send(("ready", os.getpid()))
     while True:
         try:
@@ -1325,7 +1285,7 @@ def _worker_main(conn: Connection, memory_mb: int, cpu_seconds: float, parent_pi
             return
         if request is None:
             return
-        _set_cpu_budget(cpu_seconds)
+        sandbox.set_cpu_budget(cpu_seconds)
         result: ParsedFeed | None = None
         error: tuple[str, str] | None = None
         try:
@@ -1340,7 +1300,7 @@ def _worker_main(conn: Connection, memory_mb: int, cpu_seconds: float, parent_pi
         # After a memory scare, or once the heap has grown past half the limit, start afresh;
         # the reply says so, so the parent never hands this worker another request.
         recycle = (error is not None and error[0] == "memory") or (
-            _address_space() > memory_mb * 1024 * 1024 // 2
+            sandbox.address_space() > memory_mb * 1024 * 1024 // 2
         )
         try:
             conn.send((recycle, result, error))
@@ -1362,16 +1322,11 @@ def _poll(conn: Connection, timeout: float) -> bool:
 
 
 class _Worker:
-    def __init__(self, ctx: Any, memory_mb: int, cpu_seconds: float) -> None:
-        parent, child = ctx.Pipe(duplex=True)
+    def __init__(self, memory_mb: int, cpu_seconds: float) -> None:
+        parent, child = sandbox.spawn_context().Pipe(duplex=True)
         self.conn: Connection = parent
-        self.process = ctx.Process(
-            target=_worker_main,
-            args=(child, memory_mb, cpu_seconds, os.getpid()),
-            name="aggregator-parse",
-            daemon=True,
-        )
-        self.process.start()
+        self.process = sandbox.start_worker(_worker_main, (child, memory_mb, cpu_seconds),
+                                            name="aggregator-parse", memory_mb=memory_mb)
         child.close()
 
     def wait_ready(self, timeout: float) -> None:
@@ -1404,16 +1359,7 @@ class _Worker:
         self.kill()
 
     def exit_reason(self) -> str:
-        self.process.join(1)
-        code = self.process.exitcode
-        if code is None:
-            return "still running"
-        if code < 0:
-            try:
-                return f"killed by {signal.Signals(-code).name}"
-            except ValueError:
-                return f"killed by signal {-code}"
-        return f"exit code {code}"
+        return sandbox.exit_reason(self.process)
 
 
 class ParserPool:
@@ -1437,8 +1383,6 @@ class ParserPool:
         self.processes = processes
         self.timeout = timeout
         self.memory_mb = memory_mb
-        # spawn: the caller has threads, and fork would copy their locks mid-flight.
-        self._ctx = multiprocessing.get_context("spawn")
         self._slots = threading.BoundedSemaphore(processes)
         self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -1512,7 +1456,7 @@ class ParserPool:
             if worker.alive():
                 return worker
             self._forget(worker)  # exited on its own (recycled after a large feed)
-        worker = _Worker(self._ctx, self.memory_mb, self.timeout)
+        worker = _Worker(self.memory_mb, self.timeout)
         with self._lock:
             self._all.add(worker)
         try:

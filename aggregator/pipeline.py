@@ -21,18 +21,17 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from . import clean, dedup, fetch, filters, parse, publish
+from . import clean, dedup, fetch, filters, parse, publish, sandbox
 from .errors import (
     AggregatorError,
     ExtractError,
@@ -44,6 +43,7 @@ from .errors import (
 from .metrics import Metrics
 from .models import (
     Article,
+    CleanedArticle,
     Config,
     FeedConfig,
     FetchRequest,
@@ -57,8 +57,7 @@ from .models import (
     StoryMatch,
 )
 from .storable import escape_unstorable
-from .store import FeedState, NewEntry, Storage, open_storage
-from .workers import die_with_parent
+from .store import BacklogEntry, FeedState, NewEntry, Storage, open_storage
 
 log = logging.getLogger("aggregator.pipeline")
 # Where links pointed before base_url became optional (its default then): the feed id stored
@@ -212,26 +211,14 @@ EXTRACT_TIMEOUT = 60.0  # seconds of wall time for one page in an extraction wor
 EXTRACT_MEMORY_MB = 1024  # address-space limit of an extraction worker
 
 
-def _limit_extract_worker(memory_mb: int, parent_pid: int, accelerate: bool = False) -> None:
-    """Runs once in each extraction worker: it dies with the daemon, and a pathological page
-    costs one page, never the machine (it gets MemoryError, and the pool is replaced if the
-    worker dies). ``accelerate`` (setting extract_accelerator) installs the extraction
-    accelerator, which swaps trafilatura's globals: only here, where no other caller shares
-    them, never in the daemon's own process."""
-    import resource
+def _accelerate_worker() -> None:
+    """Extraction workers' own initializer with the setting extract_accelerator: installs the
+    extraction accelerator, which swaps trafilatura's globals: only in those workers, where no
+    other caller shares them, never in the daemon's own process. Top-level (picklable), and
+    trafilatura is imported in the worker, not here."""
+    from . import extract
 
-    die_with_parent(parent_pid)
-
-    limit = memory_mb * 1024 * 1024
-    try:
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    except (ValueError, OSError):
-        pass
-    if accelerate:
-        from . import extract
-
-        extract.install_accelerator()
+    extract.install_accelerator()
 
 
 def _extract_job(body: bytes, url: str, charset: str | None, rule: SiteRule | None) -> Article:
@@ -256,11 +243,52 @@ class _Fetched:
 
 
 @dataclass(frozen=True)
-class _Reprocessed:
-    id: int
-    word_count: int
-    title: str = ""
-    feed_html: str = ""
+class FetchedPage:
+    """An article page as fetched; stored with the entry, for `reprocess`."""
+
+    url: str
+    final_url: str  # escaped for storage
+    charset: str | None
+    body: bytes
+
+    def row(self) -> tuple[str, str | None, str | None, bytes]:
+        return (self.url, self.final_url, self.charset, self.body)
+
+
+@dataclass(frozen=True)
+class ArticleFailure:
+    """Why a page gave no article."""
+
+    error: str  # "<kind>: <message>", stored on the entry
+    reason: str  # the same for every page of a host that failed alike (per-host log line)
+    retry_after: float | None = None  # a temporary failure: seconds the host asked (0: none)
+
+
+@dataclass(frozen=True)
+class ArticleJob:
+    """One backlog entry through the article path, in one of three end states: ``stopped``
+    (abandoned at shutdown, nothing recorded), ``failure`` (fetch or extraction failed; the
+    page, if fetched, is not kept), or ``article`` (cleaned, with the ``page`` it came from;
+    ``reprocess``: from a stored page, so no fetch attempt is counted)."""
+
+    entry: BacklogEntry
+    page: FetchedPage | None = None
+    article: CleanedArticle | None = None
+    failure: ArticleFailure | None = None
+    stopped: bool = False
+    reprocess: bool = False
+
+    def __post_init__(self) -> None:
+        if sum((self.stopped, self.failure is not None, self.article is not None)) != 1:
+            raise ValueError("an ArticleJob is stopped, failed or extracted: exactly one")
+
+
+@dataclass(frozen=True)
+class ArticleWritten:
+    """What recording an ArticleJob did."""
+
+    stored: bool  # the entry has its article (or keeps its feed text, deliberately)
+    retry_at: datetime | None = None  # a temporary failure: the entry waits until then
 
 
 class Pipeline:
@@ -280,8 +308,9 @@ class Pipeline:
         )
         self.threads = ThreadPoolExecutor(max_workers=max(1, s.workers),
                                           thread_name_prefix="aggregator-fetch")
-        self._extract_pool: ProcessPoolExecutor | None = None
-        self._extract_lock = threading.Lock()
+        self.extractor = sandbox.WorkerPool(
+            max(1, s.extract_processes or os.cpu_count() or 1), memory_mb=EXTRACT_MEMORY_MB,
+            initializer=_accelerate_worker if s.extract_accelerator else None)
         self._publish_lock = threading.Lock()
         self._reader: Storage | None = None
         self.stopping = threading.Event()
@@ -326,7 +355,7 @@ class Pipeline:
         self.fetcher.close()
         self.writer.close()
         self.parser.close()
-        self._reset_extractor()
+        self.extractor.close()
         if self._reader is not None:
             self._reader.close()
         self.store.close()
@@ -690,55 +719,11 @@ class Pipeline:
 
     # ----------------------------------------------------------------------- articles
 
-    def _extractor(self) -> ProcessPoolExecutor:
-        with self._extract_lock:
-            if self._extract_pool is None:
-                n = self.config.settings.extract_processes or os.cpu_count() or 1
-                self._extract_pool = ProcessPoolExecutor(
-                    max_workers=max(1, n), mp_context=get_context("spawn"),
-                    initializer=_limit_extract_worker,
-                    initargs=(
-                        EXTRACT_MEMORY_MB, os.getpid(), self.config.settings.extract_accelerator
-                    ),
-                )
-            return self._extract_pool
-
-    def _reset_extractor(self, broken: ProcessPoolExecutor | None = None) -> None:
-        """Replace the extraction pool, killing its workers: a worker stuck on a page would
-        otherwise hold its slot forever (a running task cannot be cancelled). With
-        `broken`, only that pool is replaced (another thread may have replaced it already)."""
-        with self._extract_lock:
-            if broken is not None and self._extract_pool is not broken:
-                return
-            pool, self._extract_pool = self._extract_pool, None
-        if pool is not None:
-            for proc in list(getattr(pool, "_processes", {}).values()):
-                proc.kill()
-            pool.shutdown(wait=False, cancel_futures=True)
-
     def _extract(self, body: bytes, url: str, charset: str | None,
                  rule: SiteRule | None) -> Article:
-        """Extract in the pool. A pool broken under this page (another page crashed or
-        timed out and its workers were killed) gets this page one more try in a fresh pool;
-        a page that breaks the pool twice, or times out, is the culprit."""
-        for attempt in (1, 2):
-            pool = self._extractor()
-            try:
-                future = pool.submit(_extract_job, body, url, charset, rule)
-            except RuntimeError:  # shut down by another thread since _extractor returned it
-                if attempt == 2:
-                    raise
-                continue
-            try:
-                return future.result(timeout=EXTRACT_TIMEOUT)
-            except FutureTimeout:
-                self._reset_extractor(pool)
-                raise
-            except BrokenProcessPool:
-                self._reset_extractor(pool)
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        """Extract in the sandboxed pool (see sandbox.WorkerPool.call for the timeout and
+        the second try after a pool broken by another page)."""
+        return self.extractor.call(EXTRACT_TIMEOUT, _extract_job, body, url, charset, rule)
 
     def process_articles(self, budget: int | None = None) -> tuple[int, int]:
         """Drain up to `budget` entries of the backlog (newest first). Returns (done, failed).
@@ -756,7 +741,7 @@ class Pipeline:
             return 0, 0
         futures = [self.threads.submit(self._article_one, b) for b in backlog]
         done = failed = 0
-        writes: list[tuple[dict[str, Any], Future[bool]]] = []
+        writes: list[tuple[ArticleJob, Future[ArticleWritten]]] = []
         for fut in as_completed(futures):
             try:
                 job = fut.result()
@@ -767,35 +752,37 @@ class Pipeline:
             # Progress as each article is stored, not once the whole batch is.
             write.add_done_callback(lambda _w: self.on_progress())
             writes.append((job, write))
-        failures: dict[str, list[dict[str, Any]]] = {}
+        failures: dict[str, list[tuple[ArticleFailure, datetime | None]]] = {}
         for job, w in writes:
             try:
-                ok = w.result()
+                written = w.result()
             except Exception as exc:
                 log.exception("storing an article failed: %s", exc)
                 failed += 1
                 continue
-            done += ok
-            failed += not ok
-            if not ok and not job.get("stopped"):
-                failures.setdefault(_host_of(job["entry"].url), []).append(job)
-                self.articles_retrying += job.get("retry_at") is not None
-        for host, jobs in sorted(failures.items()):
-            self._log_host_failures(host, jobs)
+            done += written.stored
+            failed += not written.stored
+            if job.failure is not None:
+                failures.setdefault(_host_of(job.entry.url), []).append(
+                    (job.failure, written.retry_at))
+                self.articles_retrying += written.retry_at is not None
+        for host, host_failures in sorted(failures.items()):
+            self._log_host_failures(host, host_failures)
         if done:
             self.dirty.set()
         return done, failed
 
     @staticmethod
-    def _log_host_failures(host: str, jobs: list[dict[str, Any]]) -> None:
+    def _log_host_failures(host: str,
+                           failures: list[tuple[ArticleFailure, datetime | None]]) -> None:
         """One WARNING line for a host's failed pages of this run: the commonest reason, and
         when the temporary ones are tried again."""
-        reasons = Counter(j["reason"] for j in jobs)
+        reasons = Counter(f.reason for f, _ in failures)
         reason, _ = reasons.most_common(1)[0]
         if len(reasons) > 1:
             reason += f"; {len(reasons) - 1} other reason{'s' if len(reasons) > 2 else ''}"
-        retries = sorted(j["retry_at"] for j in jobs if j.get("retry_at") is not None)
-        given_up = len(jobs) - len(retries)
+        retries = sorted(at for _, at in failures if at is not None)
+        given_up = len(failures) - len(retries)
         if retries:
             when = retries[0].strftime("%Y-%m-%dT%H:%M:%SZ")
             tail = f", retrying after {when}"
@@ -803,19 +790,17 @@ class Pipeline:
                 tail += f" ({given_up} not retried)"
         else:
             tail = ", not retried"
-        log.warning("articles on %s: %d failed (%s)%s", host, len(jobs), reason, tail,
-                    extra={"host": host, "kind": "article", "failed": len(jobs),
+        log.warning("articles on %s: %d failed (%s)%s", host, len(failures), reason, tail,
+                    extra={"host": host, "kind": "article", "failed": len(failures),
                            "reason": reason})
 
-    def _article_one(self, b: Any) -> dict[str, Any]:
+    def _article_one(self, b: BacklogEntry) -> ArticleJob:
+        """Fetch, extract and clean one backlog entry's page (on a fetch thread)."""
         s = self.config.settings
         feed = self.feeds_by_name.get(b.feed_name)
         rule = feed.rule if feed else None
-        job: dict[str, Any] = {"entry": b}
         if self.stopping.is_set():
-            job["error"] = "stopped"
-            job["stopped"] = True
-            return job
+            return ArticleJob(b, stopped=True)
         started = time.monotonic()
         try:
             result = self.fetcher.fetch(FetchRequest(url=b.url, kind="page",
@@ -823,110 +808,96 @@ class Pipeline:
         except FetchError as exc:
             self.metrics.fetched("page", time.monotonic() - started)
             if self.stopping.is_set():  # closing the fetcher broke it: not the page's fault
-                job["error"] = "stopped"
-                job["stopped"] = True
-                return job
+                return ArticleJob(b, stopped=True)
             self.metrics.article_failed("fetch", exc.kind)
-            job["error"] = f"{exc.kind}: {exc}"
-            # The same reason for every page of a host, for the per-host log line.
-            job["reason"] = f"{exc.kind}: {str(exc).removeprefix(f'{b.url}: ')}"
-            if _retryable(exc):
-                job["retry_after"] = exc.retry_after or 0.0
-            return job
+            return ArticleJob(b, failure=ArticleFailure(
+                error=f"{exc.kind}: {exc}",
+                # The same reason for every page of a host, for the per-host log line.
+                reason=f"{exc.kind}: {str(exc).removeprefix(f'{b.url}: ')}",
+                retry_after=(exc.retry_after or 0.0) if _retryable(exc) else None))
         self.metrics.fetched("page", time.monotonic() - started)
         self.metrics.article_pages.inc()
-        job["page"] = (b.url, escape_unstorable(result.final_url), result.charset, result.body)
+        page = FetchedPage(b.url, escape_unstorable(result.final_url), result.charset,
+                           result.body)
+        error: str | None = None
         try:
             article = self._extract(result.body, result.final_url, result.charset, rule)
         except ExtractError as exc:
-            job["error"] = f"{exc.kind}: {exc}"
+            error = f"{exc.kind}: {exc}"
         except BrokenProcessPool:
-            job["error"] = "crashed: the extraction worker died on this page"
+            error = "crashed: the extraction worker died on this page"
         except FutureTimeout:
-            job["error"] = f"timeout: extraction took longer than {EXTRACT_TIMEOUT:g} s"
+            error = f"timeout: extraction took longer than {EXTRACT_TIMEOUT:g} s"
         except MemoryError:
-            job["error"] = f"memory: extraction needed more than {EXTRACT_MEMORY_MB} MB"
-        except Exception as exc:  # timeouts and unexpected library errors
-            job["error"] = f"error: {type(exc).__name__}: {exc}"
-        if "error" in job:
+            error = f"memory: extraction needed more than {EXTRACT_MEMORY_MB} MB"
+        except Exception as exc:  # unexpected library errors
+            error = f"error: {type(exc).__name__}: {exc}"
+        if error is not None:
             # Each message above opens with its kind: the bounded reason label.
-            self.metrics.article_failed("extract", job["error"].split(":", 1)[0])
-            return job
-        base = result.final_url
-        html = clean.sanitize_html(article.html, base)
-        text = clean.html_to_text(html)
-        job.update(
-            article=article, html=html, text=text, words=clean.word_count(text),
-            canonical=dedup.normalize_url(escape_unstorable(article.canonical_url))
-            if article.canonical_url
-            else None,
-        )
-        return job
+            self.metrics.article_failed("extract", error.split(":", 1)[0])
+            return ArticleJob(b, page=page, failure=ArticleFailure(error=error, reason=error))
+        cleaned = clean.clean_article(article, result.final_url, feed_html=b.feed_html,
+                                      feed_words=b.word_count,
+                                      normalize_url=dedup.normalize_url)
+        return ArticleJob(b, page=page, article=cleaned)
 
-    def _write_article(self, st: Storage, job: dict[str, Any]) -> bool:
+    def _write_article(self, st: Storage, job: ArticleJob) -> ArticleWritten:
+        """Runs on the writer thread: record one job's outcome on its entry."""
         now = _now()
-        b = job["entry"]
-        if job.get("stopped"):
-            return False
-        if "article" not in job:
-            job.setdefault("reason", job["error"])
-            retry_at = self._retry_at(b, job, now)
+        b = job.entry
+        if job.stopped:
+            return ArticleWritten(stored=False)
+        if job.article is None:
+            failure = job.failure
+            assert failure is not None
+            retry_at = self._retry_at(b, failure, now)
             if retry_at is not None:
-                job["retry_at"] = retry_at
                 st.record_article(b.id, now=now, status="pending", method=None,
-                                  error=clean.clean_line(job["error"], 4000),
+                                  error=clean.clean_line(failure.error, 4000),
                                   retry_at=retry_at)
-                return False
-            error = job["error"]
-            if "retry_after" in job:
+                return ArticleWritten(stored=False, retry_at=retry_at)
+            error = failure.error
+            if failure.retry_after is not None:
                 error += f" (gave up after {b.attempts + 1} attempts)"
             st.record_article(b.id, now=now, status="failed", method=None,
                               error=clean.clean_line(error, 4000), page=None)
-            return False
-        article: Article = job["article"]
-        words = job["words"]
-        page = job.get("page")
-        attempt = not job.get("reprocess")
-        # The feed already carries more text: never replace it by a shorter extraction, nor
-        # by a stand-in of it (clean.is_placeholder: "...", nothing, its first words; the
-        # one case where the word counts cannot tell is a prefix cut inside a word).
-        if words == 0 or words < b.word_count or (
-                words == b.word_count and clean.is_placeholder(
-                    job["html"], job["text"], clean.html_to_text(b.feed_html))):
+            return ArticleWritten(stored=False)
+        article = job.article
+        page = job.page.row() if job.page is not None else None
+        attempt = not job.reprocess
+        if article.keeps_feed:
             st.record_article(b.id, now=now, status="feed", method=article.method,
-                              error=None, canonical_url=job["canonical"], page=page,
+                              error=None, canonical_url=article.canonical_url, page=page,
                               attempt=attempt)
             self.metrics.articles_extracted.labels("feed").inc()
-            return True
-        title = b.title
-        text_hash, sig, bands = dedup.features(title, job["text"])
+            return ArticleWritten(stored=True)
+        text_hash, sig, bands = dedup.features(b.title, article.text)
         st.record_article(
             b.id, now=now, status="done", method=article.method, error=None,
-            content_html=job["html"], text=job["text"],
-            summary=clean.summarize(job["text"], normalized=True),
-            word_count=words, language=article.language,
-            image=clean.absolute_url(article.image, page[1] if page else None),
+            content_html=article.html, text=article.text, summary=article.summary,
+            word_count=article.word_count, language=article.language, image=article.image,
             author=clean.clean_line(parse.author_name(article.author)) or None,
-            canonical_url=job["canonical"], text_hash=text_hash,
+            canonical_url=article.canonical_url, text_hash=text_hash,
             signature=sig, band_keys=tuple(bands), page=page, attempt=attempt,
             shown_before=self.shown_before,
         )
         self.metrics.articles_extracted.labels("article").inc()
         if st.rematch_entry(b.id, self._matcher(), now, self.config.settings.dedup_window_days,
-                            canonical_norm=job["canonical"]):
+                            canonical_norm=article.canonical_url):
             self.metrics.stories_merged.inc()
-        return True
+        return ArticleWritten(stored=True)
 
     @staticmethod
-    def _retry_at(b: Any, job: dict[str, Any], now: datetime) -> datetime | None:
+    def _retry_at(b: BacklogEntry, failure: ArticleFailure, now: datetime
+                  ) -> datetime | None:
         """When a temporarily failed page is tried again; None: not retried (a lasting
         failure, or the retry would fall past ARTICLE_RETRY_WINDOW)."""
-        if "retry_after" not in job:
+        if failure.retry_after is None:
             return None
         backoff = min(ARTICLE_RETRY_BASE * 2 ** b.attempts, ARTICLE_RETRY_MAX)
-        delay = max(backoff, float(job["retry_after"]))
+        delay = max(backoff, failure.retry_after)
         retry_at = now + timedelta(seconds=math.ceil(delay))
-        first_seen = getattr(b, "first_seen", None) or now
+        first_seen = b.first_seen or now
         if retry_at > first_seen + ARTICLE_RETRY_WINDOW:
             return None
         return retry_at
@@ -946,20 +917,18 @@ class Pipeline:
                 log.warning("reprocess #%d: %s", entry_id, exc)
                 failed += 1
                 continue
-            html = clean.sanitize_html(article.html, base)
-            text = clean.html_to_text(html)
             feed_html, title = self.writer.call(partial(_entry_feed_html, entry_id=entry_id))
-            feed_words = clean.word_count(clean.html_to_text(feed_html))
-            job = {
-                "entry": _Reprocessed(entry_id, feed_words, title, feed_html),
-                "article": article, "html": html, "text": text,
-                "words": clean.word_count(text),
-                "canonical": dedup.normalize_url(escape_unstorable(article.canonical_url))
-                if article.canonical_url else None,
-                "page": None,
-                "reprocess": True,
-            }
-            ok = self.writer.call(partial(self._write_article, job=job))
+            # The entry as the backlog would list it, its words counted from the feed's
+            # content (its stored count may be the earlier extraction's).
+            entry = BacklogEntry(id=entry_id, feed_name=feed_name, url=url,
+                                 feed_html=feed_html,
+                                 word_count=clean.word_count(clean.html_to_text(feed_html)),
+                                 title=title, story_id=None)
+            cleaned = clean.clean_article(article, base, feed_html=feed_html,
+                                          feed_words=entry.word_count,
+                                          normalize_url=dedup.normalize_url)
+            job = ArticleJob(entry, article=cleaned, reprocess=True)
+            ok = self.writer.call(partial(self._write_article, job=job)).stored
             done += ok
             failed += not ok
         return done, failed

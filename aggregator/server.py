@@ -355,7 +355,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "aggregator"
     timeout = _IDLE_TIMEOUT
     # Headers and body go out in two writes; with Nagle on, a small body waits for the
-    # client's delayed ACK (~40 ms per response on keep-alive connections).
+    # client's delayed ACK on every response of a keep-alive connection.
     disable_nagle_algorithm = True
     error_content_type = "text/plain; charset=utf-8"
     error_message_format = "%(code)d %(message)s\n"

@@ -1,11 +1,18 @@
-"""Shared fixtures: the corpus in ../shared and small helpers. Tests never touch the internet."""
+"""Shared fixtures: the corpus in ../shared, the local feed server and the raw TCP server.
+Tests never touch the internet."""
 
 from __future__ import annotations
 
 import os
+import socket
+import ssl
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from .feedserver import FeedServer
+from .util import RawServer
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("AGGREGATOR_SHARED", ROOT.parent / "shared")).resolve()
@@ -30,3 +37,30 @@ def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
     cache during tests (subprocesses inherit this environment)."""
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
     os.environ.pop("CACHE_DIRECTORY", None)
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest) -> Iterator[FeedServer]:
+    """A FeedServer of ``FEED_SERVER = {"feeds": n, "entries": m}`` from the test module
+    (4 feeds of 4 entries by default). Modules that mean another server (pytest-httpserver,
+    the aggregator's own) define a fixture of this name themselves."""
+    size = getattr(request.module, "FEED_SERVER", {"feeds": 4, "entries": 4})
+    with FeedServer(**size) as s:
+        yield s
+
+
+@pytest.fixture
+def raw() -> Iterator[Callable[..., RawServer]]:
+    """Start RawServers (handler, optional TLS context); all are closed after the test."""
+    servers: list[RawServer] = []
+
+    def start(
+        handler: Callable[[RawServer, socket.socket, str], None], tls: ssl.SSLContext | None = None
+    ) -> RawServer:
+        srv = RawServer(handler, tls)
+        servers.append(srv)
+        return srv
+
+    yield start
+    for srv in servers:
+        srv.close()

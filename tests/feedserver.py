@@ -64,6 +64,10 @@ class FeedServer:
         self.hits: Counter[str] = Counter()
         self.lock = threading.Lock()
         self.delay: dict[str, float] = {}
+        # Requests for these paths get no answer until `release` is set (or the server
+        # closes): "in flight" for as long as a test needs, whatever the machine's speed.
+        self.held: set[str] = set()
+        self.release = threading.Event()
         server = self
 
         class H(BaseHTTPRequestHandler):
@@ -89,6 +93,7 @@ class FeedServer:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self.release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -145,6 +150,8 @@ class FeedServer:
         with self.lock:
             self.hits[path] += 1
         req = Request(h.command, h.path, {k.lower(): v for k, v in h.headers.items()})
+        if path in self.held:
+            self.release.wait()
         if path in self.delay:
             time.sleep(self.delay[path])
         status, headers, body = 404, {"Content-Type": "text/plain"}, b"not found"

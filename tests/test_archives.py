@@ -25,7 +25,7 @@ from aggregator.server import FeedServer as OutputServer
 from aggregator.store import MIGRATIONS, Store, entry_uid
 
 from .feedserver import FeedServer
-from .util import cli, env_for, write_feeds
+from .util import cli, env_for, rss, write_feeds
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 LIMIT = 4
@@ -300,15 +300,6 @@ STORY = (
 )
 
 
-def rss(title: str, items: list[tuple[str, str, str]]) -> str:
-    body = "".join(
-        f"<item><guid isPermaLink='false'>{g}</guid><title>{g}</title><link>{link}</link>"
-        f"<pubDate>Tue, 24 Nov 2026 10:00:00 GMT</pubDate><description>{text}</description>"
-        "</item>" for g, link, text in items)
-    return (f"<?xml version='1.0' encoding='utf-8'?><rss version='2.0'><channel>"
-            f"<title>{title}</title><link>http://example.org/</link>{body}</channel></rss>")
-
-
 def published_ids(out: Path) -> dict[str, list[str]]:
     return {fmt: READERS[fmt]((out / f"all.{fmt}").read_bytes())[0]
             for fmt in ("atom", "rss", "json")}
@@ -316,7 +307,7 @@ def published_ids(out: Path) -> dict[str, list[str]]:
 
 def test_item_id_stays_when_the_representative_or_outlets_change(tmp_path: Path) -> None:
     with FeedServer() as s:
-        s.route("/a.xml", body=rss("Outlet A", [("a1", "https://a.example/talks", STORY)]))
+        s.route("/a.xml", body=rss("Outlet A", [("a1", "a1", "https://a.example/talks", STORY)]))
         s.route("/b.xml", body=rss("Outlet B", []))
         feeds = write_feeds(tmp_path / "feeds.yaml", [{"name": "a", "url": s.url("/a.xml")},
                                                       {"name": "b", "url": s.url("/b.xml")}])
@@ -326,7 +317,7 @@ def test_item_id_stays_when_the_representative_or_outlets_change(tmp_path: Path)
         assert first["atom"] == first["rss"] == first["json"] == [entry_uid("a", "a1")]
         # A new outlet carries the story with more words: its copy becomes the representative.
         s.route("/b.xml", body=rss("Outlet B", [
-            ("b1", "https://b.example/border", STORY + " More details followed in the evening "
+            ("b1", "b1", "https://b.example/border", STORY + " More details followed in the evening "
              "from officials of both delegations, who spoke to reporters after the meeting.")]))
         assert cli(["update", "--all"], env, feeds=feeds).returncode == 0
     conn = sqlite3.connect(tmp_path / "agg.db")

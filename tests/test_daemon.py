@@ -101,12 +101,6 @@ class Daemon:
             self.log.close()
 
 
-@pytest.fixture
-def server() -> Iterator[FeedServer]:
-    with FeedServer(feeds=4, entries=4) as s:
-        yield s
-
-
 def test_run_ready_serve_and_sigterm(tmp_path: Path, server: FeedServer) -> None:
     feeds = write_feeds(tmp_path / "feeds.yaml",
                         [{"name": f"f{n}", "url": server.url(f"/feed/{n}.xml")}
@@ -121,15 +115,14 @@ def test_run_ready_serve_and_sigterm(tmp_path: Path, server: FeedServer) -> None
         status = json.loads(d.get("/status.json"))
         assert {f["name"] for f in status["feeds"]} == {"f0", "f1", "f2", "f3"}
     finally:
-        started = time.monotonic()
-        code = d.stop()
+        code = d.stop()  # within Daemon.stop's timeout, else the test fails
     assert code == 0, d.logtext()
-    assert time.monotonic() - started < 10
     assert d.notify.wait_for("STOPPING=1", 2)
     conn = sqlite3.connect(tmp_path / "agg.db")
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
+@pytest.mark.slow  # among the longest of the suite: make test-fast skips it
 def test_reload_keeps_old_config_when_broken(tmp_path: Path, server: FeedServer) -> None:
     feeds = write_feeds(tmp_path / "feeds.yaml",
                         [{"name": "f0", "url": server.url("/feed/0.xml")}])
@@ -155,8 +148,8 @@ def test_reload_keeps_old_config_when_broken(tmp_path: Path, server: FeedServer)
 
 def test_sigterm_during_busy_cycle(tmp_path: Path) -> None:
     with FeedServer(feeds=6, entries=3) as server:
-        for n in range(6):
-            server.delay[f"/feed/{n}.xml"] = 4.0  # every fetch is in flight for 4 s
+        # Every fetch stays in flight (no answer) until the test is over.
+        server.held.update(f"/feed/{n}.xml" for n in range(6))
         feeds = write_feeds(tmp_path / "feeds.yaml",
                             [{"name": f"f{n}", "url": server.url(f"/feed/{n}.xml")}
                              for n in range(6)])
@@ -164,10 +157,9 @@ def test_sigterm_during_busy_cycle(tmp_path: Path) -> None:
                    AGGREGATOR_FETCH_DEADLINE="30", AGGREGATOR_READ_TIMEOUT="30")
         assert d.notify.wait_for("READY=1"), d.logtext()
         assert d.wait_until(lambda: sum(server.hits.values()) >= 2, 15)
-        started = time.monotonic()
-        code = d.stop()
+        code = d.stop()  # a daemon waiting for its fetches would wait for their 30 s deadline
         assert code == 0, d.logtext()
-        assert time.monotonic() - started < 8, "SIGTERM must not wait for slow fetches"
+        assert not server.release.is_set()  # it exited with every fetch still unanswered
     conn = sqlite3.connect(tmp_path / "agg.db")
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 

@@ -20,7 +20,7 @@ import pytest
 from aggregator import clean
 from aggregator.config import load_config
 from aggregator.parse import author_name, parse_feed
-from aggregator.pipeline import Pipeline
+from aggregator.pipeline import ArticleJob, Pipeline
 from aggregator.storable import escape_unstorable, is_storable, strip_unstorable
 from aggregator.store import MIGRATIONS, Store
 from aggregator.store import schema as store  # where migrate() reads MIGRATIONS
@@ -157,11 +157,11 @@ def test_article_that_is_a_placeholder_of_the_feed_text_is_not_used(tmp_path: Pa
             for html, expect in (("<p>Everyone wants good compr…</p>", "feed"),
                                  ("<p>...</p>", "feed"),
                                  ("<p>Nobody wants bad compression</p>", "done")):
-                text = clean.html_to_text(html)
-                job = {"entry": entry, "article": Article(html=html, text=text, title=None,
-                                                          method="test"),
-                       "html": html, "text": text, "words": clean.word_count(text),
-                       "canonical": None, "page": None}
+                article = clean.clean_article(
+                    Article(html=html, text=clean.html_to_text(html), method="test"),
+                    "https://example.org/c", feed_html=entry.feed_html,
+                    feed_words=entry.word_count)
+                job = ArticleJob(entry, article=article)
                 p.writer.call(lambda st, job=job: p._write_article(st, job))
                 status, stored = p.writer.call(lambda st: st.conn.execute(
                     "SELECT extract_status, text FROM entries WHERE id = ?",

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from lxml import etree
 
 from .feedserver import FeedServer
@@ -24,6 +25,7 @@ def _start_update(feeds: Path, env: dict[str, str], log: Path) -> subprocess.Pop
     )
 
 
+@pytest.mark.slow  # among the longest of the suite: make test-fast skips it
 def test_kill_9_at_random_points(tmp_path: Path) -> None:
     rng = random.Random(20261127)
     with FeedServer(feeds=60, entries=15) as server:
@@ -74,6 +76,7 @@ def test_kill_9_at_random_points(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
+@pytest.mark.slow  # among the longest of the suite: make test-fast skips it
 def test_long_reader_does_not_block_and_wal_stays_bounded(tmp_path: Path) -> None:
     with FeedServer(feeds=20, entries=20) as server:
         feeds = write_feeds(tmp_path / "feeds.yaml",

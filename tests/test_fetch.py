@@ -26,6 +26,8 @@ from aggregator.errors import BlockedAddressError, FetchError
 from aggregator.fetch import Fetcher, check_url
 from aggregator.models import FetchRequest, Settings
 
+from .util import RawServer, serve_http
+
 LOCAL = Settings(
     allow_private_hosts=("127.0.0.1",),
     per_host_delay=0.0,
@@ -69,95 +71,6 @@ def make_fetcher() -> Iterator[Callable[..., Fetcher]]:
     yield make
     for fetcher in made:
         fetcher.close()
-
-
-class RawServer:
-    """One-request-per-connection TCP server on 127.0.0.1 whose handler writes raw bytes."""
-
-    def __init__(
-        self,
-        handler: Callable[[RawServer, socket.socket, str], None],
-        tls: ssl.SSLContext | None = None,
-    ) -> None:
-        self.handler = handler
-        self.tls = tls
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(0.1)
-        self.port = self.listener.getsockname()[1]
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.arrivals: list[tuple[float, str]] = []  # (monotonic time, path)
-        self.sent = 0  # bytes the handler managed to send
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self._threads: list[threading.Thread] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def url(self, path: str = "/") -> str:
-        scheme = "https" if self.tls else "http"
-        return f"{scheme}://127.0.0.1:{self.port}{path}"
-
-    def paths(self) -> list[str]:
-        with self.lock:
-            return [p for _, p in self.arrivals]
-
-    def send(self, conn: socket.socket, data: bytes) -> None:
-        conn.sendall(data)
-        with self.lock:
-            self.sent += len(data)
-
-    def _accept(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            self._threads.append(thread)
-            thread.start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            conn.settimeout(5)
-            head = b""
-            try:
-                if self.tls is not None:
-                    conn = self.tls.wrap_socket(conn, server_side=True)
-                while b"\r\n\r\n" not in head:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        return
-                    head += chunk
-                path = head.split(b" ", 2)[1].decode()
-                with self.lock:
-                    self.arrivals.append((time.monotonic(), path))
-                self.handler(self, conn, path)
-            except OSError:
-                pass  # the client hung up: exactly what several tests provoke
-
-    def close(self) -> None:
-        self.stop.set()
-        self.listener.close()
-        for thread in self._threads:
-            thread.join(timeout=3)
-
-
-@pytest.fixture
-def raw() -> Iterator[Callable[..., RawServer]]:
-    servers: list[RawServer] = []
-
-    def start(
-        handler: Callable[[RawServer, socket.socket, str], None], tls: ssl.SSLContext | None = None
-    ) -> RawServer:
-        srv = RawServer(handler, tls)
-        servers.append(srv)
-        return srv
-
-    yield start
-    for srv in servers:
-        srv.close()
 
 
 def head(status: str = "200 OK", **headers: str) -> bytes:
@@ -291,10 +204,10 @@ def test_huge_content_length_refused_without_reading(
         srv.stop.wait(10)  # a body read would block here until the deadline
 
     srv = raw(handler)
-    error, elapsed = fails(make_fetcher(), FetchRequest(srv.url("/feed"), max_bytes=1 << 20))
+    error, _ = fails(make_fetcher(), FetchRequest(srv.url("/feed"), max_bytes=1 << 20))
     assert error.kind == "too_large"
     assert "2147483648" in str(error)
-    assert elapsed < 1.0
+    # No body ever comes: a fetcher that tried to read one would end in "deadline".
 
 
 def test_endless_body_stops_at_the_cap(
@@ -306,9 +219,8 @@ def test_endless_body_stops_at_the_cap(
             srv.send(conn, b"<item>spam</item>" * 4096)
 
     srv = raw(handler)
-    error, elapsed = fails(make_fetcher(), FetchRequest(srv.url("/feed"), max_bytes=256 * 1024))
-    assert error.kind == "too_large"
-    assert elapsed < 2.0
+    error, _ = fails(make_fetcher(), FetchRequest(srv.url("/feed"), max_bytes=256 * 1024))
+    assert error.kind == "too_large"  # the body never ends: only the cap can end the fetch
 
 
 def test_gzip_bomb_stops_at_the_cap_with_bounded_memory(
@@ -360,8 +272,9 @@ def test_dripping_body_is_cut_at_the_deadline(
     srv = raw(handler)
     fetcher = make_fetcher(fetch_deadline=2.0, read_timeout=30.0)
     error, elapsed = fails(fetcher, FetchRequest(srv.url("/feed")))
+    # The body never completes and the read timeout is far: only the deadline ends it.
     assert error.kind == "deadline"
-    assert 1.8 <= elapsed < 3.0
+    assert elapsed >= 1.8  # not before it (a lower bound: a busy machine only adds time)
 
 
 def test_headers_that_never_finish_are_cut_at_the_deadline(
@@ -377,8 +290,9 @@ def test_headers_that_never_finish_are_cut_at_the_deadline(
     srv = raw(handler)
     fetcher = make_fetcher(fetch_deadline=2.0, read_timeout=30.0)
     error, elapsed = fails(fetcher, FetchRequest(srv.url("/feed")))
+    # The body never completes and the read timeout is far: only the deadline ends it.
     assert error.kind == "deadline"
-    assert 1.8 <= elapsed < 3.0
+    assert elapsed >= 1.8  # not before it (a lower bound: a busy machine only adds time)
 
 
 def test_silent_server_read_timeout_and_deadline(
@@ -388,14 +302,16 @@ def test_silent_server_read_timeout_and_deadline(
         srv.stop.wait(10)
 
     srv = raw(handler)
+    # The server never answers: the kind tells which limit ended each fetch (lower bounds
+    # only: a busy machine only adds time).
     error, elapsed = fails(make_fetcher(read_timeout=0.5), FetchRequest(srv.url("/a")))
     assert error.kind == "timeout"
-    assert 0.4 <= elapsed < 1.5
+    assert elapsed >= 0.4
     error, elapsed = fails(
         make_fetcher(read_timeout=30.0, fetch_deadline=1.0), FetchRequest(srv.url("/b"))
     )
     assert error.kind == "deadline"
-    assert 0.9 <= elapsed < 2.0
+    assert elapsed >= 0.9
 
 
 @pytest.fixture(scope="module")
@@ -442,8 +358,8 @@ def test_https_through_guarded_connections(
     fetcher._session.verify = certificate[0]  # trust the test certificate (no setting for it)
     assert fetcher.fetch(FetchRequest(srv.url("/feed"))).body == b"<rss>secure</rss>"
     error, elapsed = fails(fetcher, FetchRequest(srv.url("/drip")))
-    assert error.kind == "deadline"
-    assert 1.4 <= elapsed < 2.5
+    assert error.kind == "deadline"  # the drip never ends and the read timeout is far
+    assert elapsed >= 1.4
 
 
 # --------------------------------------------------------------------------- redirects
@@ -719,14 +635,8 @@ class KeepAliveHandler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def keepalive() -> Iterator[tuple[int, list[tuple[int, str]]]]:
     seen: list[tuple[int, str]] = []
-    handler = type("Handler", (KeepAliveHandler,), {"seen": seen})
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    srv.daemon_threads = True
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv.server_address[1], seen
-    srv.shutdown()
-    srv.server_close()
+    with serve_http(type("Handler", (KeepAliveHandler,), {"seen": seen})) as port:
+        yield port, seen
 
 
 def fake_dns(host: str, port: int, *args: object) -> list[tuple[object, ...]]:
@@ -817,7 +727,7 @@ def test_retry_after_seconds_then_fast_fail(
     assert (error.kind, error.status, error.retry_after) == ("rate_limited", 429, 120.0)
     left = fetcher.retry_after_for("127.0.0.1")
     assert left is not None and 118 < left <= 120
-    error, elapsed = fails(fetcher, FetchRequest(server.url_for("/other")))
+    error, _ = fails(fetcher, FetchRequest(server.url_for("/other")))
     assert error.kind == "rate_limited"
     assert error.retry_after is not None and 118 < error.retry_after <= 120
     assert len(server.log) == 1  # the second request never reached the host
@@ -888,12 +798,11 @@ def test_page_content_type_checked_before_the_body(
             srv.send(conn, b"%PDF" * 16384)
 
     srv = raw(handler)
-    error, elapsed = fails(
+    error, _ = fails(
         make_fetcher(), FetchRequest(srv.url("/doc"), kind="page", max_bytes=1 << 30)
     )
     assert error.kind == "content_type"
     assert content_type in str(error)
-    assert elapsed < 1.0
 
 
 @pytest.mark.parametrize(
@@ -1185,12 +1094,11 @@ def test_waiting_for_a_host_slot_respects_the_deadline(
 ) -> None:
     srv = raw(slow_ok(5.0))
     fetcher = make_fetcher(per_host_concurrency=1, fetch_deadline=1.0)
-    start = time.monotonic()
     results = run_parallel(fetcher, [srv.url("/a"), srv.url("/b")])
-    elapsed = time.monotonic() - start
+    # The first answer takes longer than the deadline: both end by it, and the second
+    # request, which waited for the slot, never reached the host.
     assert [getattr(r, "kind", None) for r in results] == ["deadline", "deadline"]
-    assert elapsed < 2.0
-    assert len(srv.arrivals) == 1  # the second request never got a slot
+    assert len(srv.arrivals) == 1
 
 
 def test_connections_are_kept_alive_after_a_complete_body(
@@ -1225,15 +1133,10 @@ def test_connections_are_kept_alive_after_a_complete_body(
             self.end_headers()
             self.wfile.write(body)
 
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
+    with serve_http(Handler) as port:
         fetcher = make_fetcher(per_host_concurrency=1)
-        url = f"http://127.0.0.1:{srv.server_address[1]}/feed"
+        url = f"http://127.0.0.1:{port}/feed"
         for i in range(10):
             res = fetcher.fetch(FetchRequest(url, etag='"v1"' if i % 2 else None))
             assert res.status == (304 if i % 2 else 200)
         assert len(connections) == 1
-    finally:
-        srv.shutdown()
-        srv.server_close()

@@ -16,30 +16,21 @@ from aggregator.errors import FilterError
 from aggregator.filters import compile_filter, fold
 from aggregator.models import FilterSpec, FilterTerm, Item, Outlet
 
+from . import util
+
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
+# A plain item: no author, no text or categories, in English, an hour old.
+PLAIN: dict[str, object] = dict(
+    uid="tag:aggregator,2024:test/1", feed_language="en", title="Plain title",
+    author=None, published=NOW - timedelta(hours=1), updated=NOW - timedelta(hours=1),
+    content_html="<p>body</p>", summary="", text="", categories=(), language=None,
+)
+
+
 def make_item(**kw: object) -> Item:
-    base: dict[str, object] = dict(
-        id=1,
-        uid="tag:aggregator,2024:test/1",
-        feed_name="news-am",
-        feed_title="News.am",
-        feed_url="https://news.example/rss",
-        feed_link="https://news.example/",
-        feed_language="en",
-        feed_tags=("armenia",),
-        title="Plain title",
-        url="https://news.example/a/1",
-        author=None,
-        published=NOW - timedelta(hours=1),
-        updated=NOW - timedelta(hours=1),
-        content_html="<p>body</p>",
-        summary="",
-        text="",
-    )
-    base.update(kw)
-    return Item(**base)  # type: ignore[arg-type]
+    return util.make_item(1, now=NOW, **{**PLAIN, **kw})
 
 
 def term(

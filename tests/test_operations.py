@@ -97,6 +97,7 @@ def test_json_log_lines_carry_structured_fields(tmp_path: Path) -> None:
     assert summary["level"] == "INFO" and summary["failed"] == 1 and summary["feeds"] == 1
 
 
+@pytest.mark.slow  # among the longest of the suite: make test-fast skips it
 def test_idle_daemon_writes_nothing_at_the_default_level(tmp_path: Path) -> None:
     with FeedServer(feeds=2, entries=3) as server:
         feeds = write_feeds(tmp_path / "feeds.yaml",

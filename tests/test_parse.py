@@ -619,9 +619,9 @@ def test_billion_laughs_is_bounded(pool: ParserPool) -> None:
         "<item><title>&lol11;</title><link>https://x.org/1</link><description>&lol11;</description></item>"
         "</channel></rss>"
     ).encode()
-    result, elapsed = timed(pool, body)
+    # A parse that expanded the entities would end in the pool's timeout, not a ParsedFeed.
+    result, _ = timed(pool, body)
     assert isinstance(result, ParsedFeed), result
-    assert elapsed < 10
     assert "lollol" not in repr(result)
     assert any("DOCTYPE internal subset removed" in w for w in result.warnings)
 
@@ -632,9 +632,9 @@ def test_quadratic_blowup_is_bounded(pool: ParserPool) -> None:
         b'<rss version="2.0"><channel><title>t</title><item><title>x</title><link>https://x.org/1</link>'
         b"<description>" + b"&a;" * 50_000 + b"</description></item></channel></rss>"
     )  # expanded, this is 10 GB
-    result, elapsed = timed(pool, body)
+    # A parse that expanded the entities would end in the pool's timeout, not a ParsedFeed.
+    result, _ = timed(pool, body)
     assert isinstance(result, ParsedFeed), result
-    assert elapsed < 10
     assert "AAAA" not in (result.entries[0].summary_html or "")
     assert len(result.entries[0].summary_html or "") <= len(body)
 
@@ -673,12 +673,11 @@ def test_surrogate_refs_through_the_pool(pool: ParserPool) -> None:
 
 def test_huge_feed_bounded_memory_via_pool(pool: ParserPool, huge: bytes) -> None:
     # The pool's workers are limited to 256 MB of address space: parsing must fit.
-    result, elapsed = timed(pool, huge)
+    result, _ = timed(pool, huge)  # within the pool's timeout: a ParsedFeed, not an error
     assert isinstance(result, ParsedFeed), result
     assert len(result.entries) == 2000
     assert result.entries[0].title == "Entry 0" and result.entries[-1].title == "Entry 1999"
     assert any("50000 entries; only the first 2000" in w for w in result.warnings)
-    assert elapsed < 20
 
 
 def test_pool_is_thread_safe(pool: ParserPool) -> None:
@@ -738,7 +737,7 @@ def test_hung_worker_times_out_and_is_replaced() -> None:
         os.kill(pid, signal.SIGSTOP)  # a worker that never answers, whatever the machine speed
         err, elapsed = timed(pool, rss(item("<title>x</title>")))
         assert isinstance(err, ParseError) and err.kind == "timeout", err
-        assert 0.4 < elapsed < 10
+        assert elapsed > 0.4  # not before the timeout (a busy machine only adds time)
         assert pool.parse(rss(item("<title>next</title>")), URL).entries[0].title == "next"
         assert pool.pids() != [pid]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -18,11 +17,7 @@ from aggregator.pipeline import Pipeline
 from .feedserver import FeedServer, Request
 from .util import cli, env_for, write_feeds
 
-
-@pytest.fixture
-def server() -> Iterator[FeedServer]:
-    with FeedServer(feeds=3, entries=5) as s:
-        yield s
+FEED_SERVER = {"feeds": 3, "entries": 5}  # the conftest `server` fixture's size
 
 
 def make_pipeline(tmp_path: Path, feeds: list[dict[str, object]], **env: str) -> Pipeline:
@@ -344,8 +339,7 @@ def test_extraction_timeout_costs_the_page_only(tmp_path: Path, server: FeedServ
                                     ).fetchall()
         assert {r["extract_status"] for r in rows} == {"failed"}
         assert all(r["extract_error"].startswith("timeout") for r in rows), [tuple(r) for r in rows]
-        assert p._extract_pool is None or not any(
-            proc.is_alive() for proc in p._extract_pool._processes.values())
+        assert not p.extractor.started()  # its workers were killed
         # With a sane limit the pool works again for new pages.
         monkeypatch.setattr(pipeline_mod, "EXTRACT_TIMEOUT", 60.0)
         server.round = 1
@@ -633,3 +627,23 @@ def test_migration_gives_stored_entries_their_own_dates(tmp_path: Path) -> None:
         assert "updated" in [r[1] for r in c.execute("PRAGMA table_info(feeds)")]
     finally:
         st.close()
+
+
+def test_article_job_is_stopped_failed_or_extracted() -> None:
+    """The article path's job type admits exactly one end state."""
+    from aggregator import clean
+    from aggregator.models import Article
+    from aggregator.pipeline import ArticleFailure, ArticleJob
+    from aggregator.store import BacklogEntry
+
+    entry = BacklogEntry(id=1, feed_name="f", url="https://e.am/a", feed_html="<p>x</p>",
+                         word_count=1, title="t", story_id=None)
+    failure = ArticleFailure(error="http: 404", reason="http: 404")
+    article = clean.clean_article(Article(html="<p>a b</p>", text="a b"), entry.url)
+    for ok in (ArticleJob(entry, stopped=True), ArticleJob(entry, failure=failure),
+               ArticleJob(entry, article=article)):
+        assert ok.entry is entry
+    for bad in ({}, {"stopped": True, "failure": failure},
+                {"failure": failure, "article": article}):
+        with pytest.raises(ValueError):
+            ArticleJob(entry, **bad)  # type: ignore[arg-type]

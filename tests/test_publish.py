@@ -40,6 +40,8 @@ from aggregator.publish import (
     write_index,
 )
 
+from .util import make_item
+
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 BASE = "https://feeds.example.org/pub/"
 ATOM = "{http://www.w3.org/2005/Atom}"
@@ -66,32 +68,6 @@ STRIPPED = "\x00\x07\x1b\x7f\x85\ufffe\uffff\ud800\udfff"
 
 def strip_invalid(text: str) -> str:
     return "".join(c for c in text if c not in STRIPPED)
-
-
-def make_item(n: int, **kw: object) -> Item:
-    published = NOW - timedelta(hours=100 - n)
-    base: dict[str, object] = dict(
-        id=n,
-        uid=f"tag:aggregator,2024:news-am/{n}",
-        feed_name="news-am",
-        feed_title="News.am",
-        feed_url="https://news.example/rss",
-        feed_link="https://news.example/",
-        feed_language="hy",
-        feed_tags=("armenia",),
-        title=f"Story {n}",
-        url=f"https://news.example/a/{n}",
-        author=f"Author {n}",
-        published=published,
-        updated=published + timedelta(minutes=5),
-        content_html=f"<p>Body of story {n}.</p>",
-        summary=f"Summary {n}",
-        text=f"Body of story {n}.",
-        categories=("Politics", "Armenia"),
-        language="hy",
-    )
-    base.update(kw)
-    return Item(**base)  # type: ignore[arg-type]
 
 
 def rich_items() -> list[Item]:

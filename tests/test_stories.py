@@ -11,7 +11,7 @@ from pathlib import Path
 import feedparser
 
 from .feedserver import FeedServer
-from .util import cli, env_for, write_feeds
+from .util import cli, env_for, rss, write_feeds
 
 STORY = (
     "Armenia and Azerbaijan agreed on Tuesday to resume talks on the delimitation of their "
@@ -34,17 +34,6 @@ OTHER = (
     "updated rules for the registration of candidates and observers within two weeks. Civil "
     "society groups called on the president to return the bill to parliament for review."
 )
-
-
-def rss(title: str, items: list[tuple[str, str, str, str]]) -> str:
-    body = "".join(
-        f"<item><guid isPermaLink='false'>{g}</guid><title>{t}</title><link>{link}</link>"
-        f"<pubDate>{d}</pubDate><description>{text}</description></item>"
-        for g, t, link, text, d in [(a, b, c, e, "Tue, 24 Nov 2026 10:00:00 GMT")
-                                    for a, b, c, e in items]
-    )
-    return (f"<?xml version='1.0' encoding='utf-8'?><rss version='2.0'><channel>"
-            f"<title>{title}</title><link>http://example.org/</link>{body}</channel></rss>")
 
 
 def test_same_story_published_once_with_all_outlets(tmp_path: Path) -> None:
