@@ -1035,7 +1035,7 @@ def test_accelerator_installed_in_extraction_workers_never_in_the_daemon(
             # the daemon's own process: trafilatura's globals as they were
             assert _trafilatura_globals() == own and not accelerator.installed()
             # the extraction worker that did the work: installed when the setting is on
-            worker = p._extractor().submit(accelerator.installed).result(timeout=60)
+            worker = p.extractor.call(60, accelerator.installed)
             assert worker is (setting == "true")
         finally:
             p.close()
