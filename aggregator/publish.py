@@ -52,7 +52,14 @@ from urllib.parse import quote, urlsplit
 
 from aggregator import __version__, files
 from aggregator.errors import PublishError, PublishWriteError
-from aggregator.models import ArchiveLinks, Item, Outlet, OutputConfig, OutputSummary
+from aggregator.models import (
+    ArchiveLinks,
+    Item,
+    Outlet,
+    OutputConfig,
+    OutputSummary,
+    primary_language,
+)
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 FH_NS = "http://purl.org/syndication/history/1.0"
@@ -307,7 +314,7 @@ def _atom_entry(item: Item) -> list[str]:
     out.append(f"<id>{_t(item.uid)}</id>")
     out.append(f'<title type="text">{_t(f.title)}</title>')
     if f.link:
-        out.append(_alternate_link("", f.link, f.language if f.translations else None))
+        out.append(_alternate_link("", f.link, None))
     out.extend(_translation_links(f))
     for enc in item.enclosures:
         href = _http(enc.url)
@@ -418,9 +425,16 @@ def _alternate_link(prefix: str, href: str, language: str | None, title: str = "
 
 
 def _translation_links(f: ItemFields, prefix: str = "") -> list[str]:
-    """One hreflang alternate link per translation (RFC 4287 4.2.7: alternates differ by
-    hreflang, so the item's own link then carries its language too)."""
-    return [_alternate_link(prefix, t.url, t.language, t.title) for t in f.translations]
+    """One hreflang alternate link per translation, then the item's own link again with its
+    own hreflang: readers that take an entry's first alternate link and readers that take
+    its last (feedparser) both find the item's own, and the hreflang set names every
+    language. RFC 4287 4.2.7.2 allows it: no two alternates share type and hreflang."""
+    if not f.translations:
+        return []
+    out = [_alternate_link(prefix, t.url, t.language, t.title) for t in f.translations]
+    if f.link and f.language:
+        out.append(_alternate_link(prefix, f.link, primary_language(f.language), f.title))
+    return out
 
 
 # --------------------------------------------------------------------------- RSS
