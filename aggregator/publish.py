@@ -194,6 +194,7 @@ class Translation:
     language: str  # primary subtag: ru, ka, hy
     url: str  # absolute http(s)
     title: str
+    source: str = ""  # the outlet's feed title, for the "Also in" line
 
 
 def translations(item: Item) -> tuple[Translation, ...]:
@@ -204,7 +205,9 @@ def translations(item: Item) -> tuple[Translation, ...]:
     for version in item.translations():
         href = _http(version.url)
         if href and version.lang and _lang(version.lang):
-            out.append(Translation(version.lang, href, clean_text(version.title).strip()))
+            source = clean_text(version.feed_title or version.feed_name).strip()
+            out.append(Translation(version.lang, href, clean_text(version.title).strip(),
+                                   source))
     return tuple(out)
 
 
@@ -215,7 +218,8 @@ def translations_html(links: Sequence[Translation]) -> str:
         return ""
     parts = [
         f'<a href="{_h(t.url)}" hreflang="{_h(t.language)}" lang="{_h(t.language)}">'
-        f"{_h(t.title or t.url)}</a> ({_h(t.language)})"
+        f"{_h(t.title or t.url)}</a> ({_h(t.language)}"
+        + (f", {_h(t.source)})" if t.source else ")")
         for t in links
     ]
     return "<p>Also in: " + ", ".join(parts) + "</p>"
@@ -229,7 +233,10 @@ def content_html(item: Item, links: Sequence[Translation] | None = None) -> str:
         body = f"<p>{_h(item.summary.strip())}</p>"
     if links is None:
         links = translations(item)
-    return clean_text(body + also_reported_html(item.outlets) + translations_html(links))
+    # A version linked under "Also in" (with its outlet) is not listed twice.
+    linked = {t.url for t in links}
+    outlets = [o for o in item.outlets if _http(o.url) not in linked] if linked else item.outlets
+    return clean_text(body + also_reported_html(outlets) + translations_html(links))
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ hreflang links to the other versions; filters read every version; the item id ne
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -171,8 +172,10 @@ def test_prefer_languages_picks_the_version_and_keeps_the_id(
         assert entry.findtext(f"{ATOM}title") == english
         langs = [ln.get("hreflang") for ln in entry.findall(f"{ATOM}link[@rel='alternate']")]
         assert langs == [None, "en", "ka", "ru"]
-        # The Russian version's own date; the other versions stay as outlets.
-        assert "Also reported by" in (entry.findtext(f"{ATOM}content") or "")
+        # The other versions are linked once, with their outlets, under "Also in".
+        content = entry.findtext(f"{ATOM}content") or ""
+        assert "Also reported by" not in content
+        assert re.search(r"Also in: .*\(en, \w+ \(en\)\).*\(ka, \w+ \(ka\)\)", content)
     # A language the stories do not have: the earliest version (English here).
     armenian = entries(tmp, "hy")
     assert len(armenian) == 60

@@ -959,7 +959,14 @@ def test_item_fields_one_rule_per_field() -> None:
         ("ru", "https://civil.example/ru/0"), ("ka", "https://civil.example/ka/0")]
     assert eight.translations[1].title == "ამბავი 0 & <მეტი>"
     assert eight.content_html is not None and "Also in:" in eight.content_html
-    assert 'hreflang="ka"' in eight.content_html and "Also reported by" in eight.content_html
+    assert 'hreflang="ka"' in eight.content_html
+    # Outlets not linked as a translation stay under "Also reported by"; linked ones are
+    # named once, under "Also in", with their outlet.
+    reported = re.search(r"Also reported by: (.*?)</p>", eight.content_html)
+    assert reported is not None
+    assert re.findall(r'href="([^"]+)"', reported.group(1)) == [
+        "https://civil.example/ru/0-short", "https://misc.example/0"]
+    assert "</a> (ru, News.am), " in eight.content_html
 
 
 @pytest.mark.parametrize("fmt", ["atom", "rss", "json"])
