@@ -222,7 +222,7 @@ class CompiledFilter:
             have = {item.feed_name.casefold(), *(t.casefold() for t in item.feed_tags)}
             if item.feed_language:
                 have.add(item.feed_language.casefold())
-                have.add(primary_language(item.feed_language) or "")
+                have.add(primary_language(item.feed_language) or item.feed_language.casefold())
             if not wanted & have:
                 return f"source {item.feed_name} not in [{', '.join(spec.sources)}]"
         if spec.max_age is not None:

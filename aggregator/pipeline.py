@@ -986,8 +986,13 @@ class Pipeline:
             # Each story as this output shows it: the version in its readers' language.
             shown, reason = flt.choose(item, now)
             if reason is None:
-                kept.append(replace(shown, content_html=clean.sanitize_html(shown.content_html,
-                                                                            shown.url)))
+                # The versions' texts were for the filter: publishing reads only their links,
+                # titles, languages, dates and sizes, and a window of thousands of stories is
+                # held here.
+                members = tuple(replace(m, text="", summary="", content_html="")
+                                for m in shown.members)
+                kept.append(replace(shown, members=members, content_html=clean.sanitize_html(
+                    shown.content_html, shown.url)))
                 if len(kept) >= wanted:
                     return kept, False
         return kept, scanned < max_scan
