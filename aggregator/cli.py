@@ -397,12 +397,13 @@ def preview(obj: Ctx, output_name: str, limit: int) -> None:
         pool = store.items(limit=max(limit * 20, 500))
     finally:
         store.close()
-    flt = filters.compile_filter(output.filter)
+    flt = filters.compile_filter(output.filter, output.prefer_languages)
     now = datetime.now(UTC)
     kept: list[tuple[Any, str | None]] = []
     dropped: list[tuple[Any, str | None]] = []
-    for item in pool:
-        reason = flt.check(item, now)
+    for story in pool:
+        # As the output shows it: the version in its readers' language.
+        item, reason = flt.choose(story, now)
         (kept if reason is None else dropped).append((item, reason))
     click.echo(f"{output.name}: keeps {len(kept)} of the {len(pool)} newest stories")
     for item, _ in kept[:limit]:

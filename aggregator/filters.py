@@ -4,7 +4,8 @@ Semantics
 ---------
 An item is kept iff every constraint holds, no exclude term matches, and (there are no
 include terms or at least one include term matches). ``CompiledFilter.check`` tests, in
-this order, and reports the first failure: sources, languages, max_age, min_words,
+this order, and reports the first failure: languages (which chooses the
+version representing a story), sources, max_age, min_words,
 min_outlets, exclude terms, include terms.
 
 Terms
@@ -29,10 +30,26 @@ Constraints
     * ``sources``: the item's feed name, one of its feed tags, or its feed language (the
       full tag or its primary subtag) equals one of the values (case-insensitive).
     * ``languages``: the item language, else its feed language, compared by primary subtag
-      (``en`` matches ``en-US``). An item of unknown language is dropped.
+      (``en`` matches ``en-US``; see :func:`aggregator.models.primary_language`). An item of
+      unknown language is dropped. A story with versions in several languages is kept when
+      any version is in a listed language, and is then represented by one of those: the
+      first listed language it has (in ``prefer_languages`` order where that lists it).
     * ``max_age`` (seconds): kept when published >= now - max_age.
     * ``min_words``: ``item.word_count`` >= min_words.
     * ``min_outlets``: 1 + len(item.outlets) >= min_outlets (the story's outlet count).
+
+Stories
+    A story is one item (its representative) whose ``members`` are every version of it, in
+    any language (see :class:`aggregator.models.Item`). Terms are searched in every version:
+    ``include`` keeps the story when any version matches (a Georgian keyword finds the story
+    its English version represents) and ``exclude`` drops it when any version matches. The
+    other constraints read the version that represents the story.
+
+Representation (``prefer_languages``, the output's setting)
+    The story is represented by its version in the first listed language it has (see
+    ``Item.version_in``), else by its earliest version. Without ``prefer_languages`` (and
+    without a ``languages`` constraint choosing) the store's representative stays. The
+    item's ``uid`` is the story's whichever version represents it.
 
 Regular expressions are compiled once by :func:`compile_filter`; ``check`` only searches.
 """
@@ -46,7 +63,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from aggregator.errors import FilterError
-from aggregator.models import FilterSpec, FilterTerm, Item
+from aggregator.models import FilterSpec, FilterTerm, Item, primary_language
 
 FIELDS = ("title", "text", "author", "category", "url")
 
@@ -62,10 +79,6 @@ def fold(text: str) -> str:
     text = unicodedata.normalize("NFKC", text).translate(_PRE_FOLD).casefold()
     # A stray U+0307 after i (from decomposed İ input) would break word matching.
     return text.replace("i\u0307", "i").translate(_POST_FOLD)
-
-
-def _primary(lang: str) -> str:
-    return lang.replace("_", "-").split("-", 1)[0].strip().lower()
 
 
 def _format_duration(seconds: float) -> str:
@@ -164,22 +177,54 @@ class CompiledFilter:
     spec: FilterSpec
     include: tuple[_CompiledTerm, ...]
     exclude: tuple[_CompiledTerm, ...]
+    # The output's prefer_languages, as primary subtags, most wanted first.
+    prefer: tuple[str, ...] = ()
+
+    def represent(self, item: Item) -> tuple[Item, str | None]:
+        """The story ``item`` as this output shows it: represented by its version in the
+        first wanted language it has (``prefer_languages``, then the ``languages``
+        constraint's order, restricted to ``languages`` when it is set), else by its
+        earliest version (with ``prefer_languages``) or as it is. The reason is set when the
+        ``languages`` constraint drops the story (no version in a listed language)."""
+        allowed = tuple(dict.fromkeys(
+            p for p in (primary_language(lang) for lang in self.spec.languages) if p))
+        order = tuple(dict.fromkeys(
+            [p for p in self.prefer if not allowed or p in allowed] + list(allowed)))
+        for language in order:
+            version = item.version_in(language)
+            if version is not None:
+                return item.represented_by(version), None
+        if allowed:
+            have = item.languages()
+            # One language: named as tagged (en-US); several: by their primary subtags.
+            lang = ", ".join(have) if len(have) > 1 else (item.language or item.feed_language)
+            return item, f"language {lang or 'unknown'} not in [{', '.join(self.spec.languages)}]"
+        if self.prefer:
+            return item.represented_by(item.versions[0]), None
+        return item, None
+
+    def choose(self, item: Item, now: datetime) -> tuple[Item, str | None]:
+        """``item`` as this output represents it (see represent) and None when kept, else a
+        short reason naming the rule that dropped it."""
+        item, reason = self.represent(item)
+        return item, reason or self._check(item, now)
 
     def check(self, item: Item, now: datetime) -> str | None:
         """None when ``item`` is kept, else a short reason naming the rule that dropped it."""
+        return self.choose(item, now)[1]
+
+    def _check(self, item: Item, now: datetime) -> str | None:
+        """The constraints after ``languages`` (already applied by represent) on the
+        representing version, then the terms on every version."""
         spec = self.spec
         if spec.sources:
             wanted = {s.casefold() for s in spec.sources}
             have = {item.feed_name.casefold(), *(t.casefold() for t in item.feed_tags)}
             if item.feed_language:
-                have |= {item.feed_language.casefold(), _primary(item.feed_language)}
+                have.add(item.feed_language.casefold())
+                have.add(primary_language(item.feed_language) or item.feed_language.casefold())
             if not wanted & have:
                 return f"source {item.feed_name} not in [{', '.join(spec.sources)}]"
-        if spec.languages:
-            lang = item.language or item.feed_language
-            wanted_langs = {_primary(lang) for lang in spec.languages}
-            if not lang or _primary(lang) not in wanted_langs:
-                return f"language {lang or 'unknown'} not in [{', '.join(spec.languages)}]"
         if spec.max_age is not None:
             # An undated item (no knowable date) counts from when it was first seen.
             published = item.published or item.updated
@@ -203,11 +248,18 @@ class CompiledFilter:
                 cache[value] = fold(value)
             return cache[value]
 
+        # The representing version first: its match is the one a reason names plainly.
+        versions = (item, *(m for m in item.versions if m.id != item.id))
         for term in self.exclude:
-            where = term.match(item, folded)
-            if where is not None:
-                return f"exclude {term.label} matched {where}"
-        if self.include and not any(t.match(item, folded) for t in self.include):
+            for version in versions:
+                where = term.match(version, folded)
+                if where is not None:
+                    if version is not item:
+                        where += f" of the {version.lang or 'other'} version ({version.feed_name})"
+                    return f"exclude {term.label} matched {where}"
+        if self.include and not any(t.match(v, folded) for t in self.include for v in versions):
+            if len(versions) > 1:
+                return f"no include term matched (in {len(versions)} versions)"
             return "no include term matched"
         return None
 
@@ -215,14 +267,23 @@ class CompiledFilter:
         return self.check(item, now) is None
 
     def select(self, items: Iterable[Item], now: datetime) -> list[Item]:
-        """The kept items, in their given order."""
-        return [item for item in items if self.check(item, now) is None]
+        """The kept items, each as this output represents it, in their given order."""
+        kept = []
+        for item in items:
+            shown, reason = self.choose(item, now)
+            if reason is None:
+                kept.append(shown)
+        return kept
 
 
-def compile_filter(spec: FilterSpec) -> CompiledFilter:
-    """Compile ``spec``; raises FilterError for an invalid regex, unknown field or empty term."""
+def compile_filter(spec: FilterSpec, prefer_languages: Iterable[str] = ()) -> CompiledFilter:
+    """Compile ``spec`` for an output that prefers ``prefer_languages`` (its setting); raises
+    FilterError for an invalid regex, unknown field or empty term."""
+    prefer = tuple(dict.fromkeys(
+        p for p in (primary_language(lang) for lang in prefer_languages) if p))
     return CompiledFilter(
         spec=spec,
         include=tuple(_compile_term(t, "include") for t in spec.include),
         exclude=tuple(_compile_term(t, "exclude") for t in spec.exclude),
+        prefer=prefer,
     )

@@ -7,8 +7,8 @@ these types; none imports another stage. Times are timezone-aware UTC datetimes.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 
 # --------------------------------------------------------------------------- configuration
 
@@ -163,6 +163,9 @@ class OutputConfig:
     formats: tuple[str, ...] = ("atom", "rss", "json")
     line: int = 0
     archive_pages: int = 20  # RFC 5005 archive pages kept; Settings.archive_pages unless set
+    # Languages the output's readers read, most wanted first: a story is represented by its
+    # version in the first of them it has (see Item.version_in), else by its earliest one.
+    prefer_languages: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -292,6 +295,25 @@ class CleanedArticle:
     language: str | None = None
 
 
+# --------------------------------------------------------------------------- languages
+
+
+def primary_language(tag: str | None) -> str | None:
+    """The primary subtag of a language tag, lower case (``hy-AM`` and ``hy`` are one
+    language, ``az-Latn`` is ``az``, ``pt_BR`` is ``pt``); None for no tag. The one rule by
+    which filters, publishing and the store's read compare languages."""
+    if not tag:
+        return None
+    primary = tag.replace("_", "-").split("-", 1)[0].strip().lower()
+    return primary or None
+
+
+# A story's version within this long of its language's earliest counts as early (the same
+# window as the store's representative rule: a fuller text published soon after a teaser
+# represents the story rather than the teaser).
+EARLY_WINDOW = timedelta(hours=6)
+
+
 # --------------------------------------------------------------------------- publishing
 
 
@@ -340,6 +362,63 @@ class Item:
     story_id: int | None = None
     outlets: tuple[Outlet, ...] = ()  # the other outlets of the story, earliest first
     feed_updated: datetime | None = None  # the source feed's own updated (feeds.updated)
+    # Every version of the story (this item's entry among them), earliest first, undated
+    # ones last; each without members or outlets of its own. () for a story of one entry
+    # (and an entry read without its story): the item is its only version.
+    members: tuple[Item, ...] = ()
+
+    @property
+    def lang(self) -> str | None:
+        """The item's language as compared: its own, else its feed's, primary subtag."""
+        return primary_language(self.language or self.feed_language)
+
+    @property
+    def versions(self) -> tuple[Item, ...]:
+        """The story's versions, earliest first (the item alone for a one-entry story)."""
+        return self.members or (self,)
+
+    def languages(self) -> tuple[str, ...]:
+        """The languages the story has a version in, in the order they first appear."""
+        return tuple(dict.fromkeys(m.lang for m in self.versions if m.lang))
+
+    def version_in(self, language: str) -> Item | None:
+        """The story's version in ``language`` (primary subtag), None when it has none: this
+        item when it is in that language, else the fullest early one of that language (the
+        most words among those published within EARLY_WINDOW of the language's earliest;
+        ties: the earliest)."""
+        if self.lang == language:
+            return self
+        group = [m for m in self.versions if m.lang == language]
+        if not group:
+            return None
+        dated = [m.published for m in group if m.published is not None]
+        if dated:
+            first = dated[0]
+            group = [m for m in group
+                     if m.published is not None and m.published - first <= EARLY_WINDOW]
+        return max(group, key=lambda m: (m.word_count, -group.index(m)))
+
+    def translations(self) -> tuple[Item, ...]:
+        """One version per other language the story has (see version_in), in the order the
+        languages first appear; versions of no known language are left out."""
+        out = []
+        for language in self.languages():
+            if language != self.lang:
+                version = self.version_in(language)
+                if version is not None:
+                    out.append(version)
+        return tuple(out)
+
+    def represented_by(self, member: Item) -> Item:
+        """The story represented by its version ``member``: the member's title, link,
+        author, content and dates, the story's fixed ``uid`` and members, and every other
+        version as an outlet. ``self`` when ``member`` is its own entry."""
+        if member.id == self.id:
+            return self
+        others = tuple(Outlet(m.feed_name, m.feed_title, m.url, m.published)
+                       for m in self.versions if m.id != member.id)
+        return replace(member, uid=self.uid, story_id=self.story_id, outlets=others,
+                       members=self.members, updated=max(self.updated, member.updated))
 
 
 # --------------------------------------------------------------------------- stories

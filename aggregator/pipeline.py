@@ -946,11 +946,13 @@ class Pipeline:
         """The items an output publishes (newest first): its current document and up to
         ``pages`` (default ``output.archive_pages``) archive pages, and one page more; and
         whether they are all of its items (False: a window of the newest; publish may then
-        find its oldest page cut short). Stories are read from the store a batch at a time, newest first, and only
-        the ones the filter keeps are held, each sanitised again (the sanitizer runs last)."""
+        find its oldest page cut short). Stories are read from the store a batch at a time,
+        newest first, each represented by the version the output's ``prefer_languages`` (and
+        filter) choose, with its stable id; only the ones the filter keeps are held, each
+        sanitised again (the sanitizer runs last)."""
         now = now or _now()
         try:
-            flt = filters.compile_filter(output.filter)
+            flt = filters.compile_filter(output.filter, output.prefer_languages)
         except FilterError as exc:
             raise AggregatorError(f"output {output.name}: {exc}") from exc
         # One page more than is kept: a sealed page that took late items holds more than
@@ -961,9 +963,16 @@ class Pipeline:
         scanned = 0
         for item in self._read_store().iter_items(max_items=max_scan):
             scanned += 1
-            if flt.check(item, now) is None:
-                kept.append(replace(item, content_html=clean.sanitize_html(item.content_html,
-                                                                           item.url)))
+            # Each story as this output shows it: the version in its readers' language.
+            shown, reason = flt.choose(item, now)
+            if reason is None:
+                # The versions' texts were for the filter: publishing reads only their links,
+                # titles, languages, dates and sizes, and a window of thousands of stories is
+                # held here.
+                members = tuple(replace(m, text="", summary="", content_html="")
+                                for m in shown.members)
+                kept.append(replace(shown, members=members, content_html=clean.sanitize_html(
+                    shown.content_html, shown.url)))
                 if len(kept) >= wanted:
                     return kept, False
         return kept, scanned < max_scan

@@ -52,7 +52,14 @@ from urllib.parse import quote, urlsplit
 
 from aggregator import __version__, files
 from aggregator.errors import PublishError, PublishWriteError
-from aggregator.models import ArchiveLinks, Item, Outlet, OutputConfig, OutputSummary
+from aggregator.models import (
+    ArchiveLinks,
+    Item,
+    Outlet,
+    OutputConfig,
+    OutputSummary,
+    primary_language,
+)
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 FH_NS = "http://purl.org/syndication/history/1.0"
@@ -179,12 +186,57 @@ def also_reported_html(outlets: Sequence[Outlet]) -> str:
     return "<p>Also reported by: " + ", ".join(parts) + "</p>"
 
 
-def content_html(item: Item) -> str:
-    """The HTML published as an item's content: its content (or summary) and outlets."""
+@dataclass(frozen=True)
+class Translation:
+    """A link to the story's version in another language (Atom ``hreflang`` link, RSS
+    ``atom:link``, JSON Feed ``_translations``)."""
+
+    language: str  # primary subtag: ru, ka, hy
+    url: str  # absolute http(s)
+    title: str
+    source: str = ""  # the outlet's feed title, for the "Also in" line
+
+
+def translations(item: Item) -> tuple[Translation, ...]:
+    """The story's versions in the other languages it has, one per language (the fullest
+    early one of that language, see Item.version_in), in the order the languages first
+    appear; a version without an http(s) link is left out (nothing to link to)."""
+    out = []
+    for version in item.translations():
+        href = _http(version.url)
+        if href and version.lang and _lang(version.lang):
+            source = clean_text(version.feed_title or version.feed_name).strip()
+            out.append(Translation(version.lang, href, clean_text(version.title).strip(),
+                                   source))
+    return tuple(out)
+
+
+def translations_html(links: Sequence[Translation]) -> str:
+    """The "Also in" paragraph: the story's other language versions, for readers that show
+    no hreflang links ("" when none)."""
+    if not links:
+        return ""
+    parts = [
+        f'<a href="{_h(t.url)}" hreflang="{_h(t.language)}" lang="{_h(t.language)}">'
+        f"{_h(t.title or t.url)}</a> ({_h(t.language)}"
+        + (f", {_h(t.source)})" if t.source else ")")
+        for t in links
+    ]
+    return "<p>Also in: " + ", ".join(parts) + "</p>"
+
+
+def content_html(item: Item, links: Sequence[Translation] | None = None) -> str:
+    """The HTML published as an item's content: its content (or summary), outlets and
+    translations (``links``, default :func:`translations`)."""
     body = item.content_html.strip()
     if not body and item.summary.strip():
         body = f"<p>{_h(item.summary.strip())}</p>"
-    return clean_text(body + also_reported_html(item.outlets))
+    if links is None:
+        links = translations(item)
+    # A version linked under "Also in" (with its outlet) is not listed twice.
+    linked = {t.url for t in links}
+    outlets = [o for o in item.outlets if _http(o.url) not in linked] if linked else item.outlets
+    return clean_text(body + also_reported_html(outlets) + translations_html(links))
 
 
 @dataclass(frozen=True)
@@ -203,6 +255,9 @@ class ItemFields:
     - ``summary``: the plain-text summary, else None.
     - ``published``: None for an undated item (no pubDate / published / date_published).
     - ``updated``: the item's own updated date, never before ``published``.
+    - ``language``: the item's language tag (its own, else its feed's), else None.
+    - ``translations``: the story's versions in other languages, one per language (see
+      :func:`translations`); with any, ``content_html`` ends with an "Also in" line.
     """
 
     title: str
@@ -213,13 +268,16 @@ class ItemFields:
     summary: str | None
     published: datetime | None
     updated: datetime
+    language: str | None = None
+    translations: tuple[Translation, ...] = ()
 
 
 def item_fields(item: Item) -> ItemFields:
     """The field values all three renderers publish for ``item`` (see ItemFields)."""
     link = _http(item.url)
     author = clean_text(item.author or "").strip() or None
-    body = content_html(item) or None
+    links = translations(item)
+    body = content_html(item, links) or None
     published = _utc(item.published) if item.published is not None else None
     updated = _utc(item.updated)
     if published is not None and published > updated:
@@ -233,6 +291,8 @@ def item_fields(item: Item) -> ItemFields:
         summary=clean_text(item.summary).strip() or None,
         published=published,
         updated=updated,
+        language=_lang(item.language or item.feed_language),
+        translations=links,
     )
 
 
@@ -256,12 +316,13 @@ def _self_url(output: OutputConfig, fmt: str, base_url: str, archive: ArchiveLin
 
 def _atom_entry(item: Item) -> list[str]:
     f = item_fields(item)
-    lang = _lang(item.language or item.feed_language)
+    lang = f.language
     out = [f'<entry xml:lang="{_a(lang)}">' if lang else "<entry>"]
     out.append(f"<id>{_t(item.uid)}</id>")
     out.append(f'<title type="text">{_t(f.title)}</title>')
     if f.link:
-        out.append(f'<link rel="alternate" type="text/html" href="{_a(f.link)}"/>')
+        out.append(_alternate_link("", f.link, None))
+    out.extend(_translation_links(f))
     for enc in item.enclosures:
         href = _http(enc.url)
         if not href:
@@ -359,6 +420,30 @@ def _atom_archive_links(archive: ArchiveLinks | None, prefix: str = "") -> list[
     return out
 
 
+def _alternate_link(prefix: str, href: str, language: str | None, title: str = "") -> str:
+    """An alternate link (``prefix`` "atom:" inside RSS), with hreflang when ``language``."""
+    attrs = 'rel="alternate" type="text/html"'
+    if language:
+        attrs += f' hreflang="{_a(language)}"'
+    attrs += f' href="{_a(href)}"'
+    if title:
+        attrs += f' title="{_a(title)}"'
+    return f"<{prefix}link {attrs}/>"
+
+
+def _translation_links(f: ItemFields, prefix: str = "") -> list[str]:
+    """One hreflang alternate link per translation, then the item's own link again with its
+    own hreflang: readers that take an entry's first alternate link and readers that take
+    its last (feedparser) both find the item's own, and the hreflang set names every
+    language. RFC 4287 4.2.7.2 allows it: no two alternates share type and hreflang."""
+    if not f.translations:
+        return []
+    out = [_alternate_link(prefix, t.url, t.language, t.title) for t in f.translations]
+    if f.link and f.language:
+        out.append(_alternate_link(prefix, f.link, primary_language(f.language), f.title))
+    return out
+
+
 # --------------------------------------------------------------------------- RSS
 
 
@@ -367,6 +452,8 @@ def _rss_item(item: Item) -> list[str]:
     out = ["<item>", f"<title>{_t(f.title)}</title>"]
     if f.link:
         out.append(f"<link>{_t(f.link)}</link>")
+    # Translations as Atom links (the atom namespace is declared on <rss>).
+    out.extend(_translation_links(f, prefix="atom:"))
     out.append(f'<guid isPermaLink="false">{_t(item.uid)}</guid>')
     if f.published is not None:
         out.append(f"<pubDate>{rfc822(f.published)}</pubDate>")
@@ -477,9 +564,13 @@ def _json_item(item: Item) -> dict[str, object]:
     tags = _categories(item)
     if tags:
         entry["tags"] = tags
-    lang = _lang(item.language or item.feed_language)
-    if lang:
-        entry["language"] = lang
+    if f.language:
+        entry["language"] = f.language
+    if f.translations:
+        # An extension (JSON Feed 1.1 section 5: names starting with "_"): see docs.
+        entry["_translations"] = [
+            {"language": t.language, "url": t.url, "title": t.title} for t in f.translations
+        ]
     attachments = []
     for enc in item.enclosures:
         href = _http(enc.url)

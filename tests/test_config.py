@@ -474,6 +474,36 @@ def test_filter_term_problems(tmp_path: Path) -> None:
     ]
 
 
+def test_prefer_languages_per_output(tmp_path: Path) -> None:
+    text = (
+        "feeds:\n  - name: a\n    url: https://a.example/\n"
+        "outputs:\n"
+        "  - name: ru\n"
+        "    prefer_languages: [ru, en-GB, ru]\n"
+        "  - name: plain\n"
+    )
+    outputs = load_feeds(tmp_path, text).outputs
+    assert outputs[0].prefer_languages == ("ru", "en-GB")  # duplicates once
+    assert outputs[1].prefer_languages == ()
+    bad = (
+        "feeds:\n  - name: a\n    url: https://a.example/\n"
+        "outputs:\n"
+        "  - name: o\n"
+        "    prefer_languages: [english, ka]\n"
+        "  - name: p\n"
+        "    prefer_languages: ru\n"
+        "  - name: q\n"
+        "    filter: {prefer_languages: [ru]}\n"
+    )
+    assert feed_problems(tmp_path, bad) == [
+        "6:24: prefer_languages: 'english' is not a language code",
+        "8:23: prefer_languages: expected a list, e.g. prefer_languages: [en, ru], got a"
+        " string ('ru'): write prefer_languages: [ru]",
+        "10:14: unknown key 'prefer_languages' in filter; it belongs in the output, beside"
+        " 'filter:'",
+    ]
+
+
 def test_duplicate_alias_names_ignore_case(tmp_path: Path) -> None:
     text = "feeds: []\naliases:\n  Gyumri: [Гюмри]\n  gyumri: [Gümrü]\n  Kars: Карс\n"
     assert feed_problems(tmp_path, text) == [

@@ -358,3 +358,95 @@ def test_real_feeds_keyword_versus_regex(corpus: Path) -> None:
     found = {i.title for i in regex.select(items, NOW)}
     assert any("Нагорном Карабахе" in t for t in found)
     assert any("Нагірному Карабасі" in t for t in found)
+
+
+# --------------------------------------------------------------------------- stories in languages
+
+
+def story(**kw: object) -> Item:
+    """A story with an English (representative, earliest), a Russian and a Georgian version;
+    each version's text names it."""
+    en = make_item(id=1, feed_name="civil-ge", language="en", title="Border talks resume",
+                   text="The commissions met in Ijevan.", word_count=200)
+    ru = make_item(id=2, feed_name="civil-ge-ru", language="ru-RU", feed_language="ru",
+                   title="Переговоры возобновились", text="Комиссии встретились в Иджеване.",
+                   url="https://news.example/ru/1", published=en.published + timedelta(minutes=5),
+                   word_count=150)
+    ka = make_item(id=3, feed_name="civil-ge-ka", language=None, feed_language="ka",
+                   title="მოლაპარაკებები განახლდა", text="კომისიები შეიკრიბნენ იჯევანში.",
+                   url="https://news.example/ka/1", published=en.published + timedelta(minutes=9),
+                   word_count=180)
+    members = (en, ru, ka)
+    return replace(en, story_id=7, uid="tag:story/7", members=members, outlets=tuple(
+        Outlet(m.feed_name, m.feed_title, m.url, m.published) for m in members[1:]), **kw)
+
+
+def choose(spec: FilterSpec, item: Item, prefer: tuple[str, ...] = ()) -> tuple[Item, str | None]:
+    return compile_filter(spec, prefer).choose(item, NOW)
+
+
+def test_include_matches_any_version_and_exclude_drops_on_any() -> None:
+    item = story()
+    # A Georgian keyword finds the story its English version represents.
+    shown, reason = choose(FilterSpec(include=(term("იჯევანში"),)), item)
+    assert reason is None and shown.title == "Border talks resume"
+    assert choose(FilterSpec(include=(term("Ijevan"),)), item)[1] is None
+    assert choose(FilterSpec(include=(term("Gyumri"),)), item)[1] == \
+        "no include term matched (in 3 versions)"
+    # exclude: any version; the reason names the version that matched.
+    assert choose(FilterSpec(exclude=(term("Переговоры"),)), item)[1] == \
+        'exclude "Переговоры" matched title of the ru version (civil-ge-ru)'
+    assert choose(FilterSpec(exclude=(term("Ijevan"),)), item)[1] == \
+        'exclude "Ijevan" matched text'
+    # A single entry keeps its old reason.
+    assert choose(FilterSpec(include=(term("Gyumri"),)), make_item())[1] == \
+        "no include term matched"
+
+
+def test_prefer_languages_picks_the_version_and_keeps_the_uid() -> None:
+    item = story()
+    shown, reason = choose(FilterSpec(), item, ("ru", "en"))
+    assert reason is None
+    assert (shown.title, shown.id, shown.uid, shown.story_id) == (
+        "Переговоры возобновились", 2, "tag:story/7", 7)
+    assert {o.feed_name for o in shown.outlets} == {"civil-ge", "civil-ge-ka"}
+    assert shown.members == item.members
+    assert [t.feed_name for t in shown.translations()] == ["civil-ge", "civil-ge-ka"]
+    # Tags compare by primary subtag: ka-GE finds the version of a feed tagged ka.
+    assert choose(FilterSpec(), item, ("ka-GE",))[0].feed_name == "civil-ge-ka"
+    # None of the listed languages: the earliest version.
+    assert choose(FilterSpec(), replace(item, id=2), ("hy",))[0].id == 1
+    # Without prefer_languages the store's representative stays.
+    assert choose(FilterSpec(), item)[0] is item
+
+
+def test_languages_keeps_a_story_with_any_version_listed_and_represents_it_by_one() -> None:
+    item = story()
+    shown, reason = choose(FilterSpec(languages=("ka",)), item)
+    assert reason is None and shown.feed_name == "civil-ge-ka"
+    # The first listed language the story has, or prefer_languages order among them.
+    assert choose(FilterSpec(languages=("ru", "ka")), item)[0].feed_name == "civil-ge-ru"
+    assert choose(FilterSpec(languages=("ru", "ka")), item, ("ka", "en"))[0].feed_name == \
+        "civil-ge-ka"
+    # prefer_languages never brings back a language the filter leaves out.
+    assert choose(FilterSpec(languages=("ru",)), item, ("en",))[0].feed_name == "civil-ge-ru"
+    assert choose(FilterSpec(languages=("hy", "az")), item)[1] == \
+        "language en, ru, ka not in [hy, az]"
+    # The constraints after it read the representing version.
+    spec = FilterSpec(languages=("ka",), sources=("civil-ge",))
+    assert choose(spec, item)[1] == "source civil-ge-ka not in [civil-ge]"
+    # select() returns the stories as represented.
+    kept = compile_filter(FilterSpec(languages=("ru",))).select([item, make_item(id=9)], NOW)
+    assert [k.id for k in kept] == [2]
+
+
+def test_the_fullest_early_version_of_a_language_represents_it() -> None:
+    item = story()
+    short = make_item(id=4, feed_name="other-ru", language="ru", title="Кратко", word_count=20,
+                      published=item.published + timedelta(minutes=1))
+    late = make_item(id=5, feed_name="late-ru", language="ru", title="Позже", word_count=900,
+                     published=item.published + timedelta(hours=8))
+    members = (item.members[0], short, item.members[1], item.members[2], late)
+    item = replace(item, members=members)
+    assert item.version_in("ru").id == 2  # fuller than the teaser, earlier than 6 h later
+    assert choose(FilterSpec(), item, ("ru",))[0].title == "Переговоры возобновились"

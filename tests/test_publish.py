@@ -829,7 +829,31 @@ def agreement_items() -> list[Item]:
         make_item(5, content_html="", summary="", url=None, author=" "),  # nothing but a title
         make_item(6, content_html="", summary="A summary only"),
         make_item(7, updated=NOW - timedelta(days=30)),  # updated before published: published
+        translated_story(0),  # versions in other languages: translation links
     ]
+
+
+def translated_story(n: int) -> Item:
+    """Story ``n`` represented by its English version, with versions in Russian (two: the
+    fuller one is linked), Georgian (tagged ka-GE) and one of unknown language."""
+    en = make_item(n, feed_name="civil-ge", feed_title="Civil.ge", language="en",
+                   title=f"Story {n} in English", url=f"https://civil.example/en/{n}",
+                   word_count=300)
+    ru_short = make_item(n + 100, feed_name="civil-ge-ru", language="ru", word_count=40,
+                         title=f"Сюжет {n} (кратко)", url=f"https://civil.example/ru/{n}-short",
+                         published=en.published + timedelta(minutes=5))
+    ru = make_item(n + 200, feed_name="civil-ge-ru", language="ru", word_count=280,
+                   title=f"Сюжет {n}", url=f"https://civil.example/ru/{n}",
+                   published=en.published + timedelta(minutes=30))
+    ka = make_item(n + 300, feed_name="civil-ge-ka", language="ka-GE", feed_language="ka",
+                   title=f"ამბავი {n} & <მეტი>", url=f"https://civil.example/ka/{n}",
+                   published=en.published + timedelta(hours=1))
+    unknown = make_item(n + 400, feed_name="misc", language=None, feed_language=None,
+                        url=f"https://misc.example/{n}",
+                        published=en.published + timedelta(hours=2))
+    members = (en, ru_short, ru, ka, unknown)
+    return replace(en, members=members, story_id=n, outlets=tuple(
+        Outlet(m.feed_name, m.feed_title, m.url, m.published) for m in members[1:]))
 
 
 def _text(value: str | None) -> str | None:
@@ -861,6 +885,8 @@ def _fields_read_back(fmt: str, data: bytes) -> list[dict[str, object]]:
                 content=_text(i.get("content_html") or i.get("content_text")),
                 summary=_text(i.get("summary") or i.get("content_html") or i.get("content_text")),
                 published=_when(i.get("date_published")), updated=_when(i["date_modified"]),
+                translations=[(t["language"], t["url"], t["title"])
+                              for t in i.get("_translations", [])],
             ))
         return out
     parsed = feedparser.parse(data)
@@ -876,6 +902,8 @@ def _fields_read_back(fmt: str, data: bytes) -> list[dict[str, object]]:
             # feedparser shows the content where there is no summary (Atom), as RSS does
             summary=_text(e.get("summary")),
             published=_when(e.get("published_parsed")), updated=_when(e.get("updated_parsed")),
+            translations=[(ln.hreflang, ln.href, ln.get("title")) for ln in e.get("links", [])
+                          if ln.rel == "alternate" and ln.get("hreflang") and ln.href != link],
         ))
     return out
 
@@ -886,11 +914,12 @@ def _expected(f: ItemFields) -> dict[str, object]:
         title=f.title, link=f.link, author=f.author, content=content,
         summary=_text(f.summary) or content,  # what a reader lists: the summary, else content
         published=f.published, updated=f.updated,
+        translations=[(t.language, t.url, t.title) for t in f.translations],
     )
 
 
 def test_item_fields_one_rule_per_field() -> None:
-    one, two, three, four, five, six, seven = (item_fields(i) for i in agreement_items())
+    one, two, three, four, five, six, seven, eight = (item_fields(i) for i in agreement_items())
     assert one.author == "Author 1" and two.author is None and five.author is None
     assert one.content_html is not None and "Also reported by" in one.content_html
     assert three.content_html is None and three.content_text is None  # the link suffices
@@ -898,6 +927,22 @@ def test_item_fields_one_rule_per_field() -> None:
     assert six.content_html == "<p>A summary only</p>" and six.summary == "A summary only"
     assert four.published is None and four.updated == make_item(4).updated
     assert seven.updated == seven.published == make_item(7).published
+    assert one.translations == () and one.content_html is not None
+    assert "Also in" not in one.content_html
+    # One link per other language: the fuller early Russian version, Georgian by its
+    # primary subtag; the version of unknown language is no translation (it is an outlet).
+    assert [(t.language, t.url) for t in eight.translations] == [
+        ("ru", "https://civil.example/ru/0"), ("ka", "https://civil.example/ka/0")]
+    assert eight.translations[1].title == "ამბავი 0 & <მეტი>"
+    assert eight.content_html is not None and "Also in:" in eight.content_html
+    assert 'hreflang="ka"' in eight.content_html
+    # Outlets not linked as a translation stay under "Also reported by"; linked ones are
+    # named once, under "Also in", with their outlet.
+    reported = re.search(r"Also reported by: (.*?)</p>", eight.content_html)
+    assert reported is not None
+    assert re.findall(r'href="([^"]+)"', reported.group(1)) == [
+        "https://civil.example/ru/0-short", "https://misc.example/0"]
+    assert "</a> (ru, News.am), " in eight.content_html
 
 
 @pytest.mark.parametrize("fmt", ["atom", "rss", "json"])
@@ -952,3 +997,46 @@ def test_undated_items_sort_behind_dated_ones_in_feed_order(tmp_path: Path) -> N
     # The store gives a feed's top entry the highest id: 12, 11, 10 is the feed's order.
     assert ids_of(out / "caucasus.atom") == [dated[1].uid, dated[0].uid, undated[2].uid]
     assert ids_of(out / "caucasus-archive-1.atom") == [undated[1].uid, undated[0].uid]
+
+
+def test_translation_links_in_every_format(atom_schema: etree.RelaxNG) -> None:
+    story = translated_story(8)
+    items = [story, make_item(2)]
+    atom = assert_valid_atom(atom_schema, render_atom(OUTPUT, items, base_url=BASE, now=NOW))
+    entry = atom.findall(f"{ATOM}entry")[0]
+    links = [(ln.get("hreflang"), ln.get("href"), ln.get("title"))
+             for ln in entry.findall(f"{ATOM}link[@rel='alternate']")]
+    # The item's own link first, each translation, then its own again with its language.
+    assert links == [
+        (None, "https://civil.example/en/8", None),
+        ("ru", "https://civil.example/ru/8", "Сюжет 8"),
+        ("ka", "https://civil.example/ka/8", "ამბავი 8 & <მეტი>"),
+        ("en", "https://civil.example/en/8", "Story 8 in English"),
+    ]
+    # A single-language item carries no hreflang links.
+    plain = atom.findall(f"{ATOM}entry")[1]
+    assert [ln.get("hreflang") for ln in plain.findall(f"{ATOM}link")] == [None]
+    # Readers that take the first alternate or (feedparser) the last find the item's own.
+    parsed = feedparser.parse(render_atom(OUTPUT, items, base_url=BASE, now=NOW))
+    assert parsed.entries[0].link == "https://civil.example/en/8"
+
+    rss_data = render_rss(OUTPUT, items, base_url=BASE, now=NOW)
+    rss = etree.fromstring(rss_data)
+    item = rss.findall("channel/item")[0]
+    assert item.findtext("link") == "https://civil.example/en/8"
+    assert [(ln.get("rel"), ln.get("hreflang"), ln.get("href"))
+            for ln in item.findall(f"{ATOM}link")] == [
+        ("alternate", "ru", "https://civil.example/ru/8"),
+        ("alternate", "ka", "https://civil.example/ka/8"),
+        ("alternate", "en", "https://civil.example/en/8"),
+    ]
+    assert rss.findall("channel/item")[1].findall(f"{ATOM}link") == []
+    assert feedparser.parse(rss_data).entries[0].link == "https://civil.example/en/8"
+
+    js = json.loads(render_json(OUTPUT, items, base_url=BASE, now=NOW))["items"]
+    assert js[0]["url"] == "https://civil.example/en/8" and js[0]["language"] == "en"
+    assert js[0]["_translations"] == [
+        {"language": "ru", "url": "https://civil.example/ru/8", "title": "Сюжет 8"},
+        {"language": "ka", "url": "https://civil.example/ka/8", "title": "ამბავი 8 & <მეტი>"},
+    ]
+    assert "_translations" not in js[1]

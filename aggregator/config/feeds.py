@@ -25,7 +25,10 @@ _FEED_KEYS = (
     "allow_private_network", "rules", "entry_retention", "max_entries",
 )  # fmt: skip
 _RULE_KEYS = ("body", "strip")
-_OUTPUT_KEYS = ("name", "title", "description", "limit", "archive_pages", "formats", "filter")
+_OUTPUT_KEYS = (
+    "name", "title", "description", "limit", "archive_pages", "formats", "prefer_languages",
+    "filter",
+)  # fmt: skip
 _FILTER_KEYS = (
     "include", "exclude", "sources", "languages", "max_age", "min_words", "min_outlets",
 )  # fmt: skip
@@ -221,7 +224,8 @@ def _filter(
 ) -> FilterSpec | None:
     if not check.mapping(y, "filter"):
         return None
-    f = check.fields(y, _FILTER_KEYS, "filter")
+    f = check.fields(y, _FILTER_KEYS, "filter",
+                     elsewhere={"prefer_languages": "in the output, beside 'filter:'"})
     ok = True
     kwargs: dict[str, Any] = {}
     for key in ("include", "exclude"):
@@ -303,6 +307,14 @@ def _output(
             ok = False
         kwargs["formats"] = tuple(dict.fromkeys(s for s, _ in formats or []))
         ok &= formats is not None
+    if "prefer_languages" in f:
+        langs = check.strings(f["prefer_languages"], "prefer_languages", "en, ru")
+        for lang, lang_y in langs or []:
+            if not _LANG_RE.match(lang):
+                check.p.at(lang_y, f"prefer_languages: {lang!r} is not a language code")
+                ok = False
+        kwargs["prefer_languages"] = tuple(dict.fromkeys(s for s, _ in langs or []))
+        ok &= langs is not None
     if "filter" in f:
         kwargs["filter"] = _filter(check, f["filter"], aliases, known_sources)
         ok &= kwargs["filter"] is not None

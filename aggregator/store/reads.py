@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -42,7 +43,8 @@ class ReadsMixin(SQLiteBase):
         rows = self.conn.execute(sql, (*args, limit)).fetchall()
         outlets = self._outlets([r["story_id"] for r in rows if r["story_id"]]) \
             if one_per_story else {}
-        return [_item(r, outlets.get(r["story_id"], ())) for r in rows]
+        items = [_item(r, outlets.get(r["story_id"], ())) for r in rows]
+        return self._with_members(items) if one_per_story else items
 
     def iter_items(self, *, batch: int = 500, max_items: int = 20000) -> Iterator[Item]:
         """Every story's representative, newest first, fetched a batch at a time."""
@@ -75,6 +77,31 @@ class ReadsMixin(SQLiteBase):
                                      parse_ts(r["published"])))
                 )
         return {k: tuple(v) for k, v in result.items()}
+
+    def _with_members(self, items: Sequence[Item]) -> list[Item]:
+        """``items`` with ``members`` attached: every version of each story of several
+        entries, as full items (earliest first, undated last), so that an output can pick
+        the version in its readers' language and filters can read every version. A story
+        of one entry (no other outlets) needs no read: it is its only version."""
+        ids = list({i.story_id for i in items if i.story_id is not None and i.outlets})
+        found: dict[int, list[Item]] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self.conn.execute(
+                "SELECT e.*, f.name AS feed_name, COALESCE(f.title, f.name) AS feed_title,"
+                " COALESCE(f.effective_url, f.url) AS feed_url, f.link AS feed_link,"
+                " f.language AS feed_language, f.tags AS feed_tags,"
+                " f.updated AS feed_updated, s.updated AS story_updated,"
+                " s.item_id AS story_item_id"
+                " FROM entries e JOIN stories s ON s.id = e.story_id"
+                f" JOIN feeds f ON f.id = e.feed_id WHERE e.story_id IN ({marks})"
+                " ORDER BY e.published = '', e.published, e.id",  # undated ones last
+                chunk,
+            ):
+                found.setdefault(r["story_id"], []).append(_item(r, ()))
+        return [replace(i, members=tuple(found[i.story_id]))
+                if i.story_id in found and len(found[i.story_id]) > 1 else i for i in items]
 
     def search(self, query: str, limit: int = 20) -> list[sqlite3.Row]:
         """Full-text search (trigram: substrings of 3+ characters in any script)."""
