@@ -15,7 +15,7 @@ import sqlite3
 import subprocess
 import sys
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -605,6 +605,7 @@ class Features:
     signature: bytes | None
     bands: frozenset[int]
     word_count: int
+    contain: frozenset[int] = frozenset()
 
 
 @dataclass
@@ -620,12 +621,14 @@ class Doc:
     def features(self) -> Features:
         if self._features is None:
             sig = dedup.signature(self.title, self.text)
+            words = len(dedup.tokens(self.text))
             self._features = Features(
                 url_norm=dedup.normalize_url(self.url),
                 text_hash=dedup.text_hash(self.title, self.text),
                 signature=sig,
                 bands=frozenset(dedup.band_keys(sig)) if sig else frozenset(),
-                word_count=len(dedup.tokens(self.text)),
+                word_count=words,
+                contain=frozenset(dedup.containment_keys(sig, words)),
             )
         return self._features
 
@@ -633,7 +636,10 @@ class Doc:
 def predict(stored: Doc, new: Doc) -> StoryMatch | None:
     a, b = stored.features(), new.features()
     same_hash = a.text_hash is not None and a.text_hash == b.text_hash
-    if not (a.url_norm == b.url_norm or same_hash or a.bands & b.bands):
+    # A containment candidate shares CONTAIN_MIN_SHARED containment keys; only those come
+    # with their text (the store reads no other candidate's text).
+    contained = len(a.contain & b.contain) >= dedup.CONTAIN_MIN_SHARED
+    if not (a.url_norm == b.url_norm or same_hash or a.bands & b.bands or contained):
         return None  # the store would not even look at it
     c = Candidate(
         entry_id=1,
@@ -645,6 +651,7 @@ def predict(stored: Doc, new: Doc) -> StoryMatch | None:
         title=stored.title,
         published=stored.published,
         word_count=a.word_count,
+        text=stored.text if contained else None,
     )
     return dedup.decide(
         url_norm=b.url_norm,
@@ -655,6 +662,7 @@ def predict(stored: Doc, new: Doc) -> StoryMatch | None:
         word_count=b.word_count,
         candidates=[c],
         threshold=THRESHOLD,
+        text=new.text,
     )
 
 
@@ -870,9 +878,10 @@ def variants(base: Doc, donor: Doc, rng: random.Random) -> list[tuple[str, Doc]]
     return out
 
 
-def follow_up(base: Doc, other: Doc) -> Doc:
-    """A different story on the same topic: as much new text (from another article) as the
-    background reused from the old story, which is at most its second half."""
+def follow_up(base: Doc, other: Doc, more: Sequence[Doc] = ()) -> Doc:
+    """A different story on the same topic: as much new text (from another article, and
+    from ``more`` when that one is too short) as the background reused from the old story,
+    which is at most its second half."""
     words = len(dedup.tokens(base.text))
     reused: list[str] = []
     for sent in reversed([s for p in paragraphs(base.text) for s in sentences(p)]):
@@ -880,7 +889,7 @@ def follow_up(base: Doc, other: Doc) -> Doc:
             break
         reused.insert(0, sent)
     new: list[str] = []
-    for sent in [s for p in paragraphs(other.text) for s in sentences(p)]:
+    for sent in _sentences_of([other, *more]):
         if len(dedup.tokens(" ".join(new))) >= len(dedup.tokens(" ".join(reused))):
             break
         new.append(sent)
@@ -892,6 +901,96 @@ def follow_up(base: Doc, other: Doc) -> Doc:
         "Latest: " + other.title,
         text,
     )
+
+
+WIRE = "wire copy, own headline, lede and closing"
+QUOTING = ("live blog quoting an agency paragraph (negative)",
+           "analysis citing an agency (negative)")
+RATIOS = (1.5, 2.0, 3.0)
+
+
+def _sentences_of(docs: Sequence[Doc]) -> list[str]:
+    return [s for d in docs for p in paragraphs(d.text) for s in sentences(p)]
+
+
+def _take(sents: list[str], words: int) -> str:
+    """Sentences from the front of ``sents`` (consumed), cut at ``words`` words."""
+    out: list[str] = []
+    while sents and len(dedup.tokens(" ".join(out))) < words:
+        out.append(sents.pop(0))
+    text = " ".join(out)
+    return text if len(dedup.tokens(text)) <= words else " ".join(dedup.tokens(text)[:words])
+
+
+def wire_copies(base: Doc, donors: Sequence[Doc], rng: random.Random) -> list[tuple[str, Doc, Doc]]:
+    """(kind, stored, new): ``base`` as an agency text that outlets carry under their own
+    headline, lead paragraph and closing lines, the longer of each pair 1.5 to 3 times the
+    shorter. The outlets' own words come from other articles (words the agency text lacks)."""
+    words = len(dedup.tokens(base.text))
+    pars = paragraphs(base.text)
+    extra = _sentences_of(donors)
+    rng.shuffle(extra)
+    out: list[tuple[str, Doc, Doc]] = []
+    for n, ratio in enumerate(RATIOS):
+        added = int(words * (ratio - 1))
+        lede, closing = _take(extra, added * 2 // 3), _take(extra, added // 3)
+        body = pars[:]
+        if n == 1 and len(body) >= 4:
+            del body[-1]  # the outlet also cut the agency's last paragraph
+        copy = Doc(
+            f"{base.name}#wire{ratio}",
+            f"wire-outlet{n}",
+            f"https://wire-outlet{n}.example/{base.name}",
+            f"Outlet {n} on " + " ".join(dedup.tokens(lede)[:6]),
+            "\n\n".join([lede, *body, closing]),
+            T0 + timedelta(hours=n + 2),
+        )
+        # Stored first either way round: the agency's own item or an outlet's copy.
+        pair = (base, copy) if n % 2 == 0 else (copy, base)
+        out.append((f"{WIRE} 1:{ratio:g}", *pair))
+    # Two outlets, each with its own lede and closing around the agency text.
+    lede_a, closing_a = _take(extra, words // 4), _take(extra, words // 8)
+    lede_b, closing_b = _take(extra, words // 2), _take(extra, words // 4)
+    body_a = pars[:-1] if len(pars) >= 4 else pars
+    a = Doc(f"{base.name}#wireA", "wire-outletA", f"https://wire-a.example/{base.name}",
+            "A: " + base.title, "\n\n".join([lede_a, *body_a, closing_a]), T0)
+    b = Doc(f"{base.name}#wireB", "wire-outletB", f"https://wire-b.example/{base.name}",
+            "B: " + " ".join(reversed(dedup.tokens(base.title))),
+            "\n\n".join([lede_b, base.text, closing_b]), T0 + timedelta(hours=1))
+    out.append((f"{WIRE}, both outlets", a, b))
+    return out
+
+
+def quoting(base: Doc, others: Sequence[Doc]) -> list[tuple[str, Doc]]:
+    """Different stories of one event that quote the agency text ``base``: a live blog
+    carrying one of its paragraphs (a quarter of it, 60 words at most) among other updates,
+    and an analysis citing two of its sentences."""
+    words = len(dedup.tokens(base.text))
+    sents = [s for p in paragraphs(base.text) for s in sentences(p)]
+    limit = min(max(words // 4, 12), 60)
+    quote = " ".join(dedup.tokens(_take(sents[len(sents) // 3 :], limit))[:limit])
+    updates = [_take(_sentences_of([o]), 80) for o in others]
+    half = len(updates) // 2
+    live = Doc(
+        base.name + "#live",
+        "liveblog",
+        f"https://live.example/{base.name}",
+        "Live: latest updates",
+        "\n\n".join([*updates[:half], "The agency reports: " + quote, *updates[half:]]),
+    )
+    own = _sentences_of(others[:2])
+    own = own[: max(len(own) // 2, 8)]
+    cited = " ".join(sents[1:2] + sents[len(sents) // 2 : len(sents) // 2 + 1])
+    cited = " ".join(dedup.tokens(cited)[:50])
+    at = len(own) // 2
+    analysis = Doc(
+        base.name + "#analysis",
+        "analysis",
+        f"https://analysis.example/{base.name}",
+        "Analysis: what it means",
+        " ".join([*own[:at], "As the agency put it:", cited, *own[at:]]),
+    )
+    return [(QUOTING[0], live), (QUOTING[1], analysis)]
 
 
 def with_site_boilerplate(doc: Doc, site: str) -> Doc:
@@ -1004,7 +1103,16 @@ def judge_articles(judge: Judge, corpus: Path) -> None:
             judge(f"{kind} [{size}]", base, v, True)
             copies[base.name].append(v)
         other = bases[(i + 1) % len(bases)]
-        judge("follow-up on the same topic (negative)", base, follow_up(base, other), False)
+        donors = [bases[(i + k) % len(bases)] for k in (5, 11, 23)]
+        more = [bases[(i + k) % len(bases)] for k in range(2, 40)]  # for a long base
+        judge("follow-up on the same topic (negative)", base, follow_up(base, other, more),
+              False)
+        for kind, stored, new in wire_copies(base, donors, random.Random(base.name)):
+            judge(f"{kind} [{size}]", stored, new, True)
+        others = [bases[(i + k) % len(bases)] for k in (3, 7, 13, 29)]
+        for kind, q in quoting(base, others):
+            judge(kind, base, q, False)
+            judge(kind, q, base, False)
     for a, b in itertools.combinations(bases, 2):
         if frozenset((a.name, b.name)) in natural:
             continue
