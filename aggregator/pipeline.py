@@ -543,6 +543,7 @@ class Pipeline:
             text_hash=text_hash,
             signature=sig,
             band_keys=tuple(bands),
+            contain_keys=tuple(dedup.containment_keys(sig, words)),
         )
 
     @staticmethod
@@ -581,6 +582,7 @@ class Pipeline:
                 word_count=e.word_count,
                 candidates=candidates,
                 threshold=threshold,
+                text=getattr(e, "text", None),
             )
 
         return match
@@ -896,7 +898,8 @@ class Pipeline:
             image=clean.absolute_url(article.image, page[1] if page else None),
             author=clean.clean_line(parse.author_name(article.author)) or None,
             canonical_url=job["canonical"], text_hash=text_hash,
-            signature=sig, band_keys=tuple(bands), page=page, attempt=attempt,
+            signature=sig, band_keys=tuple(bands),
+            contain_keys=tuple(dedup.containment_keys(sig, words)), page=page, attempt=attempt,
             shown_before=self.shown_before,
         )
         self.metrics.articles_extracted.labels("article").inc()

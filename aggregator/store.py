@@ -447,6 +447,15 @@ UPDATE pages SET url = agg_escape(url), final_url = agg_escape(final_url)
 WHERE NOT (agg_storable(url) AND agg_storable(final_url));
 """,
     ),
+    (
+        "containment band keys kept on the entry (wire copy under a new lede)",
+        # dedup.containment_keys: a second LSH band family, indexed in entry_bands beside
+        # the first (their keys never coincide). Entries stored before have none: they are
+        # found by containment only once their text is stored again (an edit, an article).
+        """
+ALTER TABLE entries ADD COLUMN contain_bands BLOB;
+""",
+    ),
 ]
 
 # The states a feed can be in, as feed_health.state derives them (the one place): `removed`
@@ -460,6 +469,10 @@ DEGRADED_ARTICLE_ERRORS = 3  # written into the feed_health view by its migratio
 # Written per entry, 32 random keys each dirty 32 random B-tree pages, and every feed's
 # commit rewrites them all: most of a cold cycle's cost. 40k rows is ~6 MB of dict.
 BAND_FLUSH_ROWS = 40_000
+
+# Containment keys (dedup.CONTAIN_MIN_SHARED, kept equal by a test) a stored entry must share
+# with a new one to be a containment candidate: one shared key is chance at a million entries.
+CONTAIN_MIN_SHARED = 2
 
 
 # Below this much free space beside the database, writes are about to fail.
@@ -530,6 +543,7 @@ class NewEntry:
     signature: bytes | None
     band_keys: tuple[int, ...]
     updated: datetime | None = None  # the feed's own updated date for the entry, if sane
+    contain_keys: tuple[int, ...] = ()  # dedup.containment_keys: articles only
 
 
 @dataclass(frozen=True)
@@ -959,7 +973,7 @@ class Store:
                     e.extract_status, e.text_hash, e.signature, row["id"],
                 ),
             )
-            self._set_bands(c, row["id"], e.band_keys)
+            self._set_bands(c, row["id"], e.band_keys, e.contain_keys)
             self._touch_story_of(c, row["id"], now)
             return StoredEntry(row["id"], feed_id, e.key, is_new=False, changed=True)
 
@@ -969,7 +983,8 @@ class Store:
         if matcher is not None and (e.url_norm or e.text_hash or e.band_keys):
             since = (e.published or now) - timedelta(days=window_days)
             candidates = self._candidates(
-                c, 0, e.url_norm, None, e.text_hash, e.band_keys, since
+                c, 0, e.url_norm, None, e.text_hash, e.band_keys, since,
+                contain_keys=e.contain_keys,
             )
             match = matcher(e, candidates) if candidates else None
         if match is not None and match.story_id is not None:
@@ -996,8 +1011,8 @@ class Store:
             " content_html, text, summary, word_count, language, categories, enclosures, image,"
             " published, published_raw, date_note, updated, first_seen, last_seen,"
             " content_hash, extract_status, text_hash, signature, bands, story_id,"
-            " match_reason, match_score)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " match_reason, match_score, contain_bands)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 # feed_html stays NULL while content_html *is* the feed's content: the HTML
                 # is stored once (record_article keeps it aside when an article replaces it).
@@ -1007,12 +1022,12 @@ class Store:
                 _json(list(e.categories)), _enclosures_json(e.enclosures), e.image, published,
                 e.published_raw, e.date_note, ts(own), ts(now), ts(now), e.content_hash,
                 e.extract_status, e.text_hash, e.signature, pack_bands(e.band_keys), story_id,
-                reason, score,
+                reason, score, pack_bands(e.contain_keys),
             ),
         )
         entry_id = int(cur.lastrowid or 0)
-        if e.band_keys:
-            self._stage(entry_id, e.band_keys)
+        if e.band_keys or e.contain_keys:
+            self._stage(entry_id, (*e.band_keys, *e.contain_keys))
         if reason == "first":
             c.execute("UPDATE stories SET representative_id = ? WHERE id = ?",
                       (entry_id, story_id))
@@ -1021,11 +1036,15 @@ class Store:
         return StoredEntry(entry_id, feed_id, e.key, is_new=True, changed=True,
                            story_created=reason == "first", stories_merged=merged)
 
-    def _set_bands(self, c: sqlite3.Connection, entry_id: int, keys: Sequence[int]) -> None:
-        """Replace an entry's band keys. Rare (an edit, an article replacing a teaser), so
-        written through to entry_bands at once, unless the entry is still waiting in memory."""
-        c.execute("UPDATE entries SET bands = ? WHERE id = ?", (pack_bands(keys), entry_id))
+    def _set_bands(self, c: sqlite3.Connection, entry_id: int, keys: Sequence[int],
+                   contain: Sequence[int] = ()) -> None:
+        """Replace an entry's band keys (both families). Rare (an edit, an article replacing a
+        teaser), so written through to entry_bands at once, unless the entry is still waiting
+        in memory."""
+        c.execute("UPDATE entries SET bands = ?, contain_bands = ? WHERE id = ?",
+                  (pack_bands(keys), pack_bands(contain), entry_id))
         c.execute("DELETE FROM entry_bands WHERE entry_id = ?", (entry_id,))
+        keys = (*keys, *contain)
         if entry_id in self._pending_of:
             self._unstage(entry_id)
             if keys:
@@ -1107,15 +1126,17 @@ class Store:
         pairs += [(k, i) for k, more in self._pending_more.items() for i in more]
         missing = [
             i for (i,) in c.execute(
-                "SELECT id FROM entries WHERE id > ? AND bands IS NOT NULL", (upto,))
+                "SELECT id FROM entries WHERE id > ?"
+                " AND (bands IS NOT NULL OR contain_bands IS NOT NULL)", (upto,))
             if i not in self._pending_of
         ]
         for lo in range(0, len(missing), 500):
             chunk = missing[lo : lo + 500]
             marks = ",".join("?" * len(chunk))
-            for entry_id, blob in c.execute(
-                    f"SELECT id, bands FROM entries WHERE id IN ({marks})", chunk):
-                pairs += [(k, entry_id) for k in unpack_bands(blob)]
+            for entry_id, blob, contain in c.execute(
+                    f"SELECT id, bands, contain_bands FROM entries WHERE id IN ({marks})",
+                    chunk):
+                pairs += [(k, entry_id) for k in (*unpack_bands(blob), *unpack_bands(contain))]
         pairs.sort()
         c.executemany("INSERT OR IGNORE INTO entry_bands(band_key, entry_id) VALUES (?, ?)",
                       pairs)
@@ -1133,12 +1154,19 @@ class Store:
         band_keys: Sequence[int],
         since: datetime,
         limit: int = 200,
+        contain_keys: Sequence[int] = (),
     ) -> list[Candidate]:
         """Entries that may be the same story: same normalised URL or canonical URL, same text
         hash, or sharing an LSH band, within the window. Every lookup goes through an index,
-        and all of them are one statement (a new entry costs one round trip, not five)."""
+        and all of them are one statement (a new entry costs one round trip, not five),
+        besides the containment lookup (:meth:`_containment_ids`): only its candidates come
+        with their text, which dedup compares."""
         parts: list[str] = []
         args: list[Any] = []
+        contained = json.dumps(self._containment_ids(c, contain_keys, limit))
+        if contained != "[]":
+            parts.append("SELECT value FROM json_each(?)")
+            args.append(contained)
         for value in {url_norm, canonical_norm} - {None}:
             parts.append("SELECT id FROM (SELECT id FROM entries WHERE url_norm = ? UNION"
                          " SELECT id FROM entries WHERE canonical_url = ? LIMIT ?)")
@@ -1161,12 +1189,13 @@ class Store:
         rows = c.execute(
             "SELECT e.id, e.story_id, f.name AS feed_name, e.url_norm, e.canonical_url,"
             " e.text_hash, e.signature, e.title, e.word_count,"
-            " COALESCE(NULLIF(e.published, ''), e.first_seen) AS published"
+            " COALESCE(NULLIF(e.published, ''), e.first_seen) AS published,"
+            " CASE WHEN e.id IN (SELECT value FROM json_each(?)) THEN e.text END AS text"
             " FROM entries e JOIN feeds f ON f.id = e.feed_id"
             f" WHERE e.id IN ({' UNION '.join(parts)}) AND e.id != ?"
             " AND COALESCE(NULLIF(e.published, ''), e.first_seen) >= ?"
             " ORDER BY 10, e.id",
-            (*args, entry_id, ts(since)),
+            (contained, *args, entry_id, ts(since)),
         ).fetchall()
         return [
             Candidate(
@@ -1180,9 +1209,30 @@ class Store:
                 published=parse_ts(r["published"]) or since,
                 word_count=r["word_count"],
                 canonical_norm=r["canonical_url"],
+                text=r["text"],
             )
             for r in rows
         ]
+
+    def _containment_ids(
+        self, c: sqlite3.Connection, keys: Sequence[int], limit: int
+    ) -> list[int]:
+        """Entries sharing CONTAIN_MIN_SHARED or more of the containment band keys ``keys``
+        (dedup.containment_keys), in entry_bands or still waiting in memory. Each key's rows
+        are a short index range (unrelated texts rarely share a 2-row band), so the cost
+        does not grow with the store."""
+        if not keys:
+            return []
+        self._ensure_bands(c)
+        marks = ",".join("?" * len(keys))
+        shared = dict(c.execute(
+            f"SELECT entry_id, COUNT(*) FROM entry_bands WHERE band_key IN ({marks})"
+            " GROUP BY entry_id", tuple(keys)).fetchall())
+        for k in self._pending.keys() & set(keys):
+            for entry_id in (self._pending[k], *self._pending_more.get(k, ())):
+                shared[entry_id] = shared.get(entry_id, 0) + 1
+        found = sorted((-n, i) for i, n in shared.items() if n >= CONTAIN_MIN_SHARED)
+        return [i for _, i in found[:limit]]
 
     @staticmethod
     def _merge_story(c: sqlite3.Connection, other: int, *, into: int, reason: str,
@@ -1254,6 +1304,7 @@ class Store:
             candidates = self._candidates(
                 c, entry_id, row["url_norm"], canonical_norm, row["text_hash"], keys,
                 published - timedelta(days=window_days),
+                contain_keys=unpack_bands(row["contain_bands"]),
             )
             candidates = [x for x in candidates if x.story_id != row["story_id"]]
             if not candidates:
@@ -1324,6 +1375,7 @@ class Store:
         text_hash: str | None = None,
         signature: bytes | None = None,
         band_keys: Sequence[int] | None = None,
+        contain_keys: Sequence[int] = (),
         page: tuple[str, str | None, str | None, bytes] | None = None,
         retry_at: datetime | None = None,
         attempt: bool = True,
@@ -1365,7 +1417,7 @@ class Store:
                     ),
                 )
                 if band_keys is not None:
-                    self._set_bands(c, entry_id, band_keys)
+                    self._set_bands(c, entry_id, band_keys, contain_keys)
             elif canonical_url:
                 c.execute(
                     "UPDATE entries SET canonical_url = COALESCE(?, canonical_url) WHERE id = ?",
@@ -1933,6 +1985,7 @@ class _RowEntry:
         self.signature = row["signature"]
         self.title = row["title"]
         self.word_count = row["word_count"]
+        self.text = row["text"]
         self.canonical_norm: str | None = None
 
 

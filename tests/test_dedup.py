@@ -1185,3 +1185,91 @@ def test_evaluation_precision_and_recall(evaluation: dict[str, Tally]) -> None:
     for name, t in evaluation.items():
         if name.startswith(EXACT):
             assert t.fn == 0, t.misses
+
+
+# --------------------------------------------------------------------------- containment
+
+
+def contained_for(stored: str, new: str, *, stored_text: bool = True, new_text: bool = True,
+                  title: str = "Talks") -> StoryMatch | None:
+    """decide() for one stored candidate, with the texts a containment lookup supplies."""
+    c = dataclass_replace(cand(1, text=stored, title="Border talks"),
+                          text=stored if stored_text else None)
+    return dedup.decide(
+        url_norm=None, canonical_norm=None, text_hash=dedup.text_hash(title, new),
+        signature=dedup.signature(title, new), title=title,
+        word_count=len(dedup.tokens(new)), candidates=[c], threshold=THRESHOLD,
+        text=new if new_text else None,
+    )
+
+
+def test_containment_keys_family() -> None:
+    from .test_stories import OWN_CLOSING, OWN_LEDE, STORY
+
+    sig = dedup.signature("Talks", STORY)
+    assert sig is not None
+    keys = dedup.containment_keys(sig, len(dedup.tokens(STORY)))
+    assert len(keys) == dedup.CONTAIN_BANDS == dedup.NUM_PERM // dedup.CONTAIN_ROWS
+    assert all(-(2**63) <= k < 2**63 for k in keys) and len(set(keys)) == len(keys)
+    assert not set(keys) & set(dedup.band_keys(sig))  # one index holds both families
+    assert dedup.containment_keys(sig, dedup.SHORT_TEXT - 1) == []  # summaries: none
+    assert dedup.containment_keys(None, 500) == []
+    copy = f"{OWN_LEDE} {STORY} {OWN_CLOSING}"
+    copy_sig = dedup.signature("A small step", copy)
+    assert copy_sig is not None
+    shared = set(keys) & set(dedup.containment_keys(copy_sig, len(dedup.tokens(copy))))
+    assert len(shared) >= dedup.CONTAIN_MIN_SHARED
+
+
+def test_containment_share_and_run() -> None:
+    np = pytest.importorskip("numpy")
+    a = np.array([1, 2, 3, 4, 5], dtype=np.uint64)
+    b = np.array([9, 1, 2, 8, 4, 5, 6, 7], dtype=np.uint64)
+    assert dedup.containment(a, b) == (0.8, 0.4)  # the shorter is measured, either order
+    assert dedup.containment(b, a) == (0.8, 0.4)
+    assert dedup.containment(a, a) == (1.0, 1.0)
+    assert dedup.containment(a[:0], b) == (0.0, 0.0)
+
+
+def test_decide_containment_joins_wire_copy_under_a_new_lede() -> None:
+    from .test_stories import OWN_CLOSING, OWN_LEDE, STORY
+
+    copy = f"{OWN_LEDE} {STORY} {OWN_CLOSING}"
+    m = contained_for(STORY, copy)
+    assert m is not None and (m.reason, m.score) == ("containment", 1.0)
+    m = contained_for(copy, STORY)  # the agency's own item arrives after the copy
+    assert m is not None and (m.reason, m.score) == ("containment", 1.0)
+    # Both outlets with their own words around it: most of the shorter is still the agency's.
+    m = contained_for(f"{OWN_CLOSING} {STORY}", copy)
+    assert m is not None and m.reason == "containment" and m.score >= dedup.CONTAIN_SHARE
+    # Without either text there is nothing to compare: not a containment match.
+    assert contained_for(STORY, copy, stored_text=False) is None
+    assert contained_for(STORY, copy, new_text=False) is None
+    # A stronger signal wins: a near copy that also contains the text is `near`.
+    m = contained_for(STORY, "By our correspondent. " + STORY)
+    assert m is not None and m.reason == "near"
+
+
+def test_decide_containment_guards() -> None:
+    from .test_stories import LIVE_UPDATES, OWN_CLOSING, OWN_LEDE, STORY
+
+    # A live blog quoting one sentence among other updates: sentences, not the body.
+    quote = STORY.split(". ")[1] + "."
+    live = " ".join([LIVE_UPDATES[0], f"The commissions: {quote}", *LIVE_UPDATES[1:]])
+    assert contained_for(STORY, live) is None
+    assert contained_for(live, STORY) is None
+    # Most of the shorter's words are the agency's, but scattered sentence by sentence
+    # between its own remarks: no long run, no join.
+    remarks = iter(f"Remark number {n} from our desk follows here." for n in range(20))
+    scattered = " ".join(f"{s}. {next(remarks)}" for s in STORY.rstrip(".").split(". "))
+    a, b = (dedup._shingle_hashes(dedup.tokens(t)) for t in (scattered, STORY))
+    share, run = dedup.containment(a, b)
+    assert share >= dedup.CONTAIN_SHARE and run < dedup.CONTAIN_RUN  # the guard decides
+    assert contained_for(f"{OWN_LEDE} {STORY} {OWN_CLOSING}", scattered) is None
+    # The whole text inside one more than four times its length (a digest): not its story.
+    digest = " ".join([OWN_LEDE, *LIVE_UPDATES, STORY, OWN_CLOSING, OTHER, LONG])
+    assert len(dedup.tokens(digest)) > len(dedup.tokens(STORY)) / dedup.CONTAIN_RATIO
+    assert contained_for(STORY, digest) is None
+    # Feed summaries (under SHORT_TEXT words) are never joined by containment.
+    teaser = " ".join(STORY.split()[:40])
+    assert contained_for(teaser, f"{OWN_LEDE} {teaser}") is None
