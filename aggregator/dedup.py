@@ -47,9 +47,9 @@ Containment bands (:func:`containment_keys`)
   is kept for texts of SHORT_TEXT words or more (articles, not feed summaries), in the same
   band index. A stored entry is a containment candidate when it shares at least
   CONTAIN_MIN_SHARED=2 of these keys: with per-band probability p = s**2, that happens with
-  probability 1-(1-p)**64-64p(1-p)**63: 0.9998 at s=0.5, 0.994 at 1/3 (a text whole inside
-  one three times its length), 0.92 at 0.25, 0.73 at 0.2. Requiring two keys rather than
-  one keeps unrelated texts out even in a large store: two texts of one language sharing a
+  probability 1-(1-p)**64-64p(1-p)**63: ~1 at s=0.5, 0.995 at 1/3 (a text whole inside
+  one three times its length), 0.98 at 0.3, 0.92 at 0.25, 0.73 at 0.2. Requiring two keys
+  rather than one keeps unrelated texts out even in a large store: two texts of one language sharing a
   few common phrases (s ~ 0.002) meet on two keys with probability ~C(64,2)*s**4 ~ 3e-8 (on
   one key: 64*s**2 ~ 3e-4, which at a million stored entries would be hundreds of false
   candidates per lookup); a key's posting list holds ~N*s**2 unrelated entries, so a lookup
@@ -65,15 +65,18 @@ Containment decision
   words. Why each:
   * share 0.6: a copy with its own lede and closing keeps most of the agency text; a
     follow-up reusing an earlier story as background reuses at most about half of it.
-  * run 0.3: the body, not sentences: a live blog or an analysis quoting an agency shares
-    a sentence or a paragraph here and there, never a third of the text in one piece,
-    while a copy (even one with a paragraph dropped or inserted) keeps long stretches.
-  * ratio 0.25: a digest or live blog ten times the length of an item it quotes whole is
-    not that item's story; copies run from 1:1 to 1:3 (a short agency text inside a long
-    feature).
+  * run 0.4: the body, not sentences: a live blog or an analysis quoting an agency shares
+    a sentence or a paragraph here and there, and templated daily items (the same report
+    with new figures) share the words between the figures, never two fifths of the text in
+    one piece, while a copy (even one with a paragraph dropped or inserted) keeps long
+    stretches.
+  * ratio 0.25: a digest or live blog more than four times the length of an item it quotes
+    whole is not that item's story; copies run from 1:1 to 1:3 (a short agency text inside
+    a long feature).
   A MinHash estimate of the share (from the estimated Jaccard and the two word counts:
-  share = J(1+n_long/n_short)/(1+J)) skips the exact comparison when it is clearly under
-  the bar, so a chance candidate costs one signature comparison, not a tokenisation.
+  share = J(1+n_long/n_short)/(1+J)) skips the exact comparison when it is under
+  CONTAIN_GATE (0.3, some three standard errors under the bar), so a chance candidate costs
+  one signature comparison, not a tokenisation.
   The score is the share. Like every rule here it runs only after the stronger ones fail.
 
 Threshold
@@ -153,7 +156,7 @@ CONTAIN_MIN_SHARED = 2  # containment keys a stored entry must share to be a can
 CONTAIN_SHARE = 0.6  # of the shorter body's shingles found in the longer body
 CONTAIN_RUN = 0.4  # longest run of consecutive shared shingles, of the shorter's shingles
 CONTAIN_RATIO = 0.25  # shorter/longer word count: at least this
-CONTAIN_GATE = 0.4  # MinHash share estimate under this: not compared exactly
+CONTAIN_GATE = 0.3  # MinHash share estimate under this: not compared exactly
 
 _REASON_RANK = {"url": 0, "canonical": 1, "text": 2, "near": 3, "containment": 4}
 
