@@ -260,3 +260,27 @@ def test_containment_keys_found_pending_flushed_and_after_a_crash(tmp_path: Path
                                            "Talks resume"))
     assert story_of(st2, "d")[0] == a_story
     st2.close()
+
+
+def test_article_text_arriving_later_joins_by_containment(tmp_path: Path) -> None:
+    """A teaser stays alone; when its article (the agency text under the outlet's own lede
+    and closing) is stored with its containment keys, the rematch joins the agency's story."""
+    from .test_stories import OWN_CLOSING, OWN_LEDE
+
+    st, ids = open_store(tmp_path / "a.db")
+    store_articles(st, ids["f0"], article("a", STORY, "https://agency.example/1", "Talks"))
+    store_articles(st, ids["f1"], article("b", "Border talks: our report.",
+                                          "https://b.example/1", "A small step"))
+    assert story_of(st, "b")[1] == "first"
+    b_id = st.conn.execute("SELECT id FROM entries WHERE key = 'b'").fetchone()[0]
+    text = f"{OWN_LEDE} {STORY} {OWN_CLOSING}"
+    text_hash, sig, bands = dedup.features("A small step", text)
+    words = len(dedup.tokens(text))
+    st.record_article(
+        b_id, now=NOW, status="done", method="test", error=None, content_html=f"<p>{text}</p>",
+        text=text, summary=text[:100], word_count=words, text_hash=text_hash, signature=sig,
+        band_keys=bands, contain_keys=dedup.containment_keys(sig, words),
+    )
+    assert st.rematch_entry(b_id, text_matcher, NOW, 7)
+    assert story_of(st, "b") == (story_of(st, "a")[0], "containment")
+    st.close()
