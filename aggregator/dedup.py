@@ -9,6 +9,8 @@ Signals, strongest first (:func:`decide`)
                    other side's URL or canonical URL.
   3. ``text``      same :func:`text_hash`: the identical body re-posted (any headline).
   4. ``near``      MinHash estimated Jaccard similarity >= threshold, with guards.
+  5. ``containment`` most of the shorter article, in one long run, appears in the other
+                   (wire copy under another outlet's headline, lede and closing lines).
 A URL that names no page (a bare host: some feeds link every item to the home page, some
 sites point every canonical there) never matches.
 
@@ -36,6 +38,46 @@ Bands (:func:`band_keys`)
   with probability 1-(1-s**4)**32: 0.9998 at s=0.7, 0.988 at 0.6, 0.87 at 0.5, 0.23 at 0.3,
   ~0 for unrelated texts; so the candidate lookup finds nearly every pair above any
   threshold an operator would set (>= 0.6), and :func:`decide` sorts out the rest.
+
+Containment bands (:func:`containment_keys`)
+  Jaccard is measured over the union of both texts: an agency text carried whole inside an
+  article three times its length has Jaccard 1/3, which the 32x4 bands find with
+  probability 1-(1-(1/3)**4)**32 = 0.33. A second family of CONTAIN_BANDS=64 bands of
+  CONTAIN_ROWS=2 rows over the same signature (its own seeds: keys never equal a 32x4 key)
+  is kept for texts of SHORT_TEXT words or more (articles, not feed summaries), in the same
+  band index. A stored entry is a containment candidate when it shares at least
+  CONTAIN_MIN_SHARED=2 of these keys: with per-band probability p = s**2, that happens with
+  probability 1-(1-p)**64-64p(1-p)**63: ~1 at s=0.5, 0.995 at 1/3 (a text whole inside
+  one three times its length), 0.98 at 0.3, 0.92 at 0.25, 0.73 at 0.2. Requiring two keys
+  rather than one keeps unrelated texts out even in a large store: two texts of one language sharing a
+  few common phrases (s ~ 0.002) meet on two keys with probability ~C(64,2)*s**4 ~ 3e-8 (on
+  one key: 64*s**2 ~ 3e-4, which at a million stored entries would be hundreds of false
+  candidates per lookup); a key's posting list holds ~N*s**2 unrelated entries, so a lookup
+  reads 64 short lists whatever the store's size.
+
+Containment decision
+  For a containment candidate, the two texts' bodies (titles left out: each outlet writes
+  its own) are compared exactly, as 4-word shingles: ``share`` is the fraction of the
+  shorter body's shingles found in the longer body, ``run`` the longest stretch of
+  consecutive shorter-body shingles all found there, over the shorter's shingle count.
+  They join when share >= CONTAIN_SHARE (0.6) and run >= CONTAIN_RUN (0.4), the shorter
+  body has SHORT_TEXT words or more and at least CONTAIN_RATIO (0.25) of the longer's
+  words. Why each:
+  * share 0.6: a copy with its own lede and closing keeps most of the agency text; a
+    follow-up reusing an earlier story as background reuses at most about half of it.
+  * run 0.4: the body, not sentences: a live blog or an analysis quoting an agency shares
+    a sentence or a paragraph here and there, and templated daily items (the same report
+    with new figures) share the words between the figures, never two fifths of the text in
+    one piece, while a copy (even one with a paragraph dropped or inserted) keeps long
+    stretches.
+  * ratio 0.25: a digest or live blog more than four times the length of an item it quotes
+    whole is not that item's story; copies run from 1:1 to 1:3 (a short agency text inside
+    a long feature).
+  A MinHash estimate of the share (from the estimated Jaccard and the two word counts:
+  share = J(1+n_long/n_short)/(1+J)) skips the exact comparison when it is under
+  CONTAIN_GATE (0.3, some three standard errors under the bar), so a chance candidate costs
+  one signature comparison, not a tokenisation.
+  The score is the share. Like every rule here it runs only after the stronger ones fail.
 
 Threshold
   ``threshold`` is the estimated Jaccard similarity of the two shingle sets (share of
@@ -90,6 +132,7 @@ __all__ = [
     "ROWS",
     "SHINGLE",
     "band_keys",
+    "containment_keys",
     "decide",
     "normalize_url",
     "signature",
@@ -107,8 +150,15 @@ SHORT_TEXT = 50  # under this many words a text is a summary: titles must agree 
 SHORT_TEXT_SURE = 0.9  # ... unless the short texts are this similar
 LENGTH_SLACK = 0.75  # min/max word count must be >= LENGTH_SLACK * threshold
 SIGNATURE_BYTES = NUM_PERM * 4
+CONTAIN_BANDS = 64  # the containment band family: more bands of fewer rows
+CONTAIN_ROWS = 2  # CONTAIN_BANDS * CONTAIN_ROWS == NUM_PERM
+CONTAIN_MIN_SHARED = 2  # containment keys a stored entry must share to be a candidate
+CONTAIN_SHARE = 0.6  # of the shorter body's shingles found in the longer body
+CONTAIN_RUN = 0.4  # longest run of consecutive shared shingles, of the shorter's shingles
+CONTAIN_RATIO = 0.25  # shorter/longer word count: at least this
+CONTAIN_GATE = 0.3  # MinHash share estimate under this: not compared exactly
 
-_REASON_RANK = {"url": 0, "canonical": 1, "text": 2, "near": 3}
+_REASON_RANK = {"url": 0, "canonical": 1, "text": 2, "near": 3, "containment": 4}
 
 # --------------------------------------------------------------------------- tokens
 
@@ -177,6 +227,7 @@ class _Kernel:
     low32: np.uint64
     shift: np.uint64
     band_seed: np.ndarray
+    contain_seed: np.ndarray
 
 
 @cache
@@ -197,6 +248,9 @@ def _kernel() -> _Kernel:
         low32=numpy.uint64(0xFFFFFFFF),
         shift=numpy.uint64(32),
         band_seed=numpy.arange(1, BANDS + 1, dtype=numpy.uint64)
+        * numpy.uint64(0x9E3779B97F4A7C15),
+        # Seeds of their own (offset past the 32x4 family's): the two families' keys differ.
+        contain_seed=numpy.arange(1001, 1001 + CONTAIN_BANDS, dtype=numpy.uint64)
         * numpy.uint64(0x9E3779B97F4A7C15),
     )
 
@@ -264,12 +318,25 @@ def _as_array(sig: bytes) -> np.ndarray:
 def band_keys(sig: bytes) -> list[int]:
     """One signed 64-bit key per LSH band (BANDS bands of ROWS minima, band index mixed in),
     computed for all bands at once."""
+    return _keys(sig, BANDS, ROWS, _kernel().band_seed)
+
+
+def containment_keys(sig: bytes | None, word_count: int) -> list[int]:
+    """The containment band keys (CONTAIN_BANDS bands of CONTAIN_ROWS minima, see the module
+    docstring) of an article's signature; [] for a text under SHORT_TEXT words or without
+    a signature: summaries are never looked up by containment."""
+    if sig is None or word_count < SHORT_TEXT:
+        return []
+    return _keys(sig, CONTAIN_BANDS, CONTAIN_ROWS, _kernel().contain_seed)
+
+
+def _keys(sig: bytes, bands: int, rows: int, seed: np.ndarray) -> list[int]:
     k = _kernel()
     np = k.np
-    rows = _as_array(sig).astype(np.uint64).reshape(BANDS, ROWS)
-    h = k.band_seed.copy()
-    for r in range(ROWS):
-        h = (h ^ rows[:, r]) * k.fnv
+    minima = _as_array(sig).astype(np.uint64).reshape(bands, rows)
+    h = seed.copy()
+    for r in range(rows):
+        h = (h ^ minima[:, r]) * k.fnv
     h ^= h >> np.uint64(29)
     return h.view(np.int64).tolist()  # type: ignore[no-any-return]
 
@@ -450,18 +517,21 @@ def decide(
     word_count: int,
     candidates: Sequence[Candidate],
     threshold: float,
+    text: str | None = None,
 ) -> StoryMatch | None:
     """The stored entry this new entry is a copy of, or None (see the module docstring).
 
     ``word_count`` is the new entry's number of words (``len(tokens(text))``; any count
     works if candidates' ``word_count`` is the same measure). ``threshold`` is the minimum
-    estimated Jaccard similarity for a ``near`` match.
+    estimated Jaccard similarity for a ``near`` match. ``text`` is the new entry's body:
+    with it, candidates that carry their text are judged for ``containment`` too.
     """
     if not 0.0 < threshold <= 1.0:
         raise DedupError(f"dedup threshold must be in (0, 1], got {threshold!r}")
     if signature is not None:
         _as_array(signature)
-    new = _New(url_norm, canonical_norm, text_hash, signature, title, word_count, threshold)
+    new = _New(url_norm, canonical_norm, text_hash, signature, title, word_count, threshold,
+               text)
     best: tuple[tuple[int, float, float, int], StoryMatch] | None = None
     for c in candidates:
         found = new.judge(c)
@@ -487,6 +557,7 @@ class _New:
         title: str,
         word_count: int,
         threshold: float,
+        text: str | None = None,
     ) -> None:
         self.url_norm = url_norm
         self.canonical_norm = canonical_norm
@@ -495,7 +566,9 @@ class _New:
         self.title = title
         self.word_count = word_count
         self.threshold = threshold
+        self.text = text
         self._title_words: set[str] | None = None  # computed on first need
+        self._shingles: np.ndarray | None = None  # of the body, computed on first need
 
     def titles_agree(self, other: str) -> bool:
         if self._title_words is None:
@@ -516,11 +589,48 @@ class _New:
         if self.signature is None or c.signature is None or len(c.signature) != SIGNATURE_BYTES:
             return None
         score = similarity(self.signature, c.signature)
+        if self.near(c, score, short):
+            return "near", score
+        share = self.contained(c, score)
+        return ("containment", share) if share is not None else None
+
+    def near(self, c: Candidate, score: float, short: bool) -> bool:
         if score < self.threshold:
-            return None
+            return False
         ratio = min(self.word_count, c.word_count) / max(self.word_count, c.word_count, 1)
         if ratio < LENGTH_SLACK * self.threshold:
+            return False
+        return not (short and score < SHORT_TEXT_SURE and not self.titles_agree(c.title))
+
+    def contained(self, c: Candidate, score: float) -> float | None:
+        """The share of the shorter body found in the other when that makes them one story
+        (module docstring, "Containment decision"), else None."""
+        if not self.text or not c.text:
             return None
-        if short and score < SHORT_TEXT_SURE and not self.titles_agree(c.title):
+        lo, hi = sorted((self.word_count, c.word_count))
+        if lo < SHORT_TEXT or lo < CONTAIN_RATIO * hi:
             return None
-        return "near", score
+        if score * (1 + hi / lo) / (1 + score) < CONTAIN_GATE:
+            return None  # the MinHash estimate says clearly not: spare the exact comparison
+        if self._shingles is None:
+            self._shingles = _shingle_hashes(tokens(self.text))
+        share, run = containment(self._shingles, _shingle_hashes(tokens(c.text)))
+        if share >= CONTAIN_SHARE and run >= CONTAIN_RUN:
+            return round(share, 4)
+        return None
+
+
+def containment(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """(share, run) of the shorter of two shingle-hash sequences in the other: the fraction
+    of its shingles found in the other, and its longest stretch of consecutive shingles all
+    found there, as a fraction of its shingle count. (0, 0) when either is empty."""
+    np = _kernel().np
+    if len(a) > len(b):
+        a, b = b, a
+    if len(a) == 0:
+        return 0.0, 0.0
+    found = np.isin(a, b)
+    # Longest run of True: distances between the False positions (with sentinels at both ends).
+    gaps = np.flatnonzero(~np.concatenate(([False], found, [False])))
+    run = int(np.diff(gaps).max()) - 1
+    return float(found.mean()), run / len(a)

@@ -438,12 +438,16 @@ class Candidate:
     published: datetime
     word_count: int
     canonical_norm: str | None = None  # the stored entry's canonical URL, normalised
+    # The stored entry's text, given only for containment candidates (dedup compares the
+    # two bodies); None: no containment decision for this candidate.
+    text: str | None = None
 
 
 @dataclass(frozen=True)
 class StoryMatch:
-    """Why a new entry joins an existing story: reason is "url", "canonical", "text" or
-    "near"; score is the similarity (1.0 for exact reasons)."""
+    """Why a new entry joins an existing story: reason is "url", "canonical", "text",
+    "near" or "containment"; score is the similarity (1.0 for exact reasons; for
+    containment the share of the shorter text found in the other)."""
 
     story_id: int | None
     entry_id: int

@@ -582,6 +582,7 @@ class Pipeline:
             text_hash=text_hash,
             signature=sig,
             band_keys=tuple(bands),
+            contain_keys=tuple(dedup.containment_keys(sig, words)),
         )
 
     @staticmethod
@@ -620,6 +621,7 @@ class Pipeline:
                 word_count=e.word_count,
                 candidates=candidates,
                 threshold=threshold,
+                text=getattr(e, "text", None),
             )
 
         return match
@@ -878,7 +880,9 @@ class Pipeline:
             word_count=article.word_count, language=article.language, image=article.image,
             author=clean.clean_line(parse.author_name(article.author)) or None,
             canonical_url=article.canonical_url, text_hash=text_hash,
-            signature=sig, band_keys=tuple(bands), page=page, attempt=attempt,
+            signature=sig, band_keys=tuple(bands),
+            contain_keys=tuple(dedup.containment_keys(sig, article.word_count)), page=page,
+            attempt=attempt,
             shown_before=self.shown_before,
         )
         self.metrics.articles_extracted.labels("article").inc()

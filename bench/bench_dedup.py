@@ -1,11 +1,15 @@
 """Cost of matching ONE new entry against 10k, 100k and 1M stored entries (`make bench-dedup`).
 
-One match = signature + band keys + text hash of the new entry, the candidate lookup through
-SQLite (URL, text hash and LSH band indexes, then the candidates' rows within the window,
-as the store does it) and dedup.decide(). The database is a real SQLite file in a temporary
-directory with the store's dedup schema. Filler entries stand for unrelated stories: random
-signatures and random band keys (unrelated texts share no band), spread over 30 days; a few
-true near-duplicates of corpus articles are planted among them and must be found.
+One match = signature + band keys + containment keys + text hash of the new entry, the
+candidate lookup through SQLite (URL, text hash and LSH band indexes, the containment lookup
+over the second band family, then the candidates' rows within the window, the containment
+candidates' with their text, as the store does it) and dedup.decide(). The database is a
+real SQLite file in a temporary directory with the store's dedup schema. Filler entries stand
+for unrelated stories: random signatures and random keys of both band families (unrelated
+texts share no band), spread over 30 days; their text is not stored (only containment
+candidates' text is ever read, and a filler never is one). Planted among them and to be
+found: near-duplicates of corpus articles, and wire copies (the article whole under a new
+lede and closing, twice its length) that only the containment lookup finds.
 
 Usage: python bench/bench_dedup.py [--sizes 10000,100000,1000000] [--probes 100] [--keep DIR]
 """
@@ -13,6 +17,7 @@ Usage: python bench/bench_dedup.py [--sizes 10000,100000,1000000] [--probes 100]
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import random
@@ -23,6 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -36,7 +42,7 @@ from aggregator.models import Candidate  # noqa: E402
 
 SCHEMA = """
 CREATE TABLE entries (id INTEGER PRIMARY KEY, feed_id INTEGER, story_id INTEGER, url_norm TEXT,
-    text_hash TEXT, signature BLOB, title TEXT, published TEXT, word_count INTEGER);
+    text_hash TEXT, signature BLOB, title TEXT, published TEXT, word_count INTEGER, text TEXT);
 CREATE TABLE entry_bands (band_key INTEGER NOT NULL, entry_id INTEGER NOT NULL,
     PRIMARY KEY (band_key, entry_id)) WITHOUT ROWID;
 """
@@ -48,8 +54,9 @@ NOW = datetime(2020, 9, 29, 12, 0, tzinfo=UTC)
 WINDOW = timedelta(days=7)
 THRESHOLD = 0.7
 BATCH = 50_000
-PLANTED = 20
+PLANTED = 20  # near copies of probes 0..19, wire copies of probes 20..39
 CANDIDATE_LIMIT = 200
+BAND_ROWS_PER_BUCKET = 2_000_000  # band rows generated, sorted and inserted at once
 
 
 def ts(d: datetime) -> str:
@@ -76,6 +83,17 @@ def copy_of(text: str) -> str:
     return "By Staff Reporter\n\n" + text.strip().rsplit(".", 1)[0] + ".\n\nAll rights reserved."
 
 
+def wire_copy_of(text: str, others: list[str], rng: random.Random) -> str:
+    """An outlet's article carrying ``text`` whole under its own lede and closing, twice its
+    length: Jaccard about 0.5, found by the containment keys. The outlet's words are other
+    articles' words shuffled, so that they contain no other probe's text."""
+    n = len(text.split())
+    words = [w for o in others for w in o.split()][:n]
+    rng.shuffle(words)
+    lede, closing = " ".join(words[: n * 2 // 3]), " ".join(words[n * 2 // 3 :])
+    return f"{lede}\n\n{text}\n\n{closing}"
+
+
 def build(path: Path, size: int, texts: list[tuple[str, str]], seed: int = 0) -> dict[int, int]:
     """Fill ``path`` with ``size`` entries; returns {probe index: planted entry id}."""
     rng = np.random.default_rng(seed)
@@ -86,11 +104,11 @@ def build(path: Path, size: int, texts: list[tuple[str, str]], seed: int = 0) ->
     )
     db.executescript(SCHEMA)
     planted_ids = dict(
-        zip(range(PLANTED), sorted(prng.sample(range(1, size + 1), PLANTED)), strict=True)
+        zip(range(2 * PLANTED), sorted(prng.sample(range(1, size + 1), 2 * PLANTED)), strict=True)
     )
     by_id = {eid: i for i, eid in planted_ids.items()}
     start = NOW - timedelta(days=30)
-    band_chunks: list[tuple[np.ndarray, np.ndarray]] = []
+    planted_keys: list[tuple[int, int]] = []
     for lo in range(1, size + 1, BATCH):
         hi = min(size + 1, lo + BATCH)
         n = hi - lo
@@ -103,10 +121,16 @@ def build(path: Path, size: int, texts: list[tuple[str, str]], seed: int = 0) ->
             eid = lo + k
             if eid in by_id:
                 i = by_id[eid]
-                title, text = texts[i]
-                copy = copy_of(text)
+                title, text = texts[i % len(texts)]
+                if i < PLANTED:
+                    copy = copy_of(text)
+                else:
+                    others = [texts[(i + k) % len(texts)][1] for k in range(1, 20)]
+                    copy = wire_copy_of(text, others, prng)
+                    title = "Our own headline " + title
                 sig = dedup.signature(title, copy)
                 assert sig is not None
+                n_words = len(dedup.tokens(copy))
                 rows.append(
                     (
                         eid,
@@ -117,15 +141,12 @@ def build(path: Path, size: int, texts: list[tuple[str, str]], seed: int = 0) ->
                         sig,
                         title,
                         ts(NOW - timedelta(hours=6)),
-                        len(dedup.tokens(copy)),
+                        n_words,
+                        copy,
                     )
                 )
-                band_chunks.append(
-                    (
-                        np.array(dedup.band_keys(sig), dtype=np.int64),
-                        np.full(dedup.BANDS, eid, dtype=np.int64),
-                    )
-                )
+                keys = dedup.band_keys(sig) + dedup.containment_keys(sig, n_words)
+                planted_keys += [(key, eid) for key in keys]
                 continue
             rows.append(
                 (
@@ -138,35 +159,58 @@ def build(path: Path, size: int, texts: list[tuple[str, str]], seed: int = 0) ->
                     f"Entry {eid}",
                     ts(start + timedelta(seconds=int(offsets[k]))),
                     int(words[k]),
+                    None,
                 )
             )
-        db.executemany("INSERT INTO entries VALUES (?,?,?,?,?,?,?,?,?)", rows)
-        keep = np.array([lo + k not in by_id for k in range(n)])
-        ids = np.arange(lo, hi, dtype=np.int64)[keep]
-        keys = rng.integers(-(2**63), 2**63 - 1, size=(len(ids), dedup.BANDS), dtype=np.int64)
-        band_chunks.append((keys.ravel(), np.repeat(ids, dedup.BANDS)))
-    # Insert band rows in key order: the WITHOUT ROWID B-tree then grows at its right edge.
-    keys = np.concatenate([k for k, _ in band_chunks])
-    ids = np.concatenate([i for _, i in band_chunks])
-    order = np.argsort(keys)
-    keys, ids = keys[order], ids[order]
-    del band_chunks, order
-    step = 1_000_000
-    for lo in range(0, len(keys), step):
+        db.executemany("INSERT INTO entries VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+    # Band rows in key order (the WITHOUT ROWID B-tree then grows at its right edge), made
+    # bucket by bucket of the key space so that memory stays bounded at any size: the
+    # fillers' BANDS + CONTAIN_BANDS random keys each, as pairs (random key, random filler).
+    fillers = np.array(sorted(set(range(1, size + 1)) - set(by_id)), dtype=np.int64)
+    total = len(fillers) * (dedup.BANDS + dedup.CONTAIN_BANDS)
+    buckets = max(1, total // BAND_ROWS_PER_BUCKET)
+    counts = rng.multinomial(total, [1 / buckets] * buckets)
+    edges = np.linspace(-(2**63), 2**63 - 1, buckets + 1, dtype=np.float64)
+    planted_keys.sort()
+    for b, count in enumerate(counts):
+        lo_key = -(2**63) if b == 0 else int(edges[b])
+        hi_key = 2**63 - 1 if b == buckets - 1 else int(edges[b + 1])
+        keys = np.sort(rng.integers(lo_key, hi_key, size=count, dtype=np.int64))
+        ids = fillers[rng.integers(0, len(fillers), size=count)]
         db.executemany(
             "INSERT OR IGNORE INTO entry_bands VALUES (?, ?)",
-            zip(keys[lo : lo + step].tolist(), ids[lo : lo + step].tolist(), strict=True),
+            zip(keys.tolist(), ids.tolist(), strict=True),
         )
+    db.executemany("INSERT OR IGNORE INTO entry_bands VALUES (?, ?)", planted_keys)
     db.executescript(INDEXES)
     db.commit()
     db.close()
     return planted_ids
 
 
+def containment_ids(db: sqlite3.Connection, keys: list[int]) -> list[int]:
+    """The store's containment lookup: entries sharing CONTAIN_MIN_SHARED containment keys."""
+    if not keys:
+        return []
+    marks = ",".join("?" * len(keys))
+    shared = db.execute(
+        f"SELECT entry_id, COUNT(*) FROM entry_bands WHERE band_key IN ({marks})"
+        " GROUP BY entry_id",
+        keys,
+    ).fetchall()
+    found = sorted((-n, i) for i, n in shared if n >= dedup.CONTAIN_MIN_SHARED)
+    return [i for _, i in found[:CANDIDATE_LIMIT]]
+
+
 def candidates(
-    db: sqlite3.Connection, url_norm: str, text_hash: str | None, keys: list[int]
+    db: sqlite3.Connection,
+    url_norm: str,
+    text_hash: str | None,
+    keys: list[int],
+    contained: Sequence[int] = (),
 ) -> list[Candidate]:
-    """The store's lookup: ids through the indexes, then the rows within the window."""
+    """The store's lookup: ids through the indexes, then the rows within the window (the
+    containment candidates' with their text)."""
     ids: set[int] = {
         r[0]
         for r in db.execute(
@@ -189,13 +233,15 @@ def candidates(
                 (*keys, CANDIDATE_LIMIT),
             )
         )
+    ids.update(contained)
     if not ids:
         return []
     marks = ",".join("?" * len(ids))
     rows = db.execute(
-        "SELECT id, story_id, feed_id, url_norm, text_hash, signature, title, published, word_count"
+        "SELECT id, story_id, feed_id, url_norm, text_hash, signature, title, published,"
+        " word_count, CASE WHEN id IN (SELECT value FROM json_each(?)) THEN text END"
         f" FROM entries WHERE id IN ({marks}) AND published >= ? ORDER BY published, id",
-        (*ids, ts(NOW - WINDOW)),
+        (json.dumps(list(contained)), *ids, ts(NOW - WINDOW)),
     ).fetchall()
     return [
         Candidate(
@@ -208,19 +254,27 @@ def candidates(
             title=r[6],
             published=datetime.fromisoformat(r[7]),
             word_count=r[8],
+            text=r[9],
         )
         for r in rows
     ]
 
 
-def match_one(db: sqlite3.Connection, title: str, text: str, url: str) -> tuple[object, float]:
-    """One complete match; returns (StoryMatch or None, seconds spent in SQLite)."""
+def match_one(
+    db: sqlite3.Connection, title: str, text: str, url: str
+) -> tuple[object, float, float]:
+    """One complete match; returns (StoryMatch or None, seconds spent in SQLite, of which
+    seconds in the containment lookup)."""
     sig = dedup.signature(title, text)
+    words = len(dedup.tokens(text))
     keys = dedup.band_keys(sig) if sig else []
+    contain_keys = dedup.containment_keys(sig, words)
     th = dedup.text_hash(title, text)
     url_norm = dedup.normalize_url(url)
     t = time.perf_counter()
-    cands = candidates(db, url_norm, th, keys)
+    contained = containment_ids(db, contain_keys)
+    contain = time.perf_counter() - t
+    cands = candidates(db, url_norm, th, keys, contained)
     lookup = time.perf_counter() - t
     m = dedup.decide(
         url_norm=url_norm,
@@ -228,11 +282,12 @@ def match_one(db: sqlite3.Connection, title: str, text: str, url: str) -> tuple[
         text_hash=th,
         signature=sig,
         title=title,
-        word_count=len(dedup.tokens(text)),
+        word_count=words,
         candidates=cands,
         threshold=THRESHOLD,
+        text=text,
     )
-    return m, lookup
+    return m, lookup, contain
 
 
 def pct(values: list[float], q: float) -> float:
@@ -283,18 +338,25 @@ def main() -> None:
                 planted = pool.apply(build, (path, size, texts))
             build_s = time.perf_counter() - t
             db = sqlite3.connect(path)
-            total, lookups, found, wrong = [], [], 0, 0
+            total, lookups, contains, found, wrong = [], [], [], 0, 0
+            found_contained = 0
             for round_ in range(2):  # first round warms the page cache; both are counted
                 for i, (title, text) in enumerate(probes):
                     t = time.perf_counter()
-                    m, lookup = match_one(db, title, text, f"https://new.example/{round_}/{i}")
+                    m, lookup, contain = match_one(
+                        db, title, text, f"https://new.example/{round_}/{i}"
+                    )
                     total.append(time.perf_counter() - t)
                     lookups.append(lookup)
+                    contains.append(contain)
                     expected = planted.get(i % len(texts))
                     got = getattr(m, "entry_id", None)
                     if round_ == 0:
                         found += expected is not None and got == expected
                         wrong += got is not None and got != expected
+                        found_contained += (
+                            got == expected and getattr(m, "reason", None) == "containment"
+                        )
             db.close()
             size_mb = path.stat().st_size / 2**20
             n_planted = sum(1 for i in range(len(probes)) if i % len(texts) in planted)
@@ -311,6 +373,9 @@ def main() -> None:
                     found,
                     n_planted,
                     wrong,
+                    statistics.median(contains),
+                    pct(contains, 0.95),
+                    found_contained,
                 )
             )
             print(f"  {size:>9,} entries built in {build_s:.1f} s", flush=True)
@@ -321,16 +386,17 @@ def main() -> None:
 
     print()
     print(
-        f"{'entries':>10} {'match p50':>10} {'match p95':>10} {'lookup p50':>11} {'lookup p95':>11} {'DB MB':>8} {'peak RSS MB':>12} {'planted found':>14} {'wrong':>6}"
+        f"{'entries':>10} {'match p50':>10} {'match p95':>10} {'lookup p50':>11} {'lookup p95':>11} {'contain p50':>12} {'contain p95':>12} {'DB MB':>8} {'peak RSS MB':>12} {'planted found':>14} {'by contain':>11} {'wrong':>6}"
     )
-    for size, m50, m95, l50, l95, mb, rss, _b, found, n_planted, wrong in results:
+    for size, m50, m95, l50, l95, mb, rss, _b, found, n_planted, wrong, c50, c95, fc in results:
         print(
-            f"{size:>10,} {m50 * 1000:>8.2f}ms {m95 * 1000:>8.2f}ms {l50 * 1000:>9.3f}ms {l95 * 1000:>9.3f}ms {mb:>8.1f} {rss:>12.0f} {found:>9}/{n_planted:<4} {wrong:>6}"
+            f"{size:>10,} {m50 * 1000:>8.2f}ms {m95 * 1000:>8.2f}ms {l50 * 1000:>9.3f}ms {l95 * 1000:>9.3f}ms {c50 * 1000:>10.3f}ms {c95 * 1000:>10.3f}ms {mb:>8.1f} {rss:>12.0f} {found:>9}/{n_planted:<4} {fc:>8}/{PLANTED:<2} {wrong:>6}"
         )
     if len(results) > 1:
         first, last = results[0], results[-1]
         print(
-            f"ratio {last[0]:,}/{first[0]:,}: match p50 {last[1] / first[1]:.2f}x, lookup p50 {last[3] / first[3]:.2f}x (goal <= 2x)"
+            f"ratio {last[0]:,}/{first[0]:,}: match p50 {last[1] / first[1]:.2f}x, lookup p50 {last[3] / first[3]:.2f}x,"
+            f" containment lookup p50 {last[11] / first[11]:.2f}x (goal <= 2x)"
         )
     print(
         f"signature: {sig_ms:.2f} ms per 600-word article; peak RSS of the matching process {rss_mb():.0f} MB,"

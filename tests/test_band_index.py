@@ -13,7 +13,7 @@ import pytest
 
 from aggregator import dedup
 from aggregator.models import FeedConfig, StoryMatch
-from aggregator.store import NewEntry, Store, unpack_bands
+from aggregator.store import CONTAIN_MIN_SHARED, NewEntry, Store, unpack_bands
 
 from .test_stories import STORY
 
@@ -203,3 +203,84 @@ def test_database_from_schema_1_is_upgraded_with_its_band_index(tmp_path: Path) 
     assert story_of(st, "b") == (1, "near")
     st.close()
     assert band_rows(db) == 2 * dedup.BANDS
+
+
+def article(key: str, text: str, url: str, title: str) -> NewEntry:
+    """An entry with its containment keys, as the pipeline stores an article."""
+    e = entry(key, text, url, title)
+    return NewEntry(**{**e.__dict__, "contain_keys": tuple(
+        dedup.containment_keys(e.signature, len(dedup.tokens(text))))})
+
+
+def text_matcher(e: Any, candidates: Sequence[Any]) -> StoryMatch | None:
+    return dedup.decide(
+        url_norm=e.url_norm, canonical_norm=None, text_hash=e.text_hash,
+        signature=e.signature, title=e.title, word_count=e.word_count,
+        candidates=candidates, threshold=0.7, text=e.text,
+    )
+
+
+def store_articles(st: Store, feed_id: int, *entries: NewEntry) -> None:
+    st.record_success(
+        feed_id, now=NOW, status=200, next_poll=NOW, interval=900.0, etag=None,
+        last_modified=None, body_hash=None, permanent_url=None, entries=entries,
+        matcher=text_matcher, window_days=7,
+    )
+
+
+def test_containment_keys_found_pending_flushed_and_after_a_crash(tmp_path: Path) -> None:
+    """The agency text, then outlets carrying it under their own lede and closing: found by
+    containment while its keys wait in memory, through entry_bands after a flush, and after
+    a crash that left them unflushed (read back from entries.contain_bands)."""
+    from .test_stories import OWN_CLOSING, OWN_LEDE
+
+    assert CONTAIN_MIN_SHARED == dedup.CONTAIN_MIN_SHARED
+    db = tmp_path / "a.db"
+    st, ids = open_store(db)
+    store_articles(st, ids["f0"], article("a", STORY, "https://agency.example/1", "Talks"))
+    a_story = story_of(st, "a")[0]
+    a_id = st.conn.execute("SELECT id FROM entries WHERE key = 'a'").fetchone()[0]
+    assert len(unpack_bands(st.conn.execute(
+        "SELECT contain_bands FROM entries WHERE id = ?", (a_id,)).fetchone()[0])) == 64
+    copy = f"{OWN_LEDE} {STORY} {OWN_CLOSING}"
+    store_articles(st, ids["f1"], article("b", copy, "https://b.example/1", "A small step"))
+    assert story_of(st, "b") == (a_story, "containment")
+    st.conn.close()  # killed: no flush
+    assert band_rows(db) == 0
+
+    st2 = Store(db)
+    st2.migrate()
+    store_articles(st2, ids["f2"], article("c", f"{OWN_CLOSING} {STORY}",
+                                           "https://c.example/1", "Border"))
+    assert story_of(st2, "c") == (a_story, "containment")
+    # a's and b's keys of both families, written by the recovery pass
+    assert band_rows(db) == 2 * (dedup.BANDS + dedup.CONTAIN_BANDS)
+    st2.flush_bands()
+    store_articles(st2, ids["f3"], article("d", f"{OWN_LEDE} {STORY}", "https://d.example/1",
+                                           "Talks resume"))
+    assert story_of(st2, "d")[0] == a_story
+    st2.close()
+
+
+def test_article_text_arriving_later_joins_by_containment(tmp_path: Path) -> None:
+    """A teaser stays alone; when its article (the agency text under the outlet's own lede
+    and closing) is stored with its containment keys, the rematch joins the agency's story."""
+    from .test_stories import OWN_CLOSING, OWN_LEDE
+
+    st, ids = open_store(tmp_path / "a.db")
+    store_articles(st, ids["f0"], article("a", STORY, "https://agency.example/1", "Talks"))
+    store_articles(st, ids["f1"], article("b", "Border talks: our report.",
+                                          "https://b.example/1", "A small step"))
+    assert story_of(st, "b")[1] == "first"
+    b_id = st.conn.execute("SELECT id FROM entries WHERE key = 'b'").fetchone()[0]
+    text = f"{OWN_LEDE} {STORY} {OWN_CLOSING}"
+    text_hash, sig, bands = dedup.features("A small step", text)
+    words = len(dedup.tokens(text))
+    st.record_article(
+        b_id, now=NOW, status="done", method="test", error=None, content_html=f"<p>{text}</p>",
+        text=text, summary=text[:100], word_count=words, text_hash=text_hash, signature=sig,
+        band_keys=bands, contain_keys=dedup.containment_keys(sig, words),
+    )
+    assert st.rematch_entry(b_id, text_matcher, NOW, 7)
+    assert story_of(st, "b") == (story_of(st, "a")[0], "containment")
+    st.close()

@@ -142,3 +142,63 @@ def test_bridging_entry_merges_stories_that_arrived_apart(tmp_path: Path) -> Non
     assert conn.execute("SELECT COUNT(*) FROM stories").fetchone()[0] == 1
     reasons = dict(conn.execute("SELECT guid, match_reason FROM entries").fetchall())
     assert reasons == {"c1": "first", "b1": "near", "a1": "url"}
+
+
+# An outlet's own lead paragraphs and closing lines around the agency text STORY.
+OWN_LEDE = (
+    "The long-stalled process of fixing the frontier between the two South Caucasus neighbours "
+    "took a modest step forward this week, our regional desk writes. For the families of the "
+    "villages along the northern section, whose fields and pastures were cut in two when the "
+    "Soviet Union collapsed, the question of where the line runs is not an abstraction but a "
+    "matter of daily life, of which road the school bus may take and which well the herds may "
+    "use. Diplomats in both capitals have repeatedly promised progress over the past years, "
+    "and previous rounds ended without any agreement on even the order of the agenda. Here is "
+    "the report of the news agency on the meeting, in full."
+)
+OWN_CLOSING = (
+    "Our newsroom will follow the work of the commissions closely and report on the next "
+    "round. Readers living in the border villages are invited to tell us how the talks affect "
+    "their communities, their farms and their journeys to the markets of the nearest towns. "
+    "Letters may be shortened for publication, and anonymous letters are not considered."
+)
+LIVE_UPDATES = [
+    OTHER,
+    "Heavy snowfall closed the mountain pass on the main road to the north on Tuesday morning, "
+    "the emergency service said, and about two hundred lorries were waiting at the checkpoint "
+    "for the road to be cleared. Drivers were advised to postpone their journeys until the "
+    "evening, when the forecast promises a break in the weather and ploughs will be out.",
+    "The central bank kept its key interest rate unchanged at its meeting on Tuesday, citing "
+    "slowing inflation and uncertainty about the prices of imported food and fuel in the "
+    "coming months. The governor said the board would consider a cut in the spring if the "
+    "currency remained stable and wages did not grow faster than productivity in industry.",
+]
+
+
+def test_wire_copy_under_a_new_lede_joins_by_containment(tmp_path: Path) -> None:
+    """Outlet B carries the agency text STORY whole under its own headline, lead paragraphs
+    and closing lines (Jaccard under the threshold: B is twice as long): one story, reason
+    `containment`. Outlet C's live blog quotes one sentence of it among other updates: apart."""
+    quote = STORY.split(". ")[1] + "."
+    with FeedServer() as s:
+        s.route("/a.xml", body=rss("Agency", [
+            ("a1", "Armenia and Azerbaijan resume border talks", "https://agency.example/1",
+             STORY)]))
+        s.route("/b.xml", body=rss("Outlet B", [
+            ("b1", "A small step on a long road", "https://news-b.example/border",
+             f"{OWN_LEDE} {STORY} {OWN_CLOSING}")]))
+        s.route("/c.xml", body=rss("Outlet C", [
+            ("c1", "Live: the region today", "https://news-c.example/live",
+             " ".join([LIVE_UPDATES[0], f"The border commissions: {quote}", *LIVE_UPDATES[1:]]))]))
+        feeds = write_feeds(tmp_path / "feeds.yaml", [
+            {"name": n, "url": s.url(f"/{n}.xml")} for n in ("a", "b", "c")])
+        env = env_for(tmp_path, AGGREGATOR_FULL_TEXT="false")
+        for name in ("a", "b", "c"):
+            assert cli(["update", "--feed", name], env, feeds=feeds).returncode == 0
+    conn = sqlite3.connect(tmp_path / "agg.db")
+    rows = {g: (story, reason) for g, story, reason in conn.execute(
+        "SELECT guid, story_id, match_reason FROM entries")}
+    assert rows["b1"] == (rows["a1"][0], "containment")
+    assert rows["c1"][0] != rows["a1"][0] and rows["c1"][1] == "first"
+    r = cli(["story", str(rows["a1"][0])], env, feeds=feeds)
+    assert r.returncode == 0, r.stderr
+    assert "2 entries from 2 outlets" in r.stdout and "containment match, score" in r.stdout

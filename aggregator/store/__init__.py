@@ -18,6 +18,7 @@ from .schema import MIGRATIONS, _split_sql
 from .sqlite import SQLiteStorage, Store
 from .stories import StoryDecision, decide_story, pick_representative
 from .values import (
+    CONTAIN_MIN_SHARED,
     DEGRADED_ARTICLE_ERRORS,
     FEED_STATES,
     BacklogEntry,
@@ -40,6 +41,7 @@ def open_storage(database: str | Path, *, readonly: bool = False,
 
 __all__ = [
     "BAND_FLUSH_ROWS",
+    "CONTAIN_MIN_SHARED",
     "DEGRADED_ARTICLE_ERRORS",
     "FEED_STATES",
     "MIGRATIONS",

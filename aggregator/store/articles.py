@@ -54,6 +54,7 @@ class ArticlesMixin(SQLiteBase):
         text_hash: str | None = None,
         signature: bytes | None = None,
         band_keys: Sequence[int] | None = None,
+        contain_keys: Sequence[int] = (),
         page: tuple[str, str | None, str | None, bytes] | None = None,
         retry_at: datetime | None = None,
         attempt: bool = True,
@@ -95,7 +96,7 @@ class ArticlesMixin(SQLiteBase):
                     ),
                 )
                 if band_keys is not None:
-                    set_bands(c, self.bands, entry_id, band_keys)
+                    set_bands(c, self.bands, entry_id, band_keys, contain_keys)
             elif canonical_url:
                 c.execute(
                     "UPDATE entries SET canonical_url = COALESCE(?, canonical_url) WHERE id = ?",

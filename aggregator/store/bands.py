@@ -91,6 +91,14 @@ class BandBuffer:
             ids.update(self._more.get(k, ()))
         return ids
 
+    def shared_counts(self, keys: Sequence[int]) -> dict[int, int]:
+        """For each waiting entry sharing any of ``keys``: how many of them it shares."""
+        counts: dict[int, int] = {}
+        for k in self._first.keys() & set(keys):
+            for entry_id in (self._first[k], *self._more.get(k, ())):
+                counts[entry_id] = counts.get(entry_id, 0) + 1
+        return counts
+
     def pairs(self) -> Iterator[tuple[int, int]]:
         """Every waiting (band key, entry id)."""
         yield from self._first.items()
@@ -117,11 +125,14 @@ class BandBuffer:
 
 
 def set_bands(c: sqlite3.Connection, buffer: BandBuffer, entry_id: int,
-              keys: Sequence[int]) -> None:
-    """Replace an entry's band keys. Rare (an edit, an article replacing a teaser), so
-    written through to entry_bands at once, unless the entry is still waiting in memory."""
-    c.execute("UPDATE entries SET bands = ? WHERE id = ?", (pack_bands(keys), entry_id))
+              keys: Sequence[int], contain: Sequence[int] = ()) -> None:
+    """Replace an entry's band keys (both families: ``contain`` are its containment keys).
+    Rare (an edit, an article replacing a teaser), so written through to entry_bands at
+    once, unless the entry is still waiting in memory."""
+    c.execute("UPDATE entries SET bands = ?, contain_bands = ? WHERE id = ?",
+              (pack_bands(keys), pack_bands(contain), entry_id))
     c.execute("DELETE FROM entry_bands WHERE entry_id = ?", (entry_id,))
+    keys = (*keys, *contain)
     if entry_id in buffer:
         buffer.unstage(entry_id)
         if keys:
@@ -144,15 +155,17 @@ def write_bands(c: sqlite3.Connection, buffer: BandBuffer) -> int:
     pairs = list(buffer.pairs())
     missing = [
         i for (i,) in c.execute(
-            "SELECT id FROM entries WHERE id > ? AND bands IS NOT NULL", (upto,))
+            "SELECT id FROM entries WHERE id > ?"
+            " AND (bands IS NOT NULL OR contain_bands IS NOT NULL)", (upto,))
         if i not in buffer
     ]
     for lo in range(0, len(missing), 500):
         chunk = missing[lo : lo + 500]
         marks = ",".join("?" * len(chunk))
-        for entry_id, blob in c.execute(
-                f"SELECT id, bands FROM entries WHERE id IN ({marks})", chunk):
-            pairs += [(k, entry_id) for k in unpack_bands(blob)]
+        for entry_id, blob, contain in c.execute(
+                f"SELECT id, bands, contain_bands FROM entries WHERE id IN ({marks})",
+                chunk):
+            pairs += [(k, entry_id) for k in (*unpack_bands(blob), *unpack_bands(contain))]
     pairs.sort()
     c.executemany("INSERT OR IGNORE INTO entry_bands(band_key, entry_id) VALUES (?, ?)",
                   pairs)

@@ -172,7 +172,7 @@ class EntriesMixin(StoriesMixin):
                     e.extract_status, e.text_hash, e.signature, row["id"],
                 ),
             )
-            set_bands(c, self.bands, row["id"], e.band_keys)
+            set_bands(c, self.bands, row["id"], e.band_keys, e.contain_keys)
             touch_story_of(c, row["id"], now)
             return StoredEntry(row["id"], feed_id, e.key, is_new=False, changed=True)
 
@@ -182,7 +182,8 @@ class EntriesMixin(StoriesMixin):
         if matcher is not None and (e.url_norm or e.text_hash or e.band_keys):
             since = (e.published or now) - timedelta(days=window_days)
             candidates = find_candidates(c, 0, e.url_norm, None, e.text_hash, e.band_keys,
-                                         since, self._waiting(c, e.band_keys))
+                                         since, self._waiting(c, e.band_keys),
+                                         contained=self._contained(c, e.contain_keys))
         decision = decide_story(e, candidates, matcher)
         reason, score = decision.reason, decision.score
         if decision.story_id is not None:
@@ -197,8 +198,8 @@ class EntriesMixin(StoriesMixin):
             " content_html, text, summary, word_count, language, categories, enclosures, image,"
             " published, published_raw, date_note, updated, first_seen, last_seen,"
             " content_hash, extract_status, text_hash, signature, bands, story_id,"
-            " match_reason, match_score)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " match_reason, match_score, contain_bands)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 # feed_html stays NULL while content_html *is* the feed's content: the HTML
                 # is stored once (record_article keeps it aside when an article replaces it).
@@ -208,12 +209,12 @@ class EntriesMixin(StoriesMixin):
                 _json(list(e.categories)), _enclosures_json(e.enclosures), e.image, published,
                 e.published_raw, e.date_note, ts(own), ts(now), ts(now), e.content_hash,
                 e.extract_status, e.text_hash, e.signature, pack_bands(e.band_keys), story_id,
-                reason, score,
+                reason, score, pack_bands(e.contain_keys),
             ),
         )
         entry_id = int(cur.lastrowid or 0)
-        if e.band_keys:
-            self.bands.stage(entry_id, e.band_keys)
+        if e.band_keys or e.contain_keys:
+            self.bands.stage(entry_id, (*e.band_keys, *e.contain_keys))
         if reason == "first":
             c.execute("UPDATE stories SET representative_id = ? WHERE id = ?",
                       (entry_id, story_id))

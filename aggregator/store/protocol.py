@@ -202,6 +202,7 @@ class Storage(Protocol):
         text_hash: str | None = None,
         signature: bytes | None = None,
         band_keys: Sequence[int] | None = None,
+        contain_keys: Sequence[int] = (),
         page: tuple[str, str | None, str | None, bytes] | None = None,
         retry_at: datetime | None = None,
         attempt: bool = True,

@@ -411,6 +411,15 @@ UPDATE pages SET url = agg_escape(url), final_url = agg_escape(final_url)
 WHERE NOT (agg_storable(url) AND agg_storable(final_url));
 """,
     ),
+    (
+        "containment band keys kept on the entry (wire copy under a new lede)",
+        # dedup.containment_keys: a second LSH band family, indexed in entry_bands beside
+        # the first (their keys never coincide). Entries stored before have none: they are
+        # found by containment only once their text is stored again (an edit, an article).
+        """
+ALTER TABLE entries ADD COLUMN contain_bands BLOB;
+""",
+    ),
 ]
 
 

@@ -16,9 +16,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..models import Candidate
-from .bands import unpack_bands
+from .bands import BandBuffer, unpack_bands
 from .connection import SQLiteBase
-from .values import Matcher, parse_ts, ts
+from .values import CONTAIN_MIN_SHARED, Matcher, parse_ts, ts
 
 # --------------------------------------------------------------------------- policy
 
@@ -79,13 +79,20 @@ def find_candidates(
     since: datetime,
     pending: Iterable[int] = (),
     limit: int = 200,
+    contained: Sequence[int] = (),
 ) -> list[Candidate]:
     """Entries that may be the same story: same normalised URL or canonical URL, same text
     hash, or sharing an LSH band (in entry_bands, or ``pending``: entries whose band keys
     still wait in memory), within the window. Every lookup goes through an index, and all
-    of them are one statement (a new entry costs one round trip, not five)."""
+    of them are one statement (a new entry costs one round trip, not five), besides the
+    containment lookup (``contained``, from :func:`containment_ids`): only its candidates
+    come with their text, which dedup compares."""
     parts: list[str] = []
     args: list[Any] = []
+    contained_json = json.dumps(sorted(contained))
+    if contained:
+        parts.append("SELECT value FROM json_each(?)")
+        args.append(contained_json)
     for value in {url_norm, canonical_norm} - {None}:
         parts.append("SELECT id FROM (SELECT id FROM entries WHERE url_norm = ? UNION"
                      " SELECT id FROM entries WHERE canonical_url = ? LIMIT ?)")
@@ -107,12 +114,13 @@ def find_candidates(
     rows = c.execute(
         "SELECT e.id, e.story_id, f.name AS feed_name, e.url_norm, e.canonical_url,"
         " e.text_hash, e.signature, e.title, e.word_count,"
-        " COALESCE(NULLIF(e.published, ''), e.first_seen) AS published"
+        " COALESCE(NULLIF(e.published, ''), e.first_seen) AS published,"
+        " CASE WHEN e.id IN (SELECT value FROM json_each(?)) THEN e.text END AS text"
         " FROM entries e JOIN feeds f ON f.id = e.feed_id"
         f" WHERE e.id IN ({' UNION '.join(parts)}) AND e.id != ?"
         " AND COALESCE(NULLIF(e.published, ''), e.first_seen) >= ?"
         " ORDER BY 10, e.id",
-        (*args, entry_id, ts(since)),
+        (contained_json, *args, entry_id, ts(since)),
     ).fetchall()
     return [
         Candidate(
@@ -126,9 +134,28 @@ def find_candidates(
             published=parse_ts(r["published"]) or since,
             word_count=r["word_count"],
             canonical_norm=r["canonical_url"],
+            text=r["text"],
         )
         for r in rows
     ]
+
+
+def containment_ids(c: sqlite3.Connection, buffer: BandBuffer, keys: Sequence[int],
+                    limit: int = 200) -> list[int]:
+    """Entries sharing CONTAIN_MIN_SHARED or more of the containment band keys ``keys``
+    (dedup.containment_keys), in entry_bands or still waiting in ``buffer``. Each key's rows
+    are a short index range (unrelated texts rarely share a 2-row band), so the cost does
+    not grow with the store."""
+    if not keys:
+        return []
+    marks = ",".join("?" * len(keys))
+    shared = dict(c.execute(
+        f"SELECT entry_id, COUNT(*) FROM entry_bands WHERE band_key IN ({marks})"
+        " GROUP BY entry_id", tuple(keys)).fetchall())
+    for entry_id, n in buffer.shared_counts(keys).items():
+        shared[entry_id] = shared.get(entry_id, 0) + n
+    found = sorted((-n, i) for i, n in shared.items() if n >= CONTAIN_MIN_SHARED)
+    return [i for _, i in found[:limit]]
 
 
 def create_story(c: sqlite3.Connection, now: datetime, updated: datetime,
@@ -194,6 +221,7 @@ class _RowEntry:
         self.signature = row["signature"]
         self.title = row["title"]
         self.word_count = row["word_count"]
+        self.text = row["text"]
         self.canonical_norm: str | None = None
 
 
@@ -208,6 +236,13 @@ class StoriesMixin(SQLiteBase):
             return set()
         self._ensure_bands(c)
         return self.bands.ids_for(band_keys)
+
+    def _contained(self, c: sqlite3.Connection, contain_keys: Sequence[int]) -> list[int]:
+        """For find_candidates: the containment candidates of ``contain_keys``."""
+        if not contain_keys:
+            return []
+        self._ensure_bands(c)
+        return containment_ids(c, self.bands, contain_keys)
 
     def rematch_entry(
         self, entry_id: int, matcher: Matcher, now: datetime, window_days: int,
@@ -229,6 +264,7 @@ class StoriesMixin(SQLiteBase):
             candidates = find_candidates(
                 c, entry_id, row["url_norm"], canonical_norm, row["text_hash"], keys,
                 published - timedelta(days=window_days), self._waiting(c, keys),
+                contained=self._contained(c, unpack_bands(row["contain_bands"])),
             )
             candidates = [x for x in candidates if x.story_id != row["story_id"]]
             if not candidates:

@@ -97,6 +97,7 @@ class NewEntry:
     signature: bytes | None
     band_keys: tuple[int, ...]
     updated: datetime | None = None  # the feed's own updated date for the entry, if sane
+    contain_keys: tuple[int, ...] = ()  # dedup.containment_keys: articles only
 
 
 @dataclass(frozen=True)
@@ -137,3 +138,8 @@ def entry_uid(feed_name: str, key: str) -> str:
     """A stable, opaque id for published feeds (a tag URI, RFC 4151)."""
     digest = hashlib.sha1(f"{feed_name}\0{key}".encode()).hexdigest()[:20]
     return f"tag:aggregator,2026:{feed_name}/{digest}"
+
+
+# Containment keys (dedup.CONTAIN_MIN_SHARED, kept equal by a test) a stored entry must share
+# with a new one to be a containment candidate: one shared key is chance at a million entries.
+CONTAIN_MIN_SHARED = 2
