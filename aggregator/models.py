@@ -223,6 +223,21 @@ class Enclosure:
 
 
 @dataclass(frozen=True)
+class Alternate:
+    """Another version of a page that the page (or its feed entry) names: a translation or
+    a regional edition. ``url`` as found (absolute or relative to the page); ``language``
+    as declared (``hreflang``, JSON-LD ``inLanguage``, ``og:locale:alternate``), None when
+    the source names none; ``kind``: ``hreflang`` (an HTML or Atom ``<link rel="alternate"
+    hreflang>``), ``translation`` (JSON-LD ``workTranslation``/``translationOfWork``: a
+    translation whatever the languages say) or ``og_locale`` (``og:locale:alternate`` with
+    its alternate URL)."""
+
+    url: str
+    language: str | None
+    kind: str = "hreflang"
+
+
+@dataclass(frozen=True)
 class ParsedEntry:
     key: str  # identity within its feed: guid, else link, else content hash (%XX-escaped:
     # storable.escape_unstorable)
@@ -239,6 +254,8 @@ class ParsedEntry:
     categories: tuple[str, ...] = ()
     enclosures: tuple[Enclosure, ...] = ()
     language: str | None = None
+    # Atom <link rel="alternate" hreflang>: the entry's translations and editions.
+    alternates: tuple[Alternate, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -273,6 +290,8 @@ class Article:
     canonical_url: str | None = None
     method: str = "trafilatura"
     description: str | None = None  # the page's meta / og description (teaser)
+    # The page's translations and regional editions (absolute URLs, x-default left out).
+    alternates: tuple[Alternate, ...] = ()
 
 
 # --------------------------------------------------------------------------- publishing

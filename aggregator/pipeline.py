@@ -43,6 +43,7 @@ from .errors import (
 )
 from .metrics import Metrics
 from .models import (
+    Alternate,
     Article,
     Config,
     FeedConfig,
@@ -165,6 +166,27 @@ def _nothing() -> None:
 
 def _now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
+
+
+def _links(alternates: Sequence[Alternate], base: str, *own: str | None
+           ) -> tuple[tuple[str, str | None, str], ...]:
+    """(normalised URL, declared language, kind) of each translation or edition named,
+    for the store's entry_links: absolute against ``base`` (relative and protocol-relative
+    hrefs), normalised as story URLs are (tracking parameters, AMP and mobile variants),
+    the entry's own URLs (``own``) left out, and never a home or section page (a language
+    switcher pointing at ``/ru/``): only an article can be another feed's entry."""
+    mine = {dedup.normalize_url(escape_unstorable(u)) for u in own if u}
+    found: dict[str, tuple[str, str | None, str]] = {}
+    for a in alternates:
+        url = clean.absolute_url(a.url, base)
+        if not url:
+            continue
+        norm = dedup.normalize_url(escape_unstorable(url))
+        if norm in mine or norm in found or not dedup.names_an_article(norm):
+            continue
+        language = clean.clean_line(a.language, 35) if a.language else None
+        found[norm] = (norm, language or None, a.kind)
+    return tuple(found.values())
 
 
 def _sha256(data: bytes) -> str:
@@ -553,6 +575,7 @@ class Pipeline:
             text_hash=text_hash,
             signature=sig,
             band_keys=tuple(bands),
+            links=_links(pe.alternates, base, url),
         )
 
     @staticmethod
@@ -860,6 +883,7 @@ class Pipeline:
             canonical=dedup.normalize_url(escape_unstorable(article.canonical_url))
             if article.canonical_url
             else None,
+            links=_links(article.alternates, base, b.url, article.canonical_url),
         )
         return job
 
@@ -895,8 +919,10 @@ class Pipeline:
                     job["html"], job["text"], clean.html_to_text(b.feed_html))):
             st.record_article(b.id, now=now, status="feed", method=article.method,
                               error=None, canonical_url=job["canonical"], page=page,
-                              attempt=attempt)
+                              attempt=attempt, links=job["links"],
+                              page_language=article.language)
             self.metrics.articles_extracted.labels("feed").inc()
+            self._join_links(st, b.id, now)
             return True
         title = b.title
         text_hash, sig, bands = dedup.features(title, job["text"])
@@ -904,7 +930,7 @@ class Pipeline:
             b.id, now=now, status="done", method=article.method, error=None,
             content_html=job["html"], text=job["text"],
             summary=clean.summarize(job["text"], normalized=True),
-            word_count=words, language=article.language,
+            word_count=words, page_language=article.language, links=job["links"],
             image=clean.absolute_url(article.image, page[1] if page else None),
             author=clean.clean_line(parse.author_name(article.author)) or None,
             canonical_url=job["canonical"], text_hash=text_hash,
@@ -915,7 +941,16 @@ class Pipeline:
         if st.rematch_entry(b.id, self._matcher(), now, self.config.settings.dedup_window_days,
                             canonical_norm=job["canonical"]):
             self.metrics.stories_merged.inc()
+        self._join_links(st, b.id, now)
         return True
+
+    def _join_links(self, st: Storage, entry_id: int, now: datetime) -> None:
+        """The page's translations and editions join the entry's story (after its own
+        rematch, which moves only a lone entry)."""
+        merged = st.join_links(entry_id, now)
+        if merged:
+            self.metrics.stories_merged.inc(merged)
+            self.dirty.set()
 
     @staticmethod
     def _retry_at(b: Any, job: dict[str, Any], now: datetime) -> datetime | None:
@@ -956,6 +991,7 @@ class Pipeline:
                 "words": clean.word_count(text),
                 "canonical": dedup.normalize_url(escape_unstorable(article.canonical_url))
                 if article.canonical_url else None,
+                "links": _links(article.alternates, base, url, article.canonical_url),
                 "page": None,
                 "reprocess": True,
             }

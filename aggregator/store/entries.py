@@ -14,8 +14,10 @@ from .stories import (
     create_story,
     decide_story,
     find_candidates,
+    join_linked_stories,
     merge_story,
     refresh_story,
+    set_links,
     touch_story_of,
 )
 from .values import Matcher, NewEntry, StoredEntry, _enclosures_json, _json, entry_uid, parse_ts, ts
@@ -173,8 +175,11 @@ class EntriesMixin(StoriesMixin):
                 ),
             )
             set_bands(c, self.bands, row["id"], e.band_keys)
+            set_links(c, row["id"], "feed", e.links)
             touch_story_of(c, row["id"], now)
-            return StoredEntry(row["id"], feed_id, e.key, is_new=False, changed=True)
+            merged = join_linked_stories(c, row["id"], now)
+            return StoredEntry(row["id"], feed_id, e.key, is_new=False, changed=True,
+                               stories_merged=merged)
 
         # The story is decided before the insert, so the entry row is written once:
         # candidates -> decide (policy: stories.decide_story) -> merge or create.
@@ -219,9 +224,13 @@ class EntriesMixin(StoriesMixin):
                       (entry_id, story_id))
         else:
             refresh_story(c, story_id, now)
+        # Its translations and editions, whichever arrived first (the links of both sides
+        # are in entry_links).
+        set_links(c, entry_id, "feed", e.links)
+        merged = join_linked_stories(c, entry_id, now)
         return StoredEntry(entry_id, feed_id, e.key, is_new=True, changed=True,
                            story_created=reason == "first",
-                           stories_merged=len(decision.bridges))
+                           stories_merged=len(decision.bridges) + merged)
 
     def entry_feed_html(self, entry_id: int) -> tuple[str, str]:
         """(sanitised feed content, title) of an entry."""

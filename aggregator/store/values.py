@@ -97,6 +97,10 @@ class NewEntry:
     signature: bytes | None
     band_keys: tuple[int, ...]
     updated: datetime | None = None  # the feed's own updated date for the entry, if sane
+    # The entry's translations and regional editions as its feed names them (Atom
+    # <link rel="alternate" hreflang>): (normalised URL of an article, declared language
+    # or None, kind as in models.Alternate).
+    links: tuple[tuple[str, str | None, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -137,3 +141,12 @@ def entry_uid(feed_name: str, key: str) -> str:
     """A stable, opaque id for published feeds (a tag URI, RFC 4151)."""
     digest = hashlib.sha1(f"{feed_name}\0{key}".encode()).hexdigest()[:20]
     return f"tag:aggregator,2026:{feed_name}/{digest}"
+
+
+def primary_language(tag: str | None) -> str | None:
+    """The primary subtag of a language tag, lower case: ``hy-AM`` and ``hy`` are one
+    language, ``az-Latn`` is ``az``, ``ru_RU`` is ``ru``; None for nothing usable."""
+    if not tag:
+        return None
+    primary = tag.strip().replace("_", "-").split("-", 1)[0].lower()
+    return primary if 2 <= len(primary) <= 3 and primary.isascii() and primary.isalpha() else None
