@@ -215,7 +215,7 @@ def set_links(c: sqlite3.Connection, entry_id: int, source: str,
 
 
 _ENTRY_LANG = (
-    "SELECT e.id, e.story_id, e.url_norm,"
+    "SELECT e.id, e.story_id, e.url_norm, e.canonical_url,"
     " COALESCE(e.language, f.language, e.page_language) AS language"
     " FROM entries e JOIN feeds f ON f.id = e.feed_id"
 )
@@ -227,13 +227,12 @@ def join_linked_stories(c: sqlite3.Connection, entry_id: int, now: datetime) -> 
     links name it (its URL or canonical URL), each with the reason ``link_reason`` gives;
     either side may have arrived first. Stories merge into the oldest (its published item
     id stays) through ``merge_story``. Returns the number of stories merged."""
-    me = c.execute(_ENTRY_LANG + ", (SELECT canonical_url FROM entries WHERE id = e.id)"
-                   " AS canonical WHERE e.id = ?", (entry_id,)).fetchone()
+    me = c.execute(_ENTRY_LANG + " WHERE e.id = ?", (entry_id,)).fetchone()
     if me is None or me["story_id"] is None:
         return 0
-    own = {x for x in (me["url_norm"], me["canonical"]) if x}
+    own = {x for x in (me["url_norm"], me["canonical_url"]) if x}
     my_lang = primary_language(me["language"])
-    my_host = url_host(me["url_norm"] or me["canonical"])
+    my_host = url_host(me["url_norm"] or me["canonical_url"])
     joins: list[tuple[int, str]] = []  # (story id, reason)
     for link in c.execute("SELECT url_norm, language, kind FROM entry_links WHERE entry_id = ?",
                           (entry_id,)).fetchall():
