@@ -359,6 +359,19 @@ def test_join_links_either_order_translation_and_edition(storage: Storage) -> No
     assert members[hy.id]["language"] == "hy"
 
 
+def test_join_links_from_a_feed_that_adds_them_to_an_unchanged_entry(
+        storage: Storage) -> None:
+    from dataclasses import replace
+    ka = poll(storage, "f0", entry("ka", words(60, 31), url="https://g.example/ka/a/1"))[0]
+    ru = replace(entry("ru", words(60, 32), url="https://g.example/ru/a/1"), language="ru")
+    first = poll(storage, "f1", ru)[0]
+    assert story_of(storage, first.id) != story_of(storage, ka.id)
+    again = poll(storage, "f1", replace(ru, links=(("https://g.example/ka/a/1", "ka",
+                                                    "hreflang"),)), now=NOW + HOUR)[0]
+    assert not again.changed and again.stories_merged == 1
+    assert story_of(storage, again.id) == story_of(storage, ka.id)
+
+
 def test_join_links_same_language_same_host_does_not_join(storage: Storage) -> None:
     from dataclasses import replace
     a = poll(storage, "f0", entry("a", words(60, 21), url="https://n.example/en/a/1"))[0]

@@ -150,7 +150,9 @@ class EntriesMixin(StoriesMixin):
                     # The author is read better than when the row was stored (an address
                     # fragment then): repaired quietly, it is not an edit of the entry.
                     c.execute("UPDATE entries SET author = ? WHERE id = ?", (e.author, row["id"]))
-                return StoredEntry(row["id"], feed_id, e.key, is_new=False, changed=False)
+                merged = self._relink(c, row["id"], e, now)
+                return StoredEntry(row["id"], feed_id, e.key, is_new=False, changed=False,
+                                   stories_merged=merged)
             # Edited in place: same identity, new content. The published date stays unless
             # the feed now gives a sane one; full text is fetched again. `updated` moves to
             # the feed's newer updated date, else (no date from the feed) to now.
@@ -231,6 +233,19 @@ class EntriesMixin(StoriesMixin):
         return StoredEntry(entry_id, feed_id, e.key, is_new=True, changed=True,
                            story_created=reason == "first",
                            stories_merged=len(decision.bridges) + merged)
+
+    @staticmethod
+    def _relink(c: sqlite3.Connection, entry_id: int, e: NewEntry, now: datetime) -> int:
+        """An unchanged entry whose feed now names other language versions (links are not
+        part of the content hash: adding them is no edit of the entry). One primary-key
+        probe, only for entries that carry links."""
+        stored = {r[0] for r in c.execute(
+            "SELECT url_norm FROM entry_links WHERE entry_id = ? AND source = 'feed'",
+            (entry_id,))} if e.links else set()
+        if stored == {url for url, _, _ in e.links}:
+            return 0
+        set_links(c, entry_id, "feed", e.links)
+        return join_linked_stories(c, entry_id, now)
 
     def entry_feed_html(self, entry_id: int) -> tuple[str, str]:
         """(sanitised feed content, title) of an entry."""
