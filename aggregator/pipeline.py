@@ -919,7 +919,7 @@ class Pipeline:
                     job["html"], job["text"], clean.html_to_text(b.feed_html))):
             st.record_article(b.id, now=now, status="feed", method=article.method,
                               error=None, canonical_url=job["canonical"], page=page,
-                              attempt=attempt, links=job["links"],
+                              attempt=attempt, links=job.get("links"),
                               page_language=article.language)
             self.metrics.articles_extracted.labels("feed").inc()
             self._join_links(st, b.id, now)
@@ -930,7 +930,7 @@ class Pipeline:
             b.id, now=now, status="done", method=article.method, error=None,
             content_html=job["html"], text=job["text"],
             summary=clean.summarize(job["text"], normalized=True),
-            word_count=words, page_language=article.language, links=job["links"],
+            word_count=words, page_language=article.language, links=job.get("links"),
             image=clean.absolute_url(article.image, page[1] if page else None),
             author=clean.clean_line(parse.author_name(article.author)) or None,
             canonical_url=job["canonical"], text_hash=text_hash,
