@@ -168,6 +168,11 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
+# Language versions kept per entry: a page listing every language of a large site names a
+# few dozen; more is a page naming anything, and each link costs a lookup per store.
+MAX_LINKS = 64
+
+
 def _links(alternates: Sequence[Alternate], base: str, *own: str | None
            ) -> tuple[tuple[str, str | None, str], ...]:
     """(normalised URL, declared language, kind) of each translation or edition named,
@@ -177,7 +182,7 @@ def _links(alternates: Sequence[Alternate], base: str, *own: str | None
     switcher pointing at ``/ru/``): only an article can be another feed's entry."""
     mine = {dedup.normalize_url(escape_unstorable(u)) for u in own if u}
     found: dict[str, tuple[str, str | None, str]] = {}
-    for a in alternates:
+    for a in alternates[:MAX_LINKS]:
         url = clean.absolute_url(a.url, base)
         if not url:
             continue
