@@ -359,3 +359,18 @@ def test_three_outlets_twenty_stories_three_languages_publish_sixty_items(
     assert per_story == [(3,)] * 60
     atom = feedparser.parse((tmp_path / "public" / "all.atom").read_bytes())
     assert len(atom.entries) == 60
+
+
+def test_corpus_page_names_its_regional_editions(corpus: Path) -> None:
+    """A real page (CNN, in the corpus): the edition on edition.cnn.com is kept for the
+    store, the page's own URL (named again as en-us and en-ca) is not."""
+    from aggregator.pipeline import _links
+
+    url = ("https://www.cnn.com/2023/11/06/politics/alito-prelogar-supreme-court-analysis/"
+           "index.html")
+    body = (corpus / "articles" / "newspaper4k" / "cnn_001" / "source.html").read_bytes()
+    article = extract_article(body, url)
+    assert article.language == "en"
+    assert Alternate(url.replace("www.", "edition."), "en-gb") in article.alternates
+    links = _links(article.alternates, url, url, article.canonical_url)
+    assert links == ((url.replace("https://www.", "https://edition."), "en-gb", "hreflang"),)
