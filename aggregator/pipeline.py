@@ -709,7 +709,8 @@ class Pipeline:
         )
         new = sum(1 for x in stored if x.is_new)
         changed = sum(1 for x in stored if x.changed and not x.is_new)
-        if new or changed:
+        # A story merged by language links an unchanged entry's feed added changes outputs.
+        if new or changed or any(x.stories_merged for x in stored):
             self.dirty.set()
         return FeedOutcome(f.feed.name, "ok", new=new, updated=changed,
                            entries=len(stored), http_status=result.status, seconds=elapsed,
