@@ -369,13 +369,16 @@ def story(obj: Ctx, story_id: int) -> None:
     click.echo(f"story {story_id}: {rep['title'] if rep else '?'}")
     click.echo(f"  {len(members)} entries from {len({m['feed_name'] for m in members})} "
                f"outlets; first seen {s['first_seen']}, updated {s['updated']}")
+    languages = sorted({m["language"] for m in members if m["language"]})
+    if languages:
+        click.echo(f"  languages: {', '.join(languages)}")
     for m in members:
         marker = "*" if m["id"] == s["representative_id"] else " "
         reason = m["match_reason"]
         why = "first of the story" if reason == "first" else \
             f"{reason} match, score {m['match_score']:.2f}"
-        click.echo(f" {marker} #{m['id']} {m['published'] or '(undated)'} {m['feed_name']}: "
-                   f"{m['title']}")
+        click.echo(f" {marker} #{m['id']} {m['published'] or '(undated)'} {m['feed_name']}"
+                   f" [{m['language'] or '?'}]: {m['title']}")
         click.echo(f"     {m['url']} ({m['word_count']} words; {why})")
 
 

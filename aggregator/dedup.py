@@ -487,6 +487,29 @@ def _names_a_page(url_norm: str) -> bool:
     return "/" in rest or "?" in rest or "#" in rest
 
 
+_LANG_SEGMENT = re.compile(r"[a-z]{2,3}(?:[-_][a-z0-9]{2,4})?", re.IGNORECASE)
+_SLUG_WORDS = re.compile(r"[-_.+]")
+
+
+def names_an_article(url_norm: str) -> bool:
+    """Whether a normalised URL may name one article rather than a home page or a section
+    (what a language switcher often links to: ``/ru/``, ``/hy/news/``, ``/?lang=ru``).
+    Language-code segments are not counted; an article then has two path segments or more,
+    or one with a digit or a slug of three words or more, or a query value with a digit
+    (``?p=123``)."""
+    if not _names_a_page(url_norm):
+        return False
+    rest = url_norm.split("://", 1)[-1]
+    path, _, query = rest.partition("?")
+    segments = [x for x in path.split("/")[1:] if x and not _LANG_SEGMENT.fullmatch(x)]
+    if len(segments) >= 2:
+        return True
+    if segments and (any(ch.isdigit() for ch in segments[0])
+                     or len(_SLUG_WORDS.split(segments[0])) >= 3):
+        return True
+    return any(ch.isdigit() for part in query.split("&") for ch in part.partition("=")[2])
+
+
 # --------------------------------------------------------------------------- decide
 
 

@@ -226,6 +226,21 @@ class Enclosure:
 
 
 @dataclass(frozen=True)
+class Alternate:
+    """Another version of a page that the page (or its feed entry) names: a translation or
+    a regional edition. ``url`` as found (absolute or relative to the page); ``language``
+    as declared (``hreflang``, JSON-LD ``inLanguage``, ``og:locale:alternate``), None when
+    the source names none; ``kind``: ``hreflang`` (an HTML or Atom ``<link rel="alternate"
+    hreflang>``), ``translation`` (JSON-LD ``workTranslation``/``translationOfWork``: a
+    translation whatever the languages say) or ``og_locale`` (``og:locale:alternate`` with
+    its alternate URL)."""
+
+    url: str
+    language: str | None
+    kind: str = "hreflang"
+
+
+@dataclass(frozen=True)
 class ParsedEntry:
     key: str  # identity within its feed: guid, else link, else content hash (%XX-escaped:
     # storable.escape_unstorable)
@@ -242,6 +257,8 @@ class ParsedEntry:
     categories: tuple[str, ...] = ()
     enclosures: tuple[Enclosure, ...] = ()
     language: str | None = None
+    # Atom <link rel="alternate" hreflang>: the entry's translations and editions.
+    alternates: tuple[Alternate, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -276,6 +293,8 @@ class Article:
     canonical_url: str | None = None
     method: str = "trafilatura"
     description: str | None = None  # the page's meta / og description (teaser)
+    # The page's translations and regional editions (absolute URLs, x-default left out).
+    alternates: tuple[Alternate, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -300,12 +319,12 @@ class CleanedArticle:
 
 def primary_language(tag: str | None) -> str | None:
     """The primary subtag of a language tag, lower case (``hy-AM`` and ``hy`` are one
-    language, ``az-Latn`` is ``az``, ``pt_BR`` is ``pt``); None for no tag. The one rule by
+    language, ``az-Latn`` is ``az``, ``pt_BR`` is ``pt``); None for no tag or nothing usable. The one rule by
     which filters, publishing and the store's read compare languages."""
     if not tag:
         return None
-    primary = tag.replace("_", "-").split("-", 1)[0].strip().lower()
-    return primary or None
+    primary = tag.strip().replace("_", "-").split("-", 1)[0].lower()
+    return primary if 2 <= len(primary) <= 3 and primary.isascii() and primary.isalpha() else None
 
 
 # A story's version within this long of its language's earliest counts as early (the same

@@ -31,7 +31,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from aggregator import sandbox
 from aggregator.errors import ParseError
-from aggregator.models import Enclosure, ParsedEntry, ParsedFeed
+from aggregator.models import Alternate, Enclosure, ParsedEntry, ParsedFeed
 from aggregator.storable import escape_unstorable, strip_unstorable
 
 __all__ = ["ParserPool", "author_name", "parse_feed"]
@@ -217,7 +217,7 @@ def _xml_entry(
 ) -> ParsedEntry:
     # Links are resolved against the feed URL here (feedparser did it already where it was
     # given the base: see _RELATIVE_ID).
-    link = _clean_url(_get(e, "link"), base)
+    link = _clean_url(_own_link(e, feed_lang), base)
     title = _plain(_get(e, "title"), _detail_type(e, "title_detail"), MAX_TITLE_CHARS)
     summary = _resolve_urls(_html_value(_get(e, "summary"), _detail_type(e, "summary_detail")),
                             base)
@@ -256,7 +256,46 @@ def _xml_entry(
         ),
         enclosures=_enclosures(e, base),
         language=lang or feed_lang,
+        alternates=_alternates(e, base, link),
     )
+
+
+def _own_link(e: Mapping[str, Any], feed_lang: str | None) -> Any:
+    """The entry's own link. feedparser keeps the last <link rel="alternate"> of an Atom
+    entry, which is a translation when the entry lists its language versions: the entry's
+    own is the alternate without hreflang, else the one in the entry's (or feed's) language,
+    else the first."""
+    links = [x for x in _list(e, "links") if isinstance(x, Mapping)
+             and (x.get("rel") or "alternate") == "alternate" and _text(x.get("href"))
+             and "html" in (_text(x.get("type")) or "text/html").lower()]
+    if not any(_text(x.get("hreflang")) for x in links):
+        return _get(e, "link")
+    for x in links:
+        if not _text(x.get("hreflang")).strip():
+            return x.get("href")
+    lang = _language(_get(e, "language")) or feed_lang
+    primary = (lang or "").split("-")[0].lower()
+    for x in links:
+        if primary and _text(x.get("hreflang")).split("-")[0].lower() == primary:
+            return x.get("href")
+    return links[0].get("href")
+
+
+def _alternates(e: Mapping[str, Any], base: str, link: str | None) -> tuple[Alternate, ...]:
+    """The entry's <link rel="alternate" hreflang> other than its own link: its translations
+    and regional editions (x-default, the language chooser, left out)."""
+    found: list[Alternate] = []
+    for item in _list(e, "links"):
+        if not isinstance(item, Mapping) or (item.get("rel") or "alternate") != "alternate":
+            continue
+        hreflang = _text(item.get("hreflang")).strip()
+        kind = _text(item.get("type")).lower()
+        if not hreflang or hreflang.lower() == "x-default" or (kind and "html" not in kind):
+            continue
+        url = _clean_url(item.get("href"), base)
+        if url and url != link and all(a.url != url for a in found):
+            found.append(Alternate(url, hreflang, "hreflang"))
+    return tuple(found)
 
 
 def _longest_content(e: Mapping[str, Any]) -> str | None:

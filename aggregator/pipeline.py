@@ -42,6 +42,7 @@ from .errors import (
 )
 from .metrics import Metrics
 from .models import (
+    Alternate,
     Article,
     CleanedArticle,
     Config,
@@ -166,6 +167,32 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
+# Language versions kept per entry: a page listing every language of a large site names a
+# few dozen; more is a page naming anything, and each link costs a lookup per store.
+MAX_LINKS = 64
+
+
+def _links(alternates: Sequence[Alternate], base: str, *own: str | None
+           ) -> tuple[tuple[str, str | None, str], ...]:
+    """(normalised URL, declared language, kind) of each translation or edition named,
+    for the store's entry_links: absolute against ``base`` (relative and protocol-relative
+    hrefs), normalised as story URLs are (tracking parameters, AMP and mobile variants),
+    the entry's own URLs (``own``) left out, and never a home or section page (a language
+    switcher pointing at ``/ru/``): only an article can be another feed's entry."""
+    mine = {dedup.normalize_url(escape_unstorable(u)) for u in own if u}
+    found: dict[str, tuple[str, str | None, str]] = {}
+    for a in alternates[:MAX_LINKS]:
+        url = clean.absolute_url(a.url, base)
+        if not url:
+            continue
+        norm = dedup.normalize_url(escape_unstorable(url))
+        if norm in mine or norm in found or not dedup.names_an_article(norm):
+            continue
+        language = clean.clean_line(a.language, 35) if a.language else None
+        found[norm] = (norm, language or None, a.kind)
+    return tuple(found.values())
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -277,6 +304,8 @@ class ArticleJob:
     failure: ArticleFailure | None = None
     stopped: bool = False
     reprocess: bool = False
+    # The page's translations and editions (pipeline._links): for the store's entry_links.
+    links: tuple[tuple[str, str | None, str], ...] | None = None
 
     def __post_init__(self) -> None:
         if sum((self.stopped, self.failure is not None, self.article is not None)) != 1:
@@ -583,6 +612,7 @@ class Pipeline:
             signature=sig,
             band_keys=tuple(bands),
             contain_keys=tuple(dedup.containment_keys(sig, words)),
+            links=_links(pe.alternates, base, url),
         )
 
     @staticmethod
@@ -712,7 +742,8 @@ class Pipeline:
         )
         new = sum(1 for x in stored if x.is_new)
         changed = sum(1 for x in stored if x.changed and not x.is_new)
-        if new or changed:
+        # A story merged by language links an unchanged entry's feed added changes outputs.
+        if new or changed or any(x.stories_merged for x in stored):
             self.dirty.set()
         return FeedOutcome(f.feed.name, "ok", new=new, updated=changed,
                            entries=len(stored), http_status=result.status, seconds=elapsed,
@@ -841,7 +872,9 @@ class Pipeline:
         cleaned = clean.clean_article(article, result.final_url, feed_html=b.feed_html,
                                       feed_words=b.word_count,
                                       normalize_url=dedup.normalize_url)
-        return ArticleJob(b, page=page, article=cleaned)
+        return ArticleJob(b, page=page, article=cleaned,
+                          links=_links(article.alternates, result.final_url, b.url,
+                                       article.canonical_url))
 
     def _write_article(self, st: Storage, job: ArticleJob) -> ArticleWritten:
         """Runs on the writer thread: record one job's outcome on its entry."""
@@ -870,14 +903,17 @@ class Pipeline:
         if article.keeps_feed:
             st.record_article(b.id, now=now, status="feed", method=article.method,
                               error=None, canonical_url=article.canonical_url, page=page,
-                              attempt=attempt)
+                              attempt=attempt, links=job.links,
+                              page_language=article.language)
             self.metrics.articles_extracted.labels("feed").inc()
+            self._join_links(st, b.id, now)
             return ArticleWritten(stored=True)
         text_hash, sig, bands = dedup.features(b.title, article.text)
         st.record_article(
             b.id, now=now, status="done", method=article.method, error=None,
             content_html=article.html, text=article.text, summary=article.summary,
-            word_count=article.word_count, language=article.language, image=article.image,
+            word_count=article.word_count, page_language=article.language, links=job.links,
+            image=article.image,
             author=clean.clean_line(parse.author_name(article.author)) or None,
             canonical_url=article.canonical_url, text_hash=text_hash,
             signature=sig, band_keys=tuple(bands),
@@ -889,7 +925,16 @@ class Pipeline:
         if st.rematch_entry(b.id, self._matcher(), now, self.config.settings.dedup_window_days,
                             canonical_norm=article.canonical_url):
             self.metrics.stories_merged.inc()
+        self._join_links(st, b.id, now)
         return ArticleWritten(stored=True)
+
+    def _join_links(self, st: Storage, entry_id: int, now: datetime) -> None:
+        """The page's translations and editions join the entry's story (after its own
+        rematch, which moves only a lone entry)."""
+        merged = st.join_links(entry_id, now)
+        if merged:
+            self.metrics.stories_merged.inc(merged)
+            self.dirty.set()
 
     @staticmethod
     def _retry_at(b: BacklogEntry, failure: ArticleFailure, now: datetime
@@ -931,7 +976,9 @@ class Pipeline:
             cleaned = clean.clean_article(article, base, feed_html=feed_html,
                                           feed_words=entry.word_count,
                                           normalize_url=dedup.normalize_url)
-            job = ArticleJob(entry, article=cleaned, reprocess=True)
+            job = ArticleJob(entry, article=cleaned, reprocess=True,
+                             links=_links(article.alternates, base, url,
+                                          article.canonical_url))
             ok = self.writer.call(partial(self._write_article, job=job)).stored
             done += ok
             failed += not ok

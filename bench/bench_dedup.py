@@ -11,6 +11,11 @@ candidates' text is ever read, and a filler never is one). Planted among them an
 found: near-duplicates of corpus articles, and wire copies (the article whole under a new
 lede and closing, twice its length) that only the containment lookup finds.
 
+Translation matching (stories.join_linked_stories) is measured on the same databases: every
+stored entry names two language versions in entry_links (indexed on url_norm, as in the
+store); a new entry's lookups are its links' targets (entries by url_norm) and the links
+naming its URL, and each probe must find the one planted link that names it.
+
 Usage: python bench/bench_dedup.py [--sizes 10000,100000,1000000] [--probes 100] [--keep DIR]
 """
 
@@ -202,6 +207,53 @@ def containment_ids(db: sqlite3.Connection, keys: list[int]) -> list[int]:
     return [i for _, i in found[:CANDIDATE_LIMIT]]
 
 
+LINKS_PER_ENTRY = 2
+LINK_LIMIT = 50  # as stories._LINK_LIMIT
+
+
+def build_links(path: Path, size: int, probes: int, seed: int = 0) -> None:
+    """Add entry_links to the database ``build`` made: each entry names the same story's
+    other language versions (the neighbouring ids' URLs); probe i's URL is named by one
+    random stored entry."""
+    prng = random.Random(seed + 1)
+    db = sqlite3.connect(path)
+    db.executescript(
+        "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -262144;"
+        "CREATE TABLE entry_links (entry_id INTEGER NOT NULL, source TEXT NOT NULL,"
+        " url_norm TEXT NOT NULL, language TEXT, kind TEXT NOT NULL,"
+        " PRIMARY KEY (entry_id, source, url_norm)) WITHOUT ROWID;"
+    )
+    urls = dict(db.execute("SELECT id, url_norm FROM entries"))
+    for lo in range(1, size + 1, BATCH):
+        rows = []
+        for eid in range(lo, min(size + 1, lo + BATCH)):
+            for k in range(1, LINKS_PER_ENTRY + 1):
+                other = (eid + k - 1) % size + 1
+                rows.append((eid, "page", dedup.normalize_url(urls[other]), "ru", "hreflang"))
+        db.executemany("INSERT OR IGNORE INTO entry_links VALUES (?,?,?,?,?)", rows)
+    for i in range(probes):
+        db.execute("INSERT OR IGNORE INTO entry_links VALUES (?, 'page', ?, 'hy', 'hreflang')",
+                   (prng.randint(1, size), f"https://new.example/translated/{i}"))
+    db.execute("CREATE INDEX entry_links_url ON entry_links(url_norm)")
+    db.commit()
+    db.close()
+
+
+def links_one(db: sqlite3.Connection, url_norm: str, links: list[str]) -> tuple[int, int]:
+    """The store's two lookups for a new entry: its links' targets, and the links naming it.
+    Returns (targets found, entries naming it)."""
+    targets = 0
+    for link in links:
+        targets += len(db.execute(
+            "SELECT e.id, e.story_id FROM entries e WHERE e.id IN (SELECT id FROM entries"
+            " WHERE url_norm = ? LIMIT ?)", (link, LINK_LIMIT)).fetchall())
+    naming = db.execute(
+        "SELECT l.entry_id, e.story_id FROM (SELECT entry_id FROM entry_links"
+        " WHERE url_norm = ? LIMIT ?) l JOIN entries e ON e.id = l.entry_id",
+        (url_norm, LINK_LIMIT)).fetchall()
+    return targets, len(naming)
+
+
 def candidates(
     db: sqlite3.Connection,
     url_norm: str,
@@ -325,6 +377,7 @@ def main() -> None:
     )
 
     results = []
+    link_results: list[tuple[int, float, float, int, int]] = []
     tmp = tempfile.TemporaryDirectory(prefix="bench-dedup-") if not args.keep else None
     where = Path(args.keep or (tmp.name if tmp else "."))
     where.mkdir(parents=True, exist_ok=True)
@@ -336,8 +389,22 @@ def main() -> None:
             # Built in a child process so that this process's peak RSS is the matching's.
             with multiprocessing.get_context("fork").Pool(1) as pool:
                 planted = pool.apply(build, (path, size, texts))
+                pool.apply(build_links, (path, size, len(probes)))
             build_s = time.perf_counter() - t
             db = sqlite3.connect(path)
+            link_times, linked = [], 0
+            lrng = random.Random(size)
+            for round_ in range(2):
+                for i in range(len(probes)):
+                    named = [f"https://site{e % 300}.example/news/{e}"
+                             for e in (lrng.randint(1, size) for _ in range(LINKS_PER_ENTRY))]
+                    t = time.perf_counter()
+                    targets, naming = links_one(
+                        db, f"https://new.example/translated/{i}",
+                        [dedup.normalize_url(u) for u in named])
+                    link_times.append(time.perf_counter() - t)
+                    if round_ == 0:
+                        linked += naming >= 1
             total, lookups, contains, found, wrong = [], [], [], 0, 0
             found_contained = 0
             for round_ in range(2):  # first round warms the page cache; both are counted
@@ -378,6 +445,8 @@ def main() -> None:
                     found_contained,
                 )
             )
+            link_results.append((size, statistics.median(link_times), pct(link_times, 0.95),
+                                 linked, len(probes)))
             print(f"  {size:>9,} entries built in {build_s:.1f} s", flush=True)
             path.unlink(missing_ok=True)
     finally:
@@ -398,6 +467,14 @@ def main() -> None:
             f"ratio {last[0]:,}/{first[0]:,}: match p50 {last[1] / first[1]:.2f}x, lookup p50 {last[3] / first[3]:.2f}x,"
             f" containment lookup p50 {last[11] / first[11]:.2f}x (goal <= 2x)"
         )
+    print()
+    print(f"{'entries':>10} {'links p50':>10} {'links p95':>10} {'named found':>12}"
+          "   (translation matching: link lookups per new entry)")
+    for size, l50, l95, linked, n in link_results:
+        print(f"{size:>10,} {l50 * 1000:>8.3f}ms {l95 * 1000:>8.3f}ms {linked:>7}/{n:<4}")
+    if len(link_results) > 1:
+        print(f"ratio {link_results[-1][0]:,}/{link_results[0][0]:,}: link lookups p50"
+              f" {link_results[-1][1] / link_results[0][1]:.2f}x (goal <= 2x)")
     print(
         f"signature: {sig_ms:.2f} ms per 600-word article; peak RSS of the matching process {rss_mb():.0f} MB,"
         f" of the builder process {rss_mb(resource.RUSAGE_CHILDREN):.0f} MB"

@@ -330,6 +330,67 @@ def test_story_gives_the_row_and_its_members(storage: Storage) -> None:
     assert storage.story(9999) == (None, [])
 
 
+def test_join_links_either_order_translation_and_edition(storage: Storage) -> None:
+    from dataclasses import replace
+    # The Russian version names the Armenian one (one direction only); the Armenian one
+    # arrives first, with no link of its own.
+    hy = poll(storage, "f0", replace(entry("hy", words(60, 11), url="https://news.example/hy/a/1"),
+                                     language="hy-AM"))[0]
+    ru_entry = replace(entry("ru", words(60, 12), url="https://news.example/ru/a/1"),
+                       language="ru", links=(("https://news.example/hy/a/1", "hy", "hreflang"),))
+    ru = poll(storage, "f1", ru_entry, now=NOW + HOUR)[0]
+    assert ru.stories_merged == 1  # record_success joins as it stores
+    assert story_of(storage, hy.id) == story_of(storage, ru.id)
+    # A page read later names a regional edition on another host, same language.
+    gb = poll(storage, "f2", replace(entry("gb", words(60, 13),
+                                           url="https://edition.news.example/hy/a/1"),
+                                     language="hy"))[0]
+    assert story_of(storage, gb.id) != story_of(storage, hy.id)
+    storage.record_article(hy.id, now=NOW, status="feed", method="t", error=None,
+                           links=[("https://edition.news.example/hy/a/1", "hy", "hreflang")],
+                           page_language="hy")
+    assert storage.join_links(hy.id, NOW) == 1
+    assert storage.join_links(hy.id, NOW) == 0  # already one story
+    members = {m["entry_id"]: m for m in storage.story_members(story_of(storage, hy.id))}
+    assert set(members) == {hy.id, ru.id, gb.id}
+    assert members[hy.id]["match_reason"] == "first"  # the oldest story survives
+    assert members[ru.id]["match_reason"] == "translation"
+    assert members[gb.id]["match_reason"] == "edition"
+    assert members[hy.id]["language"] == "hy"
+
+
+def test_join_links_from_a_feed_that_adds_them_to_an_unchanged_entry(
+        storage: Storage) -> None:
+    from dataclasses import replace
+    ka = poll(storage, "f0", entry("ka", words(60, 31), url="https://g.example/ka/a/1"))[0]
+    ru = replace(entry("ru", words(60, 32), url="https://g.example/ru/a/1"), language="ru")
+    first = poll(storage, "f1", ru)[0]
+    assert story_of(storage, first.id) != story_of(storage, ka.id)
+    again = poll(storage, "f1", replace(ru, links=(("https://g.example/ka/a/1", "ka",
+                                                    "hreflang"),)), now=NOW + HOUR)[0]
+    assert not again.changed and again.stories_merged == 1
+    assert story_of(storage, again.id) == story_of(storage, ka.id)
+
+
+def test_join_links_same_language_same_host_does_not_join(storage: Storage) -> None:
+    from dataclasses import replace
+    a = poll(storage, "f0", entry("a", words(60, 21), url="https://n.example/en/a/1"))[0]
+    b = poll(storage, "f1", replace(entry("b", words(60, 22), url="https://n.example/en/a/2"),
+                                    links=(("https://n.example/en/a/1", "en", "hreflang"),)))[0]
+    assert story_of(storage, a.id) != story_of(storage, b.id)
+    assert storage.join_links(b.id, NOW) == 0
+
+
+def test_story_members_one_row_per_member(storage: Storage) -> None:
+    a = poll(storage, "f0", entry("a"))[0]
+    b = poll(storage, "f1", entry("b", STORY + " Plus one."))[0]
+    rows = storage.story_members(story_of(storage, a.id))
+    assert [(r["entry_id"], r["feed_name"], r["language"]) for r in rows] == [
+        (a.id, "f0", "en"), (b.id, "f1", "en")]
+    assert rows[0]["match_reason"] == "first" and rows[1]["match_reason"] in ("text", "near")
+    assert storage.story_members(9999) == []
+
+
 def test_story_member_ids(storage: Storage) -> None:
     a = poll(storage, "f0", entry("a"))[0]
     b = poll(storage, "f1", entry("b", STORY + " Plus one."))[0]

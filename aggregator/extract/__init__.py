@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import replace
 from urllib.parse import urlsplit
 
 from bs4 import MarkupResemblesLocatorWarning, XMLParsedAsHTMLWarning
@@ -51,7 +52,15 @@ from aggregator.extract.decode import (
 )
 from aggregator.extract.discover import discover_feeds
 from aggregator.extract.images import _abs, _collect_images, _fix_images, _Image
-from aggregator.extract.metadata import _author, _found_date, _language, _meta, _published, _scan
+from aggregator.extract.metadata import (
+    _alternates,
+    _author,
+    _found_date,
+    _language,
+    _meta,
+    _published,
+    _scan,
+)
 from aggregator.extract.postprocess import (
     _block_text,
     _choose_title,
@@ -143,6 +152,10 @@ def _extract(
     page = _scan(root)
 
     language = _language(page)
+    alternates = tuple(
+        replace(a, url=absolute) for a in _alternates(page)
+        if (absolute := _abs(a.url, url)) is not None
+    )
     canonical = _abs(page.canonical, url) or _abs(_meta(page, "og:url"), url)
     description = _meta(page, "og:description", "description", "twitter:description")
     meta_image = _abs(_meta(page, "og:image", "og:image:url", "twitter:image"), url)
@@ -206,6 +219,7 @@ def _extract(
         canonical_url=canonical,
         method=method,
         description=_squash(description) if description else None,
+        alternates=alternates,
     )
 
 

@@ -16,6 +16,7 @@ from lxml import etree
 from trafilatura.json_metadata import normalize_authors
 
 from aggregator.extract.decode import _norm, _squash
+from aggregator.models import Alternate
 
 # --------------------------------------------------------------------------- page metadata
 
@@ -33,6 +34,9 @@ class _Page:
     h1: list[str] = field(default_factory=list)  # the first five
     h1_count: int = 0
     json_data: list[Any] | None = None  # json_ld parsed, on first use
+    # <link rel="alternate"> other than feeds: (href, hreflang or None, lang or None)
+    alternates: list[tuple[str, str | None, str | None]] = field(default_factory=list)
+    locale_alternates: list[str] = field(default_factory=list)  # og:locale:alternate
 
 
 # <time datetime> inside <article> or <main>; itemprop="datePublished" elements other than
@@ -58,9 +62,18 @@ def _scan(root: Any) -> _Page:
             content = node.get("content")
             if key and content and content.strip():
                 page.meta.setdefault(key.strip().lower(), content.strip())
+                if key.strip().lower() == "og:locale:alternate":
+                    page.locale_alternates.append(content.strip())
         elif name == "link":
-            if page.canonical is None and "canonical" in (node.get("rel") or "").lower().split():
+            rels = (node.get("rel") or "").lower().split()
+            if page.canonical is None and "canonical" in rels:
                 page.canonical = node.get("href")
+            elif "alternate" in rels and (node.get("href") or "").strip() and (
+                    not node.get("type") or "html" in node.get("type").lower()):
+                # A typed alternate (RSS, Atom, oEmbed JSON) is another format, not another
+                # version of the article.
+                page.alternates.append((node.get("href").strip(), node.get("hreflang"),
+                                        node.get("lang") or node.get("xml:lang")))
         elif name == "noscript":
             page.noscripts.append(node)
         elif name == "script":
@@ -419,6 +432,57 @@ def _byline(root: Any) -> str | None:
                 if 2 < len(content) < 120:
                     return normalize_authors(None, content)
     return None
+
+
+def _json_ld_works(value: Any) -> Iterator[tuple[str, str | None]]:
+    """(url, language) of each work a JSON-LD workTranslation/translationOfWork value names:
+    a URL string, or an object with ``url``/``@id`` and perhaps ``inLanguage``."""
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, str):
+            yield item, None
+        elif isinstance(item, dict):
+            url = item.get("url") or item.get("@id") or item.get("mainEntityOfPage")
+            if isinstance(url, dict):
+                url = url.get("@id") or url.get("url")
+            lang = item.get("inLanguage")
+            if isinstance(lang, dict):
+                lang = lang.get("alternateName") or lang.get("name")
+            if isinstance(url, str) and url.strip():
+                yield url.strip(), lang if isinstance(lang, str) else None
+
+
+def _alternates(page: _Page) -> list[Alternate]:
+    """The page's translations and regional editions, as the page names them: <link
+    rel="alternate" hreflang> (x-default, the language chooser, left out), JSON-LD
+    workTranslation / translationOfWork, and og:locale:alternate with its alternate URL
+    (a <link rel="alternate"> without hreflang carrying that locale in ``lang``, or the one
+    such link when the page declares one alternate locale). URLs as written: the caller
+    makes them absolute and normalises them."""
+    found: list[Alternate] = []
+    plain: list[tuple[str, str | None]] = []
+    for href, hreflang, lang in page.alternates:
+        if hreflang is not None:
+            if hreflang.strip() and hreflang.strip().lower() != "x-default":
+                found.append(Alternate(href, hreflang.strip(), "hreflang"))
+        else:
+            plain.append((href, lang))
+    for key in ("workTranslation", "translationOfWork"):
+        for value in _json_ld_values(page, key):
+            for url, lang in _json_ld_works(value):
+                found.append(Alternate(url, lang, "translation"))
+    locales = [x for x in page.locale_alternates if x.lower() != "x-default"]
+    if locales and plain:
+        wanted = {_primary(x): x for x in locales}
+        tagged = [(href, lang) for href, lang in plain if lang and _primary(lang) in wanted]
+        for href, lang in tagged:
+            found.append(Alternate(href, wanted[_primary(lang or "")], "og_locale"))
+        if not tagged and len(locales) == 1 and len(plain) == 1:
+            found.append(Alternate(plain[0][0], locales[0], "og_locale"))
+    return found
+
+
+def _primary(tag: str) -> str:
+    return re.split(r"[-_,;\s]", tag.strip(), maxsplit=1)[0].lower()
 
 
 def _language(page: _Page) -> str | None:

@@ -10,7 +10,7 @@ from typing import Any
 from ..errors import StoreError
 from .bands import set_bands
 from .connection import SQLiteBase
-from .stories import touch_story_of
+from .stories import set_links, touch_story_of
 from .values import BacklogEntry, parse_ts, ts
 
 
@@ -59,6 +59,8 @@ class ArticlesMixin(SQLiteBase):
         retry_at: datetime | None = None,
         attempt: bool = True,
         shown_before: datetime | None = None,
+        links: Sequence[tuple[str, str | None, str]] | None = None,
+        page_language: str | None = None,
     ) -> None:
         """Store the outcome of an article fetch. ``status``: done (content replaced),
         feed (the feed's own content was better), failed (reason in ``error``), pending
@@ -73,7 +75,13 @@ class ArticlesMixin(SQLiteBase):
         Replacing the content moves the entry's `updated` to ``now`` when readers may have
         seen the teaser: the entry was first seen before ``shown_before`` (when outputs were
         last published; None: always). An entry extracted before it was ever published
-        keeps its own date, so a first poll does not date a feed's backlog "now"."""
+        keeps its own date, so a first poll does not date a feed's backlog "now".
+
+        ``links`` (normalised URL, declared language, kind): the translations and editions
+        the page names, replacing those stored from the page before (None keeps them);
+        ``page_language``: the page's own language (``<html lang>``, ``og:locale``), the
+        last fallback of the entry's language. Joining the linked stories is
+        ``join_links``, called after the article's own rematch."""
         if status == "pending" and retry_at is None:
             raise StoreError("record_article: a pending outcome needs its retry time")
         with self.transaction() as c:
@@ -124,6 +132,11 @@ class ArticlesMixin(SQLiteBase):
                     " AND article_errors != 0",
                     (entry_id,),
                 )
+            if links is not None:
+                set_links(c, entry_id, "page", links)
+            if page_language is not None:
+                c.execute("UPDATE entries SET page_language = ? WHERE id = ?",
+                          (page_language, entry_id))
             if page is not None:
                 url, final_url, charset, body = page
                 c.execute(

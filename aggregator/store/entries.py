@@ -14,8 +14,10 @@ from .stories import (
     create_story,
     decide_story,
     find_candidates,
+    join_linked_stories,
     merge_story,
     refresh_story,
+    set_links,
     touch_story_of,
 )
 from .values import Matcher, NewEntry, StoredEntry, _enclosures_json, _json, entry_uid, parse_ts, ts
@@ -148,7 +150,9 @@ class EntriesMixin(StoriesMixin):
                     # The author is read better than when the row was stored (an address
                     # fragment then): repaired quietly, it is not an edit of the entry.
                     c.execute("UPDATE entries SET author = ? WHERE id = ?", (e.author, row["id"]))
-                return StoredEntry(row["id"], feed_id, e.key, is_new=False, changed=False)
+                merged = self._relink(c, row["id"], e, now)
+                return StoredEntry(row["id"], feed_id, e.key, is_new=False, changed=False,
+                                   stories_merged=merged)
             # Edited in place: same identity, new content. The published date stays unless
             # the feed now gives a sane one; full text is fetched again. `updated` moves to
             # the feed's newer updated date, else (no date from the feed) to now.
@@ -173,8 +177,11 @@ class EntriesMixin(StoriesMixin):
                 ),
             )
             set_bands(c, self.bands, row["id"], e.band_keys, e.contain_keys)
+            set_links(c, row["id"], "feed", e.links)
             touch_story_of(c, row["id"], now)
-            return StoredEntry(row["id"], feed_id, e.key, is_new=False, changed=True)
+            merged = join_linked_stories(c, row["id"], now)
+            return StoredEntry(row["id"], feed_id, e.key, is_new=False, changed=True,
+                               stories_merged=merged)
 
         # The story is decided before the insert, so the entry row is written once:
         # candidates -> decide (policy: stories.decide_story) -> merge or create.
@@ -220,9 +227,26 @@ class EntriesMixin(StoriesMixin):
                       (entry_id, story_id))
         else:
             refresh_story(c, story_id, now)
+        # Its translations and editions, whichever arrived first (the links of both sides
+        # are in entry_links).
+        set_links(c, entry_id, "feed", e.links)
+        merged = join_linked_stories(c, entry_id, now)
         return StoredEntry(entry_id, feed_id, e.key, is_new=True, changed=True,
                            story_created=reason == "first",
-                           stories_merged=len(decision.bridges))
+                           stories_merged=len(decision.bridges) + merged)
+
+    @staticmethod
+    def _relink(c: sqlite3.Connection, entry_id: int, e: NewEntry, now: datetime) -> int:
+        """An unchanged entry whose feed now names other language versions (links are not
+        part of the content hash: adding them is no edit of the entry). One primary-key
+        probe, only for entries that carry links."""
+        stored = {r[0] for r in c.execute(
+            "SELECT url_norm FROM entry_links WHERE entry_id = ? AND source = 'feed'",
+            (entry_id,))} if e.links else set()
+        if stored == {url for url, _, _ in e.links}:
+            return 0
+        set_links(c, entry_id, "feed", e.links)
+        return join_linked_stories(c, entry_id, now)
 
     def entry_feed_html(self, entry_id: int) -> tuple[str, str]:
         """(sanitised feed content, title) of an entry."""

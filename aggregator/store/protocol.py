@@ -163,7 +163,19 @@ class Storage(Protocol):
 
     def story(self, story_id: int) -> tuple[Row | None, Sequence[Row]]:
         """A story's row (None: unknown) and its members (id, feed_name, title, url,
-        published, word_count, match_reason, match_score) by publication date."""
+        published, word_count, match_reason, match_score, language: the primary subtag)
+        by publication date."""
+        ...
+
+    def join_links(self, entry_id: int, now: datetime) -> int:
+        """Join the entry's story with those of the entries its stored links (feed and
+        page) name, and of the entries whose links name its URL or canonical URL: reason
+        ``translation`` (languages differ, or a declared translation) or ``edition`` (same
+        language, another host); the oldest story survives. Returns stories merged."""
+        ...
+
+    def story_members(self, story_id: int) -> Sequence[Row]:
+        """The story_members view's rows of one story (docs/schema.md)."""
         ...
 
     def story_member_ids(self, story_ids: Iterable[int]) -> set[int]:
@@ -207,12 +219,16 @@ class Storage(Protocol):
         retry_at: datetime | None = None,
         attempt: bool = True,
         shown_before: datetime | None = None,
+        links: Sequence[tuple[str, str | None, str]] | None = None,
+        page_language: str | None = None,
     ) -> None:
         """An article fetch's outcome: ``status`` done (content replaced, the feed's kept
         for entry_feed_html), feed, failed, or pending (needs ``retry_at``, else
         StoreError). Failed and pending attempts count towards the feed's article errors
         (the degraded state), done/feed reset them; ``attempt`` False counts nothing.
-        ``page`` (url, final url, charset, body) is kept for stored_pages."""
+        ``page`` (url, final url, charset, body) is kept for stored_pages. ``links``
+        (normalised URL, declared language, kind) replace the page's stored links (None
+        keeps them); ``page_language`` is the entry's last language fallback."""
         ...
 
     def stored_pages(

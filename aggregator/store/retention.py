@@ -91,6 +91,7 @@ class RetentionMixin(SQLiteBase):
             pages += c.execute(f"DELETE FROM pages WHERE entry_id IN ({marks})", chunk).rowcount
             bands += c.execute(
                 f"DELETE FROM entry_bands WHERE entry_id IN ({marks})", chunk).rowcount
+            c.execute(f"DELETE FROM entry_links WHERE entry_id IN ({marks})", chunk)
             # The entries_fts_ad trigger removes each entry's search rows.
             c.execute(f"DELETE FROM entries WHERE id IN ({marks})", chunk)
         if ids:  # counted towards the next merge of the search index (optimize_search)

@@ -420,6 +420,66 @@ WHERE NOT (agg_storable(url) AND agg_storable(final_url));
 ALTER TABLE entries ADD COLUMN contain_bands BLOB;
 """,
     ),
+    (
+        "translations and regional editions: entry_links, entries.page_language, story_members",
+        # The links each entry's feed or page names to its other language versions, kept
+        # so that either side may arrive first (across polls and restarts): a new entry
+        # looks up the links pointing at its URL, and its own links' targets. items.language
+        # gains the page's language as the last fallback; every column stays.
+        """
+CREATE TABLE entry_links (
+    entry_id INTEGER NOT NULL REFERENCES entries(id),
+    source TEXT NOT NULL,
+    url_norm TEXT NOT NULL,
+    language TEXT,
+    kind TEXT NOT NULL,
+    PRIMARY KEY (entry_id, source, url_norm)
+) WITHOUT ROWID;
+CREATE INDEX entry_links_url ON entry_links(url_norm);
+ALTER TABLE entries ADD COLUMN page_language TEXT;
+DROP VIEW items;
+CREATE VIEW items AS
+SELECT
+    e.id AS id,
+    f.name AS feed_name,
+    COALESCE(f.title, f.name) AS feed_title,
+    e.title AS title,
+    e.url AS url,
+    e.author AS author,
+    NULLIF(e.published, '') AS published,
+    e.updated AS updated,
+    e.text AS text,
+    e.content_html AS content_html,
+    e.summary AS summary,
+    e.word_count AS word_count,
+    COALESCE(e.language, f.language, e.page_language) AS language,
+    e.categories AS categories,
+    e.guid AS guid,
+    e.first_seen AS first_seen,
+    e.extract_status AS extract_status,
+    e.story_id AS story_id,
+    e.match_reason AS match_reason,
+    e.match_score AS match_score
+FROM entries e JOIN feeds f ON f.id = e.feed_id;
+CREATE VIEW story_members AS
+SELECT
+    e.story_id AS story_id,
+    e.id AS entry_id,
+    f.name AS feed_name,
+    COALESCE(f.title, f.name) AS outlet,
+    NULLIF(LOWER(SUBSTR(
+        REPLACE(COALESCE(e.language, f.language, e.page_language), '_', '-'), 1,
+        INSTR(REPLACE(COALESCE(e.language, f.language, e.page_language), '_', '-') || '-',
+              '-') - 1)), '') AS language,
+    e.match_reason AS match_reason,
+    e.match_score AS match_score,
+    e.url AS url,
+    e.title AS title,
+    NULLIF(e.published, '') AS published
+FROM entries e JOIN feeds f ON f.id = e.feed_id
+WHERE e.story_id IS NOT NULL;
+""",
+    ),
 ]
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from ..models import Candidate
 from .bands import BandBuffer, unpack_bands
 from .connection import SQLiteBase
-from .values import CONTAIN_MIN_SHARED, Matcher, parse_ts, ts
+from .values import CONTAIN_MIN_SHARED, Matcher, parse_ts, primary_language, ts
 
 # --------------------------------------------------------------------------- policy
 
@@ -64,6 +64,25 @@ def pick_representative(members: Sequence[Mapping[str, Any]], now: datetime) -> 
     early = [m for m in members if (parse_ts(m["published"]) or now) - first
              <= timedelta(hours=6)]
     return max(early, key=lambda m: (m["word_count"], -members.index(m)))
+
+
+def link_reason(kind: str, source_language: str | None, target_language: str | None,
+                source_host: str, target_host: str) -> str | None:
+    """Why an entry joins the story of a version its page or feed names (languages are
+    primary subtags): ``translation`` when the languages differ, or when the link declares
+    a translation (JSON-LD workTranslation/translationOfWork), or when a language is
+    unknown; ``edition`` for the same language on another host (a regional edition);
+    None for the same language on the same host (nothing says it is another version of
+    the article rather than another article)."""
+    if kind == "translation" or not source_language or not target_language:
+        return "translation"
+    if source_language != target_language:
+        return "translation"
+    return "edition" if source_host != target_host else None
+
+
+def url_host(url_norm: str | None) -> str:
+    return (url_norm or "").split("://", 1)[-1].split("/", 1)[0].split("?", 1)[0]
 
 
 # --------------------------------------------------------------------------- data access
@@ -212,6 +231,75 @@ def refresh_story(c: sqlite3.Connection, story_id: int, now: datetime, *,
     )
 
 
+def set_links(c: sqlite3.Connection, entry_id: int, source: str,
+              links: Iterable[tuple[str, str | None, str]]) -> None:
+    """Replace the links an entry's ``source`` (``feed`` or ``page``) names."""
+    c.execute("DELETE FROM entry_links WHERE entry_id = ? AND source = ?", (entry_id, source))
+    c.executemany(
+        "INSERT OR IGNORE INTO entry_links(entry_id, source, url_norm, language, kind)"
+        " VALUES (?, ?, ?, ?, ?)",
+        [(entry_id, source, url, primary_language(lang), kind) for url, lang, kind in links])
+
+
+_ENTRY_LANG = (
+    "SELECT e.id, e.story_id, e.url_norm, e.canonical_url,"
+    " COALESCE(e.language, f.language, e.page_language) AS language"
+    " FROM entries e JOIN feeds f ON f.id = e.feed_id"
+)
+_LINK_LIMIT = 50  # entries one URL may name or be named by: bounds a hostile page's cost
+
+
+def join_linked_stories(c: sqlite3.Connection, entry_id: int, now: datetime) -> int:
+    """Join the stories of the entries an entry's links name, and of the entries whose
+    links name it (its URL or canonical URL), each with the reason ``link_reason`` gives;
+    either side may have arrived first. Stories merge into the oldest (its published item
+    id stays) through ``merge_story``. Returns the number of stories merged."""
+    me = c.execute(_ENTRY_LANG + " WHERE e.id = ?", (entry_id,)).fetchone()
+    if me is None or me["story_id"] is None:
+        return 0
+    own = {x for x in (me["url_norm"], me["canonical_url"]) if x}
+    my_lang = primary_language(me["language"])
+    my_host = url_host(me["url_norm"] or me["canonical_url"])
+    joins: list[tuple[int, str]] = []  # (story id, reason)
+    for link in c.execute("SELECT url_norm, language, kind FROM entry_links WHERE entry_id = ?",
+                          (entry_id,)).fetchall():
+        if link["url_norm"] in own:
+            continue
+        for t in c.execute(
+                _ENTRY_LANG + " WHERE e.id IN (SELECT id FROM entries WHERE url_norm = ?"
+                " UNION SELECT id FROM entries WHERE canonical_url = ? LIMIT ?) AND e.id != ?",
+                (link["url_norm"], link["url_norm"], _LINK_LIMIT, entry_id)):
+            reason = link_reason(link["kind"], my_lang,
+                                 link["language"] or primary_language(t["language"]),
+                                 my_host, url_host(link["url_norm"]))
+            if reason and t["story_id"] is not None:
+                joins.append((t["story_id"], reason))
+    for url in sorted(own):
+        for t in c.execute(
+                "SELECT l.language AS declared, l.kind, x.story_id, x.url_norm, x.language"
+                " FROM (SELECT entry_id, language, kind FROM entry_links WHERE url_norm = ?"
+                " AND entry_id != ? LIMIT ?) l JOIN (" + _ENTRY_LANG + ") x"
+                " ON x.id = l.entry_id", (url, entry_id, _LINK_LIMIT)):
+            reason = link_reason(t["kind"], primary_language(t["language"]),
+                                 t["declared"] or my_lang, url_host(t["url_norm"]),
+                                 url_host(url))
+            if reason and t["story_id"] is not None:
+                joins.append((t["story_id"], reason))
+    story = int(me["story_id"])
+    merged = 0
+    for other, reason in joins:
+        if other == story or c.execute("SELECT 1 FROM stories WHERE id = ?",
+                                       (other,)).fetchone() is None:
+            continue
+        keep, gone = min(story, other), max(story, other)
+        merge_story(c, gone, into=keep, reason=reason, score=1.0)
+        story = keep
+        merged += 1
+    if merged:
+        refresh_story(c, story, now)
+    return merged
+
+
 class _RowEntry:
     """Adapts an entries row to the attributes a matcher reads from a NewEntry."""
 
@@ -282,6 +370,18 @@ class StoriesMixin(SQLiteBase):
             refresh_story(c, match.story_id, now)
         return old is not None
 
+    def join_links(self, entry_id: int, now: datetime) -> int:
+        """Join the entry's story with the stories of the versions its links name and of
+        the entries whose links name it (join_linked_stories); returns stories merged."""
+        with self.transaction() as c:
+            return join_linked_stories(c, entry_id, now)
+
+    def story_members(self, story_id: int) -> list[sqlite3.Row]:
+        """The rows of the story_members view for one story, earliest first."""
+        return self.conn.execute(
+            "SELECT * FROM story_members WHERE story_id = ? ORDER BY published, entry_id",
+            (story_id,)).fetchall()
+
     def story_member_ids(self, story_ids: Iterable[int]) -> set[int]:
         """Every entry of the given stories."""
         ids = sorted(set(story_ids))
@@ -297,7 +397,8 @@ class StoriesMixin(SQLiteBase):
         s = self.conn.execute("SELECT * FROM stories WHERE id = ?", (story_id,)).fetchone()
         members = self.conn.execute(
             "SELECT e.id, f.name AS feed_name, e.title, e.url, e.published, e.word_count,"
-            " e.match_reason, e.match_score FROM entries e JOIN feeds f ON f.id = e.feed_id"
+            " e.match_reason, e.match_score, m.language FROM entries e"
+            " JOIN feeds f ON f.id = e.feed_id JOIN story_members m ON m.entry_id = e.id"
             " WHERE e.story_id = ? ORDER BY e.published, e.id",
             (story_id,),
         ).fetchall()

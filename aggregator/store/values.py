@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..models import Candidate, Enclosure, StoryMatch
+from ..models import primary_language as models_primary_language
 
 # --------------------------------------------------------------------------- time helpers
 
@@ -98,6 +99,10 @@ class NewEntry:
     band_keys: tuple[int, ...]
     updated: datetime | None = None  # the feed's own updated date for the entry, if sane
     contain_keys: tuple[int, ...] = ()  # dedup.containment_keys: articles only
+    # The entry's translations and regional editions as its feed names them (Atom
+    # <link rel="alternate" hreflang>): (normalised URL of an article, declared language
+    # or None, kind as in models.Alternate).
+    links: tuple[tuple[str, str | None, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -143,3 +148,6 @@ def entry_uid(feed_name: str, key: str) -> str:
 # Containment keys (dedup.CONTAIN_MIN_SHARED, kept equal by a test) a stored entry must share
 # with a new one to be a containment candidate: one shared key is chance at a million entries.
 CONTAIN_MIN_SHARED = 2
+
+# The one language rule (models.primary_language), for the store's reads.
+primary_language = models_primary_language
