@@ -71,6 +71,9 @@ class Settings:
     # Stories
     dedup_threshold: float = 0.7
     dedup_window_days: int = 7
+    # Wire copy under a new lede (match reason `containment`): a second band family per
+    # article and a lookup per new entry; false trades those matches for a cheaper cycle.
+    dedup_containment: bool = True
 
     # Publishing
     combined_limit: int = 200

@@ -611,7 +611,7 @@ class Pipeline:
             text_hash=text_hash,
             signature=sig,
             band_keys=tuple(bands),
-            contain_keys=tuple(dedup.containment_keys(sig, words)),
+            contain_keys=self._containment_keys(sig, words),
             links=_links(pe.alternates, base, url),
         )
 
@@ -917,7 +917,7 @@ class Pipeline:
             author=clean.clean_line(parse.author_name(article.author)) or None,
             canonical_url=article.canonical_url, text_hash=text_hash,
             signature=sig, band_keys=tuple(bands),
-            contain_keys=tuple(dedup.containment_keys(sig, article.word_count)), page=page,
+            contain_keys=self._containment_keys(sig, article.word_count), page=page,
             attempt=attempt,
             shown_before=self.shown_before,
         )
@@ -927,6 +927,12 @@ class Pipeline:
             self.metrics.stories_merged.inc()
         self._join_links(st, b.id, now)
         return ArticleWritten(stored=True)
+
+    def _containment_keys(self, sig: bytes | None, words: int) -> tuple[int, ...]:
+        """The entry's containment band keys, unless the setting dedup_containment is off."""
+        if not self.config.settings.dedup_containment:
+            return ()
+        return tuple(dedup.containment_keys(sig, words))
 
     def _join_links(self, st: Storage, entry_id: int, now: datetime) -> None:
         """The page's translations and editions join the entry's story (after its own

@@ -9,6 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import feedparser
+import pytest
 
 from .feedserver import FeedServer
 from .util import cli, env_for, rss, write_feeds
@@ -174,10 +175,13 @@ LIVE_UPDATES = [
 ]
 
 
-def test_wire_copy_under_a_new_lede_joins_by_containment(tmp_path: Path) -> None:
+@pytest.mark.parametrize("containment", ["true", "false"])
+def test_wire_copy_under_a_new_lede_joins_by_containment(tmp_path: Path, containment: str
+                                                          ) -> None:
     """Outlet B carries the agency text STORY whole under its own headline, lead paragraphs
     and closing lines (Jaccard under the threshold: B is twice as long): one story, reason
-    `containment`. Outlet C's live blog quotes one sentence of it among other updates: apart."""
+    `containment`. Outlet C's live blog quotes one sentence of it among other updates: apart.
+    With `dedup_containment: false` the wire copy stays a story of its own."""
     quote = STORY.split(". ")[1] + "."
     with FeedServer() as s:
         s.route("/a.xml", body=rss("Agency", [
@@ -191,12 +195,18 @@ def test_wire_copy_under_a_new_lede_joins_by_containment(tmp_path: Path) -> None
              " ".join([LIVE_UPDATES[0], f"The border commissions: {quote}", *LIVE_UPDATES[1:]]))]))
         feeds = write_feeds(tmp_path / "feeds.yaml", [
             {"name": n, "url": s.url(f"/{n}.xml")} for n in ("a", "b", "c")])
-        env = env_for(tmp_path, AGGREGATOR_FULL_TEXT="false")
+        env = env_for(tmp_path, AGGREGATOR_FULL_TEXT="false",
+                      AGGREGATOR_DEDUP_CONTAINMENT=containment)
         for name in ("a", "b", "c"):
             assert cli(["update", "--feed", name], env, feeds=feeds).returncode == 0
     conn = sqlite3.connect(tmp_path / "agg.db")
     rows = {g: (story, reason) for g, story, reason in conn.execute(
         "SELECT guid, story_id, match_reason FROM entries")}
+    if containment == "false":
+        assert rows["b1"][0] != rows["a1"][0] and rows["b1"][1] == "first"
+        assert conn.execute("SELECT COUNT(*) FROM entries WHERE contain_bands IS NOT NULL"
+                            ).fetchone()[0] == 0
+        return
     assert rows["b1"] == (rows["a1"][0], "containment")
     assert rows["c1"][0] != rows["a1"][0] and rows["c1"][1] == "first"
     r = cli(["story", str(rows["a1"][0])], env, feeds=feeds)
