@@ -227,6 +227,29 @@ def test_cli_update_exit_codes_and_status(tmp_path: Path, server: FeedServer) ->
     assert "broken.yaml:3:5:" in r.stdout
 
 
+def test_status_columns_align_whatever_the_feed_names(tmp_path: Path,
+                                                       server: FeedServer) -> None:
+    """`aggregator status` as a table a person scans: names longer than 24 characters (the
+    corpus farm has many) and the failing state with its count shifted every column after
+    them; one failed poll read "1 errors"."""
+    server.route("/bad.xml", status=500, body="oops")
+    feeds_path = write_feeds(tmp_path / "feeds.yaml", [
+        {"name": "a-rather-long-feed-name-from-an-opml-import", "url": server.url("/feed/0.xml")},
+        {"name": "short", "url": server.url("/feed/1.xml")},
+        {"name": "bad", "url": server.url("/bad.xml")},
+    ])
+    env = env_for(tmp_path, AGGREGATOR_FULL_TEXT="false")
+    assert cli(["update"], env, feeds=feeds_path).returncode == 0
+    r = cli(["status"], env, feeds=feeds_path)
+    assert r.returncode == 0, r.stderr
+    rows = [line for line in r.stdout.splitlines() if " http=" in line]
+    assert len(rows) == 3, r.stdout
+    for field in ("http=", "entries=", "last_success=", "next="):
+        assert len({line.index(field) for line in rows}) == 1, (field, rows)
+    bad = next(line for line in rows if line.startswith("bad "))
+    assert "failing (1 error) " in bad, bad
+
+
 def test_full_text_replaces_teaser(tmp_path: Path, server: FeedServer) -> None:
     feeds_path = write_feeds(tmp_path / "feeds.yaml",
                              [{"name": "ft", "url": server.url("/feed/0.xml")}])
