@@ -361,8 +361,10 @@ def search(obj: Ctx, query: str, limit: int, as_json: bool) -> None:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
     for r in rows:
+        # One line each: the text's own line breaks would run into the next hit.
+        snippet = " ".join(str(r["snippet"] or "").split())
         click.echo(f"{r['published'] or '(undated)'}  {r['feed_name']}  {r['title']}\n  {r['url']}\n"
-                   f"  {r['snippet']}")
+                   f"  {snippet}")
     if not rows:
         click.echo("no match")
 

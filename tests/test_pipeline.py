@@ -198,6 +198,35 @@ def test_search_any_script(tmp_path: Path, server: FeedServer) -> None:
         assert [h["title"].split()[0] for h in hits] == [guid_title.split()[0]], query
 
 
+def test_search_shows_each_hit_on_three_lines_with_its_context(tmp_path: Path,
+                                                                server: FeedServer) -> None:
+    """`aggregator search Нагорн` on the ua-2020 feeds printed "…й в [Нагорн]ом К…" (twelve
+    trigram tokens: a dozen characters) and snippets that kept the text's line breaks ran
+    into the next hit. Each hit is three lines: date, feed and title; link; a snippet of
+    the text around the match, on one line."""
+    lines = [f"Line {n} of the report, with nothing special in it." for n in range(8)]
+    text = "\n".join(lines[:4] + ["Бои в Нагорном Карабахе продолжаются второй день подряд."]
+                     + lines[4:])
+    body = f"""<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>S</title>
+<item><guid isPermaLink="false">1</guid><title>Хроника</title><link>http://x.test/1</link>
+<description>{text}</description></item>
+<item><guid isPermaLink="false">2</guid><title>Нагорный</title><link>http://x.test/2</link>
+<description>a\nb</description></item>
+</channel></rss>"""
+    server.route("/s.xml", body=body)
+    feeds_path = write_feeds(tmp_path / "feeds.yaml", [{"name": "s", "url": server.url("/s.xml")}])
+    env = env_for(tmp_path, AGGREGATOR_FULL_TEXT="false")
+    assert cli(["update", "--all"], env, feeds=feeds_path).returncode == 0
+    r = cli(["search", "Нагорн"], env, feeds=feeds_path)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.splitlines()
+    assert len(out) == 6, r.stdout  # two hits, three lines each
+    snippet = next(out[i + 2] for i in (0, 3) if "Хроника" in out[i])
+    assert "[Нагорн]ом Карабахе продолжаются" in snippet and "Бои в" in snippet, snippet
+    r = cli(["search", "Li"], env, feeds=feeds_path)  # under 3 characters: a plain scan
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 3, r.stdout
+
+
 def test_cli_update_exit_codes_and_status(tmp_path: Path, server: FeedServer) -> None:
     server.route("/bad.xml", status=500, body="oops")
     feeds_path = write_feeds(tmp_path / "feeds.yaml", [
