@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -293,13 +294,18 @@ def status(obj: Ctx, as_json: bool) -> None:
                                "backlog_retrying": retrying, "database_bytes": db_bytes,
                                "wal_bytes": wal_bytes}, ensure_ascii=False, indent=2))
         return
-    for r in rows:
-        state = r["state"]
-        if state == "failing":
-            state = f"failing ({r['consecutive_errors']} errors)"
+    states = [_state_text(r) for r in rows]
+    # Columns as wide as their widest value, so the table stays aligned whatever the names
+    # (OPML imports bring long ones) and counts.
+    name_w = max((len(r["name"]) for r in rows), default=0)
+    state_w = max((len(s) for s in states), default=0)
+    entries_w = max((len(str(r["entries"])) for r in rows), default=0)
+    success_w = max((len(r["last_success"] or "-") for r in rows), default=0)
+    for r, state in zip(rows, states, strict=True):
         click.echo(
-            f"{r['name']:<24} {state:<10} http={r['last_status'] or '-':<4} "
-            f"entries={r['entries']:<5} last_success={r['last_success'] or '-'} "
+            f"{r['name']:<{name_w}} {state:<{state_w}} http={r['last_status'] or '-':<4} "
+            f"entries={r['entries']:<{entries_w}} "
+            f"last_success={r['last_success'] or '-':<{success_w}} "
             f"next={r['next_poll'] or '-'}"
         )
         if r["effective_url"]:
@@ -325,6 +331,15 @@ def status(obj: Ctx, as_json: bool) -> None:
     click.echo(f"database {_mb(db_bytes)}, WAL {_mb(wal_bytes)}")
 
 
+def _state_text(row: Mapping[str, Any]) -> str:
+    """The state column of `status`: a failing feed with its count of failed polls."""
+    state = str(row["state"])
+    if state == "failing":
+        errors = int(row["consecutive_errors"])
+        return f"failing ({errors} error{'' if errors == 1 else 's'})"
+    return state
+
+
 def _mb(size: int) -> str:
     return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.0f} kB"
 
@@ -346,8 +361,10 @@ def search(obj: Ctx, query: str, limit: int, as_json: bool) -> None:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
     for r in rows:
+        # One line each: the text's own line breaks would run into the next hit.
+        snippet = " ".join(str(r["snippet"] or "").split())
         click.echo(f"{r['published'] or '(undated)'}  {r['feed_name']}  {r['title']}\n  {r['url']}\n"
-                   f"  {r['snippet']}")
+                   f"  {snippet}")
     if not rows:
         click.echo("no match")
 

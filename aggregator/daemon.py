@@ -366,9 +366,7 @@ class Daemon:
         self._install_signals()
         self._publish()  # valid (possibly empty) feeds from the first second
         self.check_database()
-        self.server.start()
-        log.info("serving %s on http://%s:%d/", self.config.settings.output_dir,
-                 *self.server.address)
+        self.server.start()  # logs where it serves
         if self.metrics_server is not None:
             self.metrics_server.start()
         now = datetime.now(UTC)

@@ -961,9 +961,13 @@ def render_index(
             )
             links.append(f'<a href="{href}" type="{MEDIA_TYPES[fmt]}">{label}</a>')
         line = f"<li><strong>{_h(output.title)}</strong>"
-        if output.description.strip():
-            line += f" \u2014 {_h(output.description.strip())}"
-        line += ": " + " | ".join(links)
+        description = output.description.strip()
+        if description:
+            line += f" \u2014 {_h(description)}"
+        # A description that ends a sentence (or with its own colon) is not followed by a
+        # second mark: "one item per story. Atom | RSS", never "story.: Atom".
+        line += (" " if description.endswith((".", "!", "?", ":", "\u2026")) else ": ")
+        line += " | ".join(links)
         summary = summaries.get(output.name)
         if summary is not None:
             count = f"{summary.items} item{'' if summary.items == 1 else 's'}"

@@ -35,6 +35,9 @@ _DASH = "\u2014"  # an empty cell
 _ERROR_SHOWN = 240  # characters of an error message in its cell; the rest in its tooltip
 _ERROR_TOOLTIP = 2000
 
+# td.err wraps with overflow-wrap:anywhere, not break-word: only `anywhere` lowers a cell's
+# min-content width, so an error quoting a long URL wraps instead of widening the table and
+# pushing the last columns out of view.
 _STYLE = """
 :root{color-scheme:light dark;--fg:#1f2328;--muted:#59636e;--bg:#fff;--card:#f6f8fa;
 --line:#d1d9e0;--bar:#2f6fdb;--ok:#1a7f37;--warn:#9a6700;--bad:#cf222e;--off:#6e7781}
@@ -69,7 +72,7 @@ th{background:var(--card);font-weight:600;white-space:nowrap;position:sticky;top
 tbody tr:last-child td{border-bottom:0}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 td.when{white-space:nowrap}td.when small,td.num small{display:block}
-td.err{min-width:13rem;max-width:30rem;overflow-wrap:break-word}.error{color:var(--bad)}
+td.err{min-width:13rem;max-width:30rem;overflow-wrap:anywhere}.error{color:var(--bad)}
 .kind{font-family:ui-monospace,monospace;font-size:.8rem}
 .pill{display:inline-block;padding:.05rem .5rem;border-radius:1rem;font-size:.8rem;
 font-weight:600;color:#fff;white-space:nowrap}

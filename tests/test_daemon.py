@@ -118,6 +118,10 @@ def test_run_ready_serve_and_sigterm(tmp_path: Path, server: FeedServer) -> None
         code = d.stop()  # within Daemon.stop's timeout, else the test fails
     assert code == 0, d.logtext()
     assert d.notify.wait_for("STOPPING=1", 2)
+    # Where it serves is said once (the server's line, with a bracketed IPv6 host when there
+    # is one), not a second time by the daemon in other words.
+    serving = [line for line in d.logtext().splitlines() if ": serving " in line]
+    assert len(serving) == 1 and serving[0].endswith(f" at {d.base}/"), serving
     conn = sqlite3.connect(tmp_path / "agg.db")
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 

@@ -198,6 +198,35 @@ def test_search_any_script(tmp_path: Path, server: FeedServer) -> None:
         assert [h["title"].split()[0] for h in hits] == [guid_title.split()[0]], query
 
 
+def test_search_shows_each_hit_on_three_lines_with_its_context(tmp_path: Path,
+                                                                server: FeedServer) -> None:
+    """`aggregator search Нагорн` on the ua-2020 feeds printed "…й в [Нагорн]ом К…" (twelve
+    trigram tokens: a dozen characters) and snippets that kept the text's line breaks ran
+    into the next hit. Each hit is three lines: date, feed and title; link; a snippet of
+    the text around the match, on one line."""
+    lines = [f"Line {n} of the report, with nothing special in it." for n in range(8)]
+    text = "\n".join(lines[:4] + ["Бои в Нагорном Карабахе продолжаются второй день подряд."]
+                     + lines[4:])
+    body = f"""<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>S</title>
+<item><guid isPermaLink="false">1</guid><title>Хроника</title><link>http://x.test/1</link>
+<description>{text}</description></item>
+<item><guid isPermaLink="false">2</guid><title>Нагорный</title><link>http://x.test/2</link>
+<description>a\nb</description></item>
+</channel></rss>"""
+    server.route("/s.xml", body=body)
+    feeds_path = write_feeds(tmp_path / "feeds.yaml", [{"name": "s", "url": server.url("/s.xml")}])
+    env = env_for(tmp_path, AGGREGATOR_FULL_TEXT="false")
+    assert cli(["update", "--all"], env, feeds=feeds_path).returncode == 0
+    r = cli(["search", "Нагорн"], env, feeds=feeds_path)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.splitlines()
+    assert len(out) == 6, r.stdout  # two hits, three lines each
+    snippet = next(out[i + 2] for i in (0, 3) if "Хроника" in out[i])
+    assert "[Нагорн]ом Карабахе продолжаются" in snippet and "Бои в" in snippet, snippet
+    r = cli(["search", "Li"], env, feeds=feeds_path)  # under 3 characters: a plain scan
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 3, r.stdout
+
+
 def test_cli_update_exit_codes_and_status(tmp_path: Path, server: FeedServer) -> None:
     server.route("/bad.xml", status=500, body="oops")
     feeds_path = write_feeds(tmp_path / "feeds.yaml", [
@@ -225,6 +254,29 @@ def test_cli_update_exit_codes_and_status(tmp_path: Path, server: FeedServer) ->
     r = cli(["check"], env, feeds=tmp_path / "broken.yaml")
     assert r.returncode == 2
     assert "broken.yaml:3:5:" in r.stdout
+
+
+def test_status_columns_align_whatever_the_feed_names(tmp_path: Path,
+                                                       server: FeedServer) -> None:
+    """`aggregator status` as a table a person scans: names longer than 24 characters (the
+    corpus farm has many) and the failing state with its count shifted every column after
+    them; one failed poll read "1 errors"."""
+    server.route("/bad.xml", status=500, body="oops")
+    feeds_path = write_feeds(tmp_path / "feeds.yaml", [
+        {"name": "a-rather-long-feed-name-from-an-opml-import", "url": server.url("/feed/0.xml")},
+        {"name": "short", "url": server.url("/feed/1.xml")},
+        {"name": "bad", "url": server.url("/bad.xml")},
+    ])
+    env = env_for(tmp_path, AGGREGATOR_FULL_TEXT="false")
+    assert cli(["update"], env, feeds=feeds_path).returncode == 0
+    r = cli(["status"], env, feeds=feeds_path)
+    assert r.returncode == 0, r.stderr
+    rows = [line for line in r.stdout.splitlines() if " http=" in line]
+    assert len(rows) == 3, r.stdout
+    for field in ("http=", "entries=", "last_success=", "next="):
+        assert len({line.index(field) for line in rows}) == 1, (field, rows)
+    bad = next(line for line in rows if line.startswith("bad "))
+    assert "failing (1 error) " in bad, bad
 
 
 def test_full_text_replaces_teaser(tmp_path: Path, server: FeedServer) -> None:

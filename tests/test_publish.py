@@ -1040,3 +1040,26 @@ def test_translation_links_in_every_format(atom_schema: etree.RelaxNG) -> None:
         {"language": "ka", "url": "https://civil.example/ka/8", "title": "ამბავი 8 & <მეტი>"},
     ]
     assert "_translations" not in js[1]
+
+
+def test_index_line_reads_as_a_sentence_whatever_the_description_ends_with(
+        tmp_path: Path) -> None:
+    """The bundled feeds.yaml describes `all` as "Every configured feed, one item per story."
+    The index printed "... per story.: Atom | RSS": the links follow a description's own final
+    punctuation, and a colon only where it has none."""
+    outputs = [
+        OutputConfig(name="a", title="A", description="Every feed, one item per story."),
+        OutputConfig(name="b", title="B", description="Georgian news without sport"),
+        OutputConfig(name="c", title="C", description="What happened today?"),
+        OutputConfig(name="d", title="D", description="Formats:"),
+    ]
+    write_index(outputs, tmp_path, base_url=BASE, title="t")
+    page = (tmp_path / "index.html").read_text("utf-8")
+    text = [re.sub(r"<[^>]+>", "", line) for line in re.findall(r"<li>.*?</li>", page)]
+    assert text == [
+        "A \u2014 Every feed, one item per story. Atom | RSS | JSON Feed",
+        "B \u2014 Georgian news without sport: Atom | RSS | JSON Feed",
+        "C \u2014 What happened today? Atom | RSS | JSON Feed",
+        "D \u2014 Formats: Atom | RSS | JSON Feed",
+    ]
+    assert ".:" not in page and "?:" not in page and "::" not in page

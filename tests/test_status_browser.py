@@ -21,7 +21,7 @@ import pytest
 
 from .feedserver import FeedServer
 from .test_daemon import Daemon
-from .util import write_feeds
+from .util import free_port, write_feeds
 
 HOSTILE_FEED = (
     "<?xml version='1.0' encoding='utf-8'?><rss version='2.0'><channel>"
@@ -31,6 +31,9 @@ HOSTILE_FEED = (
     "<pubDate>Fri, 20 Nov 2026 08:00:00 GMT</pubDate><description>text</description></item>"
     "</channel></rss>"
 )
+# A feed nobody answers, at an address with one long unbreakable path: its error message
+# quotes the URL, which must wrap inside its cell rather than widen the table.
+UNREACHABLE_PATH = "/feeds/" + "very-long-section-name-" * 8 + "rss.xml"
 CHROMIUM_FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -59,6 +62,8 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
             {"name": "local-1", "url": feeds_server.url("/feed/1.xml"), "language": "ru"},
             {"name": "broken", "url": feeds_server.url("/feed/broken.xml")},
             {"name": "hostile", "url": feeds_server.url("/feed/hostile.xml")},
+            {"name": "unreachable",
+             "url": f"http://127.0.0.1:{free_port()}{UNREACHABLE_PATH}"},
         ])
         daemon = Daemon(tmp, feeds, AGGREGATOR_FULL_TEXT="false")
         try:
@@ -78,7 +83,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
 
 def test_daemon_serves_the_status_page_and_links_it_from_the_index(running: Running) -> None:
     doc = running.status()
-    assert doc["states"] == {"ok": 3, "degraded": 0, "failing": 1, "disabled": 0, "removed": 0}
+    assert doc["states"] == {"ok": 3, "degraded": 0, "failing": 2, "disabled": 0, "removed": 0}
     assert doc["last_cycle"]["feeds"] >= 1 and doc["last_cycle"]["seconds"] >= 0
     assert len(doc["entries_per_day"]) == 30 and doc["backlog"] == 0
     with urllib.request.urlopen(running.base + "/status", timeout=10) as resp:
@@ -129,15 +134,17 @@ def test_status_page_in_a_real_browser(running: Running, tmp_path: Path) -> None
         assert driver.find_elements(By.TAG_NAME, "script") == []
         # The summary: five state counts, the day's entries, the last cycle.
         summary = driver.find_element(By.ID, "summary").find_element(By.XPATH, "..").text
-        for expected in ("3 ok", "1 failing", "0 disabled", "ENTRIES, LAST 24 H",
+        for expected in ("3 ok", "2 failing", "0 disabled", "ENTRIES, LAST 24 H",
                          "EXTRACTION BACKLOG", "LAST CYCLE"):
             assert expected in summary, summary
-        # The failing feed comes first, with its HTTP status and error.
+        # The failing feeds come first, with their HTTP status and error.
         rows = driver.find_elements(By.CSS_SELECTOR, "table tbody tr")
-        assert len(rows) == 4
-        first = rows[0].text
-        assert "failing" in first and "broken" in first and "503" in first, first
-        assert [r.get_attribute("class") for r in rows[1:]] == ["ok", "ok", "ok"]
+        assert len(rows) == 5
+        failing = [r.text for r in rows[:2]]
+        assert all("failing" in text for text in failing), failing
+        broken = next(text for text in failing if "broken" in text)
+        assert "503" in broken, broken
+        assert [r.get_attribute("class") for r in rows[2:]] == ["ok", "ok", "ok"]
         # The hostile title reads as text, and the stylesheet applied (CSP allows it).
         assert '<script>alert(1)</script>"><img src=x onerror=alert(2)>' in \
             driver.find_element(By.TAG_NAME, "tbody").text
@@ -149,6 +156,14 @@ def test_status_page_in_a_real_browser(running: Running, tmp_path: Path) -> None
         assert len(svg.find_elements(By.CSS_SELECTOR, "rect.bar")) == 30
         assert svg.find_element(By.TAG_NAME, "desc").get_attribute("textContent").startswith(
             "Bar chart of entries per day")
+        # On a desktop window every column is in view: an error quoting a long URL wraps in
+        # its cell instead of pushing Entries, Extracted and Next poll out of the box.
+        assert UNREACHABLE_PATH in driver.find_element(By.TAG_NAME, "tbody").text
+        box = driver.find_element(By.CSS_SELECTOR, ".scroll")
+        assert int(box.get_property("scrollWidth")) <= int(box.get_property("clientWidth")), \
+            (box.get_property("scrollWidth"), box.get_property("clientWidth"))
+        for cell in driver.find_elements(By.CSS_SELECTOR, "td.err"):
+            assert int(cell.get_property("scrollWidth")) <= int(cell.get_property("clientWidth"))
         height = driver.execute_script("return document.documentElement.scrollHeight")
         driver.set_window_size(1280, max(900, int(height) + 40))
         shot = tmp_path / "status.png"

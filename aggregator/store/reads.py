@@ -115,7 +115,9 @@ class ReadsMixin(SQLiteBase):
             ).fetchall()
         return self.conn.execute(
             "SELECT i.id, i.feed_name, i.title, i.url, i.published,"
-            " snippet(entries_fts, 1, '[', ']', '…', 12) AS snippet"
+            # Tokens are trigrams, about one character each: the most SQLite gives (64)
+            # is a phrase of context, where 12 was a fragment of a word or two.
+            " snippet(entries_fts, 1, '[', ']', '…', 64) AS snippet"
             " FROM entries_fts JOIN items i ON i.id = entries_fts.rowid"
             " WHERE entries_fts MATCH ? ORDER BY rank LIMIT ?",
             (phrase, limit),
