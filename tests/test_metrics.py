@@ -197,7 +197,12 @@ def test_metrics_after_two_cycles_match_the_store(
     assert value(m, "aggregator_database_wal_bytes") > 0  # the daemon's writer is open
     # Feeds by state: every state, zeros included.
     states = {dict(ls)["state"]: v for (n, ls), v in m.items() if n == "aggregator_feeds"}
-    assert states == {"ok": 4, "degraded": 0, "failing": 2, "disabled": 0, "removed": 0}
+    # As the store derives them (a page timing out on a loaded machine can make a feed
+    # degraded: the metric must say what the store says, whatever that is).
+    expected = dict.fromkeys(("ok", "degraded", "failing", "disabled", "removed"), 0)
+    expected.update(db.execute("SELECT state, COUNT(*) FROM feed_health GROUP BY state"))
+    assert states == expected
+    assert states["failing"] == 2 and states["ok"] + states["degraded"] == 4
     # No per-feed series unless asked for.
     assert not [n for n, _ in m if n.startswith("aggregator_feed_")]
     # The probes.
