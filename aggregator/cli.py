@@ -157,7 +157,33 @@ def check(obj: Ctx) -> None:
         click.echo(f"{len(problems)} problem(s) found", err=True)
         raise SystemExit(2)
     config = load_config(obj.config_path, obj.feeds_path)
+    from .store import check_database
+
+    try:
+        line = check_database(config.settings.database)
+    except AggregatorError as exc:
+        click.echo(f"database: {exc}")
+        raise SystemExit(1) from None
+    if line:
+        click.echo(line)
     click.echo(f"ok: {len(config.feeds)} feeds, {len(config.outputs)} outputs")
+
+
+@main.command()
+@click.pass_obj
+def migrate(obj: Ctx) -> None:
+    """Create or upgrade the database's schema (a SQLite path or a postgresql:// URL);
+    safe to run from several processes at once."""
+    from .store import migrate_database
+
+    config = obj.load()
+    try:
+        applied = migrate_database(config.settings.database)
+    except AggregatorError as exc:
+        raise click.ClickException(str(exc)) from None
+    for name in applied:
+        click.echo(f"applied: {name}")
+    click.echo("schema up to date" if not applied else f"{len(applied)} migration(s) applied")
 
 
 # --------------------------------------------------------------------------- update / publish

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import StoreError
+
 from .bands import BAND_FLUSH_ROWS, BandBuffer, pack_bands, unpack_bands
 from .connection import MIN_FREE_BYTES
 from .protocol import Row, Storage
@@ -34,9 +36,44 @@ from .values import (
 
 def open_storage(database: str | Path, *, readonly: bool = False,
                  timeout: float = 30.0) -> Storage:
-    """The storage at ``database``: a SQLite file path (the only backend so far; a second
-    one is chosen here, e.g. by a URL scheme)."""
+    """The storage at ``database``: a SQLite file path, or a ``postgresql://`` URL."""
+    if is_postgres_url(str(database)):
+        # The PostgreSQL backend has its schema (`aggregator migrate`, `check`) but not yet
+        # the data methods of the protocol: refuse plainly rather than fail mid-cycle.
+        raise StoreError(
+            "the PostgreSQL store is not complete yet: `aggregator migrate` and `check` "
+            "work on a postgresql:// database, the daemon and other commands need a "
+            "SQLite path for now")
     return SQLiteStorage(database, readonly=readonly, timeout=timeout)
+
+
+def is_postgres_url(database: str) -> bool:
+    """Whether ``database`` names a PostgreSQL database rather than a SQLite file."""
+    return database.startswith(("postgresql://", "postgres://"))
+
+
+def migrate_database(database: str | Path) -> list[str]:
+    """Create or upgrade the store at ``database`` (either backend); the names applied."""
+    if is_postgres_url(str(database)):
+        from .postgres import migrate_database as migrate_pg
+
+        return migrate_pg(str(database))
+    store = SQLiteStorage(database)
+    try:
+        return store.migrate()
+    finally:
+        store.close()
+
+
+def check_database(database: str | Path) -> str | None:
+    """`aggregator check`'s look at a PostgreSQL database (reachable, UTF-8 with a usable
+    LC_CTYPE, a schema of ours no newer than the code): a line to print, StoreError for a
+    problem; None for a SQLite path (nothing to reach)."""
+    if not is_postgres_url(str(database)):
+        return None
+    from .postgres import check_database as check_pg
+
+    return check_pg(str(database))
 
 
 __all__ = [
@@ -65,5 +102,8 @@ __all__ = [
     "parse_ts",
     "pick_representative",
     "ts",
+    "check_database",
+    "is_postgres_url",
+    "migrate_database",
     "unpack_bands",
 ]

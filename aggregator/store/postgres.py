@@ -1,0 +1,279 @@
+"""The PostgreSQL connection: a `postgresql://` URL opened through a psycopg 3 pool, its
+errors said without a password or a traceback, the database's encoding and LC_CTYPE
+checked, and the ordered migrations of pg_schema applied under an advisory lock. The only
+module of the project that imports psycopg.
+
+This is the foundation of the PostgreSQL backend (issue 13): lifecycle and schema. The
+data methods of the Storage protocol (feeds, entries, stories, articles, reads, retention)
+are not implemented yet, so ``open_storage`` does not hand this class out as a Storage."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from ..errors import StoreError
+from .pg_schema import PG_MIGRATIONS
+
+log = logging.getLogger(__name__)
+
+# Taken by migrate() for its transaction (pg_advisory_xact_lock): processes that start at
+# once apply the migrations one after the other. "aggregator" in ASCII.
+MIGRATE_LOCK = 0x61676772_65676174
+
+# The tables of this schema: a database holding other tables than these (and no
+# schema_migrations of ours) belongs to another project.
+OWN_TABLES = frozenset({
+    "feeds", "stories", "entries", "entry_bands", "pages", "store_state", "output_ids",
+    "pruned_keys", "schema_migrations",
+})
+
+CREATEDB_HINT = ("create one with: createdb -T template0 -E UTF8 --locale=C.UTF-8 NAME "
+                 "(any UTF-8 locale of `locale -a` but C/POSIX)")
+
+
+def redact(url: str) -> str:
+    """The URL without its password (user:***@host)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = netloc[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+
+
+def target(url: str) -> str:
+    """host:port/database of a URL, as errors name it (libpq's defaults filled in)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    try:
+        port = parts.port or 5432
+    except ValueError:
+        port = 5432
+    dbname = unquote(parts.path.lstrip("/")) or unquote(parts.username or "") or "postgres"
+    return f"{host}:{port}/{dbname}"
+
+
+def _why(exc: BaseException, url: str) -> str:
+    """refused / auth failed / database missing / ..., with the password cut out."""
+    text = str(exc).strip()
+    password = urlsplit(url).password
+    if password:
+        text = text.replace(password, "***").replace(unquote(password), "***")
+    low = text.lower()
+    if "connection refused" in low:
+        why = "connection refused (is PostgreSQL running and listening there?)"
+    elif "password authentication failed" in low or "no password supplied" in low \
+            or "authentication failed" in low:
+        why = "authentication failed (user or password wrong; PGPASSWORD and .pgpass work too)"
+    elif "does not exist" in low and "database" in low:
+        why = f"database missing ({CREATEDB_HINT})"
+    elif "could not translate host name" in low or "name or service not known" in low:
+        why = "unknown host"
+    elif "timeout" in low or "timed out" in low:
+        why = "no answer (timeout)"
+    else:
+        why = text.splitlines()[0] if text else type(exc).__name__
+    return why
+
+
+def connect_error(url: str, exc: BaseException) -> StoreError:
+    return StoreError(f"cannot connect to PostgreSQL at {target(url)}: {_why(exc, url)}")
+
+
+class PostgresBase:
+    """A pool of connections to one PostgreSQL database."""
+
+    def __init__(self, url: str, *, readonly: bool = False, timeout: float = 30.0,
+                 max_size: int = 4) -> None:
+        self.url = url
+        self.path = redact(url)  # what logs and errors may show
+        self.readonly = readonly
+        self._timeout = timeout
+        # One connection first, outside the pool: its failure (refused, auth, missing
+        # database) is reported at once, not after the pool's retries until its timeout.
+        try:
+            probe = psycopg.connect(url, connect_timeout=max(1, int(min(timeout, 10))))
+        except psycopg.Error as exc:
+            raise connect_error(url, exc) from None
+        probe.close()
+        kwargs: dict[str, Any] = {"autocommit": False}
+        self.pool = ConnectionPool(url, min_size=1, max_size=max_size, kwargs=kwargs,
+                                   timeout=timeout, open=False, name="aggregator")
+        try:
+            self.pool.open(wait=True, timeout=timeout)
+        except PoolTimeout as exc:
+            self.pool.close()
+            raise connect_error(url, exc) from None
+
+    # ----------------------------------------------------------------------- lifecycle
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def _query(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+        try:
+            with self.pool.connection() as conn:
+                return conn.execute(sql, params).fetchall()
+        except psycopg.OperationalError as exc:
+            raise connect_error(self.url, exc) from None
+
+    def locale_problem(self) -> str | None:
+        """Why this database cannot search every script (not UTF-8, or LC_CTYPE C/POSIX:
+        pg_trgm then builds no trigram from Armenian, Georgian or Cyrillic), or None."""
+        (encoding, ctype), = self._query(
+            "SELECT pg_encoding_to_char(encoding), datctype FROM pg_database "
+            "WHERE datname = current_database()")
+        name = target(self.url)
+        if encoding != "UTF8":
+            return f"database {name} has encoding {encoding}, not UTF8; {CREATEDB_HINT}"
+        if ctype in ("C", "POSIX"):
+            return (f"database {name} has LC_CTYPE {ctype}: search would find no Armenian, "
+                    f"Georgian or Cyrillic text; {CREATEDB_HINT}")
+        return None
+
+    def _tables(self, conn: psycopg.Connection[Any]) -> set[str]:
+        rows = conn.execute(
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'").fetchall()
+        return {r[0] for r in rows}
+
+    def _check_owner(self, conn: psycopg.Connection[Any]) -> int:
+        """The applied version; StoreError for another project's tables or a schema newer
+        than this code."""
+        tables = self._tables(conn)
+        name = target(self.url)
+        if "schema_migrations" not in tables:
+            if tables:
+                raise StoreError(
+                    f"database {name} holds other tables ({', '.join(sorted(tables)[:5])}) "
+                    "and no aggregator schema: refusing to use it; give the aggregator a "
+                    "database of its own")
+            return 0
+        foreign = tables - OWN_TABLES
+        cols = {r[0] for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = 'schema_migrations'")}
+        if not {"version", "name", "applied"} <= cols:
+            raise StoreError(
+                f"database {name} has a schema_migrations table that is not the "
+                "aggregator's: refusing to use it")
+        version = int(conn.execute(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()[0])
+        if version > len(PG_MIGRATIONS):
+            raise StoreError(
+                f"database {name} has schema version {version}, newer than this code's "
+                f"{len(PG_MIGRATIONS)}: upgrade the aggregator (nothing was changed)")
+        if foreign and version == 0:
+            raise StoreError(f"database {name} holds other tables: refusing to use it")
+        return version
+
+    def migrate(self) -> list[str]:
+        """Apply pending migrations in order, in one transaction under an advisory lock
+        (several processes starting at once apply them once); returns their names."""
+        if self.readonly:
+            raise StoreError(f"database {target(self.url)} was opened read-only")
+        problem = self.locale_problem()
+        if problem:
+            raise StoreError(problem)
+        applied: list[str] = []
+        try:
+            with self.pool.connection() as conn, conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATE_LOCK,))
+                version = self._check_owner(conn)
+                if version == 0:
+                    conn.execute(
+                        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER "
+                        "PRIMARY KEY, name TEXT NOT NULL, applied TIMESTAMPTZ NOT NULL)")
+                for number, (name, sql) in enumerate(PG_MIGRATIONS, start=1):
+                    if number <= version:
+                        continue
+                    if sql.strip():
+                        conn.execute(sql.encode())
+                    conn.execute(
+                        "INSERT INTO schema_migrations(version, name, applied) "
+                        "VALUES (%s, %s, %s)", (number, name, datetime.now(UTC)))
+                    applied.append(name)
+        except psycopg.OperationalError as exc:
+            raise connect_error(self.url, exc) from None
+        except psycopg.Error as exc:
+            raise StoreError(f"migrating {target(self.url)} failed: "
+                             f"{_why(exc, self.url)}") from None
+        if applied:
+            log.info("migrated %s: %s", target(self.url), "; ".join(applied))
+        return applied
+
+    def schema_version(self) -> int:
+        with self.pool.connection() as conn:
+            return self._check_owner(conn)
+
+    def describe(self) -> dict[str, list[str]]:
+        """Every table and view of the schema with its columns, in column order."""
+        rows = self._query(
+            "SELECT c.table_name, c.column_name FROM information_schema.columns c "
+            "JOIN information_schema.tables t ON t.table_name = c.table_name "
+            " AND t.table_schema = c.table_schema "
+            "WHERE c.table_schema = current_schema() ORDER BY c.table_name, c.ordinal_position")
+        out: dict[str, list[str]] = {}
+        for table, column in rows:
+            out.setdefault(table, []).append(column)
+        return out
+
+    def column_types(self, relation: str) -> dict[str, str]:
+        """A table's or view's columns with their PostgreSQL types (docs/schema.md)."""
+        return {r[0]: r[1] for r in self._query(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = %s "
+            "ORDER BY ordinal_position", (relation,))}
+
+    def indexes(self) -> dict[str, str]:
+        """Index name to its definition."""
+        return {r[0]: r[1] for r in self._query(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema()")}
+
+    def integrity_check(self) -> str:
+        """"ok" when every index is valid (PostgreSQL checks pages itself; an index left
+        invalid by a failed concurrent build is the damage worth naming)."""
+        bad = self._query(
+            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = current_schema() AND NOT i.indisvalid")
+        return "ok" if not bad else "invalid indexes: " + ", ".join(r[0] for r in bad)
+
+    def size(self) -> int:
+        """pg_database_size: bytes the whole database takes."""
+        return int(self._query("SELECT pg_database_size(current_database())")[0][0])
+
+    def disk_usage(self) -> tuple[int, int]:
+        """(database bytes, 0): the server's WAL is shared by all its databases and
+        recycled by the server, not this store's to count."""
+        return self.size(), 0
+
+
+def check_database(url: str, timeout: float = 10.0) -> str:
+    """`aggregator check` on a PostgreSQL URL: reachable, UTF-8 with a usable LC_CTYPE, and
+    a schema of ours no newer than this code. A line to print; StoreError otherwise."""
+    db = PostgresBase(url, readonly=True, timeout=timeout)
+    try:
+        problem = db.locale_problem()
+        if problem:
+            raise StoreError(problem)
+        version = db.schema_version()
+    finally:
+        db.close()
+    state = ("empty: `aggregator migrate` creates the schema" if version == 0 else
+             f"schema version {version} of {len(PG_MIGRATIONS)}")
+    return f"database {target(url)}: {state}"
+
+
+def migrate_database(url: str, timeout: float = 30.0) -> list[str]:
+    db = PostgresBase(url, timeout=timeout)
+    try:
+        return db.migrate()
+    finally:
+        db.close()
