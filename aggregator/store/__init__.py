@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import StoreError
-
 from .bands import BAND_FLUSH_ROWS, BandBuffer, pack_bands, unpack_bands
 from .connection import MIN_FREE_BYTES
 from .protocol import Row, Storage
