@@ -64,3 +64,40 @@ def raw() -> Iterator[Callable[..., RawServer]]:
     yield start
     for srv in servers:
         srv.close()
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+POSTGRES_URL = os.environ.get("AGGREGATOR_TEST_POSTGRES",
+                              "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The server URL of AGGREGATOR_TEST_POSTGRES, once it answered; every PostgreSQL test
+    skips with this one reason when it does not, unless AGGREGATOR_REQUIRE_POSTGRES=1
+    (.ci/run), which makes that a failure."""
+    from aggregator.errors import StoreError
+    from aggregator.store.postgres import check_server
+
+    try:
+        check_server(POSTGRES_URL)
+    except StoreError as exc:
+        reason = f"no PostgreSQL server for the PostgreSQL tests (AGGREGATOR_TEST_POSTGRES): {exc}"
+        if os.environ.get("AGGREGATOR_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"AGGREGATOR_REQUIRE_POSTGRES=1 but {reason}")
+        pytest.skip(reason)
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A database of the test's own (UTF-8, C.UTF-8), dropped afterwards."""
+    import uuid
+
+    from aggregator.store.postgres import create_database, drop_database
+
+    name = f"aggtest_{uuid.uuid4().hex[:12]}"
+    url = create_database(postgres_server, name)
+    yield url
+    drop_database(postgres_server, name)

@@ -68,8 +68,8 @@ def _why(exc: BaseException, url: str) -> str:
     low = text.lower()
     if "connection refused" in low:
         why = "connection refused (is PostgreSQL running and listening there?)"
-    elif "password authentication failed" in low or "no password supplied" in low \
-            or "authentication failed" in low:
+    elif "authentication failed" in low or "no password supplied" in low \
+            or ("role" in low and "does not exist" in low):
         why = "authentication failed (user or password wrong; PGPASSWORD and .pgpass work too)"
     elif "does not exist" in low and "database" in low:
         why = f"database missing ({CREATEDB_HINT})"
@@ -151,7 +151,7 @@ class PostgresBase:
         if "schema_migrations" not in tables:
             if tables:
                 raise StoreError(
-                    f"database {name} holds other tables ({', '.join(sorted(tables)[:5])}) "
+                    f"database {name} holds another project's tables ({', '.join(sorted(tables)[:5])}) "
                     "and no aggregator schema: refusing to use it; give the aggregator a "
                     "database of its own")
             return 0
@@ -163,15 +163,21 @@ class PostgresBase:
             raise StoreError(
                 f"database {name} has a schema_migrations table that is not the "
                 "aggregator's: refusing to use it")
-        version = int(conn.execute(
-            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()[0])
+        applied = dict(conn.execute("SELECT version, name FROM schema_migrations").fetchall())
+        version = max(applied, default=0)
+        ours = dict(enumerate((n for n, _ in PG_MIGRATIONS), start=1))
+        strangers = [f"{v} {n!r}" for v, n in sorted(applied.items())
+                     if v in ours and ours[v] != n]
+        if strangers or (foreign and not applied):
+            raise StoreError(
+                f"database {name} holds another project's schema (migrations "
+                f"{', '.join(strangers[:3]) or 'none'}; tables "
+                f"{', '.join(sorted(foreign)[:5])}): refusing to use it")
         if version > len(PG_MIGRATIONS):
             raise StoreError(
                 f"database {name} has schema version {version}, newer than this code's "
                 f"{len(PG_MIGRATIONS)}: upgrade the aggregator (nothing was changed)")
-        if foreign and version == 0:
-            raise StoreError(f"database {name} holds other tables: refusing to use it")
-        return version
+        return int(version)
 
     def migrate(self) -> list[str]:
         """Apply pending migrations in order, in one transaction under an advisory lock
@@ -277,3 +283,38 @@ def migrate_database(url: str, timeout: float = 30.0) -> list[str]:
         return db.migrate()
     finally:
         db.close()
+
+
+def _admin(url: str, sql: str) -> None:
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(sql.encode())
+    except psycopg.OperationalError as exc:
+        raise connect_error(url, exc) from None
+    except psycopg.Error as exc:
+        raise StoreError(f"{target(url)}: {_why(exc, url)}") from None
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def create_database(url: str, name: str, *, locale: str = "C.UTF-8") -> str:
+    """Create database ``name`` on the server of ``url`` (UTF-8, ``locale``, from
+    template0, as CREATEDB_HINT says); returns the new database's URL."""
+    _admin(url, f"CREATE DATABASE {_quote_ident(name)} TEMPLATE template0 ENCODING 'UTF8' "
+                f"LOCALE '{locale.replace(chr(39), '')}'")
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+def drop_database(url: str, name: str) -> None:
+    """Drop database ``name`` on the server of ``url``, its sessions ended first."""
+    _admin(url, f"DROP DATABASE IF EXISTS {_quote_ident(name)} WITH (FORCE)")
+
+
+def check_server(url: str, timeout: float = 5.0) -> None:
+    """StoreError (host, port, database and why) unless a connection to ``url`` works."""
+    try:
+        psycopg.connect(url, connect_timeout=max(1, int(timeout))).close()
+    except psycopg.Error as exc:
+        raise connect_error(url, exc) from None
