@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -70,6 +71,22 @@ def raw() -> Iterator[Callable[..., RawServer]]:
 
 POSTGRES_URL = os.environ.get("AGGREGATOR_TEST_POSTGRES",
                               "postgresql://postgres@127.0.0.1:5432/test")
+NO_POSTGRES = "no PostgreSQL server for the PostgreSQL tests (AGGREGATOR_TEST_POSTGRES)"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Every test skipped for want of a server is reported at one place, so the summary
+    shows ONE line for all of them (pytest folds skips by place and reason)."""
+    outcome = yield
+    report = outcome.get_result()
+    longrepr = report.longrepr
+    if report.skipped and isinstance(longrepr, tuple) and str(longrepr[2]).startswith(
+            f"Skipped: {NO_POSTGRES}"):
+        report.longrepr = (__file__, _SKIP_LINE, longrepr[2])
+
+
+_SKIP_LINE = sys._getframe().f_lineno + 4  # the fixture's def (pytest shows it 1-based)
 
 
 @pytest.fixture(scope="session")
@@ -83,7 +100,7 @@ def postgres_server() -> str:
     try:
         check_server(POSTGRES_URL)
     except StoreError as exc:
-        reason = f"no PostgreSQL server for the PostgreSQL tests (AGGREGATOR_TEST_POSTGRES): {exc}"
+        reason = f"{NO_POSTGRES}: {exc}"
         if os.environ.get("AGGREGATOR_REQUIRE_POSTGRES") == "1":
             pytest.fail(f"AGGREGATOR_REQUIRE_POSTGRES=1 but {reason}")
         pytest.skip(reason)
