@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import StoreError
 from .bands import BAND_FLUSH_ROWS, BandBuffer, pack_bands, unpack_bands
 from .connection import MIN_FREE_BYTES
 from .protocol import Row, Storage
@@ -35,14 +34,12 @@ from .values import (
 
 def open_storage(database: str | Path, *, readonly: bool = False,
                  timeout: float = 30.0) -> Storage:
-    """The storage at ``database``: a SQLite file path, or a ``postgresql://`` URL."""
+    """The storage at ``database``: a SQLite file path, or a ``postgresql://`` URL (the
+    PostgreSQL backend, store.postgres; psycopg is imported only then)."""
     if is_postgres_url(str(database)):
-        # The PostgreSQL backend has its schema (`aggregator migrate`, `check`) but not yet
-        # the data methods of the protocol: refuse plainly rather than fail mid-cycle.
-        raise StoreError(
-            "the PostgreSQL store is not complete yet: `aggregator migrate` and `check` "
-            "work on a postgresql:// database, the daemon and other commands need a "
-            "SQLite path for now")
+        from .postgres import PostgresStorage
+
+        return PostgresStorage(str(database), readonly=readonly, timeout=timeout)
     return SQLiteStorage(database, readonly=readonly, timeout=timeout)
 
 

@@ -3,13 +3,18 @@ errors said without a password or a traceback, the database's encoding and LC_CT
 checked, and the ordered migrations of pg_schema applied under an advisory lock. The only
 module of the project that imports psycopg.
 
-This is the foundation of the PostgreSQL backend (issue 13): lifecycle and schema. The
-data methods of the Storage protocol (feeds, entries, stories, articles, reads, retention)
-are not implemented yet, so ``open_storage`` does not hand this class out as a Storage."""
+PostgresStorage is the backend: this module's connection, transactions, migrations and
+upkeep, with the data methods of pg_storage.PgDataMixin. The SQLite-specific upkeep of the
+protocol has its PostgreSQL meaning here (docs/schema.md): checkpoint and fold_wal have no
+log of ours to fold, vacuum is VACUUM FULL, incremental_vacuum a plain VACUUM,
+optimize_search rebuilds the trigram indexes, disk_usage is (pg_database_size, 0)."""
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -18,7 +23,9 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import StoreError
+from .bands import BandBuffer
 from .pg_schema import PG_MIGRATIONS
+from .pg_storage import PgDataMixin, row_factory
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +109,11 @@ class PostgresBase:
         except psycopg.Error as exc:
             raise connect_error(url, exc) from None
         probe.close()
-        kwargs: dict[str, Any] = {"autocommit": False}
+        # Times come back in UTC; a reader's transactions cannot write.
+        options = "-c TimeZone=UTC" + (" -c default_transaction_read_only=on"
+                                        if readonly else "")
+        kwargs: dict[str, Any] = {"autocommit": False, "row_factory": row_factory,
+                                  "options": options}
         self.pool = ConnectionPool(url, min_size=1, max_size=max_size, kwargs=kwargs,
                                    timeout=timeout, open=False, name="aggregator")
         try:
@@ -110,25 +121,82 @@ class PostgresBase:
         except PoolTimeout as exc:
             self.pool.close()
             raise connect_error(url, exc) from None
+        self._lock = threading.RLock()
+        self._current: Any = None  # the connection of the open transaction, if any
+        # Band keys of entries inserted since the last flush_bands (the protocol's contract,
+        # as on SQLite: candidate lookups see them before and after the flush).
+        self.bands = BandBuffer()
+        self._bands_ready = False
+
+    # ----------------------------------------------------------------------- connections
+
+    @contextmanager
+    def _use(self) -> Iterator[Any]:
+        """A connection for one transaction (committed at the end, rolled back on an
+        error): the open transaction's when there is one, so nested reads share it."""
+        if self._current is not None:
+            yield self._current
+            return
+        try:
+            with self.pool.connection() as conn:
+                self._current = conn
+                try:
+                    yield conn
+                finally:
+                    self._current = None
+        except psycopg.OperationalError as exc:
+            raise connect_error(self.url, exc) from None
+
+    @contextmanager
+    def _tx(self, rollback: bool = False) -> Iterator[Any]:
+        """One write transaction; ``rollback``: undone at the end (a dry run)."""
+        with self._lock:
+            try:
+                with self._use() as c:
+                    yield c
+                    if rollback:
+                        c.rollback()
+            except BaseException:
+                self.bands.rollback()
+                raise
+            self.bands.commit()
+
+    def _query(self, sql: str, params: Any = None) -> list[Any]:
+        with self._use() as c:
+            return list(c.execute(sql, params).fetchall())
+
+    @contextmanager
+    def _autocommit(self) -> Iterator[Any]:
+        """A connection outside any transaction (VACUUM, REINDEX CONCURRENTLY)."""
+        try:
+            with self.pool.connection() as conn:
+                conn.autocommit = True
+                try:
+                    yield conn
+                finally:
+                    conn.autocommit = False
+        except psycopg.OperationalError as exc:
+            raise connect_error(self.url, exc) from None
+        except psycopg.Error as exc:
+            raise StoreError(f"{target(self.url)}: {_why(exc, self.url)}") from None
 
     # ----------------------------------------------------------------------- lifecycle
 
     def close(self) -> None:
+        """Index the band keys still in memory (a writer), then close the pool."""
+        if not self.readonly and self.bands:
+            try:
+                self.flush_bands()  # type: ignore[attr-defined]
+            except (psycopg.Error, StoreError):
+                pass  # the keys are on the entries: the next writer indexes them
         self.pool.close()
-
-    def _query(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
-        try:
-            with self.pool.connection() as conn:
-                return conn.execute(sql, params).fetchall()
-        except psycopg.OperationalError as exc:
-            raise connect_error(self.url, exc) from None
 
     def locale_problem(self) -> str | None:
         """Why this database cannot search every script (not UTF-8, or LC_CTYPE C/POSIX:
         pg_trgm then builds no trigram from Armenian, Georgian or Cyrillic), or None."""
-        (encoding, ctype), = self._query(
+        encoding, ctype = self._query(
             "SELECT pg_encoding_to_char(encoding), datctype FROM pg_database "
-            "WHERE datname = current_database()")
+            "WHERE datname = current_database()")[0]
         name = target(self.url)
         if encoding != "UTF8":
             return f"database {name} has encoding {encoding}, not UTF8; {CREATEDB_HINT}"
@@ -182,6 +250,8 @@ class PostgresBase:
     def migrate(self) -> list[str]:
         """Apply pending migrations in order, in one transaction under an advisory lock
         (several processes starting at once apply them once); returns their names."""
+        if self.readonly and self.schema_version() == len(PG_MIGRATIONS):
+            return []
         if self.readonly:
             raise StoreError(f"database {target(self.url)} was opened read-only")
         problem = self.locale_problem()
@@ -189,7 +259,7 @@ class PostgresBase:
             raise StoreError(problem)
         applied: list[str] = []
         try:
-            with self.pool.connection() as conn, conn.transaction():
+            with self._lock, self.pool.connection() as conn, conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATE_LOCK,))
                 version = self._check_owner(conn)
                 if version == 0:
@@ -215,7 +285,7 @@ class PostgresBase:
         return applied
 
     def schema_version(self) -> int:
-        with self.pool.connection() as conn:
+        with self._use() as conn:
             return self._check_owner(conn)
 
     def describe(self) -> dict[str, list[str]]:
@@ -259,6 +329,98 @@ class PostgresBase:
         """(database bytes, 0): the server's WAL is shared by all its databases and
         recycled by the server, not this store's to count."""
         return self.size(), 0
+
+    def checkpoint(self) -> bool:
+        """True: the server folds its own write-ahead log; this store has none to fold."""
+        return True
+
+    def fold_wal(self) -> None:
+        """Nothing to do: the server manages its write-ahead log (see checkpoint)."""
+
+    def page_size(self) -> int:
+        return int(self._query("SELECT current_setting('block_size')::int")[0][0])
+
+    def auto_vacuum(self) -> str:
+        """"incremental" while autovacuum runs (freed space is reused, and empty pages at
+        a table's end go back to the file system), else "none"."""
+        on = self._query("SELECT current_setting('autovacuum')")[0][0]
+        return "incremental" if on == "on" else "none"
+
+    def _own_tables(self, c: Any) -> list[str]:
+        return [r[0] for r in c.execute(
+            "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = current_schema()"
+            " ORDER BY tablename").fetchall()]
+
+    def vacuum(self) -> None:
+        """VACUUM FULL of the store's tables: rewritten compactly, every free page given
+        back (takes an exclusive lock on each table while it is rewritten)."""
+        with self._lock, self._autocommit() as c:
+            for table in self._own_tables(c):
+                c.execute(f"VACUUM (FULL, ANALYZE) {table}".encode())
+
+    def incremental_vacuum(self, max_pages: int | None = None) -> int:
+        """A plain VACUUM of the store's tables (no exclusive lock): dead rows' space is
+        reusable, and empty pages at each table's end go back to the file system. Returns
+        the pages given back; ``max_pages`` cannot bound a VACUUM and is not used."""
+        with self._lock, self._autocommit() as c:
+            before = int(c.execute("SELECT pg_database_size(current_database())").fetchone()[0])
+            for table in self._own_tables(c):
+                c.execute(f"VACUUM {table}".encode())
+            after = int(c.execute("SELECT pg_database_size(current_database())").fetchone()[0])
+            block = int(c.execute("SELECT current_setting('block_size')::int").fetchone()[0])
+        return max(0, before - after) // block
+
+    def optimize_search(self, max_pages: int | None = None, garbage: float = 0.1) -> int:
+        """Rebuild the trigram indexes (REINDEX CONCURRENTLY: writers go on) once entries
+        were pruned since the last rebuild: a GIN index keeps the pages deleted rows held.
+        With ``max_pages`` the rebuild waits until pruned entries are a ``garbage`` share
+        (PostgreSQL cannot rebuild an index in steps). Returns the pages freed."""
+        with self._lock, self._use() as c:
+            row = c.execute("SELECT value FROM store_state WHERE name = 'search_pruned'"
+                            ).fetchone()
+            pruned = int(row[0]) if row else 0
+            kept = int(c.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+        if not pruned or (max_pages is not None and pruned < garbage * (kept + pruned)):
+            return 0
+        indexes = ("entries_title_trgm", "entries_text_trgm")
+        size = "SELECT SUM(pg_relation_size(quote_ident(i)::regclass)) FROM unnest(%s::text[]) i"
+        with self._lock, self._autocommit() as c:
+            before = int(c.execute(size, (list(indexes),)).fetchone()[0])
+            for index in indexes:
+                c.execute(f"REINDEX INDEX CONCURRENTLY {index}".encode())
+            after = int(c.execute(size, (list(indexes),)).fetchone()[0])
+            block = int(c.execute("SELECT current_setting('block_size')::int").fetchone()[0])
+            c.execute("UPDATE store_state SET value = 0 WHERE name = 'search_pruned'")
+        return max(0, before - after) // block
+
+    def write_problem(self, timeout: float = 2.0) -> str | None:
+        """Why a write would fail now: opened read-only, the server unreachable, in
+        recovery (a standby) or read-only, or the feeds table locked elsewhere past
+        ``timeout``; None when a write would go through. Writes nothing."""
+        name = target(self.url)
+        if self.readonly:
+            return f"{name}: opened read-only"
+        if self._current is not None:
+            return None  # writing right now
+        try:
+            with self._lock, self.pool.connection(timeout=timeout) as conn:
+                if (conn.execute("SELECT pg_is_in_recovery()").fetchone() or (False,))[0]:
+                    return f"{name}: the server is a standby in recovery (read-only)"
+                if (conn.execute("SHOW transaction_read_only").fetchone() or ("",))[0] == "on":
+                    return f"{name}: transactions are read-only"
+                conn.execute(f"SET LOCAL lock_timeout = {max(1, int(timeout * 1000))}")
+                conn.execute("LOCK TABLE feeds, entries IN ROW EXCLUSIVE MODE")
+                conn.rollback()
+        except PoolTimeout:
+            return f"{name}: no connection within {timeout:g}s"
+        except psycopg.Error as exc:
+            return f"{name}: {_why(exc, self.url)}"
+        return None
+
+
+class PostgresStorage(PgDataMixin, PostgresBase):  # type: ignore[misc]
+    """All reads and writes of one PostgreSQL database, through a small pool. Like the
+    SQLite backend, one instance is used by one thread at a time."""
 
 
 def check_database(url: str, timeout: float = 10.0) -> str:
