@@ -341,10 +341,10 @@ class PostgresBase:
         return int(self._query("SELECT current_setting('block_size')::int")[0][0])
 
     def auto_vacuum(self) -> str:
-        """"incremental" while autovacuum runs (freed space is reused, and empty pages at
-        a table's end go back to the file system), else "none"."""
-        on = self._query("SELECT current_setting('autovacuum')")[0][0]
-        return "incremental" if on == "on" else "none"
+        """"incremental": incremental_vacuum (a plain VACUUM) gives a PostgreSQL store's
+        free pages back whenever it is called, whatever the server's autovacuum setting;
+        no store of this backend needs the one-time VACUUM an old SQLite file does."""
+        return "incremental"
 
     def _own_tables(self, c: Any) -> list[str]:
         return [r[0] for r in c.execute(
@@ -361,14 +361,14 @@ class PostgresBase:
     def incremental_vacuum(self, max_pages: int | None = None) -> int:
         """A plain VACUUM of the store's tables (no exclusive lock): dead rows' space is
         reusable, and empty pages at each table's end go back to the file system. Returns
-        the pages given back; ``max_pages`` cannot bound a VACUUM and is not used."""
+        the pages given back (of the tables' and indexes' main data; VACUUM's own free
+        space and visibility maps may grow); ``max_pages`` cannot bound a VACUUM and is not
+        used."""
         with self._lock, self._autocommit() as c:
-            before = int(c.execute("SELECT pg_database_size(current_database())").fetchone()[0])
+            before = _main_pages(c)
             for table in self._own_tables(c):
                 c.execute(f"VACUUM {table}".encode())
-            after = int(c.execute("SELECT pg_database_size(current_database())").fetchone()[0])
-            block = int(c.execute("SELECT current_setting('block_size')::int").fetchone()[0])
-        return max(0, before - after) // block
+            return max(0, before - _main_pages(c))
 
     def optimize_search(self, max_pages: int | None = None, garbage: float = 0.1) -> int:
         """Rebuild the trigram indexes (REINDEX CONCURRENTLY: writers go on) once entries
@@ -416,6 +416,21 @@ class PostgresBase:
         except psycopg.Error as exc:
             return f"{name}: {_why(exc, self.url)}"
         return None
+
+
+def _main_pages(c: Any) -> int:
+    """Pages of the main data of the store's tables and indexes (TOAST included)."""
+    return int(c.execute(
+        "SELECT COALESCE(SUM(pg_relation_size(c.oid, 'main')), 0)"
+        " / current_setting('block_size')::int FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE (n.nspname = current_schema() AND c.relkind IN ('r', 'i'))"
+        " OR c.oid IN (SELECT reltoastrelid FROM pg_class x JOIN pg_namespace y"
+        "  ON y.oid = x.relnamespace WHERE y.nspname = current_schema())"
+        " OR c.oid IN (SELECT i.indexrelid FROM pg_index i JOIN pg_class x"
+        "  ON x.oid = i.indrelid WHERE x.oid IN (SELECT reltoastrelid FROM pg_class z"
+        "  JOIN pg_namespace w ON w.oid = z.relnamespace"
+        "  WHERE w.nspname = current_schema()))").fetchone()[0])
 
 
 class PostgresStorage(PgDataMixin, PostgresBase):  # type: ignore[misc]
