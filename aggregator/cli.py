@@ -290,10 +290,10 @@ def run(obj: Ctx) -> None:
 
 
 def _open_store(config: Config) -> Storage:
-    from .store import open_storage
+    from .store import is_postgres_url, open_storage
 
     path = config.settings.database
-    if not Path(path).exists():
+    if not is_postgres_url(path) and not Path(path).exists():
         raise click.ClickException(f"no database at {path}: run `aggregator update` first")
     store = open_storage(path)
     store.migrate()
@@ -536,9 +536,11 @@ def prune(obj: Ctx, dry_run: bool, vacuum: bool) -> None:
     """Delete entries past entry_retention or their feed's max_entries (what the current
     published documents show stays), with their search rows, pages and story membership."""
     from .pipeline import Pipeline
+    from .store import is_postgres_url
 
     config = obj.load()
-    if not Path(config.settings.database).exists():
+    if not is_postgres_url(config.settings.database) and not Path(
+            config.settings.database).exists():
         raise click.ClickException(
             f"no database at {config.settings.database}: run `aggregator update` first")
     pipeline = Pipeline(config)

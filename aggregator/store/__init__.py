@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .bands import BAND_FLUSH_ROWS, BandBuffer, pack_bands, unpack_bands
 from .connection import MIN_FREE_BYTES
+from .pg_url import display_database, is_postgres_url
 from .protocol import Row, Storage
 from .schema import MIGRATIONS, _split_sql
 from .sqlite import SQLiteStorage, Store
@@ -41,11 +42,6 @@ def open_storage(database: str | Path, *, readonly: bool = False,
 
         return PostgresStorage(str(database), readonly=readonly, timeout=timeout)
     return SQLiteStorage(database, readonly=readonly, timeout=timeout)
-
-
-def is_postgres_url(database: str) -> bool:
-    """Whether ``database`` names a PostgreSQL database rather than a SQLite file."""
-    return database.startswith(("postgresql://", "postgres://"))
 
 
 def migrate_database(database: str | Path) -> list[str]:
@@ -99,6 +95,7 @@ __all__ = [
     "pick_representative",
     "ts",
     "check_database",
+    "display_database",
     "is_postgres_url",
     "migrate_database",
     "unpack_bands",

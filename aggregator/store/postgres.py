@@ -26,6 +26,7 @@ from ..errors import StoreError
 from .bands import BandBuffer
 from .pg_schema import PG_MIGRATIONS
 from .pg_storage import PgDataMixin, row_factory
+from .pg_url import redact, target
 
 log = logging.getLogger(__name__)
 
@@ -42,28 +43,6 @@ OWN_TABLES = frozenset({
 
 CREATEDB_HINT = ("create one with: createdb -T template0 -E UTF8 --locale=C.UTF-8 NAME "
                  "(any UTF-8 locale of `locale -a` but C/POSIX)")
-
-
-def redact(url: str) -> str:
-    """The URL without its password (user:***@host)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
-
-
-def target(url: str) -> str:
-    """host:port/database of a URL, as errors name it (libpq's defaults filled in)."""
-    parts = urlsplit(url)
-    host = parts.hostname or "localhost"
-    try:
-        port = parts.port or 5432
-    except ValueError:
-        port = 5432
-    dbname = unquote(parts.path.lstrip("/")) or unquote(parts.username or "") or "postgres"
-    return f"{host}:{port}/{dbname}"
 
 
 def _why(exc: BaseException, url: str) -> str:
