@@ -190,7 +190,19 @@ def test_another_projects_tables_are_refused_and_left_alone(postgres_url: str,
     assert done.returncode == 1 and "another project" in done.stdout, done.stdout
 
 
-def _unused(
-        postgres_url: str) -> None:
-    with pytest.raises(StoreError, match="not complete yet"):
-        open_storage(postgres_url)
+def test_open_storage_picks_postgres_from_the_url_and_hides_its_password(
+        postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    url = with_password(postgres_url, "hunter2secret")
+    st = open_storage(url)
+    try:
+        assert type(st).__name__ == "PostgresStorage"
+        with caplog.at_level("INFO"):
+            assert st.migrate()
+        assert st.schema_version() == len(MIGRATIONS)
+        said = st.path + caplog.text + (st.write_problem() or "")
+        assert "hunter2secret" not in said and urlsplit(postgres_url).path in said
+    finally:
+        st.close()
+    reader = open_storage(url, readonly=True)
+    assert "read-only" in (reader.write_problem() or "")
+    reader.close()
