@@ -94,10 +94,10 @@ def postgres_server() -> str:
     """The server URL of AGGREGATOR_TEST_POSTGRES, once it answered; every PostgreSQL test
     skips with this one reason when it does not, unless AGGREGATOR_REQUIRE_POSTGRES=1
     (.ci/run), which makes that a failure."""
+    from urllib.parse import urlsplit, urlunsplit
+
     from aggregator.errors import StoreError
     from aggregator.store.postgres import check_server
-
-    from urllib.parse import urlsplit, urlunsplit
 
     url = POSTGRES_URL
     try:
