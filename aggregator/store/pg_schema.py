@@ -85,7 +85,7 @@ SELECT
     e.content_html AS content_html,
     e.summary AS summary,
     e.word_count AS word_count,
-    COALESCE(e.language, f.language) AS language,
+    {language} AS language,
     e.categories AS categories,
     e.guid AS guid,
     e.first_seen AS first_seen,
@@ -200,7 +200,7 @@ CREATE TABLE pages (
     body BYTEA NOT NULL
 );
 """
-        + _ITEMS
+        + _ITEMS.format(language="COALESCE(e.language, f.language)")
         + _FEED_HEALTH.format(extra="")
         + """
 CREATE VIEW story_outlets AS
@@ -282,6 +282,45 @@ CREATE TABLE pruned_keys (
         MIGRATIONS[8][0],
         """
 ALTER TABLE entries ADD COLUMN contain_bands BYTEA;
+""",
+    ),
+    (
+        MIGRATIONS[9][0],
+        # As in SQLite: the links each entry's feed or page names to its other language
+        # versions (either side may arrive first); items.language gains the page's
+        # language as the last fallback, every column kept; story_members has SQLite's
+        # columns in SQLite's order (published NULL when undated, as in items).
+        """
+CREATE TABLE entry_links (
+    entry_id BIGINT NOT NULL REFERENCES entries(id),
+    source TEXT NOT NULL,
+    url_norm TEXT NOT NULL,
+    language TEXT,
+    kind TEXT NOT NULL,
+    PRIMARY KEY (entry_id, source, url_norm)
+);
+CREATE INDEX entry_links_url ON entry_links(url_norm);
+ALTER TABLE entries ADD COLUMN page_language TEXT;
+DROP VIEW items;
+"""
+        + _ITEMS.format(language="COALESCE(e.language, f.language, e.page_language)")
+        + """
+CREATE VIEW story_members AS
+SELECT
+    e.story_id AS story_id,
+    e.id AS entry_id,
+    f.name AS feed_name,
+    COALESCE(f.title, f.name) AS outlet,
+    NULLIF(LOWER(split_part(
+        REPLACE(COALESCE(e.language, f.language, e.page_language), '_', '-'), '-', 1)),
+        '') AS language,
+    e.match_reason AS match_reason,
+    e.match_score AS match_score,
+    e.url AS url,
+    e.title AS title,
+    e.published AS published
+FROM entries e JOIN feeds f ON f.id = e.feed_id
+WHERE e.story_id IS NOT NULL;
 """,
     ),
 ]

@@ -21,7 +21,7 @@ from ..errors import StoreError
 from ..models import Candidate, FeedConfig, FeedMetrics, Item, Outlet, PruneReport
 from .bands import BAND_FLUSH_ROWS, BandBuffer, pack_bands, unpack_bands
 from .reads import _item
-from .stories import _RowEntry, decide_story, pick_representative
+from .stories import _LINK_LIMIT, _RowEntry, decide_story, link_joins, pick_representative
 from .values import (
     CONTAIN_MIN_SHARED,
     FEED_STATES,
@@ -33,6 +33,7 @@ from .values import (
     _json,
     entry_uid,
     parse_ts,
+    primary_language,
     ts,
 )
 
@@ -280,6 +281,61 @@ def touch_story_of(c: Any, entry_id: int, now: datetime) -> None:
         refresh_story(c, row[0], now)
 
 
+def pg_set_links(c: Any, entry_id: int, source: str,
+                 links: Iterable[tuple[str, str | None, str]]) -> None:
+    """stories.set_links in PostgreSQL's SQL: replace the links an entry's ``source``
+    (``feed`` or ``page``) names."""
+    c.execute("DELETE FROM entry_links WHERE entry_id = %s AND source = %s", (entry_id, source))
+    rows = [(url, primary_language(lang), kind) for url, lang, kind in links]
+    if rows:
+        c.execute(
+            "INSERT INTO entry_links(entry_id, source, url_norm, language, kind)"
+            " SELECT %s, %s, u, l, k FROM unnest(%s::text[], %s::text[], %s::text[])"
+            " AS x(u, l, k) ON CONFLICT DO NOTHING",
+            (entry_id, source, [r[0] for r in rows], [r[1] for r in rows],
+             [r[2] for r in rows]))
+
+
+_ENTRY_LANG = (
+    "SELECT e.id, e.story_id, e.url_norm, e.canonical_url,"
+    " COALESCE(e.language, f.language, e.page_language) AS language"
+    " FROM entries e JOIN feeds f ON f.id = e.feed_id"
+)
+
+
+def pg_join_linked_stories(c: Any, entry_id: int, now: datetime) -> int:
+    """stories.join_linked_stories in PostgreSQL's SQL, with its policy (link_joins)."""
+    me = c.execute(_ENTRY_LANG + " WHERE e.id = %s", (entry_id,)).fetchone()
+    if me is None or me["story_id"] is None:
+        return 0
+    joins = link_joins(
+        me,
+        c.execute("SELECT url_norm, language, kind FROM entry_links WHERE entry_id = %s",
+                  (entry_id,)).fetchall(),
+        lambda url: c.execute(
+            _ENTRY_LANG + " WHERE e.id IN (SELECT id FROM entries WHERE url_norm = %s"
+            " UNION SELECT id FROM entries WHERE canonical_url = %s LIMIT %s)"
+            " AND e.id != %s", (url, url, _LINK_LIMIT, entry_id)).fetchall(),
+        lambda url: c.execute(
+            "SELECT l.language AS declared, l.kind, x.story_id, x.url_norm, x.language"
+            " FROM (SELECT entry_id, language, kind FROM entry_links WHERE url_norm = %s"
+            " AND entry_id != %s LIMIT %s) l JOIN (" + _ENTRY_LANG + ") x"
+            " ON x.id = l.entry_id", (url, entry_id, _LINK_LIMIT)).fetchall())
+    story = int(me["story_id"])
+    merged = 0
+    for other, reason in joins:
+        if other == story or c.execute("SELECT 1 FROM stories WHERE id = %s",
+                                       (other,)).fetchone() is None:
+            continue
+        keep, gone = min(story, other), max(story, other)
+        merge_story(c, gone, into=keep, reason=reason, score=1.0)
+        story = keep
+        merged += 1
+    if merged:
+        refresh_story(c, story, now)
+    return merged
+
+
 def _enclosures(encs: Iterable[Any]) -> str:
     return _json([{"url": e.url, "type": e.type, "length": e.length} for e in encs])
 
@@ -466,7 +522,9 @@ class PgDataMixin:
                 if e.author is not None and row["author"] != e.author:
                     c.execute("UPDATE entries SET author = %s WHERE id = %s",
                               (e.author, row["id"]))
-                return StoredEntry(row["id"], feed_id, e.key, is_new=False, changed=False)
+                merged = self._relink(c, row["id"], e, now)
+                return StoredEntry(row["id"], feed_id, e.key, is_new=False, changed=False,
+                                   stories_merged=merged)
             stored_updated = out(row["updated"]) or now
             edited = max(stored_updated, e.updated) if e.updated else max(stored_updated, now)
             c.execute(
@@ -486,8 +544,11 @@ class PgDataMixin:
                  e.date_note, t(edited), t(now), e.content_hash, e.extract_status,
                  e.text_hash, e.signature, row["id"]))
             pg_set_bands(c, self.bands, row["id"], e.band_keys, e.contain_keys)
+            pg_set_links(c, row["id"], "feed", e.links)
             touch_story_of(c, row["id"], now)
-            return StoredEntry(row["id"], feed_id, e.key, is_new=False, changed=True)
+            merged = pg_join_linked_stories(c, row["id"], now)
+            return StoredEntry(row["id"], feed_id, e.key, is_new=False, changed=True,
+                               stories_merged=merged)
 
         candidates: list[Candidate] = []
         if matcher is not None and (e.url_norm or e.text_hash or e.band_keys):
@@ -528,9 +589,23 @@ class PgDataMixin:
                       (entry_id, story_id))
         else:
             refresh_story(c, story_id, now)
+        # Its translations and editions, whichever arrived first.
+        pg_set_links(c, entry_id, "feed", e.links)
+        merged = pg_join_linked_stories(c, entry_id, now)
         return StoredEntry(entry_id, feed_id, e.key, is_new=True, changed=True,
                            story_created=reason == "first",
-                           stories_merged=len(decision.bridges))
+                           stories_merged=len(decision.bridges) + merged)
+
+    @staticmethod
+    def _relink(c: Any, entry_id: int, e: NewEntry, now: datetime) -> int:
+        """entries._relink: an unchanged entry whose feed now names other versions."""
+        stored = {r[0] for r in c.execute(
+            "SELECT url_norm FROM entry_links WHERE entry_id = %s AND source = 'feed'",
+            (entry_id,))} if e.links else set()
+        if stored == {url for url, _, _ in e.links}:
+            return 0
+        pg_set_links(c, entry_id, "feed", e.links)
+        return pg_join_linked_stories(c, entry_id, now)
 
     def entry_feed_html(self, entry_id: int) -> tuple[str, str]:
         with self._use() as c:
@@ -576,6 +651,19 @@ class PgDataMixin:
             refresh_story(c, match.story_id, now)
         return old is not None
 
+    def join_links(self, entry_id: int, now: datetime) -> int:
+        with self._tx() as c:
+            return pg_join_linked_stories(c, entry_id, now)
+
+    def story_members(self, story_id: int) -> list[PgRow]:
+        """The rows of the story_members view for one story, earliest first (undated
+        ones first, as SQLite sorts their '' before any date)."""
+        with self._use() as c:
+            rows = c.execute(
+                "SELECT * FROM story_members WHERE story_id = %s"
+                " ORDER BY published NULLS FIRST, entry_id", (story_id,)).fetchall()
+        return [_lite_row(r) for r in rows]
+
     def story_member_ids(self, story_ids: Iterable[int]) -> set[int]:
         ids = sorted(set(story_ids))
         if not ids:
@@ -589,7 +677,8 @@ class PgDataMixin:
             s = c.execute("SELECT * FROM stories WHERE id = %s", (story_id,)).fetchone()
             members = c.execute(
                 "SELECT e.id, f.name AS feed_name, e.title, e.url, e.published, e.word_count,"
-                " e.match_reason, e.match_score FROM entries e JOIN feeds f ON f.id = e.feed_id"
+                " e.match_reason, e.match_score, m.language FROM entries e"
+                " JOIN feeds f ON f.id = e.feed_id JOIN story_members m ON m.entry_id = e.id"
                 " WHERE e.story_id = %s ORDER BY e.published NULLS FIRST, e.id",
                 (story_id,)).fetchall()
         return (_lite_row(s) if s else None), [_lite_row(m) for m in members]
@@ -635,6 +724,8 @@ class PgDataMixin:
         page: tuple[str, str | None, str | None, bytes] | None = None,
         retry_at: datetime | None = None, attempt: bool = True,
         shown_before: datetime | None = None,
+        links: Sequence[tuple[str, str | None, str]] | None = None,
+        page_language: str | None = None,
     ) -> None:
         if status == "pending" and retry_at is None:
             raise StoreError("record_article: a pending outcome needs its retry time")
@@ -676,6 +767,11 @@ class PgDataMixin:
                 c.execute("UPDATE feeds SET article_errors = 0"
                           " WHERE id = (SELECT feed_id FROM entries WHERE id = %s)"
                           " AND article_errors != 0", (entry_id,))
+            if links is not None:
+                pg_set_links(c, entry_id, "page", links)
+            if page_language is not None:
+                c.execute("UPDATE entries SET page_language = %s WHERE id = %s",
+                          (page_language, entry_id))
             if page is not None:
                 url, final_url, charset, body = page
                 c.execute(
@@ -932,6 +1028,7 @@ class PgDataMixin:
                               (ids,)).rowcount
             bands = c.execute("DELETE FROM entry_bands WHERE entry_id = ANY(%s::bigint[])",
                               (ids,)).rowcount
+            c.execute("DELETE FROM entry_links WHERE entry_id = ANY(%s::bigint[])", (ids,))
             c.execute("DELETE FROM entries WHERE id = ANY(%s::bigint[])", (ids,))
             c.execute("INSERT INTO store_state(name, value) VALUES ('search_pruned', %s)"
                       " ON CONFLICT (name) DO UPDATE SET"
