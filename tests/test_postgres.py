@@ -65,6 +65,7 @@ def test_migrate_creates_the_same_tables_views_and_columns(postgres_url: str,
         assert db.column_types("items")["published"] == TIMESTAMPTZ
         assert db.column_types("feed_health")["next_poll"] == TIMESTAMPTZ
         assert db.column_types("story_outlets")["first_seen"] == TIMESTAMPTZ
+        assert db.column_types("story_members")["published"] == TIMESTAMPTZ
         assert db.column_types("feeds")["active"] == "boolean"
         assert db.column_types("entries")["signature"] == "bytea"
         assert db.size() > 0 and db.disk_usage()[1] == 0
