@@ -618,6 +618,24 @@ def test_prune_by_age_with_protection_and_dry_run(storage: Storage) -> None:
     assert kept.entries == 2 and storage.count_entries() == 2
 
 
+def test_prune_forgets_the_links_of_pruned_entries(storage: Storage) -> None:
+    from dataclasses import replace
+    old = NOW - timedelta(days=30)
+    a = poll(storage, "f0", replace(entry("a", words(60, 41), url="https://x.example/hy/1",
+                                          published=old),
+                                    links=(("https://x.example/ru/1", "ru", "hreflang"),)),
+             now=old)[0]
+    storage.record_article(a.id, now=old, status="feed", method="t", error=None,
+                           links=[("https://x.example/ka/1", "ka", "hreflang")])
+    report = storage.prune(now=NOW, entry_retention=10 * DAY)
+    assert report.entries == 1 and storage.count_entries() == 0
+    # The versions it named arrive later: nothing is left for them to join.
+    ru = poll(storage, "f1", replace(entry("ru", words(60, 42), url="https://x.example/ru/1"),
+                                     language="ru"))[0]
+    assert ru.story_created and ru.stories_merged == 0
+    assert storage.integrity_check() == "ok"
+
+
 def test_optimize_search_returns_the_pruned_rows_space(storage: Storage) -> None:
     _old_and_new(storage)
     assert storage.optimize_search() == 0  # nothing pruned yet
