@@ -158,7 +158,33 @@ def check(obj: Ctx) -> None:
         click.echo(f"{len(problems)} problem(s) found", err=True)
         raise SystemExit(2)
     config = load_config(obj.config_path, obj.feeds_path)
+    from .store import check_database
+
+    try:
+        line = check_database(config.settings.database)
+    except AggregatorError as exc:
+        click.echo(f"database: {exc}")
+        raise SystemExit(1) from None
+    if line:
+        click.echo(line)
     click.echo(f"ok: {len(config.feeds)} feeds, {len(config.outputs)} outputs")
+
+
+@main.command()
+@click.pass_obj
+def migrate(obj: Ctx) -> None:
+    """Create or upgrade the database's schema (a SQLite path or a postgresql:// URL);
+    safe to run from several processes at once."""
+    from .store import migrate_database
+
+    config = obj.load()
+    try:
+        applied = migrate_database(config.settings.database)
+    except AggregatorError as exc:
+        raise click.ClickException(str(exc)) from None
+    for name in applied:
+        click.echo(f"applied: {name}")
+    click.echo("schema up to date" if not applied else f"{len(applied)} migration(s) applied")
 
 
 # --------------------------------------------------------------------------- update / publish
@@ -265,10 +291,10 @@ def run(obj: Ctx) -> None:
 
 
 def _open_store(config: Config) -> Storage:
-    from .store import open_storage
+    from .store import is_postgres_url, open_storage
 
     path = config.settings.database
-    if not Path(path).exists():
+    if not is_postgres_url(path) and not Path(path).exists():
         raise click.ClickException(f"no database at {path}: run `aggregator update` first")
     store = open_storage(path)
     store.migrate()
@@ -530,9 +556,11 @@ def prune(obj: Ctx, dry_run: bool, vacuum: bool) -> None:
     """Delete entries past entry_retention or their feed's max_entries (what the current
     published documents show stays), with their search rows, pages and story membership."""
     from .pipeline import Pipeline
+    from .store import is_postgres_url
 
     config = obj.load()
-    if not Path(config.settings.database).exists():
+    if not is_postgres_url(config.settings.database) and not Path(
+            config.settings.database).exists():
         raise click.ClickException(
             f"no database at {config.settings.database}: run `aggregator update` first")
     pipeline = Pipeline(config)

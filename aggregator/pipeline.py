@@ -58,7 +58,7 @@ from .models import (
     StoryMatch,
 )
 from .storable import escape_unstorable
-from .store import BacklogEntry, FeedState, NewEntry, Storage, open_storage
+from .store import BacklogEntry, FeedState, NewEntry, Storage, display_database, open_storage
 
 log = logging.getLogger("aggregator.pipeline")
 # Where links pointed before base_url became optional (its default then): the feed id stored
@@ -418,7 +418,7 @@ class Pipeline:
             log.warning(
                 "the WAL (%.1f MB) cannot be checkpointed: another connection to %s holds a "
                 "read transaction open; it grows with each write until that reader ends it",
-                wal / 1e6, self.config.settings.database,
+                wal / 1e6, display_database(self.config.settings.database),
                 extra={"kind": "wal", "wal_bytes": wal},
             )
         return False

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import ssl
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -64,3 +65,67 @@ def raw() -> Iterator[Callable[..., RawServer]]:
     yield start
     for srv in servers:
         srv.close()
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+POSTGRES_URL = os.environ.get("AGGREGATOR_TEST_POSTGRES",
+                              "postgresql://postgres@127.0.0.1:5432/test")
+NO_POSTGRES = "no PostgreSQL server for the PostgreSQL tests (AGGREGATOR_TEST_POSTGRES)"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Every test skipped for want of a server is reported at one place, so the summary
+    shows ONE line for all of them (pytest folds skips by place and reason)."""
+    outcome = yield
+    report = outcome.get_result()
+    longrepr = report.longrepr
+    if report.skipped and isinstance(longrepr, tuple) and str(longrepr[2]).startswith(
+            f"Skipped: {NO_POSTGRES}"):
+        report.longrepr = (__file__, _SKIP_LINE, longrepr[2])
+
+
+_SKIP_LINE = sys._getframe().f_lineno + 4  # the fixture's def (pytest shows it 1-based)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The server URL of AGGREGATOR_TEST_POSTGRES, once it answered; every PostgreSQL test
+    skips with this one reason when it does not, unless AGGREGATOR_REQUIRE_POSTGRES=1
+    (.ci/run), which makes that a failure."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from aggregator.errors import StoreError
+    from aggregator.store.postgres import check_server
+
+    url = POSTGRES_URL
+    try:
+        try:
+            check_server(url)
+        except StoreError as exc:
+            if "database missing" not in str(exc):
+                raise
+            # A server without that database: the tests create theirs from the
+            # maintenance database instead.
+            url = urlunsplit(urlsplit(url)._replace(path="/postgres"))
+            check_server(url)
+    except StoreError as exc:
+        reason = f"{NO_POSTGRES}: {exc}"
+        if os.environ.get("AGGREGATOR_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"AGGREGATOR_REQUIRE_POSTGRES=1 but {reason}")
+        pytest.skip(reason)
+    return url
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A database of the test's own (UTF-8, C.UTF-8), dropped afterwards."""
+    import uuid
+
+    from aggregator.store.postgres import create_database, drop_database
+
+    name = f"aggtest_{uuid.uuid4().hex[:12]}"
+    url = create_database(postgres_server, name)
+    yield url
+    drop_database(postgres_server, name)

@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import feedparser
+import pytest
 
 from aggregator.config import load_config
 from aggregator.extract import extract_article
 from aggregator.models import Alternate
 from aggregator.parse import parse_feed
 from aggregator.pipeline import Pipeline
+from aggregator.store import open_storage
 
 from .feedserver import FeedServer
 from .util import cli, env_for, write_feeds
@@ -182,6 +184,44 @@ def test_hreflang_both_ways_one_way_relative_and_x_default(tmp_path: Path) -> No
     assert r.returncode == 0, r.stderr
     assert "languages: en, hy, ru" in r.stdout
     assert "[ru]" in r.stdout and "translation match" in r.stdout
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_pages_join_their_translations_through_the_protocol_on_either_backend(
+        backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    # The pipeline through the CLI, read back through the Storage protocol: the same
+    # joins, reasons, member languages and items.language on both stores.
+    database = (str(tmp_path / "agg.db") if backend == "sqlite"
+                else request.getfixturevalue("postgres_url"))
+    with FeedServer(feeds=0) as s:
+        s.route("/hy/news/1", headers=HTML, body=page("hy-AM", 1, hreflang(
+            ("ru", "/ru/news/1"), ("x-default", "/en/news/2"))))
+        s.route("/ru/news/1", headers=HTML, body=page("ru", 1))
+        s.route("/en/news/2", headers=HTML, body=page(None, 2, hreflang(("en", "/en/news/2"))))
+        s.route("/hy.xml", headers=RSS, body=rss([("hy1", "Պատմություն 1", s.url("/hy/news/1"))]))
+        s.route("/ru.xml", headers=RSS, body=rss([("ru1", "История 1", s.url("/ru/news/1"))],
+                                                 language="ru-RU"))
+        s.route("/en.xml", headers=RSS, body=rss([("en2", "Story 2", s.url("/en/news/2"))]))
+        feeds = write_feeds(tmp_path / "feeds.yaml", [
+            {"name": n, "url": s.url(f"/{n}.xml")} for n in ("hy", "ru", "en")])
+        update(tmp_path, feeds, AGGREGATOR_DATABASE=database)
+    st = open_storage(database if backend == "postgresql" else Path(database), readonly=True)
+    try:
+        items = {(i.url or "").rsplit("/", 3)[1] + (i.url or "")[-1]: i
+                 for i in st.items(one_per_story=False)}  # hy1, ru1, en2
+        assert set(items) == {"hy1", "ru1", "en2"}
+        story = items["hy1"].story_id
+        assert story is not None and items["ru1"].story_id == story != items["en2"].story_id
+        rows = {r["feed_name"]: r for r in st.story_members(story)}
+        assert set(rows) == {"hy", "ru"}
+        # The feed's language (ru-RU) for one, the page's (hy-AM) as the last fallback for
+        # the other, whose feed names none: primary subtags.
+        assert (rows["hy"]["language"], rows["ru"]["language"]) == ("hy", "ru")
+        assert sorted(r["match_reason"] for r in rows.values()) == ["first", "translation"]
+        assert [m["language"] for m in st.story(story)[1]] == [
+            r["language"] for r in st.story_members(story)]
+    finally:
+        st.close()
 
 
 def test_switcher_pointing_at_a_section_page_joins_nothing(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .bands import BAND_FLUSH_ROWS, BandBuffer, pack_bands, unpack_bands
 from .connection import MIN_FREE_BYTES
+from .pg_url import display_database, is_postgres_url
 from .protocol import Row, Storage
 from .schema import MIGRATIONS, _split_sql
 from .sqlite import SQLiteStorage, Store
@@ -34,9 +35,37 @@ from .values import (
 
 def open_storage(database: str | Path, *, readonly: bool = False,
                  timeout: float = 30.0) -> Storage:
-    """The storage at ``database``: a SQLite file path (the only backend so far; a second
-    one is chosen here, e.g. by a URL scheme)."""
+    """The storage at ``database``: a SQLite file path, or a ``postgresql://`` URL (the
+    PostgreSQL backend, store.postgres; psycopg is imported only then)."""
+    if is_postgres_url(str(database)):
+        from .postgres import PostgresStorage
+
+        return PostgresStorage(str(database), readonly=readonly, timeout=timeout)
     return SQLiteStorage(database, readonly=readonly, timeout=timeout)
+
+
+def migrate_database(database: str | Path) -> list[str]:
+    """Create or upgrade the store at ``database`` (either backend); the names applied."""
+    if is_postgres_url(str(database)):
+        from .postgres import migrate_database as migrate_pg
+
+        return migrate_pg(str(database))
+    store = SQLiteStorage(database)
+    try:
+        return store.migrate()
+    finally:
+        store.close()
+
+
+def check_database(database: str | Path) -> str | None:
+    """`aggregator check`'s look at a PostgreSQL database (reachable, UTF-8 with a usable
+    LC_CTYPE, a schema of ours no newer than the code): a line to print, StoreError for a
+    problem; None for a SQLite path (nothing to reach)."""
+    if not is_postgres_url(str(database)):
+        return None
+    from .postgres import check_database as check_pg
+
+    return check_pg(str(database))
 
 
 __all__ = [
@@ -65,5 +94,9 @@ __all__ = [
     "parse_ts",
     "pick_representative",
     "ts",
+    "check_database",
+    "display_database",
+    "is_postgres_url",
+    "migrate_database",
     "unpack_bands",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -249,42 +249,60 @@ _ENTRY_LANG = (
 _LINK_LIMIT = 50  # entries one URL may name or be named by: bounds a hostile page's cost
 
 
-def join_linked_stories(c: sqlite3.Connection, entry_id: int, now: datetime) -> int:
-    """Join the stories of the entries an entry's links name, and of the entries whose
-    links name it (its URL or canonical URL), each with the reason ``link_reason`` gives;
-    either side may have arrived first. Stories merge into the oldest (its published item
-    id stays) through ``merge_story``. Returns the number of stories merged."""
-    me = c.execute(_ENTRY_LANG + " WHERE e.id = ?", (entry_id,)).fetchone()
-    if me is None or me["story_id"] is None:
-        return 0
+def link_joins(me: Mapping[str, Any], links: Iterable[Mapping[str, Any]],
+               targets: Callable[[str], Iterable[Mapping[str, Any]]],
+               linkers: Callable[[str], Iterable[Mapping[str, Any]]]) -> list[tuple[int, str]]:
+    """Policy of join_linked_stories over plain rows, for both backends: the stories an
+    entry ``me`` (story_id, url_norm, canonical_url, language) joins, each (story id,
+    reason ``link_reason`` gives), in order. ``links``: its stored links (url_norm,
+    language, kind); ``targets(url)``: the other entries at that URL or canonical URL
+    (story_id, language); ``linkers(url)``: the other entries whose links name that URL
+    (declared, kind, story_id, url_norm, language)."""
     own = {x for x in (me["url_norm"], me["canonical_url"]) if x}
     my_lang = primary_language(me["language"])
     my_host = url_host(me["url_norm"] or me["canonical_url"])
     joins: list[tuple[int, str]] = []  # (story id, reason)
-    for link in c.execute("SELECT url_norm, language, kind FROM entry_links WHERE entry_id = ?",
-                          (entry_id,)).fetchall():
+    for link in links:
         if link["url_norm"] in own:
             continue
-        for t in c.execute(
-                _ENTRY_LANG + " WHERE e.id IN (SELECT id FROM entries WHERE url_norm = ?"
-                " UNION SELECT id FROM entries WHERE canonical_url = ? LIMIT ?) AND e.id != ?",
-                (link["url_norm"], link["url_norm"], _LINK_LIMIT, entry_id)):
+        for t in targets(link["url_norm"]):
             reason = link_reason(link["kind"], my_lang,
                                  link["language"] or primary_language(t["language"]),
                                  my_host, url_host(link["url_norm"]))
             if reason and t["story_id"] is not None:
                 joins.append((t["story_id"], reason))
     for url in sorted(own):
-        for t in c.execute(
-                "SELECT l.language AS declared, l.kind, x.story_id, x.url_norm, x.language"
-                " FROM (SELECT entry_id, language, kind FROM entry_links WHERE url_norm = ?"
-                " AND entry_id != ? LIMIT ?) l JOIN (" + _ENTRY_LANG + ") x"
-                " ON x.id = l.entry_id", (url, entry_id, _LINK_LIMIT)):
+        for t in linkers(url):
             reason = link_reason(t["kind"], primary_language(t["language"]),
                                  t["declared"] or my_lang, url_host(t["url_norm"]),
                                  url_host(url))
             if reason and t["story_id"] is not None:
                 joins.append((t["story_id"], reason))
+    return joins
+
+
+def join_linked_stories(c: sqlite3.Connection, entry_id: int, now: datetime) -> int:
+    """Join the stories of the entries an entry's links name, and of the entries whose
+    links name it (its URL or canonical URL), each with the reason ``link_reason`` gives
+    (the policy: ``link_joins``); either side may have arrived first. Stories merge into
+    the oldest (its published item id stays) through ``merge_story``. Returns the number
+    of stories merged."""
+    me = c.execute(_ENTRY_LANG + " WHERE e.id = ?", (entry_id,)).fetchone()
+    if me is None or me["story_id"] is None:
+        return 0
+    joins = link_joins(
+        me,
+        c.execute("SELECT url_norm, language, kind FROM entry_links WHERE entry_id = ?",
+                  (entry_id,)).fetchall(),
+        lambda url: c.execute(
+            _ENTRY_LANG + " WHERE e.id IN (SELECT id FROM entries WHERE url_norm = ?"
+            " UNION SELECT id FROM entries WHERE canonical_url = ? LIMIT ?) AND e.id != ?",
+            (url, url, _LINK_LIMIT, entry_id)).fetchall(),
+        lambda url: c.execute(
+            "SELECT l.language AS declared, l.kind, x.story_id, x.url_norm, x.language"
+            " FROM (SELECT entry_id, language, kind FROM entry_links WHERE url_norm = ?"
+            " AND entry_id != ? LIMIT ?) l JOIN (" + _ENTRY_LANG + ") x"
+            " ON x.id = l.entry_id", (url, entry_id, _LINK_LIMIT)).fetchall())
     story = int(me["story_id"])
     merged = 0
     for other, reason in joins:

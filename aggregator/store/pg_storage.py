@@ -1,0 +1,1065 @@
+"""The PostgreSQL backend's data methods: feeds, entries and stories, articles, reads,
+retention. Same contracts as the SQLite parts (protocol.Storage; tests/test_storage.py runs
+on both), the same policy (stories.decide_story, pick_representative; the band index's
+BandBuffer), PostgreSQL's SQL and types: timestamptz in and out (UTC, to the second), NULL
+for an undated entry, jsonb lists, bytea, trigram search.
+
+Uses the connection of postgres.PostgresBase (``_use``/``_tx``) and never imports psycopg
+itself (postgres.py is the one module that does)."""
+
+from __future__ import annotations
+
+import uuid
+import zlib
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, cast
+
+from ..errors import StoreError
+from ..models import Candidate, FeedConfig, FeedMetrics, Item, Outlet, PruneReport
+from .bands import BAND_FLUSH_ROWS, BandBuffer, pack_bands, unpack_bands
+from .reads import _item
+from .stories import _LINK_LIMIT, _RowEntry, decide_story, link_joins, pick_representative
+from .values import (
+    CONTAIN_MIN_SHARED,
+    FEED_STATES,
+    BacklogEntry,
+    FeedState,
+    Matcher,
+    NewEntry,
+    StoredEntry,
+    _json,
+    entry_uid,
+    parse_ts,
+    primary_language,
+    ts,
+)
+
+
+def t(dt: datetime | None) -> datetime | None:
+    """A time as stored: UTC, to the second (what the SQLite backend's text keeps)."""
+    if dt is None:
+        return None
+    return dt.astimezone(UTC).replace(microsecond=0)
+
+
+def out(dt: datetime | None) -> datetime | None:
+    """A stored time as handed out: UTC (the server's zone object becomes datetime.UTC)."""
+    return None if dt is None else dt.astimezone(UTC)
+
+
+def lite(row: Any) -> dict[str, Any]:
+    """A row in the SQLite backend's value conventions (times as sortable UTC text, JSON as
+    text), for the backend-independent helpers that read them (reads._item,
+    stories.pick_representative) and for what the protocol returns as rows."""
+    return {k: ts(v) if isinstance(v, datetime) else
+            _json(v) if isinstance(v, list | dict) else v for k, v in row.items()}
+
+
+class PgRow:
+    """A result row read by column name or by position, iterated as its values: what
+    sqlite3.Row is to the SQLite backend (protocol.Row; ``dict(row)`` works)."""
+
+    __slots__ = ("_index", "_values")
+
+    def __init__(self, names: Sequence[str], values: Sequence[Any]) -> None:
+        self._index = {n: i for i, n in enumerate(names)}
+        self._values = tuple(values)
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return self._values[self._index[key]]
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PgRow):
+            return self._values == other._values and self.keys() == other.keys()
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def keys(self) -> list[str]:
+        return list(self._index)
+
+    def items(self) -> list[tuple[str, Any]]:
+        return list(zip(self._index, self._values, strict=True))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        i = self._index.get(key)
+        return default if i is None else self._values[i]
+
+    def __repr__(self) -> str:
+        return f"PgRow({dict(self.items())!r})"
+
+
+def row_factory(cursor: Any) -> Any:
+    names = [d.name for d in cursor.description or ()]
+
+    def make(values: Sequence[Any]) -> PgRow:
+        return PgRow(names, values)
+
+    return make
+
+
+def _lite_row(row: Any) -> PgRow:
+    converted = lite(row)
+    return PgRow(list(converted), list(converted.values()))
+
+
+_ITEM_COLUMNS = (
+    "e.*, f.name AS feed_name, COALESCE(f.title, f.name) AS feed_title,"
+    " COALESCE(f.effective_url, f.url) AS feed_url, f.link AS feed_link,"
+    " f.language AS feed_language, f.tags AS feed_tags, f.updated AS feed_updated,"
+    " s.updated AS story_updated, s.item_id AS story_item_id")
+
+
+def _feed_state(r: Any) -> FeedState:
+    return FeedState(
+        id=r["id"], name=r["name"], url=r["url"], effective_url=r["effective_url"],
+        etag=r["etag"], last_modified=r["last_modified"], body_hash=r["body_hash"],
+        consecutive_errors=r["consecutive_errors"], next_poll=out(r["next_poll"]),
+        interval=r["interval"], disabled_reason=r["disabled_reason"],
+        active=bool(r["active"]),
+    )
+
+
+# --------------------------------------------------------------------------- band index
+
+
+def pg_set_bands(c: Any, buffer: BandBuffer, entry_id: int, keys: Sequence[int],
+                 contain: Sequence[int] = ()) -> None:
+    """bands.set_bands in PostgreSQL's SQL."""
+    c.execute("UPDATE entries SET bands = %s, contain_bands = %s WHERE id = %s",
+              (pack_bands(keys), pack_bands(contain), entry_id))
+    c.execute("DELETE FROM entry_bands WHERE entry_id = %s", (entry_id,))
+    every = (*keys, *contain)
+    if entry_id in buffer:
+        buffer.unstage(entry_id)
+        if every:
+            buffer.stage(entry_id, every)
+    elif every:
+        c.execute("INSERT INTO entry_bands(band_key, entry_id)"
+                  " SELECT k, %s FROM unnest(%s::bigint[]) AS k ON CONFLICT DO NOTHING",
+                  (entry_id, list(every)))
+
+
+def pg_write_bands(c: Any, buffer: BandBuffer) -> int:
+    """bands.write_bands in PostgreSQL's SQL: this writer's waiting keys and those an
+    earlier writer left unindexed (after bands_indexed_upto), sorted, in one statement."""
+    row = c.execute(
+        "SELECT value FROM store_state WHERE name = 'bands_indexed_upto'").fetchone()
+    upto = int(row[0]) if row else 0
+    top = int(c.execute("SELECT COALESCE(MAX(id), 0) FROM entries").fetchone()[0])
+    pairs = list(buffer.pairs())
+    for r in c.execute(
+            "SELECT id, bands, contain_bands FROM entries WHERE id > %s"
+            " AND (bands IS NOT NULL OR contain_bands IS NOT NULL)", (upto,)).fetchall():
+        if r[0] not in buffer:
+            pairs += [(k, r[0]) for k in (*unpack_bands(r[1]), *unpack_bands(r[2]))]
+    pairs.sort()
+    if pairs:
+        c.execute("INSERT INTO entry_bands(band_key, entry_id)"
+                  " SELECT * FROM unnest(%s::bigint[], %s::bigint[]) ON CONFLICT DO NOTHING",
+                  ([k for k, _ in pairs], [i for _, i in pairs]))
+    c.execute("INSERT INTO store_state(name, value) VALUES ('bands_indexed_upto', %s)"
+              " ON CONFLICT (name) DO UPDATE SET value = excluded.value", (max(upto, top),))
+    return len(pairs)
+
+
+# --------------------------------------------------------------------------- stories
+
+
+def find_candidates(
+    c: Any, entry_id: int, url_norm: str | None, canonical_norm: str | None,
+    text_hash: str | None, band_keys: Sequence[int], since: datetime,
+    pending: Iterable[int] = (), limit: int = 200, contained: Sequence[int] = (),
+) -> list[Candidate]:
+    """stories.find_candidates in PostgreSQL's SQL: one statement, every lookup by index."""
+    parts: list[str] = []
+    args: list[Any] = []
+    contained = sorted(contained)
+    if contained:
+        parts.append("SELECT unnest(%s::bigint[])")
+        args.append(contained)
+    for value in sorted(v for v in {url_norm, canonical_norm} if v):
+        parts.append("(SELECT id FROM entries WHERE url_norm = %s UNION"
+                     " SELECT id FROM entries WHERE canonical_url = %s LIMIT %s)")
+        args += [value, value, limit]
+    if text_hash:
+        parts.append("(SELECT id FROM entries WHERE text_hash = %s LIMIT %s)")
+        args += [text_hash, limit]
+    if band_keys:
+        parts.append("(SELECT DISTINCT entry_id FROM entry_bands"
+                     " WHERE band_key = ANY(%s::bigint[]) LIMIT %s)")
+        args += [list(band_keys), limit]
+        waiting = sorted(pending)
+        if waiting:
+            parts.append("SELECT unnest(%s::bigint[])")
+            args.append(waiting)
+    if not parts:
+        return []
+    rows = c.execute(
+        "SELECT e.id, e.story_id, f.name AS feed_name, e.url_norm, e.canonical_url,"
+        " e.text_hash, e.signature, e.title, e.word_count,"
+        " COALESCE(e.published, e.first_seen) AS published,"
+        " CASE WHEN e.id = ANY(%s::bigint[]) THEN e.text END AS text"
+        " FROM entries e JOIN feeds f ON f.id = e.feed_id"
+        f" WHERE e.id IN ({' UNION '.join(parts)}) AND e.id != %s"
+        " AND COALESCE(e.published, e.first_seen) >= %s"
+        " ORDER BY 10, e.id",
+        (contained, *args, entry_id, t(since)),
+    ).fetchall()
+    return [
+        Candidate(
+            entry_id=r["id"], story_id=r["story_id"], feed_name=r["feed_name"],
+            url_norm=r["url_norm"], text_hash=r["text_hash"],
+            signature=bytes(r["signature"]) if r["signature"] is not None else None,
+            title=r["title"], published=out(r["published"]) or since,
+            word_count=r["word_count"], canonical_norm=r["canonical_url"], text=r["text"],
+        )
+        for r in rows
+    ]
+
+
+def containment_ids(c: Any, buffer: BandBuffer, keys: Sequence[int],
+                    limit: int = 200) -> list[int]:
+    """stories.containment_ids in PostgreSQL's SQL."""
+    if not keys:
+        return []
+    shared = {r[0]: int(r[1]) for r in c.execute(
+        "SELECT entry_id, COUNT(*) FROM entry_bands WHERE band_key = ANY(%s::bigint[])"
+        " GROUP BY entry_id", (list(keys),)).fetchall()}
+    for entry_id, n in buffer.shared_counts(keys).items():
+        shared[entry_id] = shared.get(entry_id, 0) + n
+    found = sorted((-n, i) for i, n in shared.items() if n >= CONTAIN_MIN_SHARED)
+    return [i for _, i in found[:limit]]
+
+
+def create_story(c: Any, now: datetime, updated: datetime, item_id: str) -> int:
+    return int(c.execute(
+        "INSERT INTO stories(first_seen, updated, entry_count, outlet_count, item_id)"
+        " VALUES (%s, %s, 1, 1, %s) RETURNING id", (t(now), t(updated), item_id)
+    ).fetchone()[0])
+
+
+def merge_story(c: Any, other: int, *, into: int, reason: str, score: float) -> None:
+    c.execute("UPDATE entries SET match_reason = %s, match_score = %s"
+              " WHERE story_id = %s AND match_reason = 'first'", (reason, score, other))
+    c.execute("UPDATE entries SET story_id = %s WHERE story_id = %s", (into, other))
+    c.execute("DELETE FROM stories WHERE id = %s", (other,))
+
+
+def refresh_story(c: Any, story_id: int, now: datetime, *, touch: bool = True) -> None:
+    """stories.refresh_story: recount, re-pick the representative (pick_representative),
+    `updated` to the members' newest unless ``touch`` is False."""
+    members = [lite(r) for r in c.execute(
+        "SELECT id, feed_id, COALESCE(published, first_seen) AS published, word_count,"
+        " updated FROM entries WHERE story_id = %s ORDER BY 3, id", (story_id,)).fetchall()]
+    if not members:
+        return
+    rep = pick_representative(members, now)
+    c.execute(
+        "UPDATE stories SET representative_id = %s,"
+        " updated = CASE WHEN %s THEN %s::timestamptz ELSE updated END, entry_count = %s,"
+        " outlet_count = %s WHERE id = %s",
+        (rep["id"], touch, max(m["updated"] for m in members), len(members),
+         len({m["feed_id"] for m in members}), story_id),
+    )
+
+
+def touch_story_of(c: Any, entry_id: int, now: datetime) -> None:
+    row = c.execute("SELECT story_id FROM entries WHERE id = %s", (entry_id,)).fetchone()
+    if row and row[0] is not None:
+        refresh_story(c, row[0], now)
+
+
+def pg_set_links(c: Any, entry_id: int, source: str,
+                 links: Iterable[tuple[str, str | None, str]]) -> None:
+    """stories.set_links in PostgreSQL's SQL: replace the links an entry's ``source``
+    (``feed`` or ``page``) names."""
+    c.execute("DELETE FROM entry_links WHERE entry_id = %s AND source = %s", (entry_id, source))
+    rows = [(url, primary_language(lang), kind) for url, lang, kind in links]
+    if rows:
+        c.execute(
+            "INSERT INTO entry_links(entry_id, source, url_norm, language, kind)"
+            " SELECT %s, %s, u, l, k FROM unnest(%s::text[], %s::text[], %s::text[])"
+            " AS x(u, l, k) ON CONFLICT DO NOTHING",
+            (entry_id, source, [r[0] for r in rows], [r[1] for r in rows],
+             [r[2] for r in rows]))
+
+
+_ENTRY_LANG = (
+    "SELECT e.id, e.story_id, e.url_norm, e.canonical_url,"
+    " COALESCE(e.language, f.language, e.page_language) AS language"
+    " FROM entries e JOIN feeds f ON f.id = e.feed_id"
+)
+
+
+def pg_join_linked_stories(c: Any, entry_id: int, now: datetime) -> int:
+    """stories.join_linked_stories in PostgreSQL's SQL, with its policy (link_joins)."""
+    me = c.execute(_ENTRY_LANG + " WHERE e.id = %s", (entry_id,)).fetchone()
+    if me is None or me["story_id"] is None:
+        return 0
+    joins = link_joins(
+        me,
+        c.execute("SELECT url_norm, language, kind FROM entry_links WHERE entry_id = %s",
+                  (entry_id,)).fetchall(),
+        lambda url: c.execute(
+            _ENTRY_LANG + " WHERE e.id IN (SELECT id FROM entries WHERE url_norm = %s"
+            " UNION SELECT id FROM entries WHERE canonical_url = %s LIMIT %s)"
+            " AND e.id != %s", (url, url, _LINK_LIMIT, entry_id)).fetchall(),
+        lambda url: c.execute(
+            "SELECT l.language AS declared, l.kind, x.story_id, x.url_norm, x.language"
+            " FROM (SELECT entry_id, language, kind FROM entry_links WHERE url_norm = %s"
+            " AND entry_id != %s LIMIT %s) l JOIN (" + _ENTRY_LANG + ") x"
+            " ON x.id = l.entry_id", (url, entry_id, _LINK_LIMIT)).fetchall())
+    story = int(me["story_id"])
+    merged = 0
+    for other, reason in joins:
+        if other == story or c.execute("SELECT 1 FROM stories WHERE id = %s",
+                                       (other,)).fetchone() is None:
+            continue
+        keep, gone = min(story, other), max(story, other)
+        merge_story(c, gone, into=keep, reason=reason, score=1.0)
+        story = keep
+        merged += 1
+    if merged:
+        refresh_story(c, story, now)
+    return merged
+
+
+def _enclosures(encs: Iterable[Any]) -> str:
+    return _json([{"url": e.url, "type": e.type, "length": e.length} for e in encs])
+
+
+class PgDataMixin:
+    """The data methods; the connection, transactions and upkeep are PostgresBase's."""
+
+    bands: BandBuffer
+    readonly: bool
+    path: str
+    _bands_ready: bool
+
+    if TYPE_CHECKING:  # PostgresBase's
+        def _use(self) -> AbstractContextManager[Any]: ...
+
+        def _tx(self, rollback: bool = False) -> AbstractContextManager[Any]: ...
+
+    # ----------------------------------------------------------------------- bands
+
+    def _ensure_bands(self, c: Any) -> None:
+        if not self._bands_ready:
+            pg_write_bands(c, self.bands)
+            self._bands_ready = True
+
+    @property
+    def pending_bands(self) -> int:
+        return len(self.bands)
+
+    def flush_bands(self) -> int:
+        with self._tx() as c:
+            written = pg_write_bands(c, self.bands)
+        self._bands_ready = True
+        self.bands.clear()
+        return written
+
+    def _waiting(self, c: Any, band_keys: Sequence[int]) -> set[int]:
+        if not band_keys:
+            return set()
+        self._ensure_bands(c)
+        return self.bands.ids_for(band_keys)
+
+    def _contained(self, c: Any, contain_keys: Sequence[int]) -> list[int]:
+        if not contain_keys:
+            return []
+        self._ensure_bands(c)
+        return containment_ids(c, self.bands, contain_keys)
+
+    # ----------------------------------------------------------------------- feeds
+
+    def sync_feeds(self, feeds: Sequence[FeedConfig], now: datetime) -> None:
+        with self._tx() as c:
+            existing = {r["name"]: r for r in c.execute(
+                "SELECT id, name, url, active FROM feeds").fetchall()}
+            names = set()
+            for f in feeds:
+                names.add(f.name)
+                row = existing.get(f.name)
+                tags = _json(list(f.tags))
+                if row is None:
+                    c.execute(
+                        "INSERT INTO feeds(name, url, title, language, tags, next_poll, created)"
+                        " VALUES (%s, %s, %s, %s, %s::jsonb, %s, %s)",
+                        (f.name, f.url, f.title, f.language, tags, t(now), t(now)))
+                    continue
+                if row["url"] != f.url:
+                    c.execute(
+                        "UPDATE feeds SET url = %s, effective_url = NULL, etag = NULL,"
+                        " last_modified = NULL, body_hash = NULL, disabled_reason = NULL,"
+                        " consecutive_errors = 0, next_poll = %s WHERE id = %s",
+                        (f.url, t(now), row["id"]))
+                c.execute(
+                    "UPDATE feeds SET active = TRUE, language = %s, tags = %s::jsonb,"
+                    " title = COALESCE(%s, title) WHERE id = %s",
+                    (f.language, tags, f.title, row["id"]))
+            gone = [r["id"] for name, r in existing.items() if name not in names and r["active"]]
+            if gone:
+                c.execute("UPDATE feeds SET active = FALSE WHERE id = ANY(%s::bigint[])",
+                          (gone,))
+
+    def feed_states(self, names: Iterable[str] | None = None) -> list[FeedState]:
+        with self._use() as c:
+            rows = c.execute("SELECT * FROM feeds WHERE active ORDER BY name").fetchall()
+        wanted = set(names) if names is not None else None
+        return [_feed_state(r) for r in rows if wanted is None or r["name"] in wanted]
+
+    def due_feeds(self, now: datetime) -> list[FeedState]:
+        with self._use() as c:
+            rows = c.execute(
+                "SELECT * FROM feeds WHERE active AND disabled_reason IS NULL"
+                " AND (next_poll IS NULL OR next_poll <= %s)"
+                " ORDER BY next_poll NULLS FIRST, name", (t(now),)).fetchall()
+        return [_feed_state(r) for r in rows]
+
+    def next_due(self) -> datetime | None:
+        with self._use() as c:
+            row = c.execute("SELECT MIN(next_poll) FROM feeds"
+                            " WHERE active AND disabled_reason IS NULL").fetchone()
+        return out(row[0]) if row else None
+
+    def record_failure(
+        self, feed_id: int, *, now: datetime, kind: str, message: str, status: int | None,
+        next_poll: datetime, disable: bool = False, retry_after_until: datetime | None = None,
+        permanent_url: str | None = None,
+    ) -> None:
+        with self._tx() as c:
+            c.execute(
+                "UPDATE feeds SET last_attempt = %s, last_status = %s,"
+                " consecutive_errors = consecutive_errors + 1, last_error = %s,"
+                " last_error_kind = %s, next_poll = %s, retry_after_until = %s,"
+                " effective_url = COALESCE(%s, effective_url),"
+                " disabled_reason = CASE WHEN %s THEN %s ELSE disabled_reason END"
+                " WHERE id = %s",
+                (t(now), status, message, kind, t(next_poll), t(retry_after_until),
+                 permanent_url, disable, message, feed_id))
+
+    # ----------------------------------------------------------------------- entries
+
+    def record_success(
+        self, feed_id: int, *, now: datetime, status: int, next_poll: datetime,
+        interval: float, etag: str | None, last_modified: str | None, body_hash: str | None,
+        permanent_url: str | None, title: str | None = None, link: str | None = None,
+        language: str | None = None, format: str | None = None,
+        warnings: Sequence[str] | None = None, entries: Sequence[NewEntry] = (),
+        matcher: Matcher | None = None, window_days: int = 7, updated: datetime | None = None,
+    ) -> list[StoredEntry]:
+        with self._tx() as c:
+            # The feed's row is locked for the transaction: two writers storing one feed's
+            # poll at once take turns (one poll's upserts see the other's rows).
+            row = c.execute("SELECT last_success FROM feeds WHERE id = %s FOR UPDATE",
+                            (feed_id,)).fetchone()
+            first_poll = row is not None and row[0] is None
+            if entries:
+                gone = self._pruned_keys(c, feed_id, {e.key for e in entries})
+                if gone:
+                    entries = [e for e in entries if e.key not in gone]
+            existing = {r["key"]: r for r in c.execute(
+                "SELECT id, key, content_hash, updated, author FROM entries"
+                " WHERE feed_id = %s AND key = ANY(%s::text[])",
+                (feed_id, [e.key for e in entries])).fetchall()} if entries else {}
+            stored = [
+                self._upsert_entry(c, feed_id, e, now, matcher, window_days,
+                                   existing.get(e.key), first_poll)
+                for e in reversed(entries)
+            ][::-1]
+            c.execute(
+                "UPDATE feeds SET last_attempt = %s, last_success = %s, last_status = %s,"
+                " consecutive_errors = 0, last_error = NULL, last_error_kind = NULL,"
+                " next_poll = %s, interval = %s, retry_after_until = NULL,"
+                " etag = COALESCE(%s, etag), last_modified = COALESCE(%s, last_modified),"
+                " body_hash = COALESCE(%s, body_hash),"
+                " effective_url = COALESCE(%s, effective_url),"
+                " title = COALESCE(title, %s), link = COALESCE(%s, link),"
+                " language = COALESCE(language, %s), format = COALESCE(%s, format),"
+                " warnings = COALESCE(%s::jsonb, warnings), updated = COALESCE(%s, updated)"
+                " WHERE id = %s",
+                (t(now), t(now), status, t(next_poll), interval, etag, last_modified,
+                 body_hash, permanent_url, title, link, language, format,
+                 None if warnings is None else _json(list(warnings)), t(updated), feed_id))
+        if self.bands.rows >= BAND_FLUSH_ROWS:
+            self.flush_bands()
+        return stored
+
+    @staticmethod
+    def _pruned_keys(c: Any, feed_id: int, listed: set[str]) -> set[str]:
+        pruned = {r[0] for r in c.execute(
+            "SELECT key FROM pruned_keys WHERE feed_id = %s", (feed_id,)).fetchall()}
+        if not pruned:
+            return pruned
+        stale = sorted(pruned - listed)
+        if stale:
+            c.execute("DELETE FROM pruned_keys WHERE feed_id = %s AND key = ANY(%s::text[])",
+                      (feed_id, stale))
+        return pruned & listed
+
+    def _upsert_entry(self, c: Any, feed_id: int, e: NewEntry, now: datetime,
+                      matcher: Matcher | None, window_days: int, row: Mapping[str, Any] | None,
+                      first_poll: bool = False) -> StoredEntry:
+        published = t(e.published) if e.published is not None else (
+            None if first_poll else t(now))
+        dates = [d for d in (e.published, e.updated) if d is not None]
+        own = max(dates) if dates else now
+        if row is not None:
+            if row["content_hash"] == e.content_hash:
+                if e.author is not None and row["author"] != e.author:
+                    c.execute("UPDATE entries SET author = %s WHERE id = %s",
+                              (e.author, row["id"]))
+                merged = self._relink(c, row["id"], e, now)
+                return StoredEntry(row["id"], feed_id, e.key, is_new=False, changed=False,
+                                   stories_merged=merged)
+            stored_updated = out(row["updated"]) or now
+            edited = max(stored_updated, e.updated) if e.updated else max(stored_updated, now)
+            c.execute(
+                "UPDATE entries SET guid = %s, url = %s, url_norm = %s, title = %s,"
+                " author = %s, feed_html = %s, content_html = %s, text = %s, summary = %s,"
+                " word_count = %s, language = %s, categories = %s::jsonb,"
+                " enclosures = %s::jsonb, image = %s,"
+                " published = COALESCE(%s::timestamptz, published),"
+                " published_raw = %s, date_note = %s, updated = %s, last_seen = %s,"
+                " content_hash = %s, extract_status = %s, extract_error = NULL,"
+                " extract_attempts = 0, extract_retry_at = NULL,"
+                " text_hash = %s, signature = %s WHERE id = %s",
+                (e.guid, e.url, e.url_norm, e.title, e.author,
+                 None if e.feed_html == e.content_html else e.feed_html, e.content_html,
+                 e.text, e.summary, e.word_count, e.language, _json(list(e.categories)),
+                 _enclosures(e.enclosures), e.image, t(e.published), e.published_raw,
+                 e.date_note, t(edited), t(now), e.content_hash, e.extract_status,
+                 e.text_hash, e.signature, row["id"]))
+            pg_set_bands(c, self.bands, row["id"], e.band_keys, e.contain_keys)
+            pg_set_links(c, row["id"], "feed", e.links)
+            touch_story_of(c, row["id"], now)
+            merged = pg_join_linked_stories(c, row["id"], now)
+            return StoredEntry(row["id"], feed_id, e.key, is_new=False, changed=True,
+                               stories_merged=merged)
+
+        candidates: list[Candidate] = []
+        if matcher is not None and (e.url_norm or e.text_hash or e.band_keys):
+            since = (e.published or now) - timedelta(days=window_days)
+            candidates = find_candidates(c, 0, e.url_norm, None, e.text_hash, e.band_keys,
+                                         since, self._waiting(c, e.band_keys),
+                                         contained=self._contained(c, e.contain_keys))
+        decision = decide_story(e, candidates, matcher)
+        reason, score = decision.reason, decision.score
+        if decision.story_id is not None:
+            story_id = decision.story_id
+            for other, why, how in decision.bridges:
+                merge_story(c, other, into=story_id, reason=why, score=how)
+        else:
+            feed_name = c.execute("SELECT name FROM feeds WHERE id = %s",
+                                  (feed_id,)).fetchone()[0]
+            story_id = create_story(c, now, own, entry_uid(feed_name, e.key))
+        entry_id = int(c.execute(
+            "INSERT INTO entries(feed_id, key, guid, url, url_norm, title, author, feed_html,"
+            " content_html, text, summary, word_count, language, categories, enclosures,"
+            " image, published, published_raw, date_note, updated, first_seen, last_seen,"
+            " content_hash, extract_status, text_hash, signature, bands, story_id,"
+            " match_reason, match_score, contain_bands)"
+            " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb,%s::jsonb,%s,%s,%s,%s,"
+            "%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id",
+            (feed_id, e.key, e.guid, e.url, e.url_norm, e.title, e.author,
+             None if e.feed_html == e.content_html else e.feed_html,
+             e.content_html, e.text, e.summary, e.word_count, e.language,
+             _json(list(e.categories)), _enclosures(e.enclosures), e.image, published,
+             e.published_raw, e.date_note, t(own), t(now), t(now), e.content_hash,
+             e.extract_status, e.text_hash, e.signature, pack_bands(e.band_keys), story_id,
+             reason, score, pack_bands(e.contain_keys)),
+        ).fetchone()[0])
+        if e.band_keys or e.contain_keys:
+            self.bands.stage(entry_id, (*e.band_keys, *e.contain_keys))
+        if reason == "first":
+            c.execute("UPDATE stories SET representative_id = %s WHERE id = %s",
+                      (entry_id, story_id))
+        else:
+            refresh_story(c, story_id, now)
+        # Its translations and editions, whichever arrived first.
+        pg_set_links(c, entry_id, "feed", e.links)
+        merged = pg_join_linked_stories(c, entry_id, now)
+        return StoredEntry(entry_id, feed_id, e.key, is_new=True, changed=True,
+                           story_created=reason == "first",
+                           stories_merged=len(decision.bridges) + merged)
+
+    @staticmethod
+    def _relink(c: Any, entry_id: int, e: NewEntry, now: datetime) -> int:
+        """entries._relink: an unchanged entry whose feed now names other versions."""
+        stored = {r[0] for r in c.execute(
+            "SELECT url_norm FROM entry_links WHERE entry_id = %s AND source = 'feed'",
+            (entry_id,))} if e.links else set()
+        if stored == {url for url, _, _ in e.links}:
+            return 0
+        pg_set_links(c, entry_id, "feed", e.links)
+        return pg_join_linked_stories(c, entry_id, now)
+
+    def entry_feed_html(self, entry_id: int) -> tuple[str, str]:
+        with self._use() as c:
+            row = c.execute("SELECT COALESCE(feed_html, content_html), title FROM entries"
+                            " WHERE id = %s", (entry_id,)).fetchone()
+        return (row[0] or "", row[1]) if row else ("", "")
+
+    def count_entries(self) -> int:
+        with self._use() as c:
+            return int(c.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+
+    # ----------------------------------------------------------------------- stories
+
+    def rematch_entry(self, entry_id: int, matcher: Matcher, now: datetime,
+                      window_days: int, canonical_norm: str | None = None) -> bool:
+        with self._tx() as c:
+            row = c.execute(
+                "SELECT e.*, (SELECT COUNT(*) FROM entries x WHERE x.story_id = e.story_id)"
+                " AS members FROM entries e WHERE e.id = %s", (entry_id,)).fetchone()
+            if row is None or row["members"] > 1:
+                return False
+            keys = unpack_bands(row["bands"]) or [r[0] for r in c.execute(
+                "SELECT band_key FROM entry_bands WHERE entry_id = %s", (entry_id,))]
+            published = out(row["published"]) or out(row["first_seen"]) or now
+            candidates = find_candidates(
+                c, entry_id, row["url_norm"], canonical_norm, row["text_hash"], keys,
+                published - timedelta(days=window_days), self._waiting(c, keys),
+                contained=self._contained(c, unpack_bands(row["contain_bands"])))
+            candidates = [x for x in candidates if x.story_id != row["story_id"]]
+            if not candidates:
+                return False
+            entry = _RowEntry(row)
+            if entry.signature is not None:
+                entry.signature = bytes(entry.signature)
+            match = matcher(entry, candidates)
+            if match is None or match.story_id is None:
+                return False
+            old = row["story_id"]
+            c.execute("UPDATE entries SET story_id = %s, match_reason = %s, match_score = %s"
+                      " WHERE id = %s", (match.story_id, match.reason, match.score, entry_id))
+            if old is not None:
+                c.execute("DELETE FROM stories WHERE id = %s", (old,))
+            refresh_story(c, match.story_id, now)
+        return old is not None
+
+    def join_links(self, entry_id: int, now: datetime) -> int:
+        with self._tx() as c:
+            return pg_join_linked_stories(c, entry_id, now)
+
+    def story_members(self, story_id: int) -> list[PgRow]:
+        """The rows of the story_members view for one story, earliest first (undated
+        ones first, as SQLite sorts their '' before any date)."""
+        with self._use() as c:
+            rows = c.execute(
+                "SELECT * FROM story_members WHERE story_id = %s"
+                " ORDER BY published NULLS FIRST, entry_id", (story_id,)).fetchall()
+        return [_lite_row(r) for r in rows]
+
+    def story_member_ids(self, story_ids: Iterable[int]) -> set[int]:
+        ids = sorted(set(story_ids))
+        if not ids:
+            return set()
+        with self._use() as c:
+            return {r[0] for r in c.execute(
+                "SELECT id FROM entries WHERE story_id = ANY(%s::bigint[])", (ids,))}
+
+    def story(self, story_id: int) -> tuple[PgRow | None, list[PgRow]]:
+        with self._use() as c:
+            s = c.execute("SELECT * FROM stories WHERE id = %s", (story_id,)).fetchone()
+            members = c.execute(
+                "SELECT e.id, f.name AS feed_name, e.title, e.url, e.published, e.word_count,"
+                " e.match_reason, e.match_score, m.language FROM entries e"
+                " JOIN feeds f ON f.id = e.feed_id JOIN story_members m ON m.entry_id = e.id"
+                " WHERE e.story_id = %s ORDER BY e.published NULLS FIRST, e.id",
+                (story_id,)).fetchall()
+        return (_lite_row(s) if s else None), [_lite_row(m) for m in members]
+
+    def output_ids(self, legacy: Mapping[str, str], now: datetime) -> dict[str, str]:
+        # A PostgreSQL store never published under the old self-URL ids: every output
+        # gets a urn:uuid at its first publish.
+        with self._tx() as c:
+            for name in legacy:
+                c.execute("INSERT INTO output_ids(output, feed_id, first_published)"
+                          " VALUES (%s, %s, %s) ON CONFLICT (output) DO NOTHING",
+                          (name, f"urn:uuid:{uuid.uuid4()}", t(now)))
+            ids = {r[0]: r[1] for r in c.execute(
+                "SELECT output, feed_id FROM output_ids WHERE output = ANY(%s::text[])",
+                (list(legacy),))}
+        return {name: ids[name] for name in legacy}
+
+    # ----------------------------------------------------------------------- articles
+
+    def backlog(self, limit: int, now: datetime | None = None) -> list[BacklogEntry]:
+        with self._use() as c:
+            rows = c.execute(
+                "SELECT e.id, f.name AS feed_name, e.url,"
+                " COALESCE(e.feed_html, e.content_html) AS feed_html, e.word_count, e.title,"
+                " e.story_id, e.extract_attempts, e.first_seen"
+                " FROM entries e JOIN feeds f ON f.id = e.feed_id"
+                " WHERE e.extract_status = 'pending' AND e.url IS NOT NULL"
+                " AND (e.extract_retry_at IS NULL OR e.extract_retry_at <= %s)"
+                " ORDER BY e.first_seen DESC, e.id DESC LIMIT %s",
+                (t(now or datetime.now(UTC)), limit)).fetchall()
+        return [BacklogEntry(r["id"], r["feed_name"], r["url"], r["feed_html"] or "",
+                             r["word_count"], r["title"], r["story_id"],
+                             r["extract_attempts"], out(r["first_seen"])) for r in rows]
+
+    def record_article(
+        self, entry_id: int, *, now: datetime, status: str, method: str | None,
+        error: str | None, content_html: str | None = None, text: str | None = None,
+        summary: str | None = None, word_count: int | None = None,
+        language: str | None = None, image: str | None = None, author: str | None = None,
+        canonical_url: str | None = None, text_hash: str | None = None,
+        signature: bytes | None = None, band_keys: Sequence[int] | None = None,
+        contain_keys: Sequence[int] = (),
+        page: tuple[str, str | None, str | None, bytes] | None = None,
+        retry_at: datetime | None = None, attempt: bool = True,
+        shown_before: datetime | None = None,
+        links: Sequence[tuple[str, str | None, str]] | None = None,
+        page_language: str | None = None,
+    ) -> None:
+        if status == "pending" and retry_at is None:
+            raise StoreError("record_article: a pending outcome needs its retry time")
+        with self._tx() as c:
+            if content_html is not None:
+                c.execute("UPDATE entries SET feed_html = COALESCE(feed_html, content_html)"
+                          " WHERE id = %s", (entry_id,))
+                c.execute(
+                    "UPDATE entries SET content_html = %s, text = %s, summary = %s,"
+                    " word_count = %s, language = COALESCE(language, %s),"
+                    " image = COALESCE(image, %s), author = COALESCE(author, %s),"
+                    " canonical_url = COALESCE(%s, canonical_url), text_hash = %s,"
+                    " signature = %s, updated = CASE WHEN content_html IS DISTINCT FROM %s"
+                    " AND (%s::timestamptz IS NULL OR first_seen < %s)"
+                    " THEN GREATEST(updated, %s) ELSE updated END WHERE id = %s",
+                    (content_html, text, summary, word_count, language, image, author,
+                     canonical_url, text_hash, signature, content_html, t(shown_before),
+                     t(shown_before), t(now), entry_id))
+                if band_keys is not None:
+                    pg_set_bands(c, self.bands, entry_id, band_keys, contain_keys)
+            elif canonical_url:
+                c.execute("UPDATE entries SET canonical_url = COALESCE(%s, canonical_url)"
+                          " WHERE id = %s", (canonical_url, entry_id))
+            c.execute(
+                "UPDATE entries SET extract_status = %s, extract_method = %s,"
+                " extract_error = %s, extracted_at = %s,"
+                " extract_attempts = extract_attempts + %s, extract_retry_at = %s"
+                " WHERE id = %s",
+                (status, method, error, t(now), int(attempt), t(retry_at), entry_id))
+            if not attempt:
+                pass
+            elif status in ("failed", "pending"):
+                c.execute(
+                    "UPDATE feeds SET article_errors = article_errors + 1,"
+                    " last_article_error = %s, last_article_error_at = %s"
+                    " WHERE id = (SELECT feed_id FROM entries WHERE id = %s)",
+                    (error, t(now), entry_id))
+            else:
+                c.execute("UPDATE feeds SET article_errors = 0"
+                          " WHERE id = (SELECT feed_id FROM entries WHERE id = %s)"
+                          " AND article_errors != 0", (entry_id,))
+            if links is not None:
+                pg_set_links(c, entry_id, "page", links)
+            if page_language is not None:
+                c.execute("UPDATE entries SET page_language = %s WHERE id = %s",
+                          (page_language, entry_id))
+            if page is not None:
+                url, final_url, charset, body = page
+                c.execute(
+                    "INSERT INTO pages(entry_id, url, final_url, fetched_at, charset, body)"
+                    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (entry_id) DO UPDATE SET"
+                    " url = excluded.url, final_url = excluded.final_url,"
+                    " fetched_at = excluded.fetched_at, charset = excluded.charset,"
+                    " body = excluded.body",
+                    (entry_id, url, final_url, t(now), charset, zlib.compress(body, 6)))
+            touch_story_of(c, entry_id, now)
+
+    def stored_pages(self, feed: str | None = None, since: datetime | None = None
+                     ) -> Iterator[tuple[int, str, str | None, str | None, bytes, str]]:
+        sql = ("SELECT p.entry_id, p.url, p.final_url, p.charset, p.body, f.name FROM pages p"
+               " JOIN entries e ON e.id = p.entry_id JOIN feeds f ON f.id = e.feed_id"
+               " WHERE TRUE")
+        args: list[Any] = []
+        if feed:
+            sql += " AND f.name = %s"
+            args.append(feed)
+        if since:
+            sql += " AND e.published >= %s"
+            args.append(t(since))
+        with self._use() as c:
+            rows = c.execute(sql + " ORDER BY p.entry_id", args).fetchall()
+        for r in rows:
+            yield r[0], r[1], r[2], r[3], zlib.decompress(r[4]), r[5]
+
+    def prune_pages(self, older_than: datetime) -> int:
+        with self._tx() as c:
+            return int(c.execute("DELETE FROM pages WHERE fetched_at < %s",
+                                 (t(older_than),)).rowcount)
+
+    # ----------------------------------------------------------------------- reads
+
+    def items(self, *, limit: int = 200, one_per_story: bool = True,
+              before: tuple[str, int] | None = None) -> list[Item]:
+        """As the SQLite backend: newest first, undated (NULL) ones last by id; ``before``
+        is the previous page's last (published text, '' when undated; id)."""
+        args: list[Any] = []
+        where = ""
+        if before:
+            when, last_id = before
+            if when:
+                where = ("WHERE (e.published < %s OR (e.published = %s AND e.id < %s)"
+                         " OR e.published IS NULL)")
+                stamp = parse_ts(when)
+                args += [stamp, stamp, last_id]
+            else:
+                where = "WHERE e.published IS NULL AND e.id < %s"
+                args.append(last_id)
+        story_join = ("JOIN stories s ON s.representative_id = e.id" if one_per_story
+                      else "LEFT JOIN stories s ON FALSE")
+        with self._use() as c:
+            rows = [lite(r) for r in c.execute(
+                f"SELECT {_ITEM_COLUMNS} FROM entries e {story_join}"
+                f" JOIN feeds f ON f.id = e.feed_id {where}"
+                " ORDER BY e.published DESC NULLS LAST, e.id DESC LIMIT %s",
+                (*args, limit)).fetchall()]
+            if not one_per_story:
+                return [_item(cast(Any, r), ()) for r in rows]
+            outlets = self._outlets(c, [r["story_id"] for r in rows if r["story_id"]])
+            items = [_item(cast(Any, r), outlets.get(r["story_id"], ())) for r in rows]
+            return self._with_members(c, items)
+
+    def iter_items(self, *, batch: int = 500, max_items: int = 20000) -> Iterator[Item]:
+        before: tuple[str, int] | None = None
+        seen = 0
+        while seen < max_items:
+            page = self.items(limit=min(batch, max_items - seen), before=before)
+            if not page:
+                return
+            yield from page
+            seen += len(page)
+            last = page[-1]
+            before = (ts(last.published) or "", last.id)
+
+    @staticmethod
+    def _outlets(c: Any, story_ids: Sequence[int]
+                 ) -> dict[int, tuple[tuple[int, Outlet], ...]]:
+        result: dict[int, list[tuple[int, Outlet]]] = {}
+        if not story_ids:
+            return {}
+        for r in c.execute(
+                "SELECT e.id, e.story_id, e.url, e.published, f.name,"
+                " COALESCE(f.title, f.name) AS title FROM entries e"
+                " JOIN feeds f ON f.id = e.feed_id WHERE e.story_id = ANY(%s::bigint[])"
+                " ORDER BY e.published NULLS LAST, e.id", (sorted(set(story_ids)),)):
+            result.setdefault(r["story_id"], []).append(
+                (r["id"], Outlet(r["name"], r["title"], r["url"], out(r["published"]))))
+        return {k: tuple(v) for k, v in result.items()}
+
+    @staticmethod
+    def _with_members(c: Any, items: Sequence[Item]) -> list[Item]:
+        ids = sorted({i.story_id for i in items if i.story_id is not None and i.outlets})
+        found: dict[int, list[Item]] = {}
+        if ids:
+            for r in c.execute(
+                    f"SELECT {_ITEM_COLUMNS} FROM entries e JOIN stories s ON s.id = e.story_id"
+                    " JOIN feeds f ON f.id = e.feed_id WHERE e.story_id = ANY(%s::bigint[])"
+                    " ORDER BY e.published NULLS LAST, e.id", (ids,)):
+                found.setdefault(r["story_id"], []).append(_item(cast(Any, lite(r)), ()))
+        return [replace(i, members=tuple(found[i.story_id]))
+                if i.story_id in found and len(found[i.story_id]) > 1 else i for i in items]
+
+    def search(self, query: str, limit: int = 20) -> list[PgRow]:
+        """Entries whose title or text contain ``query``, case-insensitively: ILIKE, which
+        the trigram GIN indexes serve for 3+ characters (shorter ones scan)."""
+        needle = query.strip() if len(query.strip()) < 3 else query
+        like = "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        with self._use() as c:
+            rows = c.execute(
+                "SELECT i.id, i.feed_name, i.title, i.url, i.published,"
+                " substr(i.text, 1, 200) AS snippet FROM items i JOIN entries e ON e.id = i.id"
+                " WHERE e.title ILIKE %s OR e.text ILIKE %s"
+                " ORDER BY i.published DESC NULLS LAST, i.id DESC LIMIT %s",
+                (like, like, limit)).fetchall()
+        return [_lite_row(r) for r in rows]
+
+    def feed_health(self) -> list[dict[str, Any]]:
+        with self._use() as c:
+            rows = c.execute(
+                "SELECT h.*, f.title AS title, f.language AS language"
+                " FROM feed_health h JOIN feeds f ON f.name = h.name ORDER BY h.name"
+            ).fetchall()
+        result = []
+        for r in rows:
+            d: dict[str, Any] = {k: ts(v) if isinstance(v, datetime) else v
+                                 for k, v in r.items()}
+            d["warnings"] = list(d.get("warnings") or [])
+            d["active"] = bool(d["active"])
+            if d.get("extracted_share") is not None:
+                d["extracted_share"] = float(d["extracted_share"])
+            result.append(d)
+        return result
+
+    def feed_metrics(self) -> list[FeedMetrics]:
+        with self._use() as c:
+            rows = c.execute("SELECT name, state, consecutive_errors, last_success"
+                             " FROM feed_health ORDER BY name").fetchall()
+        return [FeedMetrics(r["name"], r["state"], int(r["consecutive_errors"]),
+                            r["last_success"].timestamp() if r["last_success"] else None)
+                for r in rows]
+
+    def backlog_size(self) -> int:
+        with self._use() as c:
+            return int(c.execute("SELECT COUNT(*) FROM entries"
+                                 " WHERE extract_status = 'pending'").fetchone()[0])
+
+    def backlog_retrying(self, now: datetime | None = None) -> int:
+        with self._use() as c:
+            return int(c.execute(
+                "SELECT COUNT(*) FROM entries WHERE extract_status = 'pending'"
+                " AND extract_retry_at > %s", (t(now or datetime.now(UTC)),)).fetchone()[0])
+
+    def feed_state_counts(self, rows: Iterable[Mapping[str, Any]] | None = None
+                          ) -> dict[str, int]:
+        counts = dict.fromkeys(FEED_STATES, 0)
+        if rows is None:
+            with self._use() as c:
+                for r in c.execute("SELECT state, COUNT(*) FROM feed_health GROUP BY state"):
+                    counts[r[0]] = int(r[1])
+            return counts
+        for d in rows:
+            counts[d["state"]] = counts.get(d["state"], 0) + 1
+        return counts
+
+    def feed_state(self, name: str) -> str | None:
+        with self._use() as c:
+            row = c.execute("SELECT state FROM feed_health WHERE name = %s",
+                            (name,)).fetchone()
+        return str(row[0]) if row else None
+
+    def status(self, now: datetime) -> dict[str, Any]:
+        """One REPEATABLE READ transaction: every part reads the same snapshot."""
+        with self._use() as c:
+            c.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            feeds = self.feed_health()
+            last = c.execute("SELECT MAX(last_attempt) FROM feeds").fetchone()[0]
+            return {
+                "backlog": self.backlog_size(),
+                "backlog_retrying": self.backlog_retrying(),
+                "last_poll": ts(last),
+                "states": self.feed_state_counts(feeds),
+                **self.activity(now),
+                "feeds": feeds,
+            }
+
+    def activity(self, now: datetime, days: int = 30) -> dict[str, Any]:
+        day0 = (now.astimezone(UTC) - timedelta(days=days - 1)).date()
+        since = datetime(day0.year, day0.month, day0.day, tzinfo=UTC)
+        per_day = dict.fromkeys(((day0 + timedelta(days=i)).isoformat() for i in range(days)),
+                                0)
+        with self._use() as c:
+            for r in c.execute(
+                    "SELECT to_char(published AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day,"
+                    " COUNT(*) FROM entries WHERE published >= %s AND published <= %s"
+                    " GROUP BY day", (t(since), t(now))):
+                if r[0] in per_day:
+                    per_day[r[0]] = int(r[1])
+            row = c.execute(
+                "SELECT COUNT(*), COUNT(DISTINCT story_id) FROM entries"
+                " WHERE published > %s AND published <= %s",
+                (t(now - timedelta(hours=24)), t(now))).fetchone()
+        return {"entries_24h": int(row[0]), "stories_24h": int(row[1]),
+                "entries_per_day": [{"day": d, "entries": n} for d, n in per_day.items()]}
+
+    # ----------------------------------------------------------------------- retention
+
+    def prune(self, *, now: datetime, entry_retention: float,
+              feeds: Sequence[FeedConfig] = (), protect: Collection[int] = (),
+              dry_run: bool = False) -> PruneReport:
+        config = {f.name: f for f in feeds}
+        if self.bands and not dry_run:
+            self.flush_bands()
+        with self._tx(rollback=dry_run) as c:
+            return self._prune(c, now, entry_retention, config, set(protect), dry_run)
+
+    def _prune(self, c: Any, now: datetime, default: float, config: dict[str, FeedConfig],
+               protect: set[int], dry_run: bool) -> PruneReport:
+        size_before = self._relations_size(c)
+        due: set[int] = set()
+        names: dict[int, str] = {}
+        for feed_id, name in c.execute("SELECT id, name FROM feeds ORDER BY name").fetchall():
+            names[feed_id] = name
+            cfg = config.get(name)
+            retention = default if cfg is None or cfg.entry_retention is None \
+                else cfg.entry_retention
+            if retention > 0:
+                due.update(r[0] for r in c.execute(
+                    "SELECT id FROM entries WHERE feed_id = %s"
+                    " AND COALESCE(published, first_seen) < %s",
+                    (feed_id, t(now - timedelta(seconds=retention)))))
+            if cfg is not None and cfg.max_entries:
+                due.update(r[0] for r in c.execute(
+                    "SELECT id FROM entries WHERE feed_id = %s"
+                    " ORDER BY published DESC NULLS LAST, id DESC OFFSET %s",
+                    (feed_id, cfg.max_entries)))
+        ids = sorted(due - protect)
+        stories: set[int] = set()
+        per_feed: dict[int, int] = {}
+        pages = bands = 0
+        if ids:
+            for feed_id, story_id in c.execute(
+                    "SELECT feed_id, story_id FROM entries WHERE id = ANY(%s::bigint[])",
+                    (ids,)).fetchall():
+                per_feed[feed_id] = per_feed.get(feed_id, 0) + 1
+                if story_id is not None:
+                    stories.add(story_id)
+            c.execute("INSERT INTO pruned_keys(feed_id, key, pruned)"
+                      " SELECT feed_id, key, %s FROM entries WHERE id = ANY(%s::bigint[])"
+                      " ON CONFLICT DO NOTHING", (t(now), ids))
+            pages = c.execute("DELETE FROM pages WHERE entry_id = ANY(%s::bigint[])",
+                              (ids,)).rowcount
+            bands = c.execute("DELETE FROM entry_bands WHERE entry_id = ANY(%s::bigint[])",
+                              (ids,)).rowcount
+            c.execute("DELETE FROM entry_links WHERE entry_id = ANY(%s::bigint[])", (ids,))
+            c.execute("DELETE FROM entries WHERE id = ANY(%s::bigint[])", (ids,))
+            c.execute("INSERT INTO store_state(name, value) VALUES ('search_pruned', %s)"
+                      " ON CONFLICT (name) DO UPDATE SET"
+                      " value = store_state.value + excluded.value", (len(ids),))
+        deleted = 0
+        for story_id in sorted(stories):
+            if c.execute("SELECT 1 FROM entries WHERE story_id = %s LIMIT 1",
+                         (story_id,)).fetchone() is None:
+                c.execute("DELETE FROM stories WHERE id = %s", (story_id,))
+                deleted += 1
+            else:
+                refresh_story(c, story_id, now, touch=False)
+        for entry_id in ids:
+            if entry_id in self.bands:
+                bands += len(self.bands.keys_of(entry_id))
+                if not dry_run:
+                    self.bands.unstage(entry_id)
+        return PruneReport(
+            dry_run=dry_run, entries=len(ids), pages=pages, band_rows=bands,
+            stories_touched=len(stories) - deleted, stories_deleted=deleted,
+            protected=len(due & protect),
+            by_feed=tuple(sorted(((names[f], n) for f, n in per_feed.items()),
+                                 key=lambda x: (-x[1], x[0]))),
+            # PostgreSQL frees a deleted row's space at the next VACUUM (autovacuum): none
+            # is free within this transaction.
+            freed=max(0, size_before - self._relations_size(c)),
+        )
+
+    @staticmethod
+    def _relations_size(c: Any) -> int:
+        return int(c.execute(
+            "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = current_schema() AND c.relkind = 'r'").fetchone()[0])
