@@ -48,7 +48,8 @@ POLL_OUTCOMES = ("ok", "not_modified", "unchanged")
 # pipeline's fallback "error": the bounded set of failed-poll outcomes.
 ERROR_KINDS = frozenset({
     "timeout", "deadline", "connect", "too_large", "redirects", "redirect_loop", "blocked",
-    "bad_url", "http", "gone", "rate_limited", "content_type", "robots", "decode",
+    "bad_url", "http", "gone", "rate_limited", "content_type", "robots",
+    "robots_unavailable", "decode",
     "empty", "not_a_feed", "malformed", "crashed", "memory", "closed", "error",
 })  # fmt: skip
 # Why an article page was not used: its fetch failed (a FetchError kind) or its extraction

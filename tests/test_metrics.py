@@ -440,3 +440,18 @@ def test_daemon_serves_metrics_on_both_listeners_without_access_lines(
         assert f'"GET {path} ' not in log, log
     assert f"serving /metrics, /healthz and /readyz at http://127.0.0.1:{port}/" in log
 
+
+def test_every_error_kind_raised_has_its_own_label() -> None:
+    """Each kind a FetchError or ParseError is raised with is in the bounded label set, so
+    no failure hides under "other" (``stopped``, a fetch abandoned at shutdown, is never
+    counted)."""
+    import pathlib
+    import re
+
+    from aggregator import metrics
+
+    raised: set[str] = set()
+    for path in pathlib.Path(metrics.__file__).parent.rglob("*.py"):
+        raised |= set(re.findall(r'(?:FetchError|ParseError)\(\s*"([a-z_]+)"', path.read_text()))
+    assert "robots_unavailable" in raised
+    assert raised - {"stopped"} <= metrics.ERROR_KINDS
