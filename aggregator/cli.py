@@ -219,6 +219,9 @@ def copy_store_cmd(obj: Ctx, target: str, batch: int) -> None:
                 bar.__enter__()
             bar.label = f"copying {table:<12}"
             bar.update(rows)
+            if done >= total:  # closed before the lines that follow
+                bar.__exit__(None, None, None)
+                bar = None
             return
         # Plain lines for logs and pipes: one per table change, and every 10%.
         step = max(total // 10, 1)

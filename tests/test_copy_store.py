@@ -6,16 +6,19 @@ PostgreSQL tests get a database of their own (conftest.postgres_url)."""
 
 from __future__ import annotations
 
+import os
+import re
 import sqlite3
+import subprocess
+import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import pytest
-
-from aggregator.store import SQLiteStorage, Storage, open_storage
-from aggregator.store.copy import TABLES, copy_store
+from aggregator.store import SQLiteStorage, Storage, migrate_database, open_storage
+from aggregator.store.copy import TABLES, SQLiteCopySide, copy_store, copy_tables
 
 from .feedserver import FeedServer
 from .test_translations import HTML, RSS, hreflang, page, rss
@@ -216,3 +219,61 @@ def test_sqlite_to_sqlite_without_a_server(tmp_path: Path) -> None:
     assert copied == original
     same = copy(tmp_path, feeds, str(db), str(db))
     assert same.returncode != 0 and "configured database" in same.stderr
+
+
+class Lossy(SQLiteCopySide):
+    """A target that loses the last row of each batch of band keys: the copy must notice."""
+
+    def write(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+        super().write(table, columns, rows[:-1] if table == "entry_bands" else rows)
+
+
+def test_a_count_that_differs_commits_nothing(tmp_path: Path) -> None:
+    db, _ = build_store(tmp_path)
+    target = tmp_path / "lossy.db"
+    migrate_database(target)
+    src, dst = SQLiteStorage(db), SQLiteStorage(target)
+    try:
+        report = copy_tables(SQLiteCopySide(src.conn, str(db)),
+                             Lossy(dst.conn, str(target)), batch=3)
+    finally:
+        src.close()
+        dst.close()
+    assert not report.ok and not report.committed
+    bad = [t for t in report.tables if not t.ok]
+    assert [t.table for t in bad] == ["entry_bands"]
+    assert bad[0].target_rows == bad[0].source_rows - -(-bad[0].source_rows // 3)
+    assert all(not rows for name, rows in rows_of(target).items() if name != "store_state")
+
+
+def rows_of(db: Path) -> dict[str, list[tuple[Any, ...]]]:
+    return rows(db)
+
+
+def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    db, feeds = build_store(tmp_path)
+    primary, secondary = os.openpty()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "aggregator.cli", "--feeds", str(feeds), "copy-store",
+             str(tmp_path / "tty.db")],
+            env=env_for(tmp_path, AGGREGATOR_DATABASE=str(db)), stdout=subprocess.PIPE,
+            stderr=secondary, text=True, timeout=120)
+        os.close(secondary)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(primary)
+    assert proc.returncode == 0, out
+    shown = out.decode()
+    assert "copying entries:" not in shown  # no plain lines on a terminal
+    # click's bar, filled to the total, closed before the log line that follows it.
+    assert "copying entries " in shown and "[####" in shown
+    assert re.search(r"\] +(\d+)/\1(\x1b\[\?25h)?\r?\n", shown), shown

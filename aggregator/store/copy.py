@@ -258,8 +258,13 @@ def copy_tables(source: CopySide, target: CopySide, *, batch: int = DEFAULT_BATC
                 for rows in source.batches(table, columns, order, batch):
                     if table == "store_state":
                         rows = [r for r in rows if r[columns.index("name")] not in skipped]
-                    target.write(table, columns,
-                                 [convert(r) for r in rows] if convert else rows)
+                    try:
+                        converted = [convert(r) for r in rows] if convert else rows
+                    except (TypeError, ValueError) as exc:
+                        raise StoreError(f"{table}: a value the target cannot take "
+                                         f"({exc}) in rows {rows[0][:1]}..{rows[-1][:1]}"
+                                         ) from None
+                    target.write(table, columns, converted)
                     if progress:
                         progress(table, len(rows), total)
             target.finish_write()
