@@ -277,3 +277,25 @@ def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
     # click's bar, filled to the total, closed before the log line that follows it.
     assert "copying entries " in shown and "[####" in shown
     assert re.search(r"\] +(\d+)/\1(\x1b\[\?25h)?\r?\n", shown), shown
+
+
+def test_postgres_to_postgres(tmp_path: Path, postgres_url: str, postgres_server: str) -> None:
+    import uuid
+
+    from aggregator.store.postgres import create_database, drop_database
+
+    db, feeds = build_store(tmp_path)
+    assert copy(tmp_path, feeds, str(db), postgres_url).returncode == 0
+    name = f"aggtest_{uuid.uuid4().hex[:12]}"
+    second = create_database(postgres_server, name)
+    try:
+        r = copy(tmp_path, feeds, postgres_url, second)
+        assert r.returncode == 0, r.stderr
+        stores = [open_storage(postgres_url), open_storage(second)]
+        try:
+            assert snapshot(stores[1]) == snapshot(stores[0])
+        finally:
+            for st in stores:
+                st.close()
+    finally:
+        drop_database(postgres_server, name)
