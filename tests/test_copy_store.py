@@ -299,3 +299,19 @@ def test_postgres_to_postgres(tmp_path: Path, postgres_url: str, postgres_server
                 st.close()
     finally:
         drop_database(postgres_server, name)
+
+
+def test_values_converted_between_the_backends_types() -> None:
+    from aggregator.store.copy import to_postgres, to_sqlite
+
+    when = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+    stamp = "timestamp with time zone"
+    assert to_postgres("2026-11-24T10:00:00Z", stamp) == when
+    assert to_postgres("", stamp) is None  # an undated entry
+    assert to_postgres(0, "boolean") is False and to_postgres(1, "boolean") is True
+    assert to_postgres('["a"]', "jsonb") == '["a"]' and to_postgres(b"\x00", "bytea") == b"\x00"
+    assert to_sqlite(when, stamp, True) == "2026-11-24T10:00:00Z"
+    assert to_sqlite(None, stamp, True) == "" and to_sqlite(None, stamp, False) is None
+    assert to_sqlite(True, "boolean", True) == 1
+    assert to_sqlite(["é", {"u": 1}], "jsonb", True) == '["é",{"u":1}]'
+    assert to_sqlite("x", "jsonb", True) == '"x"'

@@ -187,12 +187,12 @@ def to_sqlite(value: Any, pg_type: str, not_null: bool) -> Any:
     if value is None:
         # entries.published: NULL (undated) is '' in SQLite, where the column is NOT NULL.
         return "" if not_null and pg_type.startswith("timestamp") else None
+    if pg_type == "jsonb":
+        return _json(value)  # a JSON string scalar too: psycopg gives it as a str
     if isinstance(value, datetime):
         return ts(value)
     if isinstance(value, bool):
         return int(value)
-    if isinstance(value, list | dict):
-        return _json(value)
     if isinstance(value, memoryview):
         return bytes(value)
     return value
@@ -201,9 +201,13 @@ def to_sqlite(value: Any, pg_type: str, not_null: bool) -> Any:
 def _converter(source: CopySide, target: CopySide, pg_types: dict[str, str],
                columns: Sequence[str],
                not_null: set[str]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]] | None:
+    types = [pg_types[c] for c in columns]
+    if source.kind == target.kind == "postgres" and "jsonb" in types:
+        # jsonb comes decoded (lists, dicts, str): COPY takes it back as JSON text.
+        return lambda row: tuple(v if v is None or t != "jsonb" else _json(v)
+                                 for v, t in zip(row, types, strict=True))
     if source.kind == target.kind:
         return None
-    types = [pg_types[c] for c in columns]
     if target.kind == "postgres":
         return lambda row: tuple(to_postgres(v, t) for v, t in zip(row, types, strict=True))
     flags = [c in not_null for c in columns]

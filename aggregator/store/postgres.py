@@ -27,7 +27,6 @@ from .bands import BandBuffer
 from .pg_schema import PG_MIGRATIONS
 from .pg_storage import PgDataMixin, row_factory
 from .pg_url import redact, target
-from .values import _json
 
 log = logging.getLogger(__name__)
 
@@ -536,10 +535,7 @@ class PgCopySide:
             with self._connection().cursor() as cur, cur.copy(
                     f"COPY {table} ({', '.join(columns)}) FROM STDIN".encode()) as copy:
                 for row in rows:
-                    # jsonb from another PostgreSQL store comes as lists and dicts, which
-                    # COPY would take for arrays and composites: given as JSON text.
-                    copy.write_row([_json(v) if isinstance(v, list | dict) else v
-                                    for v in row])
+                    copy.write_row(row)
         except psycopg.Error as exc:
             raise self._error(exc, f"writing {table}: ") from None
 
