@@ -4,7 +4,7 @@ translation links, pruned keys) copied into a new PostgreSQL database, and back 
 SQLite file: wall time, CPU (this process, and the PostgreSQL backends of the database),
 and the verified counts.
 
-    python bench/bench_copy.py [--entries 100000] [--postgres postgresql://postgres@127.0.0.1/postgres]
+    make bench-copy   # python bench/bench_copy.py [--entries 100000] [--postgres URL]
 
 The rows are written with executemany into a store migrated by the code (every table and
 trigger as a real one has them); the database made for the run is dropped at the end."""
@@ -22,6 +22,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from aggregator.store import SQLiteStorage, pack_bands
 from aggregator.store.copy import copy_store
@@ -191,8 +192,11 @@ def run(source: str, target: str, label: str, dbname: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--entries", type=int, default=100_000)
-    ap.add_argument("--postgres", default=os.environ.get(
-        "AGGREGATOR_TEST_POSTGRES_SERVER", "postgresql://postgres@127.0.0.1:5432/postgres"))
+    # The test server (AGGREGATOR_TEST_POSTGRES); the run's database is made from its
+    # maintenance database.
+    server = os.environ.get("AGGREGATOR_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/")
+    ap.add_argument("--postgres", default=urlunsplit(urlsplit(server)._replace(
+        path="/postgres")), help="a URL of the server, in a database that exists")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "source.db"
