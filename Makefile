@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint bench bench-extract bench-dedup bench-load clean install bytecode
+.PHONY: run test test-fast lint bench bench-extract bench-dedup bench-load bench-copy clean install bytecode
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -47,6 +47,9 @@ bench-dedup: $(STAMP)
 
 bench-load: $(STAMP) bytecode
 	$(BIN)/python bench/bench_load.py
+
+bench-copy: $(STAMP)
+	$(BIN)/python bench/bench_copy.py
 
 clean:
 	rm -rf $(VENV) var/*.db* var/public build *.egg-info

@@ -544,3 +544,35 @@ class PruneReport:
     size_before: int = 0  # database file size (with its WAL) before
     size_after: int = 0  # ... and after (space is returned by incremental vacuum or VACUUM)
     vacuumed: str | None = None  # None, "incremental" or "full"
+
+
+@dataclass(frozen=True)
+class TableCopy:
+    """One table of a copy-store: rows and a sum of its id column(s), in the source's
+    snapshot and in the target before the copy was committed."""
+
+    table: str
+    source_rows: int
+    target_rows: int
+    source_sum: int
+    target_sum: int
+
+    @property
+    def ok(self) -> bool:
+        return self.source_rows == self.target_rows and self.source_sum == self.target_sum
+
+
+@dataclass(frozen=True)
+class CopyReport:
+    """What `aggregator copy-store` copied; ``committed`` is False when a count or an id
+    sum differed (the target was left as it was: empty)."""
+
+    source: str  # as logs may show it (no password)
+    target: str
+    tables: tuple[TableCopy, ...]
+    seconds: float
+    committed: bool
+
+    @property
+    def ok(self) -> bool:
+        return self.committed and all(t.ok for t in self.tables)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -474,3 +474,109 @@ def check_server(url: str, timeout: float = 5.0) -> None:
         psycopg.connect(url, connect_timeout=max(1, int(timeout))).close()
     except psycopg.Error as exc:
         raise connect_error(url, exc) from None
+
+
+class PgCopySide:
+    """A PostgreSQL store's hooks for copy-store (store.copy.CopySide): one connection of
+    the pool held from the snapshot or write transaction to its end; rows written with
+    COPY; identity sequences set past the copied ids; errors said without a password."""
+
+    kind = "postgres"
+
+    def __init__(self, store: PostgresBase) -> None:
+        self.store = store
+        self.name = store.path  # redacted
+        self._conn: Any = None
+
+    def _connection(self) -> Any:
+        if self._conn is None:
+            self._conn = self.store.pool.getconn()
+        return self._conn
+
+    def _error(self, exc: BaseException, doing: str = "") -> StoreError:
+        url = self.store.url
+        return StoreError(f"{target(url)}: {doing}{_why(exc, url)}")
+
+    def _run(self, sql: str, params: Any = None) -> Any:
+        try:
+            return self._connection().execute(sql.encode(), params)
+        except psycopg.Error as exc:
+            raise self._error(exc) from None
+
+    def columns(self, table: str) -> dict[str, str]:
+        try:
+            return self.store.column_types(table)
+        except psycopg.Error as exc:
+            raise self._error(exc) from None
+
+    def begin_read(self) -> None:
+        self._run("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+
+    def batches(self, table: str, columns: Sequence[str], order: str,
+                size: int) -> Iterator[list[tuple[Any, ...]]]:
+        try:
+            with self._connection().cursor(name=f"aggregator_copy_{table}") as cur:
+                cur.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY {order}"
+                            .encode())
+                while rows := cur.fetchmany(size):
+                    yield [tuple(r) for r in rows]
+        except psycopg.Error as exc:
+            raise self._error(exc, f"reading {table}: ") from None
+
+    def begin_write(self) -> None:
+        from .copy import TABLES
+
+        # Other writers wait until the copy commits or rolls back (readers do not).
+        self._run(f"LOCK TABLE {', '.join(t for t, _, _ in TABLES)} "
+                  "IN SHARE ROW EXCLUSIVE MODE")
+
+    def write(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+        try:
+            with self._connection().cursor() as cur, cur.copy(
+                    f"COPY {table} ({', '.join(columns)}) FROM STDIN".encode()) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        except psycopg.Error as exc:
+            raise self._error(exc, f"writing {table}: ") from None
+
+    def delete_all(self, table: str) -> None:
+        self._run(f"DELETE FROM {table}")
+
+    def stats(self, table: str, id_sum: str) -> tuple[int, int]:
+        count, total = self._run(f"SELECT COUNT(*), SUM({id_sum}) FROM {table}").fetchone()
+        return int(count), int(total or 0)
+
+    def finish_write(self) -> None:
+        """Each identity sequence continues after the largest copied id (COPY with explicit
+        ids leaves it at 1); ANALYZE so that the first queries are planned on the real
+        sizes (the trigram indexes were filled by the COPY itself)."""
+        from .copy import ID_TABLES, TABLES
+
+        for table in ID_TABLES:
+            self._run(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                      f"COALESCE(MAX(id), 0) + 1, false) FROM {table}")
+        for table, _, _ in TABLES:
+            self._run(f"ANALYZE {table}")
+
+    def _release(self) -> None:
+        if self._conn is not None:
+            self.store.pool.putconn(self._conn)
+            self._conn = None
+
+    def commit(self) -> None:
+        try:
+            if self._conn is not None:
+                self._conn.commit()
+        except psycopg.Error as exc:
+            raise self._error(exc, "commit: ") from None
+        finally:
+            self._release()
+
+    def rollback(self) -> None:
+        try:
+            if self._conn is not None:
+                self._conn.rollback()
+        except psycopg.Error:
+            pass  # the connection is gone: so is its transaction
+        finally:
+            self._release()
