@@ -466,6 +466,19 @@ class Candidate:
 
 
 @dataclass(frozen=True)
+class BandKeys:
+    """An entry's LSH band keys as dedup.lookup_keys plans them: ``near`` (32x4 family) and
+    ``contain`` (64x2 family) are stored and looked up; ``probe_near`` and ``probe_contain``
+    are only looked up (keys of a family the entry is not indexed under, in which texts it
+    may match are)."""
+
+    near: tuple[int, ...] = ()
+    contain: tuple[int, ...] = ()
+    probe_near: tuple[int, ...] = ()
+    probe_contain: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class StoryMatch:
     """Why a new entry joins an existing story: reason is "url", "canonical", "text",
     "near" or "containment"; score is the similarity (1.0 for exact reasons; for

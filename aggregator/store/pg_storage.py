@@ -236,10 +236,12 @@ def containment_ids(c: Any, buffer: BandBuffer, keys: Sequence[int],
         return []
     shared = {r[0]: int(r[1]) for r in c.execute(
         "SELECT entry_id, COUNT(*) FROM entry_bands WHERE band_key = ANY(%s::bigint[])"
-        " GROUP BY entry_id", (list(keys),)).fetchall()}
+        " GROUP BY entry_id HAVING COUNT(*) >= %s",
+        (list(keys), CONTAIN_MIN_SHARED)).fetchall()}
     for entry_id, n in buffer.shared_counts(keys).items():
-        shared[entry_id] = shared.get(entry_id, 0) + n
-    found = sorted((-n, i) for i, n in shared.items() if n >= CONTAIN_MIN_SHARED)
+        if n >= CONTAIN_MIN_SHARED:
+            shared[entry_id] = shared.get(entry_id, 0) + n
+    found = sorted((-n, i) for i, n in shared.items())
     return [i for _, i in found[:limit]]
 
 
@@ -551,11 +553,13 @@ class PgDataMixin:
                                stories_merged=merged)
 
         candidates: list[Candidate] = []
-        if matcher is not None and (e.url_norm or e.text_hash or e.band_keys):
+        near_keys = (*e.band_keys, *e.probe_bands)
+        contain_keys = (*e.contain_keys, *e.probe_contain)
+        if matcher is not None and (e.url_norm or e.text_hash or near_keys or contain_keys):
             since = (e.published or now) - timedelta(days=window_days)
-            candidates = find_candidates(c, 0, e.url_norm, None, e.text_hash, e.band_keys,
-                                         since, self._waiting(c, e.band_keys),
-                                         contained=self._contained(c, e.contain_keys))
+            candidates = find_candidates(c, 0, e.url_norm, None, e.text_hash, near_keys,
+                                         since, self._waiting(c, near_keys),
+                                         contained=self._contained(c, contain_keys))
         decision = decide_story(e, candidates, matcher)
         reason, score = decision.reason, decision.score
         if decision.story_id is not None:
@@ -627,8 +631,10 @@ class PgDataMixin:
                 " AS members FROM entries e WHERE e.id = %s", (entry_id,)).fetchone()
             if row is None or row["members"] > 1:
                 return False
-            keys = unpack_bands(row["bands"]) or [r[0] for r in c.execute(
-                "SELECT band_key FROM entry_bands WHERE entry_id = %s", (entry_id,))]
+            keys = unpack_bands(row["bands"]) if (
+                row["bands"] is not None or row["contain_bands"] is not None) else [
+                r[0] for r in c.execute(
+                    "SELECT band_key FROM entry_bands WHERE entry_id = %s", (entry_id,))]
             published = out(row["published"]) or out(row["first_seen"]) or now
             candidates = find_candidates(
                 c, entry_id, row["url_norm"], canonical_norm, row["text_hash"], keys,

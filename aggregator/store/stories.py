@@ -168,12 +168,16 @@ def containment_ids(c: sqlite3.Connection, buffer: BandBuffer, keys: Sequence[in
     if not keys:
         return []
     marks = ",".join("?" * len(keys))
+    # An entry's keys are all in entry_bands or all waiting in the buffer (write_bands
+    # moves them together), so each side counts on its own: SQLite keeps only the entries
+    # reaching the bar instead of handing every single-key hit to Python.
     shared = dict(c.execute(
         f"SELECT entry_id, COUNT(*) FROM entry_bands WHERE band_key IN ({marks})"
-        " GROUP BY entry_id", tuple(keys)).fetchall())
+        " GROUP BY entry_id HAVING COUNT(*) >= ?", (*keys, CONTAIN_MIN_SHARED)).fetchall())
     for entry_id, n in buffer.shared_counts(keys).items():
-        shared[entry_id] = shared.get(entry_id, 0) + n
-    found = sorted((-n, i) for i, n in shared.items() if n >= CONTAIN_MIN_SHARED)
+        if n >= CONTAIN_MIN_SHARED:
+            shared[entry_id] = shared.get(entry_id, 0) + n
+    found = sorted((-n, i) for i, n in shared.items())
     return [i for _, i in found[:limit]]
 
 
@@ -364,8 +368,12 @@ class StoriesMixin(SQLiteBase):
             ).fetchone()
             if row is None or row["members"] > 1:
                 return False
-            keys = unpack_bands(row["bands"]) or [r[0] for r in c.execute(
-                "SELECT band_key FROM entry_bands WHERE entry_id = ?", (entry_id,))]
+            # An entry stored before entries.bands existed: its keys are in entry_bands only.
+            # (An article stored with containment keys only has no 32x4 keys at all.)
+            keys = unpack_bands(row["bands"]) if (
+                row["bands"] is not None or row["contain_bands"] is not None) else [
+                r[0] for r in c.execute(
+                    "SELECT band_key FROM entry_bands WHERE entry_id = ?", (entry_id,))]
             published = parse_ts(row["published"]) or parse_ts(row["first_seen"]) or now
             candidates = find_candidates(
                 c, entry_id, row["url_norm"], canonical_norm, row["text_hash"], keys,
