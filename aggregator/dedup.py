@@ -345,13 +345,14 @@ def containment_keys(sig: bytes | None, word_count: int) -> list[int]:
 
 
 def lookup_keys(sig: bytes | None, word_count: int, threshold: float,
-                containment: bool) -> BandKeys:
+                containment: bool, near_keys: Sequence[int] | None = None) -> BandKeys:
     """Which band keys an entry is indexed under and looks up (module docstring, "One
     index family per text"). Without ``containment`` (the setting dedup_containment off):
-    the 32x4 family only, as before the containment family existed."""
+    the 32x4 family only, as before the containment family existed. ``near_keys``: the
+    signature's band_keys when the caller has them already (features)."""
     if sig is None:
         return BandKeys()
-    near = tuple(band_keys(sig))
+    near = tuple(band_keys(sig) if near_keys is None else near_keys)
     if not containment:
         return BandKeys(near=near)
     if word_count >= SHORT_TEXT:

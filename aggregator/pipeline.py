@@ -577,8 +577,8 @@ class Pipeline:
         title = title or "(untitled)"
         full_text = feed.full_text if feed.full_text is not None else s.full_text
         words = clean.word_count(text)
-        text_hash, sig, _ = dedup.features(title, text)
-        keys = self._band_keys(sig, words)
+        text_hash, sig, bands = dedup.features(title, text)
+        keys = self._band_keys(sig, words, bands)
         content_hash = _sha256(
             "\0".join([title, raw_html, pe.url or "", pe.published_raw or ""]).encode(
                 "utf-8", "replace"
@@ -912,8 +912,8 @@ class Pipeline:
             self.metrics.articles_extracted.labels("feed").inc()
             self._join_links(st, b.id, now)
             return ArticleWritten(stored=True)
-        text_hash, sig, _ = dedup.features(b.title, article.text)
-        keys = self._band_keys(sig, article.word_count)
+        text_hash, sig, bands = dedup.features(b.title, article.text)
+        keys = self._band_keys(sig, article.word_count, bands)
         st.record_article(
             b.id, now=now, status="done", method=article.method, error=None,
             content_html=article.html, text=article.text, summary=article.summary,
@@ -932,11 +932,11 @@ class Pipeline:
         self._join_links(st, b.id, now)
         return ArticleWritten(stored=True)
 
-    def _band_keys(self, sig: bytes | None, words: int) -> BandKeys:
+    def _band_keys(self, sig: bytes | None, words: int, bands: Sequence[int]) -> BandKeys:
         """The band keys an entry is indexed under and looks up (dedup.lookup_keys); the
         containment family only while the setting dedup_containment is on."""
         s = self.config.settings
-        return dedup.lookup_keys(sig, words, s.dedup_threshold, s.dedup_containment)
+        return dedup.lookup_keys(sig, words, s.dedup_threshold, s.dedup_containment, bands)
 
     def _join_links(self, st: Storage, entry_id: int, now: datetime) -> None:
         """The page's translations and editions join the entry's story (after its own
