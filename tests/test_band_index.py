@@ -3,6 +3,7 @@ batches; lookups see both, a crash loses nothing, a rollback leaves no phantom k
 
 from __future__ import annotations
 
+import random
 import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -13,7 +14,13 @@ import pytest
 
 from aggregator import dedup
 from aggregator.models import BandKeys, FeedConfig, StoryMatch
-from aggregator.store import CONTAIN_MIN_SHARED, NewEntry, Store, unpack_bands
+from aggregator.store import (
+    BAND_FLUSH_ENTRIES,
+    CONTAIN_MIN_SHARED,
+    NewEntry,
+    Store,
+    unpack_bands,
+)
 
 from .test_stories import STORY
 
@@ -357,3 +364,23 @@ def test_lookup_keys_follow_the_setting_and_the_length() -> None:
     assert dedup.lookup_keys(sig, 25, 0.7, True) == BandKeys(near=tuple(bands))
     assert dedup.lookup_keys(sig, 30, 0.7, True).probe_contain
     assert dedup.lookup_keys(None, words, 0.7, True) == BandKeys()
+
+
+def test_the_flush_batch_is_counted_in_entries_not_keys(tmp_path: Path) -> None:
+    """Articles carry twice the keys of summaries; they wait in memory as many at a time
+    (a flush costs about the index's size, so more keys must not mean more flushes)."""
+    db = tmp_path / "a.db"
+    st, ids = open_store(db)
+    rng = random.Random(7)
+    waiting = BAND_FLUSH_ENTRIES - 1
+    for lo in range(0, waiting, 100):
+        batch = [NewEntry(**{**entry(f"k{i}", "", f"https://x.example/{i}").__dict__,
+                             "contain_keys": tuple(rng.getrandbits(63) for _ in range(64))})
+                 for i in range(lo, min(lo + 100, waiting))]
+        store(st, ids["f0"], *batch)
+    assert st.pending_bands == waiting and band_rows(db) == 0
+    store(st, ids["f0"], NewEntry(**{**entry("last", "", "https://x.example/last").__dict__,
+                                     "contain_keys": (1, 2)}))
+    assert st.pending_bands == 0
+    assert band_rows(db) == waiting * 64 + 2
+    st.close()

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from ..models import Candidate
-from .bands import BAND_FLUSH_ROWS, pack_bands, set_bands
+from .bands import BAND_FLUSH_ENTRIES, pack_bands, set_bands
 from .stories import (
     StoriesMixin,
     create_story,
@@ -87,7 +87,7 @@ class EntriesMixin(StoriesMixin):
                     None if warnings is None else _json(list(warnings)), ts(updated), feed_id,
                 ),
             )
-        if self.bands.rows >= BAND_FLUSH_ROWS:
+        if len(self.bands) >= BAND_FLUSH_ENTRIES:
             self.flush_bands()
         return stored
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import StoreError
 from ..models import Candidate, FeedConfig, FeedMetrics, Item, Outlet, PruneReport
-from .bands import BAND_FLUSH_ROWS, BandBuffer, pack_bands, unpack_bands
+from .bands import BAND_FLUSH_ENTRIES, BandBuffer, pack_bands, unpack_bands
 from .reads import _item
 from .stories import _LINK_LIMIT, _RowEntry, decide_story, link_joins, pick_representative
 from .values import (
@@ -496,7 +496,7 @@ class PgDataMixin:
                 (t(now), t(now), status, t(next_poll), interval, etag, last_modified,
                  body_hash, permanent_url, title, link, language, format,
                  None if warnings is None else _json(list(warnings)), t(updated), feed_id))
-        if self.bands.rows >= BAND_FLUSH_ROWS:
+        if len(self.bands) >= BAND_FLUSH_ENTRIES:
             self.flush_bands()
         return stored
 
