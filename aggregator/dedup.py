@@ -662,16 +662,19 @@ class _New:
     def contained(self, c: Candidate, score: float) -> float | None:
         """The share of the shorter body found in the other when that makes them one story
         (module docstring, "Containment decision"), else None."""
-        if not self.text or not c.text:
+        if not self.text or (c.text is None and c.load_text is None):
             return None
         lo, hi = sorted((self.word_count, c.word_count))
         if lo < SHORT_TEXT or lo < CONTAIN_RATIO * hi:
             return None
         if score * (1 + hi / lo) / (1 + score) < CONTAIN_GATE:
             return None  # the MinHash estimate says clearly not: spare the exact comparison
+        other = c.text if c.text is not None else c.load_text() if c.load_text else None
+        if not other:
+            return None
         if self._shingles is None:
             self._shingles = _shingle_hashes(tokens(self.text))
-        share, run = containment(self._shingles, _shingle_hashes(tokens(c.text)))
+        share, run = containment(self._shingles, _shingle_hashes(tokens(other)))
         if share >= CONTAIN_SHARE and run >= CONTAIN_RUN:
             return round(share, 4)
         return None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 import zlib
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -209,21 +209,29 @@ def find_candidates(
     rows = c.execute(
         "SELECT e.id, e.story_id, f.name AS feed_name, e.url_norm, e.canonical_url,"
         " e.text_hash, e.signature, e.title, e.word_count,"
-        " COALESCE(e.published, e.first_seen) AS published,"
-        " CASE WHEN e.id = ANY(%s::bigint[]) THEN e.text END AS text"
+        " COALESCE(e.published, e.first_seen) AS published"
         " FROM entries e JOIN feeds f ON f.id = e.feed_id"
         f" WHERE e.id IN ({' UNION '.join(parts)}) AND e.id != %s"
         " AND COALESCE(e.published, e.first_seen) >= %s"
         " ORDER BY 10, e.id",
-        (contained, *args, entry_id, t(since)),
+        (*args, entry_id, t(since)),
     ).fetchall()
+    wanted = set(contained)
+
+    def reader(i: int) -> Callable[[], str | None]:
+        def read() -> str | None:
+            row = c.execute("SELECT text FROM entries WHERE id = %s", (i,)).fetchone()
+            return row["text"] if row else None
+        return read
+
     return [
         Candidate(
             entry_id=r["id"], story_id=r["story_id"], feed_name=r["feed_name"],
             url_norm=r["url_norm"], text_hash=r["text_hash"],
             signature=bytes(r["signature"]) if r["signature"] is not None else None,
             title=r["title"], published=out(r["published"]) or since,
-            word_count=r["word_count"], canonical_norm=r["canonical_url"], text=r["text"],
+            word_count=r["word_count"], canonical_norm=r["canonical_url"],
+            load_text=reader(r["id"]) if r["id"] in wanted else None,
         )
         for r in rows
     ]

@@ -105,7 +105,8 @@ def find_candidates(
     still wait in memory), within the window. Every lookup goes through an index, and all
     of them are one statement (a new entry costs one round trip, not five), besides the
     containment lookup (``contained``, from :func:`containment_ids`): only its candidates
-    come with their text, which dedup compares."""
+    come with a reader of their text (``load_text``), which dedup calls for the few whose
+    signature estimate passes (most never need their text read)."""
     parts: list[str] = []
     args: list[Any] = []
     contained_json = json.dumps(sorted(contained))
@@ -133,14 +134,21 @@ def find_candidates(
     rows = c.execute(
         "SELECT e.id, e.story_id, f.name AS feed_name, e.url_norm, e.canonical_url,"
         " e.text_hash, e.signature, e.title, e.word_count,"
-        " COALESCE(NULLIF(e.published, ''), e.first_seen) AS published,"
-        " CASE WHEN e.id IN (SELECT value FROM json_each(?)) THEN e.text END AS text"
+        " COALESCE(NULLIF(e.published, ''), e.first_seen) AS published"
         " FROM entries e JOIN feeds f ON f.id = e.feed_id"
         f" WHERE e.id IN ({' UNION '.join(parts)}) AND e.id != ?"
         " AND COALESCE(NULLIF(e.published, ''), e.first_seen) >= ?"
         " ORDER BY 10, e.id",
-        (contained_json, *args, entry_id, ts(since)),
+        (*args, entry_id, ts(since)),
     ).fetchall()
+    wanted = set(contained)
+
+    def reader(i: int) -> Callable[[], str | None]:
+        def read() -> str | None:
+            row = c.execute("SELECT text FROM entries WHERE id = ?", (i,)).fetchone()
+            return row[0] if row else None
+        return read
+
     return [
         Candidate(
             entry_id=r["id"],
@@ -153,7 +161,7 @@ def find_candidates(
             published=parse_ts(r["published"]) or since,
             word_count=r["word_count"],
             canonical_norm=r["canonical_url"],
-            text=r["text"],
+            load_text=reader(r["id"]) if r["id"] in wanted else None,
         )
         for r in rows
     ]
