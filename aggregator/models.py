@@ -7,6 +7,7 @@ these types; none imports another stage. Times are timezone-aware UTC datetimes.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -461,8 +462,25 @@ class Candidate:
     word_count: int
     canonical_norm: str | None = None  # the stored entry's canonical URL, normalised
     # The stored entry's text, given only for containment candidates (dedup compares the
-    # two bodies); None: no containment decision for this candidate.
+    # two bodies); None: no containment decision for this candidate, unless ``load_text``
+    # (the store's reader of that text, called only for a candidate whose signature
+    # estimate passes: most containment candidates never need their text read).
     text: str | None = None
+    load_text: Callable[[], str | None] | None = field(default=None, compare=False,
+                                                       repr=False)
+
+
+@dataclass(frozen=True)
+class BandKeys:
+    """An entry's LSH band keys as dedup.lookup_keys plans them: ``near`` (32x4 family) and
+    ``contain`` (64x2 family) are stored and looked up; ``probe_near`` and ``probe_contain``
+    are only looked up (keys of a family the entry is not indexed under, in which texts it
+    may match are)."""
+
+    near: tuple[int, ...] = ()
+    contain: tuple[int, ...] = ()
+    probe_near: tuple[int, ...] = ()
+    probe_contain: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from .metrics import Metrics
 from .models import (
     Alternate,
     Article,
+    BandKeys,
     CleanedArticle,
     Config,
     FeedConfig,
@@ -577,6 +578,7 @@ class Pipeline:
         full_text = feed.full_text if feed.full_text is not None else s.full_text
         words = clean.word_count(text)
         text_hash, sig, bands = dedup.features(title, text)
+        keys = self._band_keys(sig, words, bands)
         content_hash = _sha256(
             "\0".join([title, raw_html, pe.url or "", pe.published_raw or ""]).encode(
                 "utf-8", "replace"
@@ -610,8 +612,10 @@ class Pipeline:
             extract_status="pending" if (full_text and url) else "skipped",
             text_hash=text_hash,
             signature=sig,
-            band_keys=tuple(bands),
-            contain_keys=self._containment_keys(sig, words),
+            band_keys=keys.near,
+            contain_keys=keys.contain,
+            probe_bands=keys.probe_near,
+            probe_contain=keys.probe_contain,
             links=_links(pe.alternates, base, url),
         )
 
@@ -909,6 +913,7 @@ class Pipeline:
             self._join_links(st, b.id, now)
             return ArticleWritten(stored=True)
         text_hash, sig, bands = dedup.features(b.title, article.text)
+        keys = self._band_keys(sig, article.word_count, bands)
         st.record_article(
             b.id, now=now, status="done", method=article.method, error=None,
             content_html=article.html, text=article.text, summary=article.summary,
@@ -916,8 +921,7 @@ class Pipeline:
             image=article.image,
             author=clean.clean_line(parse.author_name(article.author)) or None,
             canonical_url=article.canonical_url, text_hash=text_hash,
-            signature=sig, band_keys=tuple(bands),
-            contain_keys=self._containment_keys(sig, article.word_count), page=page,
+            signature=sig, band_keys=keys.near, contain_keys=keys.contain, page=page,
             attempt=attempt,
             shown_before=self.shown_before,
         )
@@ -928,11 +932,11 @@ class Pipeline:
         self._join_links(st, b.id, now)
         return ArticleWritten(stored=True)
 
-    def _containment_keys(self, sig: bytes | None, words: int) -> tuple[int, ...]:
-        """The entry's containment band keys, unless the setting dedup_containment is off."""
-        if not self.config.settings.dedup_containment:
-            return ()
-        return tuple(dedup.containment_keys(sig, words))
+    def _band_keys(self, sig: bytes | None, words: int, bands: Sequence[int]) -> BandKeys:
+        """The band keys an entry is indexed under and looks up (dedup.lookup_keys); the
+        containment family only while the setting dedup_containment is on."""
+        s = self.config.settings
+        return dedup.lookup_keys(sig, words, s.dedup_threshold, s.dedup_containment, bands)
 
     def _join_links(self, st: Storage, entry_id: int, now: datetime) -> None:
         """The page's translations and editions join the entry's story (after its own

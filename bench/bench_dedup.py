@@ -5,8 +5,9 @@ candidate lookup through SQLite (URL, text hash and LSH band indexes, the contai
 over the second band family, then the candidates' rows within the window, the containment
 candidates' with their text, as the store does it) and dedup.decide(). The database is a
 real SQLite file in a temporary directory with the store's dedup schema. Filler entries stand
-for unrelated stories: random signatures and random keys of both band families (unrelated
-texts share no band), spread over 30 days; their text is not stored (only containment
+for unrelated stories: random signatures and random containment-family keys (articles of 80
+words or more are indexed under that family only, dedup.lookup_keys; unrelated texts share
+no band), spread over 30 days; their text is not stored (only containment
 candidates' text is ever read, and a filler never is one). Planted among them and to be
 found: near-duplicates of corpus articles, and wire copies (the article whole under a new
 lede and closing, twice its length) that only the containment lookup finds.
@@ -150,7 +151,8 @@ def build(path: Path, size: int, texts: list[tuple[str, str]], seed: int = 0) ->
                         copy,
                     )
                 )
-                keys = dedup.band_keys(sig) + dedup.containment_keys(sig, n_words)
+                plan = dedup.lookup_keys(sig, n_words, THRESHOLD, True)
+                keys = [*plan.near, *plan.contain]
                 planted_keys += [(key, eid) for key in keys]
                 continue
             rows.append(
@@ -170,9 +172,9 @@ def build(path: Path, size: int, texts: list[tuple[str, str]], seed: int = 0) ->
         db.executemany("INSERT INTO entries VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
     # Band rows in key order (the WITHOUT ROWID B-tree then grows at its right edge), made
     # bucket by bucket of the key space so that memory stays bounded at any size: the
-    # fillers' BANDS + CONTAIN_BANDS random keys each, as pairs (random key, random filler).
+    # fillers' CONTAIN_BANDS random keys each, as pairs (random key, random filler).
     fillers = np.array(sorted(set(range(1, size + 1)) - set(by_id)), dtype=np.int64)
-    total = len(fillers) * (dedup.BANDS + dedup.CONTAIN_BANDS)
+    total = len(fillers) * dedup.CONTAIN_BANDS
     buckets = max(1, total // BAND_ROWS_PER_BUCKET)
     counts = rng.multinomial(total, [1 / buckets] * buckets)
     edges = np.linspace(-(2**63), 2**63 - 1, buckets + 1, dtype=np.float64)
@@ -200,10 +202,10 @@ def containment_ids(db: sqlite3.Connection, keys: list[int]) -> list[int]:
     marks = ",".join("?" * len(keys))
     shared = db.execute(
         f"SELECT entry_id, COUNT(*) FROM entry_bands WHERE band_key IN ({marks})"
-        " GROUP BY entry_id",
-        keys,
+        " GROUP BY entry_id HAVING COUNT(*) >= ?",
+        (*keys, dedup.CONTAIN_MIN_SHARED),
     ).fetchall()
-    found = sorted((-n, i) for i, n in shared if n >= dedup.CONTAIN_MIN_SHARED)
+    found = sorted((-n, i) for i, n in shared)
     return [i for _, i in found[:CANDIDATE_LIMIT]]
 
 
@@ -319,8 +321,9 @@ def match_one(
     seconds in the containment lookup)."""
     sig = dedup.signature(title, text)
     words = len(dedup.tokens(text))
-    keys = dedup.band_keys(sig) if sig else []
-    contain_keys = dedup.containment_keys(sig, words)
+    plan = dedup.lookup_keys(sig, words, THRESHOLD, True)
+    keys = [*plan.near, *plan.probe_near]
+    contain_keys = [*plan.contain, *plan.probe_contain]
     th = dedup.text_hash(title, text)
     url_norm = dedup.normalize_url(url)
     t = time.perf_counter()

@@ -3,6 +3,7 @@ batches; lookups see both, a crash loses nothing, a rollback leaves no phantom k
 
 from __future__ import annotations
 
+import random
 import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -12,8 +13,14 @@ from typing import Any
 import pytest
 
 from aggregator import dedup
-from aggregator.models import FeedConfig, StoryMatch
-from aggregator.store import CONTAIN_MIN_SHARED, NewEntry, Store, unpack_bands
+from aggregator.models import BandKeys, FeedConfig, StoryMatch
+from aggregator.store import (
+    BAND_FLUSH_ENTRIES,
+    CONTAIN_MIN_SHARED,
+    NewEntry,
+    Store,
+    unpack_bands,
+)
 
 from .test_stories import STORY
 
@@ -283,4 +290,97 @@ def test_article_text_arriving_later_joins_by_containment(tmp_path: Path) -> Non
     )
     assert st.rematch_entry(b_id, text_matcher, NOW, 7)
     assert story_of(st, "b") == (story_of(st, "a")[0], "containment")
+    st.close()
+
+
+def planned(key: str, text: str, url: str, title: str = "Border talks resume") -> NewEntry:
+    """An entry with the band keys dedup.lookup_keys plans for it, as the pipeline stores
+    it with containment on."""
+    e = entry(key, text, url, title)
+    keys = dedup.lookup_keys(e.signature, e.word_count, 0.7, True)
+    return NewEntry(**{**e.__dict__, "band_keys": keys.near, "contain_keys": keys.contain,
+                       "probe_bands": keys.probe_near, "probe_contain": keys.probe_contain})
+
+
+def test_an_article_is_indexed_under_its_containment_keys_only(tmp_path: Path) -> None:
+    """With containment on, an article's 32x4 keys are not stored: its containment keys
+    find its near-duplicates, pending and after a flush; a summary keeps the 32x4 keys."""
+    db = tmp_path / "a.db"
+    st, ids = open_store(db)
+    store_articles(st, ids["f0"], planned("a", STORY, "https://a.example/1"))
+    store_articles(st, ids["f1"], planned("b", variant(1), "https://b.example/1"))
+    assert story_of(st, "b") == (story_of(st, "a")[0], "near")
+    st.flush_bands()
+    assert band_rows(db) == 2 * dedup.CONTAIN_BANDS
+    store_articles(st, ids["f2"], planned("c", variant(2), "https://c.example/1"))
+    assert story_of(st, "c") == (story_of(st, "a")[0], "near")
+    summary = " ".join(STORY.split()[:30])
+    store_articles(st, ids["f3"], planned("d", summary, "https://d.example/1"))
+    st.flush_bands()
+    assert band_rows(db) == 3 * dedup.CONTAIN_BANDS + dedup.BANDS
+    st.close()
+
+
+@pytest.mark.parametrize("flush", [False, True])
+@pytest.mark.parametrize("summary_first", [False, True])
+def test_summary_and_article_near_the_length_bar_meet(tmp_path: Path, flush: bool,
+                                                      summary_first: bool) -> None:
+    """A 45-word summary and a 55-word article of one text are indexed under different
+    band families; each finds the other (whichever came first) by probing the other's."""
+    words = STORY.split()
+    summary = planned("s", " ".join(words[:45]), "https://s.example/1")
+    article_ = planned("a", " ".join(words[:55]), "https://a.example/1")
+    assert summary.contain_keys == () and summary.probe_contain
+    assert article_.band_keys == () and article_.probe_bands
+    first, second = (summary, article_) if summary_first else (article_, summary)
+    st, ids = open_store(tmp_path / "a.db")
+    store_articles(st, ids["f0"], first)
+    if flush:
+        st.flush_bands()
+    store_articles(st, ids["f1"], second)
+    assert story_of(st, second.key) == (story_of(st, first.key)[0], "near")
+    st.close()
+
+
+def test_articles_find_entries_stored_while_containment_was_off(tmp_path: Path) -> None:
+    """An article stored with containment off has only 32x4 keys; an article stored later
+    with containment on (containment keys only) still finds it, by probing them."""
+    st, ids = open_store(tmp_path / "a.db")
+    store_articles(st, ids["f0"], entry("a", STORY, "https://a.example/1"))
+    st.flush_bands()
+    store_articles(st, ids["f1"], planned("b", variant(1), "https://b.example/1"))
+    assert story_of(st, "b") == (story_of(st, "a")[0], "near")
+    st.close()
+
+
+def test_lookup_keys_follow_the_setting_and_the_length() -> None:
+    _, sig, bands = dedup.features("Border talks resume", STORY)
+    words = len(dedup.tokens(STORY))
+    assert dedup.lookup_keys(sig, words, 0.7, False) == BandKeys(near=tuple(bands))
+    on = dedup.lookup_keys(sig, words, 0.7, True)
+    assert on == BandKeys(contain=tuple(dedup.containment_keys(sig, words)),
+                          probe_near=tuple(bands))
+    # A summary too short for `near` to accept any article probes nothing more.
+    assert dedup.lookup_keys(sig, 25, 0.7, True) == BandKeys(near=tuple(bands))
+    assert dedup.lookup_keys(sig, 30, 0.7, True).probe_contain
+    assert dedup.lookup_keys(None, words, 0.7, True) == BandKeys()
+
+
+def test_the_flush_batch_is_counted_in_entries_not_keys(tmp_path: Path) -> None:
+    """Articles carry twice the keys of summaries; they wait in memory as many at a time
+    (a flush costs about the index's size, so more keys must not mean more flushes)."""
+    db = tmp_path / "a.db"
+    st, ids = open_store(db)
+    rng = random.Random(7)
+    waiting = BAND_FLUSH_ENTRIES - 1
+    for lo in range(0, waiting, 100):
+        batch = [NewEntry(**{**entry(f"k{i}", "", f"https://x.example/{i}").__dict__,
+                             "contain_keys": tuple(rng.getrandbits(63) for _ in range(64))})
+                 for i in range(lo, min(lo + 100, waiting))]
+        store(st, ids["f0"], *batch)
+    assert st.pending_bands == waiting and band_rows(db) == 0
+    store(st, ids["f0"], NewEntry(**{**entry("last", "", "https://x.example/last").__dict__,
+                                     "contain_keys": (1, 2)}))
+    assert st.pending_bands == 0
+    assert band_rows(db) == waiting * 64 + 2
     st.close()

@@ -636,10 +636,16 @@ class Doc:
 def predict(stored: Doc, new: Doc) -> StoryMatch | None:
     a, b = stored.features(), new.features()
     same_hash = a.text_hash is not None and a.text_hash == b.text_hash
+    # The keys each side is indexed under and looks up, as the pipeline plans them
+    # (dedup.lookup_keys): an article is indexed under its containment keys only.
+    kept = dedup.lookup_keys(a.signature, a.word_count, THRESHOLD, True)
+    sought = dedup.lookup_keys(b.signature, b.word_count, THRESHOLD, True)
+    near = set(kept.near) & {*sought.near, *sought.probe_near}
     # A containment candidate shares CONTAIN_MIN_SHARED containment keys; only those come
     # with their text (the store reads no other candidate's text).
-    contained = len(a.contain & b.contain) >= dedup.CONTAIN_MIN_SHARED
-    if not (a.url_norm == b.url_norm or same_hash or a.bands & b.bands or contained):
+    contained = len(set(kept.contain) & {*sought.contain, *sought.probe_contain}) >= (
+        dedup.CONTAIN_MIN_SHARED)
+    if not (a.url_norm == b.url_norm or same_hash or near or contained):
         return None  # the store would not even look at it
     c = Candidate(
         entry_id=1,
@@ -1279,3 +1285,32 @@ def test_decide_containment_guards() -> None:
     # Feed summaries (under SHORT_TEXT words) are never joined by containment.
     teaser = " ".join(STORY.split()[:40])
     assert contained_for(teaser, f"{OWN_LEDE} {teaser}") is None
+
+
+def test_a_containment_candidates_text_is_read_only_past_the_signature_estimate() -> None:
+    """The store hands containment candidates a reader of their text, not the text: decide
+    reads it only for a candidate whose MinHash share estimate passes CONTAIN_GATE."""
+    from .test_stories import OWN_CLOSING, OWN_LEDE, STORY
+
+    read: list[int] = []
+
+    def cand(entry_id: int, title: str, text: str) -> Candidate:
+        sig = dedup.signature(title, text)
+        return Candidate(
+            entry_id=entry_id, story_id=entry_id, feed_name="f", url_norm=None,
+            text_hash=dedup.text_hash(title, text), signature=sig, title=title,
+            published=datetime(2026, 11, 1, tzinfo=UTC), word_count=len(dedup.tokens(text)),
+            load_text=lambda: read.append(entry_id) or text,
+        )
+
+    other = " ".join(f"unrelated{i} words about the weather today" for i in range(20))
+    copy = f"{OWN_LEDE} {STORY} {OWN_CLOSING}"
+    m = dedup.decide(
+        url_norm=None, canonical_norm=None, text_hash=dedup.text_hash("Mine", copy),
+        signature=dedup.signature("Mine", copy), title="Mine",
+        word_count=len(dedup.tokens(copy)),
+        candidates=[cand(1, "Weather", other), cand(2, "Talks", STORY)], threshold=0.7,
+        text=copy,
+    )
+    assert m is not None and (m.entry_id, m.reason) == (2, "containment")
+    assert read == [2]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .bands import BAND_FLUSH_ROWS, BandBuffer, pack_bands, unpack_bands
+from .bands import BAND_FLUSH_ENTRIES, BandBuffer, pack_bands, unpack_bands
 from .connection import MIN_FREE_BYTES
 from .pg_url import display_database, is_postgres_url
 from .protocol import Row, Storage
@@ -69,7 +69,7 @@ def check_database(database: str | Path) -> str | None:
 
 
 __all__ = [
-    "BAND_FLUSH_ROWS",
+    "BAND_FLUSH_ENTRIES",
     "CONTAIN_MIN_SHARED",
     "DEGRADED_ARTICLE_ERRORS",
     "FEED_STATES",

@@ -12,8 +12,11 @@ import sqlite3
 import struct
 from collections.abc import Iterator, Sequence
 
-# Band rows waiting in memory before they are written to entry_bands in one batch.
-BAND_FLUSH_ROWS = 40_000
+# Entries whose band keys wait in memory before they are written to entry_bands in one
+# batch. Counted in entries, not keys: a sorted batch touches leaf pages all over the index,
+# so each flush costs about the index's size; counted in keys, the containment family's
+# extra keys per article would also have multiplied the number of flushes.
+BAND_FLUSH_ENTRIES = 1_250
 
 
 def pack_bands(keys: Sequence[int]) -> bytes | None:
@@ -41,7 +44,7 @@ class BandBuffer:
         self._staged: list[int] = []
 
     def __len__(self) -> int:
-        """Entries whose keys wait in memory."""
+        """Entries whose keys wait in memory (what BAND_FLUSH_ENTRIES bounds)."""
         return len(self._of)
 
     def __contains__(self, entry_id: object) -> bool:
@@ -49,7 +52,7 @@ class BandBuffer:
 
     @property
     def rows(self) -> int:
-        """Distinct band keys waiting (what BAND_FLUSH_ROWS bounds)."""
+        """Distinct band keys waiting."""
         return len(self._first)
 
     def keys_of(self, entry_id: int) -> tuple[int, ...]:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from ..models import Candidate
-from .bands import BAND_FLUSH_ROWS, pack_bands, set_bands
+from .bands import BAND_FLUSH_ENTRIES, pack_bands, set_bands
 from .stories import (
     StoriesMixin,
     create_story,
@@ -87,7 +87,7 @@ class EntriesMixin(StoriesMixin):
                     None if warnings is None else _json(list(warnings)), ts(updated), feed_id,
                 ),
             )
-        if self.bands.rows >= BAND_FLUSH_ROWS:
+        if len(self.bands) >= BAND_FLUSH_ENTRIES:
             self.flush_bands()
         return stored
 
@@ -186,11 +186,13 @@ class EntriesMixin(StoriesMixin):
         # The story is decided before the insert, so the entry row is written once:
         # candidates -> decide (policy: stories.decide_story) -> merge or create.
         candidates: list[Candidate] = []
-        if matcher is not None and (e.url_norm or e.text_hash or e.band_keys):
+        near_keys = (*e.band_keys, *e.probe_bands)
+        contain_keys = (*e.contain_keys, *e.probe_contain)
+        if matcher is not None and (e.url_norm or e.text_hash or near_keys or contain_keys):
             since = (e.published or now) - timedelta(days=window_days)
-            candidates = find_candidates(c, 0, e.url_norm, None, e.text_hash, e.band_keys,
-                                         since, self._waiting(c, e.band_keys),
-                                         contained=self._contained(c, e.contain_keys))
+            candidates = find_candidates(c, 0, e.url_norm, None, e.text_hash, near_keys,
+                                         since, self._waiting(c, near_keys),
+                                         contained=self._contained(c, contain_keys))
         decision = decide_story(e, candidates, matcher)
         reason, score = decision.reason, decision.score
         if decision.story_id is not None:

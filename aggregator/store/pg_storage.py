@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 import zlib
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import StoreError
 from ..models import Candidate, FeedConfig, FeedMetrics, Item, Outlet, PruneReport
-from .bands import BAND_FLUSH_ROWS, BandBuffer, pack_bands, unpack_bands
+from .bands import BAND_FLUSH_ENTRIES, BandBuffer, pack_bands, unpack_bands
 from .reads import _item
 from .stories import _LINK_LIMIT, _RowEntry, decide_story, link_joins, pick_representative
 from .values import (
@@ -209,21 +209,29 @@ def find_candidates(
     rows = c.execute(
         "SELECT e.id, e.story_id, f.name AS feed_name, e.url_norm, e.canonical_url,"
         " e.text_hash, e.signature, e.title, e.word_count,"
-        " COALESCE(e.published, e.first_seen) AS published,"
-        " CASE WHEN e.id = ANY(%s::bigint[]) THEN e.text END AS text"
+        " COALESCE(e.published, e.first_seen) AS published"
         " FROM entries e JOIN feeds f ON f.id = e.feed_id"
         f" WHERE e.id IN ({' UNION '.join(parts)}) AND e.id != %s"
         " AND COALESCE(e.published, e.first_seen) >= %s"
         " ORDER BY 10, e.id",
-        (contained, *args, entry_id, t(since)),
+        (*args, entry_id, t(since)),
     ).fetchall()
+    wanted = set(contained)
+
+    def reader(i: int) -> Callable[[], str | None]:
+        def read() -> str | None:
+            row = c.execute("SELECT text FROM entries WHERE id = %s", (i,)).fetchone()
+            return row["text"] if row else None
+        return read
+
     return [
         Candidate(
             entry_id=r["id"], story_id=r["story_id"], feed_name=r["feed_name"],
             url_norm=r["url_norm"], text_hash=r["text_hash"],
             signature=bytes(r["signature"]) if r["signature"] is not None else None,
             title=r["title"], published=out(r["published"]) or since,
-            word_count=r["word_count"], canonical_norm=r["canonical_url"], text=r["text"],
+            word_count=r["word_count"], canonical_norm=r["canonical_url"],
+            load_text=reader(r["id"]) if r["id"] in wanted else None,
         )
         for r in rows
     ]
@@ -236,10 +244,12 @@ def containment_ids(c: Any, buffer: BandBuffer, keys: Sequence[int],
         return []
     shared = {r[0]: int(r[1]) for r in c.execute(
         "SELECT entry_id, COUNT(*) FROM entry_bands WHERE band_key = ANY(%s::bigint[])"
-        " GROUP BY entry_id", (list(keys),)).fetchall()}
+        " GROUP BY entry_id HAVING COUNT(*) >= %s",
+        (list(keys), CONTAIN_MIN_SHARED)).fetchall()}
     for entry_id, n in buffer.shared_counts(keys).items():
-        shared[entry_id] = shared.get(entry_id, 0) + n
-    found = sorted((-n, i) for i, n in shared.items() if n >= CONTAIN_MIN_SHARED)
+        if n >= CONTAIN_MIN_SHARED:
+            shared[entry_id] = shared.get(entry_id, 0) + n
+    found = sorted((-n, i) for i, n in shared.items())
     return [i for _, i in found[:limit]]
 
 
@@ -494,7 +504,7 @@ class PgDataMixin:
                 (t(now), t(now), status, t(next_poll), interval, etag, last_modified,
                  body_hash, permanent_url, title, link, language, format,
                  None if warnings is None else _json(list(warnings)), t(updated), feed_id))
-        if self.bands.rows >= BAND_FLUSH_ROWS:
+        if len(self.bands) >= BAND_FLUSH_ENTRIES:
             self.flush_bands()
         return stored
 
@@ -551,11 +561,13 @@ class PgDataMixin:
                                stories_merged=merged)
 
         candidates: list[Candidate] = []
-        if matcher is not None and (e.url_norm or e.text_hash or e.band_keys):
+        near_keys = (*e.band_keys, *e.probe_bands)
+        contain_keys = (*e.contain_keys, *e.probe_contain)
+        if matcher is not None and (e.url_norm or e.text_hash or near_keys or contain_keys):
             since = (e.published or now) - timedelta(days=window_days)
-            candidates = find_candidates(c, 0, e.url_norm, None, e.text_hash, e.band_keys,
-                                         since, self._waiting(c, e.band_keys),
-                                         contained=self._contained(c, e.contain_keys))
+            candidates = find_candidates(c, 0, e.url_norm, None, e.text_hash, near_keys,
+                                         since, self._waiting(c, near_keys),
+                                         contained=self._contained(c, contain_keys))
         decision = decide_story(e, candidates, matcher)
         reason, score = decision.reason, decision.score
         if decision.story_id is not None:
@@ -627,8 +639,10 @@ class PgDataMixin:
                 " AS members FROM entries e WHERE e.id = %s", (entry_id,)).fetchone()
             if row is None or row["members"] > 1:
                 return False
-            keys = unpack_bands(row["bands"]) or [r[0] for r in c.execute(
-                "SELECT band_key FROM entry_bands WHERE entry_id = %s", (entry_id,))]
+            keys = unpack_bands(row["bands"]) if (
+                row["bands"] is not None or row["contain_bands"] is not None) else [
+                r[0] for r in c.execute(
+                    "SELECT band_key FROM entry_bands WHERE entry_id = %s", (entry_id,))]
             published = out(row["published"]) or out(row["first_seen"]) or now
             candidates = find_candidates(
                 c, entry_id, row["url_norm"], canonical_norm, row["text_hash"], keys,

@@ -105,7 +105,8 @@ def find_candidates(
     still wait in memory), within the window. Every lookup goes through an index, and all
     of them are one statement (a new entry costs one round trip, not five), besides the
     containment lookup (``contained``, from :func:`containment_ids`): only its candidates
-    come with their text, which dedup compares."""
+    come with a reader of their text (``load_text``), which dedup calls for the few whose
+    signature estimate passes (most never need their text read)."""
     parts: list[str] = []
     args: list[Any] = []
     contained_json = json.dumps(sorted(contained))
@@ -133,14 +134,21 @@ def find_candidates(
     rows = c.execute(
         "SELECT e.id, e.story_id, f.name AS feed_name, e.url_norm, e.canonical_url,"
         " e.text_hash, e.signature, e.title, e.word_count,"
-        " COALESCE(NULLIF(e.published, ''), e.first_seen) AS published,"
-        " CASE WHEN e.id IN (SELECT value FROM json_each(?)) THEN e.text END AS text"
+        " COALESCE(NULLIF(e.published, ''), e.first_seen) AS published"
         " FROM entries e JOIN feeds f ON f.id = e.feed_id"
         f" WHERE e.id IN ({' UNION '.join(parts)}) AND e.id != ?"
         " AND COALESCE(NULLIF(e.published, ''), e.first_seen) >= ?"
         " ORDER BY 10, e.id",
-        (contained_json, *args, entry_id, ts(since)),
+        (*args, entry_id, ts(since)),
     ).fetchall()
+    wanted = set(contained)
+
+    def reader(i: int) -> Callable[[], str | None]:
+        def read() -> str | None:
+            row = c.execute("SELECT text FROM entries WHERE id = ?", (i,)).fetchone()
+            return row[0] if row else None
+        return read
+
     return [
         Candidate(
             entry_id=r["id"],
@@ -153,7 +161,7 @@ def find_candidates(
             published=parse_ts(r["published"]) or since,
             word_count=r["word_count"],
             canonical_norm=r["canonical_url"],
-            text=r["text"],
+            load_text=reader(r["id"]) if r["id"] in wanted else None,
         )
         for r in rows
     ]
@@ -168,12 +176,16 @@ def containment_ids(c: sqlite3.Connection, buffer: BandBuffer, keys: Sequence[in
     if not keys:
         return []
     marks = ",".join("?" * len(keys))
+    # An entry's keys are all in entry_bands or all waiting in the buffer (write_bands
+    # moves them together), so each side counts on its own: SQLite keeps only the entries
+    # reaching the bar instead of handing every single-key hit to Python.
     shared = dict(c.execute(
         f"SELECT entry_id, COUNT(*) FROM entry_bands WHERE band_key IN ({marks})"
-        " GROUP BY entry_id", tuple(keys)).fetchall())
+        " GROUP BY entry_id HAVING COUNT(*) >= ?", (*keys, CONTAIN_MIN_SHARED)).fetchall())
     for entry_id, n in buffer.shared_counts(keys).items():
-        shared[entry_id] = shared.get(entry_id, 0) + n
-    found = sorted((-n, i) for i, n in shared.items() if n >= CONTAIN_MIN_SHARED)
+        if n >= CONTAIN_MIN_SHARED:
+            shared[entry_id] = shared.get(entry_id, 0) + n
+    found = sorted((-n, i) for i, n in shared.items())
     return [i for _, i in found[:limit]]
 
 
@@ -364,8 +376,12 @@ class StoriesMixin(SQLiteBase):
             ).fetchone()
             if row is None or row["members"] > 1:
                 return False
-            keys = unpack_bands(row["bands"]) or [r[0] for r in c.execute(
-                "SELECT band_key FROM entry_bands WHERE entry_id = ?", (entry_id,))]
+            # An entry stored before entries.bands existed: its keys are in entry_bands only.
+            # (An article stored with containment keys only has no 32x4 keys at all.)
+            keys = unpack_bands(row["bands"]) if (
+                row["bands"] is not None or row["contain_bands"] is not None) else [
+                r[0] for r in c.execute(
+                    "SELECT band_key FROM entry_bands WHERE entry_id = ?", (entry_id,))]
             published = parse_ts(row["published"]) or parse_ts(row["first_seen"]) or now
             candidates = find_candidates(
                 c, entry_id, row["url_norm"], canonical_norm, row["text_hash"], keys,

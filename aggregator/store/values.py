@@ -99,6 +99,12 @@ class NewEntry:
     band_keys: tuple[int, ...]
     updated: datetime | None = None  # the feed's own updated date for the entry, if sane
     contain_keys: tuple[int, ...] = ()  # dedup.containment_keys: articles only
+    # Keys looked up but not stored (dedup.lookup_keys): an article's 32x4 keys (it may be
+    # a near-duplicate of a summary, or of an entry stored while containment was off),
+    # a summary's containment-family keys (it may be a near-duplicate of an article, whose
+    # near-duplicate keys are its containment keys).
+    probe_bands: tuple[int, ...] = ()
+    probe_contain: tuple[int, ...] = ()
     # The entry's translations and regional editions as its feed names them (Atom
     # <link rel="alternate" hreflang>): (normalised URL of an article, declared language
     # or None, kind as in models.Alternate).
