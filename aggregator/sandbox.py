@@ -27,7 +27,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.context import SpawnContext, SpawnProcess
@@ -234,7 +234,9 @@ class WorkerPool:
             except FutureTimeout:
                 self.reset(executor)
                 raise
-            except BrokenProcessPool:
+            except (BrokenProcessPool, CancelledError):
+                # Broken, or cancelled still queued when another task's timeout replaced the
+                # pool: not this task's doing, so it gets its second try in the fresh pool.
                 self.reset(executor)
                 if attempt == 2:
                     raise

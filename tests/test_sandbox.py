@@ -100,3 +100,51 @@ def test_parser_pool_workers_go_through_the_sandbox() -> None:
     assert core.split()[4] == "0"
     ignored = int(next(x for x in status.splitlines() if x.startswith("SigIgn:")).split()[1], 16)
     assert ignored & (1 << (2 - 1))  # SIGINT
+
+
+def test_tasks_queued_behind_an_overrunning_one_get_their_second_try(tmp_path) -> None:
+    """Tasks still queued when another task's timeout replaces the pool are cancelled with
+    it: that is not their doing, so they run again in the fresh pool instead of failing with
+    CancelledError."""
+    flag = tmp_path / "running"
+    flag.write_text("")
+    pool = sandbox.WorkerPool(1, memory_mb=256)
+    results: list[object] = []
+    go, finish = threading.Event(), threading.Event()
+
+    def queued() -> None:
+        go.wait(30)
+        try:
+            results.append(pool.call(60.0, worker_facts)[0])
+        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+            results.append(exc)
+        # Live on, as the pipeline's pool threads do: a worker dies with the thread that
+        # started it (PR_SET_PDEATHSIG), and one of these threads starts the fresh pool's.
+        finish.wait(90)
+
+    try:
+        pool.call(60.0, worker_facts)  # the worker is up
+        threads = [threading.Thread(target=queued) for _ in range(6)]
+        for t in threads:
+            t.start()
+        overrun = threading.Thread(target=lambda: results.append(pytest.raises(
+            sandbox.FutureTimeout, pool.call, 1.0, wait_for, str(flag))))
+        overrun.start()
+        # The overrunning task holds the only worker; six more are submitted behind it, more
+        # than the executor's call queue takes, so some are still pending when it is killed.
+        threading.Event().wait(0.3)
+        go.set()
+        overrun.join(90)
+        for _ in range(1200):
+            if len(results) == 7:
+                break
+            threading.Event().wait(0.05)
+        finish.set()
+        for t in threads:
+            t.join(90)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        assert not errors, errors
+        assert sum(isinstance(r, int) for r in results) == 6
+    finally:
+        flag.unlink(missing_ok=True)
+        pool.close()
