@@ -21,7 +21,14 @@ from ..errors import StoreError
 from ..models import Candidate, FeedConfig, FeedMetrics, Item, Outlet, PruneReport
 from .bands import BAND_FLUSH_ENTRIES, BandBuffer, pack_bands, unpack_bands
 from .reads import _item
-from .stories import _LINK_LIMIT, _RowEntry, decide_story, link_joins, pick_representative
+from .stories import (
+    _LINK_LIMIT,
+    _RowEntry,
+    decide_story,
+    link_joins,
+    merge_joins,
+    pick_representative,
+)
 from .values import (
     CONTAIN_MIN_SHARED,
     FEED_STATES,
@@ -331,19 +338,13 @@ def pg_join_linked_stories(c: Any, entry_id: int, now: datetime) -> int:
             " FROM (SELECT entry_id, language, kind FROM entry_links WHERE url_norm = %s"
             " AND entry_id != %s LIMIT %s) l JOIN (" + _ENTRY_LANG + ") x"
             " ON x.id = l.entry_id", (url, entry_id, _LINK_LIMIT)).fetchall())
-    story = int(me["story_id"])
-    merged = 0
-    for other, reason in joins:
-        if other == story or c.execute("SELECT 1 FROM stories WHERE id = %s",
-                                       (other,)).fetchone() is None:
-            continue
-        keep, gone = min(story, other), max(story, other)
-        merge_story(c, gone, into=keep, reason=reason, score=1.0)
-        story = keep
-        merged += 1
-    if merged:
-        refresh_story(c, story, now)
-    return merged
+    return merge_joins(
+        int(me["story_id"]), joins,
+        exists=lambda s: c.execute("SELECT 1 FROM stories WHERE id = %s", (s,)).fetchone()
+        is not None,
+        merge=lambda gone, keep, reason: merge_story(c, gone, into=keep, reason=reason,
+                                                     score=1.0),
+        refresh=lambda s: refresh_story(c, s, now))
 
 
 def _enclosures(encs: Iterable[Any]) -> str:

@@ -315,18 +315,31 @@ def join_linked_stories(c: sqlite3.Connection, entry_id: int, now: datetime) -> 
             " FROM (SELECT entry_id, language, kind FROM entry_links WHERE url_norm = ?"
             " AND entry_id != ? LIMIT ?) l JOIN (" + _ENTRY_LANG + ") x"
             " ON x.id = l.entry_id", (url, entry_id, _LINK_LIMIT)).fetchall())
-    story = int(me["story_id"])
+    return merge_joins(
+        int(me["story_id"]), joins,
+        exists=lambda s: c.execute("SELECT 1 FROM stories WHERE id = ?", (s,)).fetchone()
+        is not None,
+        merge=lambda gone, keep, reason: merge_story(c, gone, into=keep, reason=reason,
+                                                     score=1.0),
+        refresh=lambda s: refresh_story(c, s, now))
+
+
+def merge_joins(story: int, joins: Iterable[tuple[int, str]], *,
+                exists: Callable[[int], bool], merge: Callable[[int, int, str], None],
+                refresh: Callable[[int], None]) -> int:
+    """Apply link_joins' verdicts, the same on every backend: each other story still there
+    merges into the older of the two (which keeps its item id); the survivor is refreshed
+    once. Returns how many stories were merged away."""
     merged = 0
     for other, reason in joins:
-        if other == story or c.execute("SELECT 1 FROM stories WHERE id = ?",
-                                       (other,)).fetchone() is None:
+        if other == story or not exists(other):
             continue
         keep, gone = min(story, other), max(story, other)
-        merge_story(c, gone, into=keep, reason=reason, score=1.0)
+        merge(gone, keep, reason)
         story = keep
         merged += 1
     if merged:
-        refresh_story(c, story, now)
+        refresh(story)
     return merged
 
 
