@@ -43,11 +43,11 @@ import email.utils
 import html
 import json
 import mimetypes
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-import os
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 from urllib.parse import quote, urlsplit

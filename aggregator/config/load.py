@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from aggregator.config.cache import _cache_get, _cache_key, _cache_put
 from aggregator.config.feeds import _default_output, _feeds_tree
 from aggregator.config.positioned import _parse, _Problems, _read_file, _sorted
-from aggregator.config.settings import _load_settings, settings_warnings
+from aggregator.config.settings import _load_settings, settings_warnings, shared_store_problem
 from aggregator.config.values import _Checker
 from aggregator.errors import ConfigError, Problem
 from aggregator.models import Config, FeedConfig
@@ -78,5 +78,11 @@ def check_report(
 ) -> tuple[list[Problem], list[str]]:
     """``aggregator check``: every problem (as :func:`check_files`) and the warnings about a
     configuration that loads but cannot work as meant (see :func:`settings_warnings`)."""
+    env = os.environ if env is None else env
     config, problems = _load(config_path, feeds_path, env)
+    if not problems and (problem := shared_store_problem(config.settings)):
+        # Where the database was set: the environment wins over the file.
+        where = "$AGGREGATOR_DATABASE" if "AGGREGATOR_DATABASE" in env else (
+            config_path or "settings")
+        problems = [*problems, Problem(where, 1, 1, problem)]
     return problems, settings_warnings(config.settings)

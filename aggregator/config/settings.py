@@ -244,6 +244,17 @@ def _load_settings(
     return settings
 
 
+def shared_store_problem(settings: Settings) -> str | None:
+    """Why these settings cannot run against a shared (PostgreSQL) store, or None: there,
+    base_url is required, since every node (workers publishing, serve nodes serving) must
+    publish the same links, whatever address each one listens on."""
+    if settings.database.startswith(("postgresql://", "postgres://")) and not settings.base_url:
+        return ("base_url is required with a postgresql:// database: every node must publish"
+                " the same links (set base_url, or AGGREGATOR_BASE_URL, to the address"
+                " subscribers use)")
+    return None
+
+
 def settings_warnings(settings: Settings) -> list[str]:
     """Valid settings that still cannot do what they are for, one sentence each."""
     warnings = []
