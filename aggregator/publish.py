@@ -34,6 +34,9 @@ carry ``Item.uid``, their story's id.
 Files are written atomically and only when their bytes change, with their mtime set to the
 newest item's ``updated`` so the server's Last-Modified follows the newest item (or to the
 publish time when the bytes changed without a newer item, so Last-Modified still advances).
+Everything is written and read back through a ``Documents`` object: ``FileDocuments`` (a
+directory, as above) by default, or one the caller passes (the pipeline's database-backed
+documents on PostgreSQL, where the same dates are stored as ``published``).
 """
 
 from __future__ import annotations

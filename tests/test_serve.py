@@ -126,6 +126,12 @@ def test_two_serve_nodes_give_the_same_bytes_etags_and_dates(
         # Nothing was written to the publisher's output directory: the documents are stored.
         assert not (tmp_path / "publisher" / "public").exists()
         names = served_names(postgres_url)
+        # Publishing again with nothing new stores nothing: the same bytes, no new dates.
+        again = cli(["publish"], env_for(tmp_path / "publisher",
+                                         AGGREGATOR_DATABASE=postgres_url,
+                                         AGGREGATOR_BASE_URL=BASE_URL), feeds=feeds)
+        assert again.returncode == 0 and "0 documents written to the database" in again.stdout, \
+            again.stdout + again.stderr
         assert {"index.html", "outputs.opml", "short.atom", "short-archive-1.atom"} <= set(
             names), names
         nodes += [Serve(tmp_path / "a", feeds, postgres_url),
@@ -217,6 +223,12 @@ def test_serve_on_sqlite_serves_output_dir_read_only(tmp_path: Path, nodes: list
     code, _, body = get(node.url("all.atom"))
     assert code == 200 and body == before["all.atom"]
     assert get(node.url("readyz"))[0] == 200
+    node.proc.send_signal(signal.SIGHUP)  # reloads, keeps serving
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and "configuration reloaded" not in node.log.read_text():
+        time.sleep(0.1)
+    assert "configuration reloaded" in node.log.read_text()
+    assert get(node.url("all.atom"))[2] == before["all.atom"]
     assert node.stop() == 0
     assert {p.name: p.read_bytes() for p in public.iterdir()} == before
     assert os.listdir(public)
