@@ -285,6 +285,7 @@ class _StoredCache:
         self._lock = threading.Lock()
         self._index: dict[str, Document] | None = None
         self._checked = -math.inf
+        self._failing = False  # the last revalidation failed (logged once)
         self._entries: dict[str, _Entry] = {}
         self.reads = 0
         self.compressions = 0
@@ -295,10 +296,16 @@ class _StoredCache:
                 return self._index
             try:
                 self._index = {d.name: d for d in self._index_provider()}
+                if self._failing:
+                    logger.info("documents revalidated again")
+                self._failing = False
             except Exception as exc:
                 if self._index is None:
                     raise
-                logger.warning("documents not revalidated (serving the cached ones): %s", exc)
+                if not self._failing:  # one line per outage, not one per second
+                    logger.warning("documents not revalidated (serving the cached ones): %s",
+                                   exc)
+                self._failing = True
             self._checked = self._clock()
             for name in set(self._entries) - set(self._index):
                 del self._entries[name]
@@ -472,8 +479,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif name == "":
             try:
                 entry = feed_server.load(INDEX_NAME)
-            except Exception:  # the database never answered yet: nothing to serve
-                logger.exception("cannot read %s", INDEX_NAME)
+            except Exception as exc:  # the database does not answer: nothing cached to serve
+                logger.debug("cannot read %s: %s", INDEX_NAME, exc)
                 self._send_plain(HTTPStatus.SERVICE_UNAVAILABLE, head=head)
                 return
             if entry is not None:
@@ -484,8 +491,8 @@ class _Handler(BaseHTTPRequestHandler):
             ctype = content_type(name)
             try:
                 entry = feed_server.load(name) if ctype else None
-            except Exception:
-                logger.exception("cannot read %s", name)
+            except Exception as exc:  # /readyz reports the outage, once (ServeNode)
+                logger.debug("cannot read %s: %s", name, exc)
                 self._send_plain(HTTPStatus.SERVICE_UNAVAILABLE, head=head)
                 return
             if entry is None or ctype is None:

@@ -232,3 +232,30 @@ def test_serve_on_sqlite_serves_output_dir_read_only(tmp_path: Path, nodes: list
     assert node.stop() == 0
     assert {p.name: p.read_bytes() for p in public.iterdir()} == before
     assert os.listdir(public)
+
+
+def test_a_serve_node_whose_database_goes_away_serves_its_cache_and_is_not_ready(
+        tmp_path: Path, postgres_server: str, postgres_url: str, nodes: list[Serve]) -> None:
+    from aggregator.store.postgres import drop_database
+
+    with FeedServer(feeds=0) as s:
+        s.route("/wire.xml", headers=RSS, body=feed(2))
+        feeds = write_feeds(tmp_path / "feeds.yaml", [{"name": "wire",
+                                                       "url": s.url("/wire.xml")}])
+        update(tmp_path / "publisher", feeds, postgres_url)
+    node = Serve(tmp_path / "a", feeds, postgres_url)
+    nodes.append(node)
+    code, headers, body = get(node.url("all.atom"))
+    assert code == 200 and get(node.url("readyz"))[0] == 200
+    drop_database(postgres_server, postgres_url.rsplit("/", 1)[1])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and get(node.url("readyz"))[0] != 503:
+        time.sleep(0.2)
+    assert get(node.url("readyz"))[0] == 503
+    # What it had read is served on, with the same validators; what it never read cannot be.
+    again = get(node.url("all.atom"))
+    assert again[0] == 200 and again[2] == body and again[1]["ETag"] == headers["ETag"]
+    assert get(node.url("all.json"))[0] == 503
+    # One line for the outage, not a traceback per request.
+    log = node.log.read_text()
+    assert "Traceback" not in log and log.count("database does not answer") == 1, log
