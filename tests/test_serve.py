@@ -259,3 +259,40 @@ def test_a_serve_node_whose_database_goes_away_serves_its_cache_and_is_not_ready
     # One line for the outage, not a traceback per request.
     log = node.log.read_text()
     assert "Traceback" not in log and log.count("database does not answer") == 1, log
+
+
+def test_run_on_postgresql_serves_what_it_stored_in_the_database(
+        tmp_path: Path, postgres_url: str) -> None:
+    with FeedServer(feeds=0) as s:
+        s.route("/wire.xml", headers=RSS, body=feed(3))
+        feeds = write_feeds(tmp_path / "feeds.yaml", [{"name": "wire",
+                                                       "url": s.url("/wire.xml")}])
+        port = free_port()
+        env = env_for(tmp_path, AGGREGATOR_DATABASE=postgres_url,
+                      AGGREGATOR_LISTEN=f"127.0.0.1:{port}", AGGREGATOR_BASE_URL=BASE_URL,
+                      AGGREGATOR_FULL_TEXT="false")
+        log = tmp_path / "run.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "aggregator.cli", "--feeds", str(feeds), "run"],
+                env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            body = b""
+            while time.monotonic() < deadline and TOPICS[2].encode() not in body:
+                try:
+                    code, _, body = get(f"http://127.0.0.1:{port}/all.atom")
+                except OSError:
+                    pass
+                time.sleep(0.3)
+            assert TOPICS[2].encode() in body, log.read_text()
+            st = open_storage(postgres_url, readonly=True)
+            try:
+                stored = st.document("all.atom")
+            finally:
+                st.close()
+            assert stored is not None and stored.body == body
+            assert not (tmp_path / "public").exists()  # nothing on this machine's disk
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0, log.read_text()
