@@ -198,9 +198,16 @@ def test_check_requires_base_url_with_postgresql(tmp_path: Path, postgres_url: s
     assert r.returncode == 2
     assert "base_url is required" in r.stdout and "every node must publish the same links" \
         in r.stdout, r.stdout
+    assert r.stdout.startswith("$AGGREGATOR_DATABASE:1:1: base_url is required"), r.stdout
     for command in ("run", "serve"):
         r = cli([command], env, feeds=feeds, timeout=60)
         assert r.returncode == 2 and "base_url is required" in r.stderr, (command, r.stderr)
+    # Set in the settings file: named with its line.
+    settings = tmp_path / "aggregator.yaml"
+    settings.write_text(f"log_level: INFO\ndatabase: {postgres_url}\n", encoding="utf-8")
+    file_env = {k: v for k, v in env.items() if k != "AGGREGATOR_DATABASE"}
+    r = cli(["check"], file_env, feeds=feeds, config=settings)
+    assert r.returncode == 2 and r.stdout.startswith(f"{settings}:2:"), r.stdout
     r = cli(["check"], {**env, "AGGREGATOR_BASE_URL": BASE_URL}, feeds=feeds)
     assert r.returncode == 0, r.stdout + r.stderr
     # SQLite needs none: one node publishes its own links.

@@ -16,10 +16,12 @@ from aggregator.models import Config, FeedConfig
 
 
 def _load(
-    config_path: str | None, feeds_path: str | None, env: Mapping[str, str] | None
+    config_path: str | None, feeds_path: str | None, env: Mapping[str, str] | None,
+    origin: dict[str, tuple[str, int, int]] | None = None,
 ) -> tuple[Config, list[Problem]]:
     problems: list[Problem] = []
-    settings = _load_settings(config_path, os.environ if env is None else env, problems)
+    settings = _load_settings(config_path, os.environ if env is None else env, problems,
+                              origin)
     feeds: list[FeedConfig] = []
     outputs = [_default_output(settings)]
     aliases: dict[str, tuple[str, tuple[str, ...]]] = {}
@@ -78,11 +80,10 @@ def check_report(
 ) -> tuple[list[Problem], list[str]]:
     """``aggregator check``: every problem (as :func:`check_files`) and the warnings about a
     configuration that loads but cannot work as meant (see :func:`settings_warnings`)."""
-    env = os.environ if env is None else env
-    config, problems = _load(config_path, feeds_path, env)
+    origin: dict[str, tuple[str, int, int]] = {}
+    config, problems = _load(config_path, feeds_path, env, origin)
     if not problems and (problem := shared_store_problem(config.settings)):
-        # Where the database was set: the environment wins over the file.
-        where = "$AGGREGATOR_DATABASE" if "AGGREGATOR_DATABASE" in env else (
-            config_path or "settings")
-        problems = [*problems, Problem(where, 1, 1, problem)]
+        # Named where the database was set (the file's line, or the environment variable).
+        where = origin.get("database", (config_path or "settings", 1, 1))
+        problems = [*problems, Problem(*where, problem)]
     return problems, settings_warnings(config.settings)

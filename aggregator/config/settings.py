@@ -175,11 +175,13 @@ def _setting_error(name: str, value: Any) -> str | None:
 
 
 def _load_settings(
-    config_path: str | None, env: Mapping[str, str], problems: list[Problem]
+    config_path: str | None, env: Mapping[str, str], problems: list[Problem],
+    origin: dict[str, tuple[str, int, int]] | None = None,
 ) -> Settings:
-    """Defaults < settings file < environment. Problems are appended; defaults stand in."""
+    """Defaults < settings file < environment. Problems are appended; defaults stand in.
+    ``origin`` (filled when given): where each setting that is not a default was set."""
     values: dict[str, Any] = {}
-    origin: dict[str, tuple[str, int, int]] = {}
+    origin = {} if origin is None else origin
     if config_path is not None:
         file_problems = _Problems(config_path)
         text = _read_file(config_path, file_problems)
