@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import __version__
-from .config import add_feeds, check_report, export_opml, load_config, read_opml
+from .config import (
+    add_feeds,
+    check_report,
+    export_opml,
+    load_config,
+    read_opml,
+    shared_store_problem,
+)
 from .errors import AggregatorError, ConfigError
 from .models import Config
 
@@ -35,13 +42,19 @@ class Ctx:
         self.config_path = config_path
         self.feeds_path = feeds_path
 
-    def load(self) -> Config:
+    def load(self, *, node: bool = False) -> Config:
+        """The configuration; ``node``: a long-running role (run, serve, worker), which
+        refuses a PostgreSQL store without base_url (every node must publish the same
+        links), as `check` does."""
         try:
             config = load_config(self.config_path, self.feeds_path, cached=True)
         except ConfigError as exc:
             for p in exc.problems:
                 click.echo(str(p), err=True)
             raise SystemExit(2) from exc
+        if node and (problem := shared_store_problem(config.settings)):
+            click.echo(f"error: {problem}", err=True)
+            raise SystemExit(2)
         _setup_logging(config.settings.log_level, config.settings.log_format)
         return config
 
@@ -327,7 +340,10 @@ def publish(obj: Ctx) -> None:
         written = pipeline.publish()
     finally:
         pipeline.close()
-    click.echo(f"{len(written)} files written to {config.settings.output_dir}")
+    if pipeline.documents_in_store:
+        click.echo(f"{len(written)} documents written to the database")
+    else:
+        click.echo(f"{len(written)} files written to {config.settings.output_dir}")
     _exit_if_publish_failed(pipeline)
 
 
@@ -337,7 +353,7 @@ def run(obj: Ctx) -> None:
     """Run the daemon: scheduler, HTTP server, signals (SIGTERM stops, SIGHUP reloads)."""
     from .daemon import Daemon
 
-    config = obj.load()
+    config = obj.load(node=True)
     daemon = Daemon(config, config_path=obj.config_path, feeds_path=obj.feeds_path)
     code = daemon.run()
     # The writer has finished its transaction and the database is closed; fetches still in
@@ -346,6 +362,26 @@ def run(obj: Ctx) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+@main.command()
+@click.pass_obj
+def serve(obj: Ctx) -> None:
+    """The HTTP server alone on `listen`: outputs, /status, /status.json, /metrics, /healthz,
+    /readyz. On PostgreSQL it serves the documents publish stored in the database (any
+    number of serve nodes give the same bytes and ETags); on SQLite, output_dir's files,
+    read-only, beside a `run` or `update` that publishes them. SIGTERM stops, SIGHUP
+    reloads the configuration."""
+    from .daemon import ServeNode
+
+    config = obj.load(node=True)
+    node = ServeNode(config, config_path=obj.config_path, feeds_path=obj.feeds_path)
+    try:
+        code = node.run()
+    except AggregatorError as exc:
+        raise click.ClickException(str(exc)) from None
+    logging.shutdown()
+    sys.exit(code)
 
 
 # --------------------------------------------------------------------------- reading

@@ -35,7 +35,8 @@ def with_db(url: str, name: str) -> str:
 
 def run_cli(tmp_path: Path, database: str, *args: str) -> subprocess.CompletedProcess[str]:
     feeds = write_feeds(tmp_path / "feeds.yaml", [])
-    return cli(list(args), env_for(tmp_path, AGGREGATOR_DATABASE=database), feeds=feeds)
+    return cli(list(args), env_for(tmp_path, AGGREGATOR_DATABASE=database,
+                                   AGGREGATOR_BASE_URL="https://news.example/"), feeds=feeds)
 
 
 def test_postgres_migrations_are_the_sqlite_ones_by_name() -> None:

@@ -16,7 +16,13 @@ import pytest
 
 from aggregator import dedup
 from aggregator.errors import StoreError
-from aggregator.models import FeedConfig, StoryMatch
+from aggregator.models import (
+    Document,
+    FeedConfig,
+    StoryMatch,
+    document_etag,
+    document_type,
+)
 from aggregator.store import (
     FEED_STATES,
     MIGRATIONS,
@@ -418,6 +424,54 @@ def test_output_ids_are_fixed_at_first_publish(storage: Storage) -> None:
     more = storage.output_ids({"all": "https://elsewhere/all.atom", "news": "n"}, NOW)
     assert more["all"] == ids["all"] and more["news"].startswith("urn:uuid:")
     assert more["news"] != more["all"]
+
+
+# --------------------------------------------------------------------------- documents
+
+
+def doc(name: str, body: bytes, when: datetime = NOW) -> Document:
+    return Document(name, document_etag(body), document_type(name), when, len(body), body)
+
+
+def test_write_documents_stores_and_replaces_in_one_transaction(opener: Opener) -> None:
+    st = opener()
+    st.migrate()
+    st.write_documents([doc("all.atom", b"<feed/>"), doc(".all.archive.json", b"{}")])
+    st.write_documents([doc("all.atom", b"<feed>2</feed>", NOW + HOUR),
+                        doc("index.html", b"\x00\xff<html>")], remove=[".all.archive.json"])
+    reader = opener(readonly=True)
+    got = reader.document("all.atom")
+    assert got == doc("all.atom", b"<feed>2</feed>", NOW + HOUR)
+    assert got is not None and got.published == NOW + HOUR
+    assert got.content_type.startswith("application/atom+xml")
+    assert reader.document(".all.archive.json") is None
+    # Bytes come back exactly (binary safe).
+    assert (reader.document("index.html") or doc("x", b"")).body == b"\x00\xff<html>"
+    # A document without a body is refused, and nothing of that call is written.
+    with pytest.raises(ValueError):
+        st.write_documents([doc("news.rss", b"<rss/>"),
+                            Document("bad.rss", "x", "text/plain", NOW, 0)])
+    assert reader.document("news.rss") is None
+
+
+def test_document_of_an_unknown_name_is_none(storage: Storage) -> None:
+    assert storage.document("nothing.atom") is None
+
+
+def test_document_index_lists_without_bodies_by_name(storage: Storage) -> None:
+    assert storage.document_index() == []
+    storage.write_documents([doc("b.rss", b"bb"), doc("A.atom", b"a"), doc("a.json", b"{}")])
+    index = storage.document_index()
+    assert [d.name for d in index] == ["A.atom", "a.json", "b.rss"]
+    assert all(d.body is None for d in index)
+    assert index[2] == Document("b.rss", document_etag(b"bb"), document_type("b.rss"), NOW, 2)
+
+
+def test_remove_documents_counts_those_there_were(storage: Storage) -> None:
+    storage.write_documents([doc("a.atom", b"a"), doc("b.atom", b"b")])
+    assert storage.remove_documents(["a.atom", "zz.atom"]) == 1
+    assert storage.remove_documents([]) == 0
+    assert [d.name for d in storage.document_index()] == ["b.atom"]
 
 
 # --------------------------------------------------------------------------- articles

@@ -175,11 +175,13 @@ def _setting_error(name: str, value: Any) -> str | None:
 
 
 def _load_settings(
-    config_path: str | None, env: Mapping[str, str], problems: list[Problem]
+    config_path: str | None, env: Mapping[str, str], problems: list[Problem],
+    origin: dict[str, tuple[str, int, int]] | None = None,
 ) -> Settings:
-    """Defaults < settings file < environment. Problems are appended; defaults stand in."""
+    """Defaults < settings file < environment. Problems are appended; defaults stand in.
+    ``origin`` (filled when given): where each setting that is not a default was set."""
     values: dict[str, Any] = {}
-    origin: dict[str, tuple[str, int, int]] = {}
+    origin = {} if origin is None else origin
     if config_path is not None:
         file_problems = _Problems(config_path)
         text = _read_file(config_path, file_problems)
@@ -242,6 +244,17 @@ def _load_settings(
             )
         )
     return settings
+
+
+def shared_store_problem(settings: Settings) -> str | None:
+    """Why these settings cannot run against a shared (PostgreSQL) store, or None: there,
+    base_url is required, since every node (workers publishing, serve nodes serving) must
+    publish the same links, whatever address each one listens on."""
+    if settings.database.startswith(("postgresql://", "postgres://")) and not settings.base_url:
+        return ("base_url is required with a postgresql:// database: every node must publish"
+                " the same links (set base_url, or AGGREGATOR_BASE_URL, to the address"
+                " subscribers use)")
+    return None
 
 
 def settings_warnings(settings: Settings) -> list[str]:

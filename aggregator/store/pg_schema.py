@@ -323,4 +323,17 @@ FROM entries e JOIN feeds f ON f.id = e.feed_id
 WHERE e.story_id IS NOT NULL;
 """,
     ),
+    (
+        MIGRATIONS[10][0],
+        """
+CREATE TABLE documents (
+    name TEXT PRIMARY KEY,
+    body BYTEA NOT NULL,
+    etag TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    published TIMESTAMPTZ NOT NULL,
+    size BIGINT NOT NULL
+);
+""",
+    ),
 ]

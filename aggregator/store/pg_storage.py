@@ -18,7 +18,15 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import StoreError
-from ..models import Candidate, FeedConfig, FeedMetrics, Item, Outlet, PruneReport
+from ..models import (
+    Candidate,
+    Document,
+    FeedConfig,
+    FeedMetrics,
+    Item,
+    Outlet,
+    PruneReport,
+)
 from .bands import BAND_FLUSH_ENTRIES, BandBuffer, pack_bands, unpack_bands
 from .reads import _item
 from .stories import (
@@ -710,6 +718,50 @@ class PgDataMixin:
                 "SELECT output, feed_id FROM output_ids WHERE output = ANY(%s::text[])",
                 (list(legacy),))}
         return {name: ids[name] for name in legacy}
+
+    # ----------------------------------------------------------------------- documents
+
+    def write_documents(self, documents: Sequence[Document],
+                        remove: Collection[str] = ()) -> None:
+        with self._tx() as c:
+            for d in documents:
+                if d.body is None:
+                    raise ValueError(f"document {d.name!r} has no body")
+                c.execute(
+                    "INSERT INTO documents(name, body, etag, content_type, published, size)"
+                    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET"
+                    " body = excluded.body, etag = excluded.etag,"
+                    " content_type = excluded.content_type, published = excluded.published,"
+                    " size = excluded.size",
+                    (d.name, d.body, d.etag, d.content_type, t(d.published), len(d.body)))
+            gone = sorted(set(remove) - {d.name for d in documents})
+            if gone:
+                c.execute("DELETE FROM documents WHERE name = ANY(%s::text[])", (gone,))
+
+    def document(self, name: str) -> Document | None:
+        with self._use() as c:
+            r = c.execute(
+                "SELECT name, body, etag, content_type, published, size FROM documents"
+                " WHERE name = %s", (name,)).fetchone()
+        if r is None:
+            return None
+        return Document(r[0], r[2], r[3], cast(datetime, out(r[4])), r[5], bytes(r[1]))
+
+    def document_index(self) -> list[Document]:
+        with self._use() as c:
+            rows = c.execute("SELECT name, etag, content_type, published, size"
+                             " FROM documents").fetchall()
+        # Sorted here: the same order as SQLite's whatever the database's collation.
+        return sorted((Document(r[0], r[1], r[2], cast(datetime, out(r[3])), r[4])
+                       for r in rows), key=lambda d: d.name)
+
+    def remove_documents(self, names: Collection[str]) -> int:
+        wanted = sorted(set(names))
+        if not wanted:
+            return 0
+        with self._tx() as c:
+            return int(c.execute("DELETE FROM documents WHERE name = ANY(%s::text[])",
+                                 (wanted,)).rowcount)
 
     # ----------------------------------------------------------------------- articles
 

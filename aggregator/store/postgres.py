@@ -38,7 +38,7 @@ MIGRATE_LOCK = 0x61676772_65676174
 # schema_migrations of ours) belongs to another project.
 OWN_TABLES = frozenset({
     "feeds", "stories", "entries", "entry_bands", "pages", "store_state", "output_ids",
-    "pruned_keys", "entry_links", "schema_migrations",
+    "pruned_keys", "entry_links", "documents", "schema_migrations",
 })
 
 CREATEDB_HINT = ("create one with: createdb -T template0 -E UTF8 --locale=C.UTF-8 NAME "

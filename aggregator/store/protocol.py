@@ -22,7 +22,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from ..models import FeedConfig, FeedMetrics, Item, PruneReport
+from ..models import Document, FeedConfig, FeedMetrics, Item, PruneReport
 from .values import BacklogEntry, FeedState, Matcher, NewEntry, StoredEntry
 
 
@@ -186,6 +186,28 @@ class Storage(Protocol):
         """The feed id each named output is published under, fixed at its first publish:
         ``legacy[name]`` for a store that published before ids were stored, else a new
         urn:uuid. The same name always gets the same id."""
+        ...
+
+    # ------------------------------------------------------------------- documents
+
+    def write_documents(self, documents: Sequence[Document],
+                        remove: Collection[str] = ()) -> None:
+        """Store every document (each with its body; replacing one of the same name) and
+        remove the ``remove`` names, in ONE transaction: a reader sees the whole published
+        set before or after, never half of it."""
+        ...
+
+    def document(self, name: str) -> Document | None:
+        """The document ``name`` with its body; None when there is none."""
+        ...
+
+    def document_index(self) -> list[Document]:
+        """Every document without its body (body None), by name: what a serve node
+        compares with its cache."""
+        ...
+
+    def remove_documents(self, names: Collection[str]) -> int:
+        """Remove the named documents (one transaction); how many there were."""
         ...
 
     # ------------------------------------------------------------------- articles

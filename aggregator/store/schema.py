@@ -480,6 +480,21 @@ FROM entries e JOIN feeds f ON f.id = e.feed_id
 WHERE e.story_id IS NOT NULL;
 """,
     ),
+    (
+        "documents: published documents kept in the database (PostgreSQL serve nodes)",
+        # On PostgreSQL, publish writes here and every `aggregator serve` node reads from
+        # here; SQLite keeps publishing files, and has the twin table for the same protocol.
+        """
+CREATE TABLE documents (
+    name TEXT PRIMARY KEY,
+    body BLOB NOT NULL,
+    etag TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    published TEXT NOT NULL,
+    size INTEGER NOT NULL
+) WITHOUT ROWID;
+""",
+    ),
 ]
 
 
