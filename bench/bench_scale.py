@@ -511,7 +511,7 @@ def sqlite_round(server: FeedServerProcess, feeds: Path, tmp: Path, n: int,
 
 
 def pg_round(server: FeedServerProcess, feeds: Path, tmp: Path, pg: Pg, n: int, workers: int,
-             mode: str, timeout: float, keep: bool) -> dict[str, Any]:
+             mode: str, timeout: float, keep: bool, stagger: float = 0.0) -> dict[str, Any]:
     name = f"bench_scale_{os.getpid()}_{workers}w"
     d = tmp / f"pg{workers}"
     d.mkdir()
@@ -538,7 +538,7 @@ def pg_round(server: FeedServerProcess, feeds: Path, tmp: Path, pg: Pg, n: int, 
             rss_list = [rss]
         else:
             wall, cpu, cpu_pg, rss_list = _workers_round(cfg, feeds, env, d, pg, name, n,
-                                                         workers, since, timeout)
+                                                         workers, since, timeout, stagger)
         pg_all = all_postgres_cpu() - pg_all0
         if mode == "update":
             cpu_pg = pg_all  # upper bound: the only measure left for a finished process
@@ -554,11 +554,13 @@ def pg_round(server: FeedServerProcess, feeds: Path, tmp: Path, pg: Pg, n: int, 
 
 
 def _workers_round(cfg: Path, feeds: Path, env: dict[str, str], d: Path, pg: Pg, name: str,
-                   n: int, workers: int, since: str, timeout: float
+                   n: int, workers: int, since: str, timeout: float, stagger: float
                    ) -> tuple[float, float, float, list[float]]:
     t0 = time.perf_counter()
     procs = []
     for w in range(workers):
+        if w and stagger:
+            time.sleep(stagger)
         log = open(d / f"worker{w}.log", "wb")  # noqa: SIM115 (closed with the process)
         procs.append((subprocess.Popen(agg(cfg, feeds, "worker"), env=env, cwd=d, stdout=log,
                                        stderr=subprocess.STDOUT), log))
@@ -674,6 +676,9 @@ def main() -> None:
         help="server on which the bench creates (and drops) databases of its own")
     ap.add_argument("--pg-mode", choices=("worker", "update"), default="worker",
                     help="worker: `aggregator worker` processes; update: one `update --all`")
+    ap.add_argument("--stagger", type=float, default=0.0,
+                    help="seconds between the starts of the workers of a round (default 0: "
+                         "all at once, as after a database outage or a fleet restart)")
     ap.add_argument("--no-pg", action="store_true", help="the SQLite round only")
     ap.add_argument("--round-timeout", type=float, default=0.0,
                     help="seconds per round (default: 600 + feeds / 5)")
@@ -703,7 +708,7 @@ def main() -> None:
                     row = sqlite_round(server, feeds, tmp, args.feeds, timeout)
                 else:
                     row = pg_round(server, feeds, tmp, pg, args.feeds, w, args.pg_mode,
-                                   timeout, args.keep)
+                                   timeout, args.keep, args.stagger)
             except Broken as exc:
                 broken.append(f"{label}: {exc}")
                 print(f"  BROKEN: {exc}", file=sys.stderr, flush=True)
