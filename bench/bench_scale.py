@@ -651,9 +651,10 @@ def report(rows: list[dict[str, Any]], workers_max: int) -> dict[str, Any]:
     twice = sum(r["feeds_requested_twice"] for r in rows)
     targets["feeds_fetched_twice"] = twice
     print(f"feeds fetched twice in a round: {twice} (target 0)")
-    rss_max = max((x for r in pg_rows for x in r["peak_rss_mb_per_worker"]), default=0.0)
-    targets["peak_rss_mb_per_worker_max"] = rss_max
-    print(f"peak RSS per worker: {rss_max:.0f} MB (target <= 200 MB)")
+    if pg_rows:
+        rss_max = max(x for r in pg_rows for x in r["peak_rss_mb_per_worker"])
+        targets["peak_rss_mb_per_worker_max"] = rss_max
+        print(f"peak RSS per worker: {rss_max:.0f} MB (target <= 200 MB)")
     return {"feeds": rows[0]["feeds"], "cores": os.cpu_count(), "rounds": rows,
             "targets": targets}
 
