@@ -20,6 +20,7 @@ feed throughput, not article extraction; allow_private_hosts: 127.0.0.0/8):
                  read just before SIGTERM). The delta over all `postgres` processes of the
                  machine is shown too: an upper bound that includes other users of the server.
   3. pg-2w       the same with two workers (`--workers-max`).
+`--stagger S` starts the workers of a round S seconds apart (default: at once).
 `--pg-mode update` runs `aggregator update --all` on the PostgreSQL database instead of
 workers (one process per round): a check of the measuring code where `worker` does not exist.
 
@@ -687,6 +688,8 @@ def main() -> None:
     if not 1 <= args.hosts <= 254:
         ap.error("--hosts must be 1..254")
     timeout = args.round_timeout or 600 + args.feeds / 5
+    # SIGTERM as ^C: the finally blocks stop the feed server, the workers, drop the databases.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     server = FeedServerProcess(args.feeds, args.hosts, args.entries, args.latency)
     rows: list[dict[str, Any]] = []
