@@ -488,6 +488,8 @@ def round_result(name: str, n: int, wall: float, cpu_proc: float, cpu_pg: float,
         "requests_per_feed_max": max(per_feed, default=0),
         "feeds_requested": len(per_feed),
         "feeds_requested_twice": sum(1 for v in per_feed if v > 1),
+        "twice_examples": sorted(f"outlet{k}" for k, v in stats["per_feed"].items()
+                                 if int(v) > 1)[:20],
         "other_requests": stats["other"],
         "peak_rss_mb_per_worker": [round(x, 1) for x in rss],
         "max_in_flight_per_host": max(stats["max_in_flight"].values(), default=0),
@@ -651,7 +653,9 @@ def report(rows: list[dict[str, Any]], workers_max: int) -> dict[str, Any]:
         print(f"PostgreSQL CPU per feed / SQLite's = {worst:.2f}x at most (target <= 1.5x)")
     twice = sum(r["feeds_requested_twice"] for r in rows)
     targets["feeds_fetched_twice"] = twice
-    print(f"feeds fetched twice in a round: {twice} (target 0)")
+    print(f"feeds fetched twice in a round: {twice} (target 0)"
+          + "".join(f"\n  {r['round']}: {', '.join(r['twice_examples'])}" for r in rows
+                    if r["twice_examples"]))
     if pg_rows:
         rss_max = max(x for r in pg_rows for x in r["peak_rss_mb_per_worker"])
         targets["peak_rss_mb_per_worker_max"] = rss_max
