@@ -570,6 +570,7 @@ def _workers_round(cfg: Path, feeds: Path, env: dict[str, str], d: Path, pg: Pg,
     hwm: dict[int, float] = {}
     backend_cpu: dict[int, float] = {}
     done = False
+    shown = t0
     try:
         while True:
             time.sleep(1.0)
@@ -583,6 +584,9 @@ def _workers_round(cfg: Path, feeds: Path, env: dict[str, str], d: Path, pg: Pg,
             for b in pg.backend_pids(name):
                 backend_cpu[b] = max(backend_cpu.get(b, 0.0), proc_cpu(b))
             polled, _ = pg_polled(pg, name, since)
+            if time.perf_counter() - shown >= 30:
+                shown = time.perf_counter()
+                print(f"  ... {polled}/{n} feeds polled after {shown - t0:.0f} s", flush=True)
             if polled >= n:
                 done = True
                 break
@@ -687,11 +691,11 @@ def main() -> None:
                          "all at once, as after a database outage or a fleet restart)")
     ap.add_argument("--no-pg", action="store_true", help="the SQLite round only")
     ap.add_argument("--round-timeout", type=float, default=0.0,
-                    help="seconds per round (default: 600 + feeds / 5)")
+                    help="seconds per round (default: 600 + feeds / 2)")
     args = ap.parse_args()
     if not 1 <= args.hosts <= 254:
         ap.error("--hosts must be 1..254")
-    timeout = args.round_timeout or 600 + args.feeds / 5
+    timeout = args.round_timeout or 600 + args.feeds / 2
     # SIGTERM as ^C: the finally blocks stop the feed server, the workers, drop the databases.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
