@@ -212,8 +212,11 @@ def find_candidates(
         parts.append("(SELECT id FROM entries WHERE text_hash = %s LIMIT %s)")
         args += [text_hash, limit]
     if band_keys:
-        parts.append("(SELECT DISTINCT entry_id FROM entry_bands"
-                     " WHERE band_key = ANY(%s::bigint[]) LIMIT %s)")
+        # OFFSET 0 fences the band-key lookup: a generic plan (psycopg prepares a query run
+        # five times) otherwise walks entry_bands in entry_id order for DISTINCT, filtering
+        # every row: one pass over the whole index per stored entry.
+        parts.append("(SELECT DISTINCT entry_id FROM (SELECT entry_id FROM entry_bands"
+                     " WHERE band_key = ANY(%s::bigint[]) OFFSET 0) b LIMIT %s)")
         args += [list(band_keys), limit]
         waiting = sorted(pending)
         if waiting:
@@ -226,7 +229,9 @@ def find_candidates(
         " e.text_hash, e.signature, e.title, e.word_count,"
         " COALESCE(e.published, e.first_seen) AS published"
         " FROM entries e JOIN feeds f ON f.id = e.feed_id"
-        f" WHERE e.id IN ({' UNION '.join(parts)}) AND e.id != %s"
+        # = ANY(ARRAY(...)): the few candidate ids first, then the primary key; `IN (...)`
+        # let the planner hash-join a scan of every entry, once per stored entry.
+        f" WHERE e.id = ANY(ARRAY({' UNION '.join(parts)})) AND e.id != %s"
         " AND COALESCE(e.published, e.first_seen) >= %s"
         " ORDER BY 10, e.id",
         (*args, entry_id, t(since)),
