@@ -33,13 +33,13 @@ _DURATIONS = frozenset(
     {
         "default_interval", "min_interval", "max_interval", "max_backoff", "retry_after_max",
         "connect_timeout", "read_timeout", "fetch_deadline", "per_host_delay", "parse_timeout",
-        "entry_retention",
+        "entry_retention", "heartbeat_interval", "stalled_timeout", "shutdown_timeout",
     }
 )  # fmt: skip
 _SIZES = frozenset({"feed_max_bytes", "page_max_bytes"})
 _ZERO_OK = frozenset({
     "per_host_delay", "jitter", "max_redirects", "article_budget", "extract_processes",
-    "archive_pages",
+    "archive_pages", "worker_concurrency",
     "entry_retention",  # 0: entries are kept forever
 })  # fmt: skip
 # String settings where empty means "off".

@@ -323,4 +323,13 @@ FROM entries e JOIN feeds f ON f.id = e.feed_id
 WHERE e.story_id IS NOT NULL;
 """,
     ),
+    (
+        MIGRATIONS[10][0],
+        """
+CREATE TABLE task_migrations (
+    name TEXT PRIMARY KEY,
+    applied TIMESTAMPTZ NOT NULL
+);
+""",
+    ),
 ]

@@ -713,7 +713,8 @@ class PgDataMixin:
 
     # ----------------------------------------------------------------------- articles
 
-    def backlog(self, limit: int, now: datetime | None = None) -> list[BacklogEntry]:
+    def backlog(self, limit: int, now: datetime | None = None,
+                feed: str | None = None) -> list[BacklogEntry]:
         with self._use() as c:
             rows = c.execute(
                 "SELECT e.id, f.name AS feed_name, e.url,"
@@ -722,8 +723,9 @@ class PgDataMixin:
                 " FROM entries e JOIN feeds f ON f.id = e.feed_id"
                 " WHERE e.extract_status = 'pending' AND e.url IS NOT NULL"
                 " AND (e.extract_retry_at IS NULL OR e.extract_retry_at <= %s)"
+                " AND (%s::text IS NULL OR f.name = %s)"
                 " ORDER BY e.first_seen DESC, e.id DESC LIMIT %s",
-                (t(now or datetime.now(UTC)), limit)).fetchall()
+                (t(now or datetime.now(UTC)), feed, feed, limit)).fetchall()
         return [BacklogEntry(r["id"], r["feed_name"], r["url"], r["feed_html"] or "",
                              r["word_count"], r["title"], r["story_id"],
                              r["extract_attempts"], out(r["first_seen"])) for r in rows]

@@ -480,6 +480,17 @@ FROM entries e JOIN feeds f ON f.id = e.feed_id
 WHERE e.story_id IS NOT NULL;
 """,
     ),
+    (
+        "task_migrations: the task engine's migrations applied (PostgreSQL workers)",
+        # Filled by `aggregator migrate` on PostgreSQL only (procrastinate's versioned
+        # migrations); the same table here keeps both backends' schemas alike.
+        """
+CREATE TABLE task_migrations (
+    name TEXT PRIMARY KEY,
+    applied TEXT NOT NULL
+);
+""",
+    ),
 ]
 
 
