@@ -50,7 +50,7 @@ from .store import migrate_database
 
 log = logging.getLogger("aggregator.tasks")
 
-SCHEDULE_SECONDS = 5  # how often due feeds are looked for (cron's sixth field: seconds)
+SCHEDULE_SECONDS = 5  # how often due feeds are looked for (cron field 6, the last: seconds)
 RETRY_SECONDS = 10  # how often stalled jobs are looked for
 OLD_JOBS_HOURS = 24  # finished jobs kept this long (what `procrastinate` shows), then deleted
 MAINTENANCE_LOCK = "maintenance"
@@ -112,12 +112,12 @@ class Workers:
         def publish_outputs() -> int:
             return self.publish()
 
-        @app.periodic(cron=f"*/{SCHEDULE_SECONDS} * * * * *", periodic_id="schedule_due")
+        @app.periodic(cron=f"* * * * * */{SCHEDULE_SECONDS}", periodic_id="schedule_due")
         @app.task(name="schedule_due", lock="schedule_due", queueing_lock="schedule_due")
         def schedule_due(timestamp: int) -> int:
             return self.schedule_due()
 
-        @app.periodic(cron=f"*/{RETRY_SECONDS} * * * * *", periodic_id="retry_stalled")
+        @app.periodic(cron=f"* * * * * */{RETRY_SECONDS}", periodic_id="retry_stalled")
         @app.task(name="retry_stalled", lock="retry_stalled", queueing_lock="retry_stalled")
         async def retry_stalled(timestamp: int) -> int:
             return await self.retry_stalled(s.stalled_timeout)
