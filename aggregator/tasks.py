@@ -187,12 +187,22 @@ class Workers:
         retried = 0
         for job in await manager.get_stalled_jobs(seconds_since_heartbeat=stalled_timeout):
             assert job.id is not None
+            if job.queueing_lock:
+                # A job of the same feed deferred meanwhile (the stalled one was 'doing', so
+                # the queueing lock let it in) is this one's duplicate, waiting on its lock:
+                # it goes, and the stalled job itself is retried (the lock cannot be left
+                # held by a dead worker's job, and two cannot wait).
+                for waiting in await manager.list_jobs_async(
+                        queueing_lock=job.queueing_lock, status="todo"):
+                    if waiting.id is not None and waiting.task_name == job.task_name:
+                        await manager.cancel_job_by_id_async(waiting.id, delete_job=True)
             try:
                 await manager.retry_job(job)
                 retried += 1
-            except Exception as exc:  # noqa: BLE001 - a job of its feed already waits
-                # The waiting job does the work; this one must not hold the lock forever.
-                log.info("stalled job %s not retried (%s): marked failed", job.id, exc)
+            except Exception as exc:  # noqa: BLE001 - another waiting job took the lock
+                # That job does the work; this one must not hold the lock forever.
+                log.info("stalled job %s not retried (%s: %s): marked failed", job.id,
+                         type(exc).__name__, exc)
                 await manager.finish_job_by_id_async(job.id, status=Status.FAILED,
                                                      delete_job=False)
         if retried:
