@@ -279,8 +279,9 @@ class PostgresBase:
             with self._lock, self.pool.connection() as conn, conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATE_LOCK,))
                 done = {r[0] for r in conn.execute("SELECT name FROM task_migrations")}
-                fresh = conn.execute(
-                    "SELECT to_regclass('procrastinate_jobs') IS NULL").fetchone()[0]
+                row = conn.execute(
+                    "SELECT to_regclass('procrastinate_jobs') IS NULL").fetchone()
+                fresh = bool(row and row[0])
                 if fresh:
                     conn.execute(schema.encode())
                     applied.append("procrastinate schema")
