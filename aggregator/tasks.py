@@ -142,7 +142,7 @@ class Workers:
         state = states[0]
         outcomes = p.poll([state])
         changed = any(o.new or o.updated or o.stories_merged for o in outcomes)
-        if self.config.settings.full_text and not p.stopping.is_set():
+        if p.config.settings.full_text and not p.stopping.is_set():  # reloaded config
             done, _failed = p.process_articles(feed=state.name)
             changed = changed or done > 0
         if changed:
@@ -287,4 +287,57 @@ def run_worker(config: Config, *, concurrency: int | None = None) -> int:
         workers.pipeline.close()
     log.info("worker stopped")
     return 0
+
+
+class WorkerThread:
+    """A worker in a thread of its own, with its own event loop, sharing a Pipeline: the
+    daemon's work on PostgreSQL (`aggregator run`: the worker, the HTTP server and the
+    daemon's upkeep in one process). ``on_alive`` is called every ``heartbeat_interval``
+    while the worker runs (the daemon's progress: an idle worker is not a stuck one)."""
+
+    def __init__(self, config: Config, pipeline: Pipeline, *,
+                 on_alive: Callable[[], None] | None = None) -> None:
+        migrate(config.settings.database)
+        self.workers = Workers(config, pipeline)
+        self._on_alive = on_alive
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._started = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="aggregator-worker",
+                                       daemon=True)
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.thread.start()
+        self._started.wait(timeout)
+        log.info("worker started: concurrency %d", self.workers.concurrency)
+
+    def _run(self) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            alive = asyncio.create_task(self._alive())
+            try:
+                await self.workers.run_async(self._stop, on_started=self._started.set)
+            finally:
+                alive.cancel()
+
+        try:
+            asyncio.run(main())
+        except Exception:  # logged; the daemon's progress check then reports it
+            log.exception("the worker stopped")
+        finally:
+            self._started.set()
+
+    async def _alive(self) -> None:
+        while True:
+            if self._on_alive is not None:
+                self._on_alive()
+            await asyncio.sleep(self.workers.config.settings.heartbeat_interval)
+
+    def stop(self) -> None:
+        """Drain as `aggregator worker` does on SIGTERM (within shutdown_timeout)."""
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None and self.thread.is_alive():
+            loop.call_soon_threadsafe(stop.set)
+            self.thread.join(self.workers.config.settings.shutdown_timeout + 10)
 

@@ -140,8 +140,9 @@ def test_two_workers_poll_every_feed_once_and_publish(setup: Setup) -> None:
     # Both workers took jobs (registered, with heartbeats).
     assert setup.value("SELECT COUNT(DISTINCT worker_id) FROM procrastinate_jobs"
                        " WHERE worker_id IS NOT NULL") >= 1
-    published = list((setup.tmp / "public").glob("*.atom"))
-    assert published, "no output published"
+    # Published after the last change: every entry in the output.
+    setup.wait(lambda: (setup.tmp / "public" / "all.atom").read_bytes().count(b"<entry>")
+               == entries, "every entry published")
     assert all(stop(w) == 0 for w in workers), setup.logtext()[-3000:]
 
 
@@ -245,4 +246,47 @@ def test_sigterm_drains_the_job_in_flight_and_exits_zero(setup: Setup) -> None:
     # The job in flight completed before the worker exited: the feed is recorded.
     assert setup.value("SELECT last_success FROM feeds WHERE name = 'f0'") is not None
     assert setup.value("SELECT COUNT(*) FROM procrastinate_jobs WHERE status = 'doing'") == 0
+    assert setup.value("SELECT COUNT(*) FROM procrastinate_workers") == 0
+
+
+def test_update_runs_one_cycle_in_process_on_postgres(setup: Setup) -> None:
+    done = cli(["update"], setup.env, feeds=setup.feeds)
+    assert done.returncode == 0, done.stdout + done.stderr
+    n = FEED_SERVER["feeds"]
+    assert f"{n} feeds polled, 0 failed, {n * FEED_SERVER['entries']} new entries" in done.stdout
+    assert setup.polled() == n
+    assert (setup.tmp / "public" / "index.html").exists()
+    again = cli(["update"], setup.env, feeds=setup.feeds)  # nothing due within the hour
+    assert again.returncode == 0 and "0 feeds polled" in again.stdout, again.stdout
+
+
+@pytest.mark.slow
+def test_run_on_postgres_is_worker_and_server_in_one_process(setup: Setup) -> None:
+    import urllib.request
+
+    log = setup.tmp / "run.log"
+    setup.logs.append(log)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aggregator.cli", "--feeds", str(setup.feeds), "run"],
+        env=setup.env, stdout=open(log, "wb"), stderr=subprocess.STDOUT, cwd=setup.tmp)
+    STARTED.append(proc)
+    base = "http://" + setup.env["AGGREGATOR_LISTEN"]
+
+    def get(path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(base + path, timeout=5) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    n = FEED_SERVER["feeds"]
+    setup.wait(lambda: setup.polled() == n, "every feed polled by run's worker")
+    # Published after the polls (the publish job), and served by run's HTTP server.
+    total = n * FEED_SERVER["entries"]
+    setup.wait(lambda: get("/all.atom")[1].count(b"<entry>") == total, "every entry served")
+    assert get("/healthz")[0] == 200
+    setup.wait(lambda: get("/readyz")[0] == 200, "ready")
+    assert get("/index.html")[0] == 200
+    assert setup.value("SELECT COUNT(*) FROM procrastinate_workers") == 1
+    assert stop(proc) == 0, setup.logtext()[-3000:]
     assert setup.value("SELECT COUNT(*) FROM procrastinate_workers") == 0
