@@ -35,10 +35,12 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from procrastinate import App, PsycopgConnector
+from procrastinate import App, PsycopgConnector, SyncPsycopgConnector
 from procrastinate.exceptions import AlreadyEnqueued
 from procrastinate.jobs import Status
+from procrastinate.manager import JobManager
 from procrastinate.schema import SchemaManager
 from procrastinate.utils import async_to_sync
 from procrastinate.worker import Worker
@@ -97,6 +99,13 @@ class Workers:
             kwargs={"application_name": "aggregator-worker"}))
         self._register()
         self.worker: Worker | None = None
+        # The publish job is enqueued inside the store's transaction that made the change
+        # (PostgreSQL store's write_hook), on that transaction's connection.
+        self._in_tx = JobManager(SyncPsycopgConnector())
+        store = self.pipeline.store
+        self.transactional = hasattr(store, "write_hook")
+        if self.transactional:
+            store.write_hook = self._defer_publish_on  # type: ignore[attr-defined]
 
     # ----------------------------------------------------------------------- tasks
 
@@ -145,9 +154,8 @@ class Workers:
         if p.config.settings.full_text and not p.stopping.is_set():  # reloaded config
             done, _failed = p.process_articles(feed=state.name)
             changed = changed or done > 0
-        if changed:
-            # After the feed's transaction committed (not within it: see docs/architecture.md).
-            self.defer_publish()
+        if changed and not self.transactional:
+            self.defer_publish()  # (the store enqueued it in the feed's transaction)
         return outcomes[0].status if outcomes else "stopped"
 
     def defer_publish(self) -> bool:
@@ -157,6 +165,19 @@ class Workers:
         except AlreadyEnqueued:
             return False
         return True
+
+    def _defer_publish_on(self, conn: Any) -> None:
+        """Enqueue the publish job on ``conn``, in its open transaction, within a savepoint
+        (``conn.transaction()`` nested): a refused duplicate (a publish job already waits:
+        its queueing lock) rolls back to the savepoint, never the caller's transaction.
+        The store calls it after its own statements, so a transaction is open and
+        ``transaction()`` is a savepoint, not a transaction of its own."""
+        job = self._publish_task.configure().job
+        try:
+            with conn.transaction():
+                self._in_tx.defer_job(job, connection=conn)
+        except AlreadyEnqueued:
+            pass
 
     def publish(self) -> int:
         """The one place a worker publishes (pipeline.publish: files in output_dir)."""

@@ -211,6 +211,7 @@ def test_two_poll_jobs_of_one_feed_never_run_at_once(setup: Setup) -> None:
 @pytest.mark.slow
 def test_a_killed_workers_job_is_retried_and_nothing_is_stored_twice(setup: Setup) -> None:
     setup.server.held.add("/feed/0.xml")  # in flight until released
+    setup.env.update(AGGREGATOR_READ_TIMEOUT="60", AGGREGATOR_FETCH_DEADLINE="90")
     first = setup.start("--concurrency", "2")
     setup.wait(lambda: setup.server.hits["/feed/0.xml"] >= 1, "the slow feed in flight")
     setup.wait(lambda: setup.polled() == FEED_SERVER["feeds"] - 1, "the other feeds polled")
@@ -290,3 +291,43 @@ def test_run_on_postgres_is_worker_and_server_in_one_process(setup: Setup) -> No
     assert setup.value("SELECT COUNT(*) FROM procrastinate_workers") == 1
     assert stop(proc) == 0, setup.logtext()[-3000:]
     assert setup.value("SELECT COUNT(*) FROM procrastinate_workers") == 0
+
+
+def test_the_publish_job_is_enqueued_in_the_writes_transaction(setup: Setup) -> None:
+    from aggregator.config import load_config
+    from aggregator.tasks import Workers, migrate
+
+    from .test_storage import entry, poll, words
+
+    migrate(setup.url)
+    config = load_config(None, str(setup.feeds), setup.env)
+    workers = Workers(config)
+    try:
+        store: Any = workers.pipeline.store
+        assert workers.transactional and store.write_hook is not None
+
+        def publish_jobs() -> int:
+            return int(setup.value("SELECT COUNT(*) FROM procrastinate_jobs"
+                                   " WHERE task_name = 'publish_outputs'"))
+
+        # A write that stores nothing new enqueues nothing.
+        workers.pipeline.writer.call(lambda st: poll(st, "f0"))
+        assert publish_jobs() == 0
+        # A new entry: the job is committed with it.
+        workers.pipeline.writer.call(lambda st: poll(st, "f0", entry("a", words(30, 1))))
+        assert publish_jobs() == 1
+        # Another change while that job waits: its queueing lock refuses a second, within a
+        # savepoint, and the write still commits.
+        workers.pipeline.writer.call(lambda st: poll(st, "f1", entry("b", words(30, 2))))
+        assert publish_jobs() == 1
+        assert setup.value("SELECT COUNT(*) FROM entries") == 2
+        # A transaction rolled back takes its job with it.
+        setup.query("DELETE FROM procrastinate_jobs RETURNING id")
+        with pytest.raises(RuntimeError), store._tx() as c:
+            c.execute("UPDATE feeds SET title = 'changed' WHERE name = 'f0'")
+            store.write_hook(c)
+            raise RuntimeError("the write failed")
+        assert publish_jobs() == 0
+        assert setup.value("SELECT title FROM feeds WHERE name = 'f0'") != "changed"
+    finally:
+        workers.pipeline.close()

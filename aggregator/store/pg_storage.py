@@ -364,6 +364,8 @@ class PgDataMixin:
 
         def _tx(self, rollback: bool = False) -> AbstractContextManager[Any]: ...
 
+        write_hook: Callable[[Any], None] | None
+
     # ----------------------------------------------------------------------- bands
 
     def _ensure_bands(self, c: Any) -> None:
@@ -505,6 +507,9 @@ class PgDataMixin:
                 (t(now), t(now), status, t(next_poll), interval, etag, last_modified,
                  body_hash, permanent_url, title, link, language, format,
                  None if warnings is None else _json(list(warnings)), t(updated), feed_id))
+            if self.write_hook is not None and any(
+                    x.is_new or x.changed or x.stories_merged for x in stored):
+                self.write_hook(c)
         if len(self.bands) >= BAND_FLUSH_ENTRIES:
             self.flush_bands()
         return stored
@@ -799,6 +804,8 @@ class PgDataMixin:
                     " body = excluded.body",
                     (entry_id, url, final_url, t(now), charset, zlib.compress(body, 6)))
             touch_story_of(c, entry_id, now)
+            if self.write_hook is not None and content_html is not None:
+                self.write_hook(c)
 
     def stored_pages(self, feed: str | None = None, since: datetime | None = None
                      ) -> Iterator[tuple[int, str, str | None, str | None, bytes, str]]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -105,6 +105,11 @@ class PostgresBase:
             raise connect_error(url, exc) from None
         self._lock = threading.RLock()
         self._current: Any = None  # the connection of the open transaction, if any
+        # Called with the connection inside a write transaction that changed something
+        # publishable (entries stored or edited, stories merged, an article's text): the
+        # workers enqueue their publish job there, committed with the change or not at
+        # all (tasks.Workers; the hook brings its own savepoint).
+        self.write_hook: Callable[[Any], None] | None = None
         # Band keys of entries inserted since the last flush_bands (the protocol's contract,
         # as on SQLite: candidate lookups see them before and after the flush).
         self.bands = BandBuffer()
