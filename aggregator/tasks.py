@@ -57,6 +57,9 @@ RETRY_SECONDS = 10  # how often stalled jobs are looked for
 OLD_JOBS_HOURS = 24  # finished jobs kept this long (what `procrastinate` shows), then deleted
 MAINTENANCE_LOCK = "maintenance"
 PUBLISH_LOCK = "publish"
+# Seconds past shutdown_timeout a stopping worker waits for jobs that ignored the stop (a
+# thread blocked in a fetch), before it exits anyway.
+EXIT_GRACE = 5.0
 
 
 def feed_lock(feed_id: int) -> str:
@@ -114,8 +117,8 @@ class Workers:
         s = self.config.settings
 
         @app.task(name="poll_feed")
-        def poll_feed(feed_id: int) -> str:
-            return self.poll_feed(feed_id)
+        def poll_feed(feed_id: int, feed: str) -> str:
+            return self.poll_feed(feed_id, feed)
 
         @app.task(name="publish_outputs", lock=PUBLISH_LOCK, queueing_lock=PUBLISH_LOCK)
         def publish_outputs() -> int:
@@ -139,12 +142,14 @@ class Workers:
         self._poll_task = poll_feed
         self._publish_task = publish_outputs
 
-    def poll_feed(self, feed_id: int) -> str:
+    def poll_feed(self, feed_id: int, feed: str) -> str:
         """One feed's poll and its article backlog; "skipped" when it is no longer due (a
-        job that waited on the feed's lock while another polled it)."""
+        job that waited on the feed's lock while another polled it), or no longer
+        configured under that name."""
         p = self.pipeline
         now = datetime.now(UTC)
-        states = [st for st in p.writer.call(lambda st: st.feed_states()) if st.id == feed_id]
+        states = [st for st in p.writer.call(lambda st: st.feed_states([feed]))
+                  if st.id == feed_id]
         if not states or states[0].disabled_reason is not None or (
                 states[0].next_poll is not None and states[0].next_poll > now):
             return "skipped"
@@ -194,7 +199,8 @@ class Workers:
         for st in self.pipeline.due():
             lock = feed_lock(st.id)
             try:
-                self._poll_task.configure(lock=lock, queueing_lock=lock).defer(feed_id=st.id)
+                self._poll_task.configure(lock=lock, queueing_lock=lock).defer(
+                    feed_id=st.id, feed=st.name)
             except AlreadyEnqueued:
                 continue
             deferred += 1
@@ -295,11 +301,23 @@ def run_worker(config: Config, *, concurrency: int | None = None) -> int:
     workers = Workers(config, concurrency=concurrency)
     log.info("worker started: concurrency %d", workers.concurrency)
 
+    bound = config.settings.shutdown_timeout + EXIT_GRACE
+
+    def on_signal(stop: asyncio.Event) -> None:
+        if stop.is_set():
+            return
+        stop.set()
+        # A job blocked past the bound (a fetch that does not answer) would hold the exit:
+        # the process ends anyway; that job stays 'doing' and retry_stalled retries it.
+        timer = threading.Timer(bound, _exit_abandoning)
+        timer.daemon = True
+        timer.start()
+
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal, stop)
         await workers.run_async(stop)
 
     try:
@@ -308,6 +326,13 @@ def run_worker(config: Config, *, concurrency: int | None = None) -> int:
         workers.pipeline.close()
     log.info("worker stopped")
     return 0
+
+
+def _exit_abandoning() -> None:
+    log.warning("jobs still running %.0f s after the stop: exiting; another worker retries "
+                "them once this one's heartbeat is stale", EXIT_GRACE)
+    logging.shutdown()
+    os._exit(0)
 
 
 class WorkerThread:

@@ -331,3 +331,20 @@ def test_the_publish_job_is_enqueued_in_the_writes_transaction(setup: Setup) -> 
         assert setup.value("SELECT title FROM feeds WHERE name = 'f0'") != "changed"
     finally:
         workers.pipeline.close()
+
+
+@pytest.mark.slow
+def test_sigterm_past_the_bound_exits_zero_and_the_job_is_retried(setup: Setup) -> None:
+    setup.server.held.add("/feed/0.xml")  # never answers until released
+    setup.env.update(AGGREGATOR_SHUTDOWN_TIMEOUT="1", AGGREGATOR_READ_TIMEOUT="120",
+                     AGGREGATOR_FETCH_DEADLINE="180")
+    proc = setup.start("--concurrency", "6")
+    setup.wait(lambda: setup.server.hits["/feed/0.xml"] >= 1, "the held feed in flight")
+    assert stop(proc) == 0, setup.logtext()[-3000:]
+    assert "jobs still running" in setup.logtext()
+    assert setup.value("SELECT last_success FROM feeds WHERE name = 'f0'") is None
+    # Nothing lost: another worker retries the abandoned job once its heartbeat is stale.
+    setup.server.release.set()
+    other = setup.start("--concurrency", "2")
+    setup.wait(lambda: setup.polled() == FEED_SERVER["feeds"], "the abandoned job retried")
+    assert stop(other) == 0
