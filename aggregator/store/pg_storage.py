@@ -400,6 +400,9 @@ class PgDataMixin:
 
     def sync_feeds(self, feeds: Sequence[FeedConfig], now: datetime) -> None:
         with self._tx() as c:
+            # Processes starting at once (workers, `run`, `update`) sync one after the
+            # other: the second reads the feeds the first inserted, never inserts them again.
+            c.execute("SELECT pg_advisory_xact_lock(hashtext('aggregator.sync_feeds'))")
             existing = {r["name"]: r for r in c.execute(
                 "SELECT id, name, url, active FROM feeds").fetchall()}
             names = set()
