@@ -42,7 +42,6 @@ from procrastinate.exceptions import AlreadyEnqueued
 from procrastinate.jobs import Status
 from procrastinate.manager import JobManager
 from procrastinate.schema import SchemaManager
-from procrastinate.utils import async_to_sync
 from procrastinate.worker import Worker
 
 from .errors import AggregatorError
@@ -136,8 +135,8 @@ class Workers:
 
         @app.periodic(cron="17 * * * *", periodic_id="maintenance")
         @app.task(name="maintenance", lock=MAINTENANCE_LOCK, queueing_lock=MAINTENANCE_LOCK)
-        def maintenance(timestamp: int) -> None:
-            self.maintenance()
+        async def maintenance(timestamp: int) -> None:
+            await self.maintenance()
 
         self._poll_task = poll_feed
         self._publish_task = publish_outputs
@@ -237,21 +236,26 @@ class Workers:
         await manager.prune_stalled_workers(stalled_timeout)
         return retried
 
-    def maintenance(self) -> None:
+    async def maintenance(self) -> None:
         """What the daemon's hourly upkeep does that makes sense on PostgreSQL: article
-        page retention, entry retention (pipeline.prune), and finished jobs deleted."""
+        page retention, entry retention (pipeline.prune; in a thread, it blocks), and
+        finished jobs older than OLD_JOBS_HOURS deleted."""
+        await asyncio.to_thread(self._prune)
+        await self.app.job_manager.delete_old_jobs(nb_hours=OLD_JOBS_HOURS)
+
+    def _prune(self) -> None:
         p = self.pipeline
-        cutoff = datetime.now(UTC) - timedelta(days=self.config.settings.page_retention_days)
-        p.writer.call(lambda st: st.prune_pages(cutoff))
+        days = p.config.settings.page_retention_days
+        pages = p.writer.call(
+            lambda st: st.prune_pages(datetime.now(UTC) - timedelta(days=days)))
         try:
             report = p.prune()
-            if report.entries:
-                log.info("pruned %d entries (%d article pages, %d stories deleted)",
-                         report.entries, report.pages, report.stories_deleted)
         except AggregatorError as exc:
             log.error("pruning entries failed: %s", exc)
-        # On the worker's event loop (this runs in one of its threads).
-        async_to_sync(self.app.job_manager.delete_old_jobs, nb_hours=OLD_JOBS_HOURS)
+            return
+        if report.entries or pages:
+            log.info("pruned %d entries (%d stories deleted), %d article pages",
+                     report.entries, report.stories_deleted, pages)
 
     # ----------------------------------------------------------------------- running
 

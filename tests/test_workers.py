@@ -348,3 +348,35 @@ def test_sigterm_past_the_bound_exits_zero_and_the_job_is_retried(setup: Setup) 
     other = setup.start("--concurrency", "2")
     setup.wait(lambda: setup.polled() == FEED_SERVER["feeds"], "the abandoned job retried")
     assert stop(other) == 0
+
+
+def test_maintenance_prunes_old_article_pages(setup: Setup) -> None:
+    import asyncio
+    from datetime import timedelta
+
+    from aggregator.config import load_config
+    from aggregator.tasks import Workers, migrate
+
+    from .test_storage import NOW, entry, poll, words
+
+    migrate(setup.url)
+    workers = Workers(load_config(None, str(setup.feeds), setup.env))
+    try:
+        p = workers.pipeline
+
+        def store_page(st: Any) -> None:
+            e = poll(st, "f0", entry("a", words(30, 1), status="pending"))[0]
+            st.record_article(e.id, now=NOW - timedelta(days=400), status="failed",
+                              method=None, error="x", page=("u", None, None, b"<p>x</p>"))
+
+        p.writer.call(store_page)
+        assert setup.value("SELECT COUNT(*) FROM pages") == 1
+
+        async def run() -> None:
+            async with workers.app.open_async():
+                await workers.maintenance()
+
+        asyncio.run(run())
+        assert setup.value("SELECT COUNT(*) FROM pages") == 0
+    finally:
+        p.close()
