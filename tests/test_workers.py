@@ -380,3 +380,11 @@ def test_maintenance_prunes_old_article_pages(setup: Setup) -> None:
         assert setup.value("SELECT COUNT(*) FROM pages") == 0
     finally:
         p.close()
+
+
+def test_a_stalled_timeout_shorter_than_two_heartbeats_is_refused(tmp_path: Path) -> None:
+    feeds = write_feeds(tmp_path / "feeds.yaml", [])
+    done = cli(["check"], env_for(tmp_path, AGGREGATOR_HEARTBEAT_INTERVAL="10",
+                                  AGGREGATOR_STALLED_TIMEOUT="15"), feeds=feeds)
+    assert done.returncode != 0
+    assert "stalled_timeout must be at least twice heartbeat_interval" in done.stdout
