@@ -91,7 +91,7 @@ class JsonFormatter(logging.Formatter):
 
 # Third-party loggers that speak once per scheduled job (every few seconds on an idle
 # daemon): kept to warnings unless the operator asks for DEBUG.
-_CHATTY_LOGGERS = ("apscheduler.executors.default", "apscheduler.scheduler")
+_CHATTY_LOGGERS = ("apscheduler.executors.default", "apscheduler.scheduler", "procrastinate")
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -188,11 +188,16 @@ def check(obj: Ctx) -> None:
 def migrate(obj: Ctx) -> None:
     """Create or upgrade the database's schema (a SQLite path or a postgresql:// URL);
     safe to run from several processes at once."""
-    from .store import migrate_database
+    from .store import is_postgres_url, migrate_database
 
     config = obj.load()
     try:
-        applied = migrate_database(config.settings.database)
+        if is_postgres_url(config.settings.database):
+            from .tasks import migrate as migrate_with_tasks  # the workers' queue too
+
+            applied = migrate_with_tasks(config.settings.database)
+        else:
+            applied = migrate_database(config.settings.database)
     except AggregatorError as exc:
         raise click.ClickException(str(exc)) from None
     for name in applied:
@@ -382,6 +387,36 @@ def serve(obj: Ctx) -> None:
         raise click.ClickException(str(exc)) from None
     logging.shutdown()
     sys.exit(code)
+
+
+@main.command()
+@click.option("--concurrency", type=click.IntRange(1), default=None,
+              help="Jobs run at once (default: the worker_concurrency setting, else workers).")
+@click.pass_obj
+def worker(obj: Ctx, concurrency: int | None) -> None:
+    """Run a worker (PostgreSQL only): polls feeds, extracts articles and publishes, with any
+    number of others on any machines that reach the database. SIGTERM drains in-flight
+    jobs within shutdown_timeout."""
+    from .store import display_database, is_postgres_url
+
+    config = obj.load(node=True)
+    if not is_postgres_url(config.settings.database):
+        click.echo(f"error: workers need a postgresql:// database (database is "
+                   f"{display_database(config.settings.database)}); on SQLite, "
+                   "`aggregator run` does all the work in one process", err=True)
+        raise SystemExit(2)
+    from .tasks import run_worker
+
+    try:
+        code = run_worker(config, concurrency=concurrency)
+    except AggregatorError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(1) from None
+    # As `run`: pools and fetch threads are not waited for once the jobs are done.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 # --------------------------------------------------------------------------- reading

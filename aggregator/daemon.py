@@ -33,6 +33,7 @@ from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .models import Config, MetricsSnapshot, Settings
 from .pipeline import EXTRACT_TIMEOUT, WAL_BOUND, Pipeline
 from .server import FeedServer
+from .store import is_postgres_url
 
 log = logging.getLogger("aggregator.daemon")
 
@@ -196,6 +197,9 @@ class Daemon:
         self._cycles = 0
         self._last_cycle: dict[str, Any] | None = None
         self._last_watchdog = 0.0
+        # On PostgreSQL the polling, articles and publishing are a worker's jobs (tasks):
+        # one runs in this process, beside any number elsewhere.
+        self.worker: Any = None
 
     # ----------------------------------------------------------------------- jobs
 
@@ -251,7 +255,8 @@ class Daemon:
             sd_notify("WATCHDOG=1")
             self._last_watchdog = now
         self.check_database(wait=False)
-        if int(now) % 3600 < MAINTENANCE_TICK:
+        if int(now) % 3600 < MAINTENANCE_TICK and self.worker is None:
+            # (On PostgreSQL the workers' hourly `maintenance` job does this, once.)
             retention = self.config.settings.page_retention_days
             cutoff = datetime.now(UTC) - timedelta(days=retention)
             self.pipeline.writer.call(lambda st: st.prune_pages(cutoff))
@@ -392,14 +397,21 @@ class Daemon:
         if self.metrics_server is not None:
             self.metrics_server.start()
         now = datetime.now(UTC)
-        self.scheduler.add_job(self._poll_job, "interval", seconds=POLL_TICK, id="poll",
-                               next_run_time=now, jitter=1)
-        self.scheduler.add_job(self._article_job, "interval", seconds=ARTICLE_TICK,
-                               id="articles", next_run_time=now + timedelta(seconds=3))
+        if is_postgres_url(self.config.settings.database):
+            from .tasks import WorkerThread
+
+            self.worker = WorkerThread(self.config, self.pipeline,
+                                       on_alive=self.progress.mark)
+            self.worker.start()
+        else:
+            self.scheduler.add_job(self._poll_job, "interval", seconds=POLL_TICK, id="poll",
+                                   next_run_time=now, jitter=1)
+            self.scheduler.add_job(self._article_job, "interval", seconds=ARTICLE_TICK,
+                                   id="articles", next_run_time=now + timedelta(seconds=3))
+            self.scheduler.add_job(self._publish_job, "interval", seconds=PUBLISH_TICK,
+                                   id="publish", next_run_time=now + timedelta(seconds=2))
         self.scheduler.add_job(self._maintenance_job, "interval", seconds=MAINTENANCE_TICK,
                                id="maintenance")
-        self.scheduler.add_job(self._publish_job, "interval", seconds=PUBLISH_TICK,
-                               id="publish", next_run_time=now + timedelta(seconds=2))
         self.scheduler.start()
         sd_notify(f"READY=1\nSTATUS=polling {len(self.config.feeds)} feeds")
         if ready:
@@ -416,6 +428,8 @@ class Daemon:
     def shutdown(self) -> None:
         """Stop taking work, let the writer finish the transaction in flight, close."""
         sd_notify("STOPPING=1")
+        if self.worker is not None:
+            self.worker.stop()  # in-flight jobs drain within shutdown_timeout
         self.pipeline.stop()
         self.scheduler.shutdown(wait=False)
         self.server.stop()

@@ -109,6 +109,15 @@ class Settings:
     # empty: they are served on `listen` only.
     metrics_listen: str = ""
 
+    # Workers (PostgreSQL only; `aggregator worker`, and `run` on PostgreSQL)
+    # Jobs one worker runs at once; 0: the `workers` setting.
+    worker_concurrency: int = 0
+    heartbeat_interval: float = 10.0  # seconds between a worker's heartbeats
+    # A worker silent this long is dead: its jobs are retried by another worker.
+    stalled_timeout: float = 30.0
+    # SIGTERM/SIGINT: in-flight jobs may finish within this; then they are abandoned.
+    shutdown_timeout: float = 30.0
+
 
 @dataclass(frozen=True)
 class SiteRule:

@@ -840,8 +840,10 @@ class Pipeline:
         the second try after a pool broken by another page)."""
         return self.extractor.call(EXTRACT_TIMEOUT, _extract_job, body, url, charset, rule)
 
-    def process_articles(self, budget: int | None = None) -> tuple[int, int]:
-        """Drain up to `budget` entries of the backlog (newest first). Returns (done, failed).
+    def process_articles(self, budget: int | None = None, *,
+                         feed: str | None = None) -> tuple[int, int]:
+        """Drain up to `budget` entries of the backlog (newest first), of one ``feed`` when
+        given (a worker's poll job). Returns (done, failed).
         A page that cannot be fetched or extracted keeps the feed's content; the reason is
         recorded on the entry and on the feed (`article_errors`, `degraded`), never as a poll
         failure. A temporary failure leaves the entry pending with a retry time. Failures are
@@ -851,7 +853,7 @@ class Pipeline:
         self.articles_retrying = 0
         if budget <= 0 or self.stopping.is_set():
             return 0, 0
-        backlog = self.writer.call(lambda st: st.backlog(budget, _now()))
+        backlog = self.writer.call(lambda st: st.backlog(budget, _now(), feed=feed))
         if not backlog:
             return 0, 0
         futures = [self.threads.submit(self._article_one, b) for b in backlog]

@@ -492,6 +492,44 @@ def test_backlog_newest_first_without_those_waiting_to_retry(storage: Storage) -
     assert later[0].feed_name == "f1" and later[0].url == "https://site.example/new"
 
 
+def test_sync_feeds_from_two_connections_at_once(opener: Opener) -> None:
+    import threading
+
+    first = opener()
+    first.migrate()
+    second = opener()
+    feeds = [FeedConfig(name=f"s{n}", url=f"https://s{n}.example/rss") for n in range(20)]
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def sync(st: Storage) -> None:
+        barrier.wait()
+        try:
+            st.sync_feeds(feeds, NOW)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=sync, args=(st,)) for st in (first, second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert [f.name for f in first.feed_states()] == sorted(f.name for f in feeds)
+
+
+def test_backlog_of_one_feed(storage: Storage) -> None:
+    a = poll(storage, "f0", entry("a", words(30, 1), status="pending"))[0]
+    b = poll(storage, "f1", entry("b", words(30, 2), status="pending"), now=NOW + HOUR)[0]
+    assert [x.id for x in storage.backlog(10, NOW + HOUR, feed="f0")] == [a.id]
+    assert [x.id for x in storage.backlog(10, NOW + HOUR, feed="f1")] == [b.id]
+    assert storage.backlog(10, NOW + HOUR, feed="f2") == []
+    storage.record_article(a.id, now=NOW, status="pending", method=None, error="503",
+                           retry_at=NOW + 3 * HOUR)
+    assert storage.backlog(10, NOW + HOUR, feed="f0") == []  # its retry time has not come
+    assert [x.id for x in storage.backlog(10, NOW + 3 * HOUR, feed="f0")] == [a.id]
+
+
 def test_record_article_outcomes(storage: Storage) -> None:
     e = poll(storage, "f0", entry("a", "Teaser.", status="pending"))[0]
     with pytest.raises(StoreError):

@@ -336,4 +336,13 @@ CREATE TABLE documents (
 );
 """,
     ),
+    (
+        MIGRATIONS[11][0],
+        """
+CREATE TABLE task_migrations (
+    name TEXT PRIMARY KEY,
+    applied TIMESTAMPTZ NOT NULL
+);
+""",
+    ),
 ]

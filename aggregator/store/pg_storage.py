@@ -377,6 +377,8 @@ class PgDataMixin:
 
         def _tx(self, rollback: bool = False) -> AbstractContextManager[Any]: ...
 
+        write_hook: Callable[[Any], None] | None
+
     # ----------------------------------------------------------------------- bands
 
     def _ensure_bands(self, c: Any) -> None:
@@ -411,6 +413,9 @@ class PgDataMixin:
 
     def sync_feeds(self, feeds: Sequence[FeedConfig], now: datetime) -> None:
         with self._tx() as c:
+            # Processes starting at once (workers, `run`, `update`) sync one after the
+            # other: the second reads the feeds the first inserted, never inserts them again.
+            c.execute("SELECT pg_advisory_xact_lock(hashtext('aggregator.sync_feeds'))")
             existing = {r["name"]: r for r in c.execute(
                 "SELECT id, name, url, active FROM feeds").fetchall()}
             names = set()
@@ -440,9 +445,12 @@ class PgDataMixin:
                           (gone,))
 
     def feed_states(self, names: Iterable[str] | None = None) -> list[FeedState]:
-        with self._use() as c:
-            rows = c.execute("SELECT * FROM feeds WHERE active ORDER BY name").fetchall()
         wanted = set(names) if names is not None else None
+        with self._use() as c:
+            # By name in SQL: a worker's job reads its one feed among thousands.
+            rows = c.execute("SELECT * FROM feeds WHERE active AND (%s::text[] IS NULL"
+                             " OR name = ANY(%s::text[])) ORDER BY name",
+                             (None if wanted is None else sorted(wanted),) * 2).fetchall()
         return [_feed_state(r) for r in rows if wanted is None or r["name"] in wanted]
 
     def due_feeds(self, now: datetime) -> list[FeedState]:
@@ -518,6 +526,9 @@ class PgDataMixin:
                 (t(now), t(now), status, t(next_poll), interval, etag, last_modified,
                  body_hash, permanent_url, title, link, language, format,
                  None if warnings is None else _json(list(warnings)), t(updated), feed_id))
+            if self.write_hook is not None and any(
+                    x.is_new or x.changed or x.stories_merged for x in stored):
+                self.write_hook(c)
         if len(self.bands) >= BAND_FLUSH_ENTRIES:
             self.flush_bands()
         return stored
@@ -770,7 +781,8 @@ class PgDataMixin:
 
     # ----------------------------------------------------------------------- articles
 
-    def backlog(self, limit: int, now: datetime | None = None) -> list[BacklogEntry]:
+    def backlog(self, limit: int, now: datetime | None = None,
+                feed: str | None = None) -> list[BacklogEntry]:
         with self._use() as c:
             rows = c.execute(
                 "SELECT e.id, f.name AS feed_name, e.url,"
@@ -779,8 +791,9 @@ class PgDataMixin:
                 " FROM entries e JOIN feeds f ON f.id = e.feed_id"
                 " WHERE e.extract_status = 'pending' AND e.url IS NOT NULL"
                 " AND (e.extract_retry_at IS NULL OR e.extract_retry_at <= %s)"
+                " AND (%s::text IS NULL OR f.name = %s)"
                 " ORDER BY e.first_seen DESC, e.id DESC LIMIT %s",
-                (t(now or datetime.now(UTC)), limit)).fetchall()
+                (t(now or datetime.now(UTC)), feed, feed, limit)).fetchall()
         return [BacklogEntry(r["id"], r["feed_name"], r["url"], r["feed_html"] or "",
                              r["word_count"], r["title"], r["story_id"],
                              r["extract_attempts"], out(r["first_seen"])) for r in rows]
@@ -854,6 +867,8 @@ class PgDataMixin:
                     " body = excluded.body",
                     (entry_id, url, final_url, t(now), charset, zlib.compress(body, 6)))
             touch_story_of(c, entry_id, now)
+            if self.write_hook is not None and content_html is not None:
+                self.write_hook(c)
 
     def stored_pages(self, feed: str | None = None, since: datetime | None = None
                      ) -> Iterator[tuple[int, str, str | None, str | None, bytes, str]]:

@@ -212,9 +212,11 @@ class Storage(Protocol):
 
     # ------------------------------------------------------------------- articles
 
-    def backlog(self, limit: int, now: datetime | None = None) -> list[BacklogEntry]:
+    def backlog(self, limit: int, now: datetime | None = None,
+                feed: str | None = None) -> list[BacklogEntry]:
         """Up to ``limit`` entries waiting for their article page, newest first seen
-        first; those whose retry time is after ``now`` wait."""
+        first; those whose retry time is after ``now`` wait; only the named ``feed``'s
+        when given (a worker's job drains the backlog of the feed it polled)."""
         ...
 
     def record_article(

@@ -495,6 +495,17 @@ CREATE TABLE documents (
 ) WITHOUT ROWID;
 """,
     ),
+    (
+        "task_migrations: the task engine's migrations applied (PostgreSQL workers)",
+        # Filled by `aggregator migrate` on PostgreSQL only (procrastinate's versioned
+        # migrations); the same table here keeps both backends' schemas alike.
+        """
+CREATE TABLE task_migrations (
+    name TEXT PRIMARY KEY,
+    applied TEXT NOT NULL
+);
+""",
+    ),
 ]
 
 
