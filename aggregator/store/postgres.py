@@ -102,8 +102,8 @@ class PostgresBase:
             raise connect_error(url, exc) from None
         self._lock = threading.RLock()
         self._current: Any = None  # the connection of the open transaction, if any
-        # Band keys of entries inserted since the last flush_bands (the protocol's contract,
-        # as on SQLite: candidate lookups see them before and after the flush).
+        # Stays empty: PostgreSQL writes band keys in the entry's transaction (several
+        # writers; pg_storage); kept for the shared code paths of the SQLite backend's.
         self.bands = BandBuffer()
         self._bands_ready = False
 
