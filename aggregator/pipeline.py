@@ -59,7 +59,15 @@ from .models import (
     StoryMatch,
 )
 from .storable import escape_unstorable
-from .store import BacklogEntry, FeedState, NewEntry, Storage, display_database, open_storage
+from .store import (
+    BacklogEntry,
+    FeedState,
+    NewEntry,
+    Storage,
+    display_database,
+    open_storage,
+    shared_host_gate,
+)
 
 log = logging.getLogger("aggregator.pipeline")
 # Where links pointed before base_url became optional (its default then): the feed id stored
@@ -330,7 +338,9 @@ class Pipeline:
         self.store = open_storage(s.database)
         self.store.migrate()
         self.writer = Writer(self.store)
-        self.fetcher = fetch.Fetcher(s)
+        # Several workers on one PostgreSQL store share per-host politeness through it.
+        self.gate = shared_host_gate(self.store, s)
+        self.fetcher = fetch.Fetcher(s, gate=self.gate)
         self.parser = parse.ParserPool(
             processes=max(1, processes if processes is not None else min(2, os.cpu_count() or 1)),
             timeout=s.parse_timeout,
@@ -383,6 +393,8 @@ class Pipeline:
         self.stopping.set()
         self.threads.shutdown(wait=False, cancel_futures=True)
         self.fetcher.close()
+        if self.gate is not None:
+            self.gate.close()
         self.writer.close()
         self.parser.close()
         self.extractor.close()

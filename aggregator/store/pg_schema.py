@@ -323,4 +323,16 @@ FROM entries e JOIN feeds f ON f.id = e.feed_id
 WHERE e.story_id IS NOT NULL;
 """,
     ),
+    (
+        MIGRATIONS[10][0],
+        # Per host: the earliest time the next request may start (per_host_delay after the
+        # last start, reserved atomically) and the end of its Retry-After; store.pg_gate.
+        """
+CREATE TABLE host_politeness (
+    host TEXT PRIMARY KEY,
+    next_start TIMESTAMPTZ NOT NULL DEFAULT '-infinity',
+    retry_after_until TIMESTAMPTZ
+);
+""",
+    ),
 ]

@@ -24,6 +24,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import StoreError
 from .bands import BandBuffer
+from .pg_gate import PgHostGate
 from .pg_schema import PG_MIGRATIONS
 from .pg_storage import PgDataMixin, row_factory
 from .pg_url import redact, target
@@ -38,7 +39,7 @@ MIGRATE_LOCK = 0x61676772_65676174
 # schema_migrations of ours) belongs to another project.
 OWN_TABLES = frozenset({
     "feeds", "stories", "entries", "entry_bands", "pages", "store_state", "output_ids",
-    "pruned_keys", "entry_links", "schema_migrations",
+    "pruned_keys", "entry_links", "host_politeness", "schema_migrations",
 })
 
 CREATEDB_HINT = ("create one with: createdb -T template0 -E UTF8 --locale=C.UTF-8 NAME "
@@ -158,6 +159,17 @@ class PostgresBase:
             raise connect_error(self.url, exc) from None
         except psycopg.Error as exc:
             raise StoreError(f"{target(self.url)}: {_why(exc, self.url)}") from None
+
+    def host_gate(self, limit: int, delay: float) -> PgHostGate:
+        """Per-host politeness shared with every worker of this database (pg_gate), on a
+        connection of its own: its session advisory locks are the slots in flight."""
+        def connect() -> Any:
+            try:
+                return psycopg.connect(self.url, autocommit=True, options="-c TimeZone=UTC",
+                                       connect_timeout=max(1, int(min(self._timeout, 10))))
+            except psycopg.Error as exc:
+                raise connect_error(self.url, exc) from None
+        return PgHostGate(connect, limit, delay)
 
     # ----------------------------------------------------------------------- lifecycle
 
