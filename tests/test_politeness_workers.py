@@ -178,3 +178,36 @@ def test_retry_after_seen_by_one_worker_makes_the_other_wait(
     assert rec.hits == ["/limit"]
     # Control: with its own memory gate, that process would have asked.
     assert run_workers(db, base, [["/slow/after"]], "memory", 0.0, tmp_path) == [["ok"]]
+
+
+HOLDER = r"""
+import sys, time
+from aggregator.store import open_storage
+store = open_storage(sys.argv[1])
+gate = store.host_gate(2, 0.0)
+tokens = [gate.acquire("example.org", time.monotonic() + 10) for _ in range(2)]
+assert all(t is not None for t in tokens)
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_killed_worker_leaves_no_slot_of_a_host_taken(db: str) -> None:
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent), "PATH": "/usr/bin"}
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, db], stdout=subprocess.PIPE,
+                              text=True, env=env)
+    st = open_storage(db)
+    gate = st.host_gate(2, 0.0)  # type: ignore[attr-defined]
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert gate.acquire("example.org", time.monotonic() + 0.5) is None  # both taken
+        holder.kill()  # SIGKILL: no release, the connection just drops
+        holder.wait(timeout=30)
+        token = gate.acquire("example.org", time.monotonic() + 30)
+        assert token is not None
+        gate.release(token)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        gate.close()
+        st.close()

@@ -163,9 +163,12 @@ class PostgresBase:
     def host_gate(self, limit: int, delay: float) -> PgHostGate:
         """Per-host politeness shared with every worker of this database (pg_gate), on a
         connection of its own: its session advisory locks are the slots in flight."""
+        # synchronous_commit off: a reservation or Retry-After lost in a crash costs nothing
+        # worth a disk flush per request (it was ~7 ms of each request's wait here).
         def connect() -> Any:
             try:
-                return psycopg.connect(self.url, autocommit=True, options="-c TimeZone=UTC",
+                return psycopg.connect(self.url, autocommit=True,
+                                       options="-c TimeZone=UTC -c synchronous_commit=off",
                                        connect_timeout=max(1, int(min(self._timeout, 10))))
             except psycopg.Error as exc:
                 raise connect_error(self.url, exc) from None
