@@ -71,6 +71,7 @@ class Recorder:
     peak: int = 0
     starts: list[float] = field(default_factory=list)
     hits: list[str] = field(default_factory=list)
+    spans: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 @pytest.fixture
@@ -82,9 +83,10 @@ def server() -> Iterator[tuple[str, Recorder]]:
             pass
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            start = time.monotonic()
             with rec.lock:
                 rec.hits.append(self.path)
-                rec.starts.append(time.monotonic())
+                rec.starts.append(start)
                 rec.in_flight += 1
                 rec.peak = max(rec.peak, rec.in_flight)
             try:
@@ -104,6 +106,7 @@ def server() -> Iterator[tuple[str, Recorder]]:
             finally:
                 with rec.lock:
                     rec.in_flight -= 1
+                    rec.spans[self.path] = (start, time.monotonic())
 
     with serve_http(Handler) as port:
         yield f"http://127.0.0.1:{port}", rec
@@ -211,3 +214,54 @@ def test_a_killed_worker_leaves_no_slot_of_a_host_taken(db: str) -> None:
             holder.kill()
         gate.close()
         st.close()
+
+
+def test_the_pipeline_shares_politeness_through_postgresql_only(
+        postgres_url: str, tmp_path: Path) -> None:
+    from aggregator.config import load_config
+    from aggregator.models import HostGate
+    from aggregator.pipeline import Pipeline
+    from aggregator.store.pg_gate import PgHostGate
+
+    from .util import env_for, write_feeds
+
+    feeds = write_feeds(tmp_path / "feeds.yaml", [])
+    for database, shared in ((postgres_url, True), (str(tmp_path / "agg.db"), False)):
+        env = env_for(tmp_path, AGGREGATOR_DATABASE=database, AGGREGATOR_BASE_URL="http://x/")
+        p = Pipeline(load_config(None, str(feeds), env), processes=1)
+        try:
+            gate = p.fetcher._gate
+            assert isinstance(gate, HostGate)
+            assert isinstance(gate, PgHostGate) is shared and (p.gate is gate) is shared
+        finally:
+            p.close()
+
+
+def test_two_update_runs_on_one_database_stay_within_per_host_concurrency(
+        db: str, server: tuple[str, Recorder], tmp_path: Path) -> None:
+    """The real thing: two `aggregator update` processes on one PostgreSQL database, their
+    feeds (overlapping) all on one host; the Pipeline picks the shared gate by itself."""
+    from .util import env_for, write_feeds
+
+    base, rec = server
+    feeds = write_feeds(tmp_path / "feeds.yaml", [
+        {"name": f"f{n}", "url": f"{base}/feed/{n}"} for n in range(18)])
+    env = env_for(tmp_path, AGGREGATOR_DATABASE=db, AGGREGATOR_BASE_URL="http://news.test/",
+                  AGGREGATOR_PER_HOST_CONCURRENCY=str(LIMIT), AGGREGATOR_WORKERS="8",
+                  AGGREGATOR_FULL_TEXT="false", PYTHONPATH=str(Path(__file__).parent.parent))
+    runs = [[f"f{n}" for n in range(lo, lo + 12)] for lo in (0, 6)]
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "aggregator.cli", "--feeds", str(feeds), "update",
+         "--no-articles", *[x for name in names for x in ("--feed", name)]],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for names in runs]
+    outs = [p.communicate(timeout=180)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert {f"/feed/{n}" for n in range(18)} <= set(rec.spans)
+    # The two runs were fetching at the same time (each one's own feeds overlap in time)...
+    only_a = [rec.spans[f"/feed/{n}"] for n in range(6)]
+    only_b = [rec.spans[f"/feed/{n}"] for n in range(12, 18)]
+    assert max(min(s for s, _ in only_a), min(s for s, _ in only_b)) < min(
+        max(e for _, e in only_a), max(e for _, e in only_b)), "the runs did not overlap"
+    # ...and never had more than LIMIT requests in flight to the host together.
+    assert rec.peak <= LIMIT
