@@ -437,7 +437,9 @@ class PgDataMixin:
                 if row is None:
                     c.execute(
                         "INSERT INTO feeds(name, url, title, language, tags, next_poll, created)"
-                        " VALUES (%s, %s, %s, %s, %s::jsonb, %s, %s)",
+                        " VALUES (%s, %s, %s, %s, %s::jsonb, %s, %s)"
+                        # Workers starting at once sync the same feeds: the first one wins.
+                        " ON CONFLICT (name) DO NOTHING",
                         (f.name, f.url, f.title, f.language, tags, t(now), t(now)))
                     continue
                 if row["url"] != f.url:
