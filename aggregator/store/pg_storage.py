@@ -180,8 +180,9 @@ def story_lock(c: Any) -> None:
 
 
 def pg_write_bands(c: Any, buffer: BandBuffer) -> int:
-    """bands.write_bands in PostgreSQL's SQL: this writer's waiting keys and those an
-    earlier writer left unindexed (after bands_indexed_upto), sorted, in one statement."""
+    """bands.write_bands in PostgreSQL's SQL: the keys an earlier writer left unindexed
+    (after bands_indexed_upto; ``buffer`` stays empty on PostgreSQL), sorted, in one
+    statement; returns the rows actually inserted."""
     row = c.execute(
         "SELECT value FROM store_state WHERE name = 'bands_indexed_upto'").fetchone()
     upto = int(row[0]) if row else 0
