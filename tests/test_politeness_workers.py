@@ -282,3 +282,31 @@ def test_two_update_runs_on_one_database_stay_within_per_host_concurrency(
             overlapped = True
             break
     assert overlapped, "the two runs never fetched at the same time: the test proves nothing"
+
+
+def test_a_request_holds_one_slot_and_gives_it_back(db: str) -> None:
+    """Each acquire takes exactly one advisory lock of the host and release frees it: none
+    is left held in the gate's session (which would keep a slot from every other worker
+    for as long as this one lives)."""
+    st = open_storage(db)
+    gate = st.host_gate(3, 0.0)  # type: ignore[attr-defined]
+    try:
+        tokens = [gate.acquire("example.org", time.monotonic() + 5) for _ in range(3)]
+        assert all(t is not None for t in tokens) and len(set(tokens)) == 3
+        assert gate.acquire("example.org", time.monotonic() + 0.2) is None
+
+        def held() -> int:
+            row = gate._execute("SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory'"
+                                " AND pid = pg_backend_pid()", ())
+            return int(row[0])
+
+        assert held() == 3
+        for t in tokens:
+            gate.release(t)
+        assert held() == 0
+        one = gate.acquire("example.org", time.monotonic() + 5)
+        assert held() == 1
+        gate.release(one)
+    finally:
+        gate.close()
+        st.close()

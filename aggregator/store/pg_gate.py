@@ -87,10 +87,12 @@ class PgHostGate:
                 mine = sorted(s for k, s in self._held if k == key)
                 if len(mine) < self._limit:
                     try:
+                        # No ORDER BY: a sort would run the filter, and so take a lock,
+                        # on every free slot; unsorted, LIMIT stops at the first one taken.
                         row = self._run(
                             "SELECT s FROM generate_series(0, %s - 1) AS s"
                             " WHERE s <> ALL(%s::int[]) AND pg_try_advisory_lock(%s, s)"
-                            " ORDER BY s LIMIT 1", (self._limit, mine, key))
+                            " LIMIT 1", (self._limit, mine, key))
                     except Exception:  # noqa: BLE001 - logged by _run; try again
                         row = None
                     if row is not None:
