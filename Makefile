@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint bench bench-extract bench-dedup bench-load bench-copy clean install bytecode
+.PHONY: run test test-fast lint bench bench-extract bench-dedup bench-load bench-copy bench-scale clean install bytecode
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -50,6 +50,11 @@ bench-load: $(STAMP) bytecode
 
 bench-copy: $(STAMP)
 	$(BIN)/python bench/bench_copy.py
+
+# SQLite `update --all` beside one and two PostgreSQL workers over the same 5,000 feeds on 50
+# loopback hosts; needs PostgreSQL on 127.0.0.1 (AGGREGATOR_BENCH_POSTGRES to change it).
+bench-scale: $(STAMP) bytecode
+	$(BIN)/python bench/bench_scale.py --json var/bench-scale.json
 
 clean:
 	rm -rf $(VENV) var/*.db* var/public build *.egg-info

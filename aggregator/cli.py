@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import __version__
-from .config import add_feeds, check_report, export_opml, load_config, read_opml
+from .config import (
+    add_feeds,
+    check_report,
+    export_opml,
+    load_config,
+    read_opml,
+    shared_store_problem,
+)
 from .errors import AggregatorError, ConfigError
 from .models import Config
 
@@ -35,13 +42,19 @@ class Ctx:
         self.config_path = config_path
         self.feeds_path = feeds_path
 
-    def load(self) -> Config:
+    def load(self, *, node: bool = False) -> Config:
+        """The configuration; ``node``: a long-running role (run, serve, worker), which
+        refuses a PostgreSQL store without base_url (every node must publish the same
+        links), as `check` does."""
         try:
             config = load_config(self.config_path, self.feeds_path, cached=True)
         except ConfigError as exc:
             for p in exc.problems:
                 click.echo(str(p), err=True)
             raise SystemExit(2) from exc
+        if node and (problem := shared_store_problem(config.settings)):
+            click.echo(f"error: {problem}", err=True)
+            raise SystemExit(2)
         _setup_logging(config.settings.log_level, config.settings.log_format)
         return config
 
@@ -78,7 +91,7 @@ class JsonFormatter(logging.Formatter):
 
 # Third-party loggers that speak once per scheduled job (every few seconds on an idle
 # daemon): kept to warnings unless the operator asks for DEBUG.
-_CHATTY_LOGGERS = ("apscheduler.executors.default", "apscheduler.scheduler")
+_CHATTY_LOGGERS = ("apscheduler.executors.default", "apscheduler.scheduler", "procrastinate")
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -175,11 +188,16 @@ def check(obj: Ctx) -> None:
 def migrate(obj: Ctx) -> None:
     """Create or upgrade the database's schema (a SQLite path or a postgresql:// URL);
     safe to run from several processes at once."""
-    from .store import migrate_database
+    from .store import is_postgres_url, migrate_database
 
     config = obj.load()
     try:
-        applied = migrate_database(config.settings.database)
+        if is_postgres_url(config.settings.database):
+            from .tasks import migrate as migrate_with_tasks  # the workers' queue too
+
+            applied = migrate_with_tasks(config.settings.database)
+        else:
+            applied = migrate_database(config.settings.database)
     except AggregatorError as exc:
         raise click.ClickException(str(exc)) from None
     for name in applied:
@@ -327,7 +345,10 @@ def publish(obj: Ctx) -> None:
         written = pipeline.publish()
     finally:
         pipeline.close()
-    click.echo(f"{len(written)} files written to {config.settings.output_dir}")
+    if pipeline.documents_in_store:
+        click.echo(f"{len(written)} documents written to the database")
+    else:
+        click.echo(f"{len(written)} files written to {config.settings.output_dir}")
     _exit_if_publish_failed(pipeline)
 
 
@@ -337,11 +358,61 @@ def run(obj: Ctx) -> None:
     """Run the daemon: scheduler, HTTP server, signals (SIGTERM stops, SIGHUP reloads)."""
     from .daemon import Daemon
 
-    config = obj.load()
+    config = obj.load(node=True)
     daemon = Daemon(config, config_path=obj.config_path, feeds_path=obj.feeds_path)
     code = daemon.run()
     # The writer has finished its transaction and the database is closed; fetches still in
     # flight are abandoned rather than waited for (SIGTERM must exit within seconds).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+@main.command()
+@click.pass_obj
+def serve(obj: Ctx) -> None:
+    """The HTTP server alone on `listen`: outputs, /status, /status.json, /metrics, /healthz,
+    /readyz. On PostgreSQL it serves the documents publish stored in the database (any
+    number of serve nodes give the same bytes and ETags); on SQLite, output_dir's files,
+    read-only, beside a `run` or `update` that publishes them. SIGTERM stops, SIGHUP
+    reloads the configuration."""
+    from .daemon import ServeNode
+
+    config = obj.load(node=True)
+    node = ServeNode(config, config_path=obj.config_path, feeds_path=obj.feeds_path)
+    try:
+        code = node.run()
+    except AggregatorError as exc:
+        raise click.ClickException(str(exc)) from None
+    logging.shutdown()
+    sys.exit(code)
+
+
+@main.command()
+@click.option("--concurrency", type=click.IntRange(1), default=None,
+              help="Jobs run at once (default: the worker_concurrency setting, else workers).")
+@click.pass_obj
+def worker(obj: Ctx, concurrency: int | None) -> None:
+    """Run a worker (PostgreSQL only): polls feeds, extracts articles and publishes, with any
+    number of others on any machines that reach the database. SIGTERM drains in-flight
+    jobs within shutdown_timeout."""
+    from .store import display_database, is_postgres_url
+
+    config = obj.load(node=True)
+    if not is_postgres_url(config.settings.database):
+        click.echo(f"error: workers need a postgresql:// database (database is "
+                   f"{display_database(config.settings.database)}); on SQLite, "
+                   "`aggregator run` does all the work in one process", err=True)
+        raise SystemExit(2)
+    from .tasks import run_worker
+
+    try:
+        code = run_worker(config, concurrency=concurrency)
+    except AggregatorError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(1) from None
+    # As `run`: pools and fetch threads are not waited for once the jobs are done.
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

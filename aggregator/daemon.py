@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from apscheduler.executors.pool import ThreadPoolExecutor as APThreadPool
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -30,9 +30,10 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from .config import load_config
 from .errors import ConfigError
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from .models import Config, Settings
+from .models import Config, MetricsSnapshot, Settings
 from .pipeline import EXTRACT_TIMEOUT, WAL_BOUND, Pipeline
 from .server import FeedServer
+from .store import is_postgres_url
 
 log = logging.getLogger("aggregator.daemon")
 
@@ -108,6 +109,54 @@ def _iso(unix: float) -> str:
         .replace("+00:00", "Z")
 
 
+def status_document(store: Any, *, started: float, cycles: int = 0,
+                    last_cycle: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The status document (/status.json, what /status renders) from ``store`` (a Storage,
+    read-only), for a process up since ``started`` (monotonic)."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    document = store.status(now)
+    db_bytes, wal_bytes = store.disk_usage()
+    return {
+        "generated": now.isoformat().replace("+00:00", "Z"),
+        "uptime": round(time.monotonic() - started, 1),
+        "cycles": cycles,
+        "last_cycle": last_cycle,
+        **document,
+        "database_bytes": db_bytes,
+        "wal_bytes": wal_bytes,
+    }
+
+
+def config_check(config: Config, loaded: float, refused: dict[str, Any] | None
+                 ) -> dict[str, Any]:
+    """/readyz's configuration check: the running configuration (loaded at ``loaded``, Unix
+    time) and the last refused reload, reported, never a failure."""
+    check: dict[str, Any] = {
+        "ok": True,
+        "loaded": _iso(loaded),
+        "feeds": len(config.feeds),
+        "outputs": len(config.outputs),
+        "refused": refused,
+    }
+    if refused:
+        check["note"] = (
+            f"running the configuration loaded at {check['loaded']}; the files on disk "
+            f"were refused at {refused['at']} with {refused['problems']} problem(s)"
+        )
+    return check
+
+
+def _refusal(exc: ConfigError) -> dict[str, Any]:
+    for problem in exc.problems:
+        log.error("reload refused: %s", problem)
+    log.error("reload refused: keeping the previous configuration")
+    return {
+        "at": _iso(time.time()),
+        "problems": len(exc.problems),
+        "first_problems": [str(p) for p in exc.problems[:MAX_REPORTED_PROBLEMS]],
+    }
+
+
 class Daemon:
     def __init__(self, config: Config, *, config_path: str | None, feeds_path: str | None,
                  env: dict[str, str] | None = None,
@@ -120,8 +169,11 @@ class Daemon:
         self.progress = Progress(progress_bound(config.settings), clock)
         self.pipeline.on_progress = self.progress.mark
         s = config.settings
+        # On PostgreSQL publish stores the documents in the database: served from there.
+        self.reader = StoreReader(s.database) if self.pipeline.documents_in_store else None
         self.server = FeedServer(Path(s.output_dir), s.listen, status_provider=self.status,
-                                 metrics_provider=self.metrics, ready_provider=self.readiness)
+                                 metrics_provider=self.metrics, ready_provider=self.readiness,
+                                 documents=self.reader.documents() if self.reader else None)
         # A listener of its own for scrapers and probes: /metrics, /healthz, /readyz only.
         self.metrics_server = FeedServer(
             Path(s.output_dir), s.metrics_listen, serve_files=False,
@@ -145,6 +197,9 @@ class Daemon:
         self._cycles = 0
         self._last_cycle: dict[str, Any] | None = None
         self._last_watchdog = 0.0
+        # On PostgreSQL the polling, articles and publishing are a worker's jobs (tasks):
+        # one runs in this process, beside any number elsewhere.
+        self.worker: Any = None
 
     # ----------------------------------------------------------------------- jobs
 
@@ -200,7 +255,8 @@ class Daemon:
             sd_notify("WATCHDOG=1")
             self._last_watchdog = now
         self.check_database(wait=False)
-        if int(now) % 3600 < MAINTENANCE_TICK:
+        if int(now) % 3600 < MAINTENANCE_TICK and self.worker is None:
+            # (On PostgreSQL the workers' hourly `maintenance` job does this, once.)
             retention = self.config.settings.page_retention_days
             cutoff = datetime.now(UTC) - timedelta(days=retention)
             self.pipeline.writer.call(lambda st: st.prune_pages(cutoff))
@@ -239,14 +295,7 @@ class Daemon:
         try:
             config = load_config(self.config_path, self.feeds_path, self.env)
         except ConfigError as exc:
-            for problem in exc.problems:
-                log.error("reload refused: %s", problem)
-            log.error("reload refused: keeping the previous configuration")
-            self._config_refused = {
-                "at": _iso(time.time()),
-                "problems": len(exc.problems),
-                "first_problems": [str(p) for p in exc.problems[:MAX_REPORTED_PROBLEMS]],
-            }
+            self._config_refused = _refusal(exc)
             sd_notify("READY=1")
             return False
         self.config = config
@@ -265,22 +314,12 @@ class Daemon:
         """The status document: /status.json as is, and what /status renders."""
         from .store import open_storage
 
-        now = datetime.now(UTC).replace(microsecond=0)
         store = open_storage(self.config.settings.database, readonly=True)
         try:
-            document = store.status(now)
-            db_bytes, wal_bytes = store.disk_usage()
+            return status_document(store, started=self._started, cycles=self._cycles,
+                                   last_cycle=self._last_cycle)
         finally:
             store.close()
-        return {
-            "generated": now.isoformat().replace("+00:00", "Z"),
-            "uptime": round(time.monotonic() - self._started, 1),
-            "cycles": self._cycles,
-            "last_cycle": self._last_cycle,
-            **document,
-            "database_bytes": db_bytes,
-            "wal_bytes": wal_bytes,
-        }
 
     def metrics(self) -> tuple[bytes, str]:
         """The body and Content-Type of /metrics."""
@@ -318,19 +357,7 @@ class Daemon:
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """(ready, document) for /readyz: the running configuration, the database writable,
         the scheduler making progress. A refused file on disk is reported, not a failure."""
-        config: dict[str, Any] = {
-            "ok": True,
-            "loaded": _iso(self._config_loaded),
-            "feeds": len(self.config.feeds),
-            "outputs": len(self.config.outputs),
-            "refused": self._config_refused,
-        }
-        if self._config_refused:
-            config["note"] = (
-                f"running the configuration loaded at {config['loaded']}; the files on disk "
-                f"were refused at {self._config_refused['at']} with "
-                f"{self._config_refused['problems']} problem(s)"
-            )
+        config = config_check(self.config, self._config_loaded, self._config_refused)
         database: dict[str, Any] = {
             "ok": self._write_checked is not None and self._write_problem is None,
             "checked": _iso(self._write_checked) if self._write_checked else None,
@@ -370,14 +397,21 @@ class Daemon:
         if self.metrics_server is not None:
             self.metrics_server.start()
         now = datetime.now(UTC)
-        self.scheduler.add_job(self._poll_job, "interval", seconds=POLL_TICK, id="poll",
-                               next_run_time=now, jitter=1)
-        self.scheduler.add_job(self._article_job, "interval", seconds=ARTICLE_TICK,
-                               id="articles", next_run_time=now + timedelta(seconds=3))
+        if is_postgres_url(self.config.settings.database):
+            from .tasks import WorkerThread
+
+            self.worker = WorkerThread(self.config, self.pipeline,
+                                       on_alive=self.progress.mark)
+            self.worker.start()
+        else:
+            self.scheduler.add_job(self._poll_job, "interval", seconds=POLL_TICK, id="poll",
+                                   next_run_time=now, jitter=1)
+            self.scheduler.add_job(self._article_job, "interval", seconds=ARTICLE_TICK,
+                                   id="articles", next_run_time=now + timedelta(seconds=3))
+            self.scheduler.add_job(self._publish_job, "interval", seconds=PUBLISH_TICK,
+                                   id="publish", next_run_time=now + timedelta(seconds=2))
         self.scheduler.add_job(self._maintenance_job, "interval", seconds=MAINTENANCE_TICK,
                                id="maintenance")
-        self.scheduler.add_job(self._publish_job, "interval", seconds=PUBLISH_TICK,
-                               id="publish", next_run_time=now + timedelta(seconds=2))
         self.scheduler.start()
         sd_notify(f"READY=1\nSTATUS=polling {len(self.config.feeds)} feeds")
         if ready:
@@ -394,10 +428,203 @@ class Daemon:
     def shutdown(self) -> None:
         """Stop taking work, let the writer finish the transaction in flight, close."""
         sd_notify("STOPPING=1")
+        if self.worker is not None:
+            self.worker.stop()  # in-flight jobs drain within shutdown_timeout
         self.pipeline.stop()
         self.scheduler.shutdown(wait=False)
         self.server.stop()
         if self.metrics_server is not None:
             self.metrics_server.stop()
         self.pipeline.close()
+        if self.reader is not None:
+            self.reader.close()
         log.info("stopped")
+
+
+# --------------------------------------------------------------------------- serve
+
+
+class StoreReader:
+    """One read-only Storage for the HTTP server's threads (one at a time: a Storage is
+    used by one thread at a time), opened on first use and again after a failure (the
+    database restarted, or was not up yet when the process started)."""
+
+    def __init__(self, database: str, *, timeout: float = 2.0) -> None:
+        self.database = database
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._store: Any = None
+
+    def read(self, fn: Callable[[Any], Any]) -> Any:
+        from .store import open_storage
+
+        with self._lock:
+            if self._store is None:
+                self._store = open_storage(self.database, readonly=True, timeout=self.timeout)
+            try:
+                return fn(self._store)
+            except Exception:
+                store, self._store = self._store, None
+                try:
+                    store.close()
+                except Exception:  # noqa: BLE001 - already broken
+                    pass
+                raise
+
+    def documents(self) -> tuple[Callable[[], list[Any]], Callable[[str], Any]]:
+        """The (index, fetch) providers FeedServer serves stored documents through."""
+        return (lambda: list(self.read(lambda st: st.document_index())),
+                lambda name: self.read(lambda st: st.document(name)))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+
+
+class ServeNode:
+    """`aggregator serve`: the HTTP server alone, no scheduler. On PostgreSQL the documents
+    come from the database (what publish stored, cached per node and revalidated at most
+    once per REVALIDATE seconds), so every serve node gives the same bytes, ETags and
+    Last-Modified without a shared disk; on SQLite, output_dir's files, read-only.
+    /status and /metrics read the store; /readyz answers 503 while the database does not
+    (a quick query, its answer kept READY_CACHE seconds). The node starts without its
+    database (systemd may start it first) and reports 503 until the database answers."""
+
+    REVALIDATE = 1.0
+    READY_CACHE = 1.0
+    DB_TIMEOUT = 2.0
+
+    def __init__(self, config: Config, *, config_path: str | None, feeds_path: str | None,
+                 env: dict[str, str] | None = None) -> None:
+        from .metrics import Metrics
+        from .store import is_postgres_url
+
+        self.config = config
+        self.config_path = config_path
+        self.feeds_path = feeds_path
+        self.env = env
+        s = config.settings
+        self.reader = StoreReader(s.database, timeout=self.DB_TIMEOUT)
+        self._ready_at = -1e9
+        self._ready: tuple[bool, str | None] = (False, "not checked yet")
+        self._ready_lock = threading.Lock()
+        self._started = time.monotonic()
+        self._config_loaded = time.time()
+        self._config_refused: dict[str, Any] | None = None
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self.metrics_registry = Metrics(per_feed=s.metrics_per_feed, snapshot=self._snapshot)
+        self.in_database = is_postgres_url(s.database)
+        documents = self.reader.documents() if self.in_database else None
+        self.server = FeedServer(Path(s.output_dir), s.listen, status_provider=self.status,
+                                 metrics_provider=self.metrics,
+                                 ready_provider=self.readiness, documents=documents,
+                                 revalidate=self.REVALIDATE)
+        self.metrics_server = FeedServer(
+            Path(s.output_dir), s.metrics_listen, serve_files=False,
+            metrics_provider=self.metrics, ready_provider=self.readiness,
+        ) if s.metrics_listen else None
+
+    # ----------------------------------------------------------------------- the store
+
+    def _read(self, fn: Callable[[Any], Any]) -> Any:
+        return self.reader.read(fn)
+
+    def _snapshot(self) -> MetricsSnapshot:
+        def snap(st: Any) -> MetricsSnapshot:
+            database_bytes, wal_bytes = st.disk_usage()
+            return MetricsSnapshot(
+                backlog=st.backlog_size(), feeds_by_state=st.feed_state_counts(),
+                database_bytes=database_bytes, wal_bytes=wal_bytes, last_poll_cycle=None,
+                feeds=tuple(st.feed_metrics()) if self.metrics_registry.per_feed else ())
+        return cast(MetricsSnapshot, self._read(snap))
+
+    # ----------------------------------------------------------------------- providers
+
+    def status(self) -> dict[str, Any]:
+        document = self._read(lambda st: status_document(st, started=self._started))
+        return {**document, "role": "serve"}
+
+    def metrics(self) -> tuple[bytes, str]:
+        return self.metrics_registry.render(), METRICS_CONTENT_TYPE
+
+    def database_ok(self) -> tuple[bool, str | None]:
+        """Whether the database answers a quick query (kept READY_CACHE seconds)."""
+        with self._ready_lock:
+            if time.monotonic() - self._ready_at < self.READY_CACHE:
+                return self._ready
+            try:
+                self._read(lambda st: st.schema_version())
+                result: tuple[bool, str | None] = (True, None)
+            except Exception as exc:  # noqa: BLE001 - reported by /readyz
+                result = (False, str(exc) or type(exc).__name__)
+            if result[0] != self._ready[0]:
+                if result[0]:
+                    log.info("database answers")
+                else:
+                    log.error("database does not answer: %s", result[1])
+            self._ready = result
+            self._ready_at = time.monotonic()
+            return result
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        ok, error = self.database_ok()
+        checks = {
+            "config": config_check(self.config, self._config_loaded, self._config_refused),
+            "database": {"ok": ok, "checked": _iso(time.time()), "error": error},
+        }
+        failed = [name for name, check in checks.items() if not check["ok"]]
+        return not failed, {"ready": not failed, "failed": failed, "checks": checks}
+
+    # ----------------------------------------------------------------------- run
+
+    def reload(self) -> bool:
+        """Load the files again (an invalid file keeps the old configuration). A new
+        listen address or database takes a restart."""
+        sd_notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        try:
+            config = load_config(self.config_path, self.feeds_path, self.env)
+        except ConfigError as exc:
+            self._config_refused = _refusal(exc)
+            sd_notify("READY=1")
+            return False
+        if (config.settings.listen, config.settings.database) != (
+                self.config.settings.listen, self.config.settings.database):
+            log.warning("listen and database changes take effect at the next start")
+        self.config = config
+        self._config_loaded = time.time()
+        self._config_refused = None
+        log.info("configuration reloaded: %d outputs", len(config.outputs))
+        sd_notify("READY=1")
+        return True
+
+    def run(self, *, ready: Callable[[], None] | None = None) -> int:
+        def on_term(signum: int, _frame: Any) -> None:
+            log.info("signal %d: stopping", signum)
+            self._stop.set()
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
+        signal.signal(signal.SIGHUP, lambda _s, _f: self._reload.set())
+        self.server.start()
+        if self.metrics_server is not None:
+            self.metrics_server.start()
+        self.database_ok()  # logs whether the database answers
+        sd_notify("READY=1\nSTATUS=serving")
+        if ready:
+            ready()
+        try:
+            while not self._stop.wait(0.5):
+                if self._reload.is_set():
+                    self._reload.clear()
+                    self.reload()
+        finally:
+            sd_notify("STOPPING=1")
+            self.server.stop()
+            if self.metrics_server is not None:
+                self.metrics_server.stop()
+            self.reader.close()
+            log.info("stopped")
+        return 0

@@ -6,6 +6,7 @@ these types; none imports another stage. Times are timezone-aware UTC datetimes.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -108,6 +109,15 @@ class Settings:
     # host:port of a second listener serving only /metrics, /healthz and /readyz;
     # empty: they are served on `listen` only.
     metrics_listen: str = ""
+
+    # Workers (PostgreSQL only; `aggregator worker`, and `run` on PostgreSQL)
+    # Jobs one worker runs at once; 0: the `workers` setting.
+    worker_concurrency: int = 0
+    heartbeat_interval: float = 10.0  # seconds between a worker's heartbeats
+    # A worker silent this long is dead: its jobs are retried by another worker.
+    stalled_timeout: float = 30.0
+    # SIGTERM/SIGINT: in-flight jobs may finish within this; then they are abandoned.
+    shutdown_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -627,3 +637,39 @@ class CopyReport:
     @property
     def ok(self) -> bool:
         return self.committed and all(t.ok for t in self.tables)
+
+
+# Content types of published documents, by extension (the server sends these).
+DOCUMENT_TYPES: dict[str, str] = {
+    ".atom": "application/atom+xml; charset=utf-8",
+    ".rss": "application/rss+xml; charset=utf-8",
+    ".json": "application/feed+json; charset=utf-8",
+    ".opml": "text/x-opml; charset=utf-8",
+    ".html": "text/html; charset=utf-8",
+}
+
+
+def document_etag(body: bytes) -> str:
+    """The opaque part of a document's ETag (no quotes): derived from its bytes only, so
+    every node serving the same bytes gives the same tag."""
+    return hashlib.sha256(body).hexdigest()[:32]
+
+
+def document_type(name: str) -> str:
+    """The Content-Type of the published document ``name`` (JSON for the archive manifests)."""
+    dot = name.rfind(".")
+    return DOCUMENT_TYPES.get(name[dot:] if dot > 0 else "", "application/json")
+
+
+@dataclass(frozen=True)
+class Document:
+    """A published document as the database keeps it (PostgreSQL: every serve node reads
+    it from there). ``published`` is its Last-Modified; ``etag`` is document_etag(body);
+    ``body`` is None in a listing (document_index), which reads no bodies."""
+
+    name: str
+    etag: str
+    content_type: str
+    published: datetime
+    size: int
+    body: bytes | None = None

@@ -47,6 +47,7 @@ from .models import (
     BandKeys,
     CleanedArticle,
     Config,
+    Document,
     FeedConfig,
     FetchRequest,
     Item,
@@ -57,6 +58,8 @@ from .models import (
     PruneReport,
     SiteRule,
     StoryMatch,
+    document_etag,
+    document_type,
 )
 from .storable import escape_unstorable
 from .store import (
@@ -65,6 +68,7 @@ from .store import (
     NewEntry,
     Storage,
     display_database,
+    is_postgres_url,
     open_storage,
     shared_host_gate,
 )
@@ -327,6 +331,73 @@ class ArticleWritten:
 
     stored: bool  # the entry has its article (or keeps its feed text, deliberately)
     retry_at: datetime | None = None  # a temporary failure: the entry waits until then
+
+
+class StoreDocuments:
+    """publish.Documents kept in the database (PostgreSQL: every serve node reads them
+    there). Reads see what is stored plus what this publish wrote; writes are held until
+    `commit`, which stores them all in ONE transaction (Storage.write_documents), so no node
+    ever serves half of a publish. Last-Modified is the stored ``published`` time."""
+
+    def __init__(self, reader: Storage,
+                 store: Callable[[list[Document], set[str]], None]) -> None:
+        self._reader = reader
+        self._store = store
+        self._index = {d.name: d for d in reader.document_index()}
+        self._pending: dict[str, Document] = {}
+        self._removed: set[str] = set()
+
+    def _current(self, name: str) -> Document | None:
+        if name in self._pending:
+            return self._pending[name]
+        return None if name in self._removed else self._index.get(name)
+
+    def prepare(self) -> None:
+        pass
+
+    def location(self, name: str) -> Path:
+        return Path(name)
+
+    def modified(self, name: str) -> float | None:
+        d = self._current(name)
+        return d.published.timestamp() if d is not None else None
+
+    def read(self, name: str) -> bytes | None:
+        d = self._current(name)
+        if d is None:
+            return None
+        if d.body is None:
+            stored = self._reader.document(name)
+            return stored.body if stored is not None else None
+        return d.body
+
+    def write(self, name: str, data: bytes, mtime: float | None = None) -> bool:
+        etag = document_etag(data)
+        d = self._current(name)
+        if d is not None and d.etag == etag:
+            return False
+        when = datetime.fromtimestamp(int(mtime if mtime is not None else time.time()), UTC)
+        self._pending[name] = Document(name, etag, document_type(name), when, len(data), data)
+        self._removed.discard(name)
+        return True
+
+    def names(self) -> list[str]:
+        return sorted((set(self._index) | set(self._pending)) - self._removed)
+
+    def remove(self, name: str) -> None:
+        self._pending.pop(name, None)
+        if name in self._index:
+            self._removed.add(name)
+
+    def commit(self) -> None:
+        """Store what this publish wrote and removed, in one transaction."""
+        if self._pending or self._removed:
+            self._store(list(self._pending.values()), set(self._removed))
+            self._index.update(self._pending)
+            for name in self._removed:
+                self._index.pop(name, None)
+            self._pending.clear()
+            self._removed.clear()
 
 
 class Pipeline:
@@ -774,8 +845,10 @@ class Pipeline:
         the second try after a pool broken by another page)."""
         return self.extractor.call(EXTRACT_TIMEOUT, _extract_job, body, url, charset, rule)
 
-    def process_articles(self, budget: int | None = None) -> tuple[int, int]:
-        """Drain up to `budget` entries of the backlog (newest first). Returns (done, failed).
+    def process_articles(self, budget: int | None = None, *,
+                         feed: str | None = None) -> tuple[int, int]:
+        """Drain up to `budget` entries of the backlog (newest first), of one ``feed`` when
+        given (a worker's poll job). Returns (done, failed).
         A page that cannot be fetched or extracted keeps the feed's content; the reason is
         recorded on the entry and on the feed (`article_errors`, `degraded`), never as a poll
         failure. A temporary failure leaves the entry pending with a retry time. Failures are
@@ -785,7 +858,7 @@ class Pipeline:
         self.articles_retrying = 0
         if budget <= 0 or self.stopping.is_set():
             return 0, 0
-        backlog = self.writer.call(lambda st: st.backlog(budget, _now()))
+        backlog = self.writer.call(lambda st: st.backlog(budget, _now(), feed=feed))
         if not backlog:
             return 0, 0
         futures = [self.threads.submit(self._article_one, b) for b in backlog]
@@ -1050,11 +1123,25 @@ class Pipeline:
                     return kept, False
         return kept, scanned < max_scan
 
+    @property
+    def documents_in_store(self) -> bool:
+        """Whether documents are published into the database (PostgreSQL: serve nodes on
+        any machine read them there) rather than as files into output_dir (SQLite)."""
+        return is_postgres_url(self.config.settings.database)
+
+    def _documents(self) -> publish.Documents:
+        if self.documents_in_store:
+            return StoreDocuments(self._read_store(), lambda docs, gone: self.writer.call(
+                lambda st: st.write_documents(docs, gone)))
+        return publish.FileDocuments(self.config.settings.output_dir)
+
     def publish(self) -> list[Path]:
         """Render every output from the store (no refetch) and write them atomically. Each
         output, and index.html and OPML, is published independently: a file that cannot be
         written (disk full, read-only) is logged with its path and reason on one line, the
-        others are still written, and a retry is scheduled with backoff (see publish_due)."""
+        others are still written, and a retry is scheduled with backoff (see publish_due).
+        On PostgreSQL the documents go into the database, all of one publish in one
+        transaction (output_dir is not used); on SQLite, files into output_dir."""
         s = self.config.settings
         out_dir = Path(s.output_dir)
         now = _now()
@@ -1066,8 +1153,9 @@ class Pipeline:
         with self._publish_lock:
             started = time.monotonic()
             self.dirty.clear()  # before rendering: a change made meanwhile publishes again
+            docs = self._documents()
             try:
-                out_dir.mkdir(parents=True, exist_ok=True)
+                docs.prepare()
                 dir_ok = True
             except OSError as exc:  # no directory to write into: nothing else to try
                 failures.append(("*", out_dir, f"[Errno {exc.errno}] {exc.strerror or exc}"))
@@ -1083,7 +1171,7 @@ class Pipeline:
                 # One broken output must not stop the others from being published.
                 try:
                     items, complete = self.output_items(output, now=now)
-                    written += publish.publish_output(output, items, out_dir,
+                    written += publish.publish_output(output, items, docs,
                                                       base_url=base_url, now=now,
                                                       feed_id=feed_ids[output.name],
                                                       complete=complete)
@@ -1097,10 +1185,16 @@ class Pipeline:
                               extra={"output": output.name, "kind": "publish"})
             try:
                 if dir_ok:
-                    publish.write_index(self.config.outputs, out_dir, base_url=base_url,
+                    publish.write_index(self.config.outputs, docs, base_url=base_url,
                                         summaries=summaries)
             except PublishWriteError as exc:
                 failures += [("index", path, reason) for path, reason in exc.failures]
+            if isinstance(docs, StoreDocuments):
+                try:
+                    docs.commit()
+                except AggregatorError as exc:  # the database refused: all of it is retried
+                    failures.append(("*", Path("database"), str(exc)))
+                    written = []
             self.metrics.published(time.monotonic() - started, len(written),
                                    refused + len({name for name, _, _ in failures}))
             self._publish_outcome(failures)
@@ -1180,13 +1274,13 @@ class Pipeline:
         document and the archive pages it keeps), selected as `publish` selects them: a prune
         leaves every published document as it is, and archives still page back to their
         first item. An entry goes once its page has left the output's archive window."""
-        out_dir = Path(self.config.settings.output_dir)
+        docs = self._documents()
         items: list[Item] = []
         for output in self.config.outputs:
             # An output whose items cannot be selected (a filter error) stops the prune:
             # what its documents show is unknown.
             selected, complete = self.output_items(output, now=now)
-            items += publish.published_items(output, selected, out_dir, complete=complete)
+            items += publish.published_items(output, selected, docs, complete=complete)
         stories = {i.story_id for i in items if i.story_id is not None}
         return {i.id for i in items} | self._read_store().story_member_ids(stories)
 
@@ -1252,6 +1346,10 @@ class Pipeline:
         return report
 
     def outputs_exist(self) -> bool:
+        if self.documents_in_store:
+            names = {d.name for d in self._read_store().document_index()}
+            return "index.html" in names and all(
+                f"{o.name}.{fmt}" in names for o in self.config.outputs for fmt in o.formats)
         out = Path(self.config.settings.output_dir)
         return (out / "index.html").exists() and all(
             (out / f"{o.name}.{fmt}").exists() for o in self.config.outputs for fmt in o.formats

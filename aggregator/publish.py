@@ -34,6 +34,9 @@ carry ``Item.uid``, their story's id.
 Files are written atomically and only when their bytes change, with their mtime set to the
 newest item's ``updated`` so the server's Last-Modified follows the newest item (or to the
 publish time when the bytes changed without a newer item, so Last-Modified still advances).
+Everything is written and read back through a ``Documents`` object: ``FileDocuments`` (a
+directory, as above) by default, or one the caller passes (the pipeline's database-backed
+documents on PostgreSQL, where the same dates are stored as ``published``).
 """
 
 from __future__ import annotations
@@ -43,11 +46,13 @@ import email.utils
 import html
 import json
 import mimetypes
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 from urllib.parse import quote, urlsplit
 
 from aggregator import __version__, files
@@ -637,44 +642,111 @@ RENDERERS: dict[str, Renderer] = {"atom": render_atom, "rss": render_rss, "json"
 # --------------------------------------------------------------------------- files
 
 
+@runtime_checkable
+class Documents(Protocol):
+    """Where publish writes its documents and reads back what it wrote (current documents,
+    archive pages, their manifests, index.html, OPML): a directory (FileDocuments), or the
+    database (the pipeline's store-backed implementation on PostgreSQL, where every serve
+    node reads them). Times are seconds since the epoch (a file's mtime, a document's
+    ``published``): the document's Last-Modified."""
+
+    def prepare(self) -> None:
+        """Make the place ready for writing (create the directory); OSError when it cannot."""
+        ...
+
+    def location(self, name: str) -> Path:
+        """What a log line names for ``name`` (a path; the bare name in the database)."""
+        ...
+
+    def modified(self, name: str) -> float | None:
+        """``name``'s Last-Modified, None when there is no such document."""
+        ...
+
+    def read(self, name: str) -> bytes | None:
+        """``name``'s bytes, None when there is no such document."""
+        ...
+
+    def write(self, name: str, data: bytes, mtime: float | None = None) -> bool:
+        """Replace ``name`` with ``data`` (atomically) dated ``mtime``; False, writing
+        nothing, when it already holds exactly ``data``. OSError when it cannot."""
+        ...
+
+    def names(self) -> list[str]:
+        """Every document's name."""
+        ...
+
+    def remove(self, name: str) -> None:
+        """Remove ``name`` (nothing when there is none)."""
+        ...
+
+
+class FileDocuments:
+    """Documents as files in ``out_dir``, written atomically (see files.write_atomic)."""
+
+    def __init__(self, out_dir: Path | str) -> None:
+        self.out_dir = Path(out_dir)
+
+    def prepare(self) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+
+    def location(self, name: str) -> Path:
+        return self.out_dir / name
+
+    def modified(self, name: str) -> float | None:
+        try:
+            return (self.out_dir / name).stat().st_mtime
+        except FileNotFoundError:
+            return None
+
+    def read(self, name: str) -> bytes | None:
+        try:
+            return (self.out_dir / name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def write(self, name: str, data: bytes, mtime: float | None = None) -> bool:
+        return write_atomic(self.out_dir / name, data, mtime)
+
+    def names(self) -> list[str]:
+        return [p.name for p in self.out_dir.iterdir()]
+
+    def remove(self, name: str) -> None:
+        (self.out_dir / name).unlink(missing_ok=True)
+
+
+def _documents(out: Path | str | Documents) -> Documents:
+    return FileDocuments(out) if isinstance(out, str | os.PathLike) else out
+
+
 def write_atomic(path: Path, data: bytes, mtime: float | None = None) -> bool:
     """Atomically replace ``path`` (see files.write_atomic); False when unchanged."""
     return files.write_atomic(path, data, mtime=mtime)
 
 
 def _publish_file(
-    path: Path,
+    docs: Documents,
+    name: str,
     render: Callable[[datetime], bytes],
     newest: datetime | None,
     now: datetime,
 ) -> bool:
     """Render and write one document; ``render`` takes the clock used for an empty feed."""
-    try:
-        old_mtime: float | None = path.stat().st_mtime
-    except FileNotFoundError:
-        old_mtime = None
+    old_mtime = docs.modified(name)
     now_ts = float(int(_utc(now).timestamp()))
     if newest is None and old_mtime is not None:
         # An empty feed is dated by the clock: re-render it with the date it was written
         # with (its mtime) so an unchanged empty feed is not rewritten every cycle.
         same = render(datetime.fromtimestamp(old_mtime, UTC))
-        try:
-            if path.read_bytes() == same:
-                return False
-        except FileNotFoundError:
-            pass
+        if docs.read(name) == same:
+            return False
     data = render(datetime.fromtimestamp(now_ts, UTC))
     mtime = newest.timestamp() if newest is not None else now_ts
     if old_mtime is not None and mtime <= old_mtime:
         # Changed bytes must move Last-Modified forward, or If-Modified-Since clients miss
         # the change (an item dropped or updated without a newer item).
-        try:
-            changed = path.read_bytes() != data
-        except FileNotFoundError:
-            changed = True
-        if changed:
+        if docs.read(name) != data:
             mtime = max(now_ts, old_mtime + 1)
-    return write_atomic(path, data, mtime)
+    return docs.write(name, data, mtime)
 
 
 def _reason(exc: OSError) -> str:
@@ -715,16 +787,19 @@ def _order_key(item: Item) -> Key:
     return (rfc3339(item.published), item.uid)
 
 
-def _manifest_path(out_dir: Path, name: str) -> Path:
+def _manifest_name(name: str) -> str:
     # A dot file: the server refuses to serve those.
-    return out_dir / f".{name}.archive.json"
+    return f".{name}.archive.json"
 
 
-def _load_sealed(path: Path, size: int) -> list[tuple[Key, int]]:
+def _load_sealed(docs: Documents, name: str, size: int) -> list[tuple[Key, int]]:
     """Sealed archive pages (newest key, item count) from the manifest, oldest page first; []
     when it is missing, unreadable or was made for another page size."""
     try:
-        data = json.loads(path.read_bytes())
+        raw = docs.read(name)
+        if raw is None:
+            return []
+        data = json.loads(raw)
         if data.get("version") != 1 or data.get("size") != size:
             return []
         return [((str(k[0]), str(k[1])), int(c)) for k, c in data["pages"]]
@@ -774,7 +849,7 @@ def current_items(output: OutputConfig, items: Sequence[Item]) -> list[Item]:
 
 
 def _plan(
-    output: OutputConfig, items: Sequence[Item], out_dir: Path, archive_pages: int | None,
+    output: OutputConfig, items: Sequence[Item], docs: Documents, archive_pages: int | None,
     complete: bool,
 ) -> tuple[list[Item], list[tuple[int, list[Item]]], list[tuple[Key, int]]]:
     """What publishing ``items`` writes: the current document's items, the archive pages kept
@@ -782,7 +857,7 @@ def _plan(
     size = max(1, output.limit)
     newest_first = sorted(items, key=_order_key, reverse=True)
     pages, seals = _paginate(
-        newest_first[size:][::-1], _load_sealed(_manifest_path(out_dir, output.name), size),
+        newest_first[size:][::-1], _load_sealed(docs, _manifest_name(output.name), size),
         size, complete,
     )
     keep_pages = output.archive_pages if archive_pages is None else archive_pages
@@ -792,18 +867,20 @@ def _plan(
 
 
 def published_items(
-    output: OutputConfig, items: Sequence[Item], out_dir: Path, *, complete: bool = False
+    output: OutputConfig, items: Sequence[Item], out_dir: Path | Documents, *,
+    complete: bool = False,
 ) -> list[Item]:
     """The items that publishing ``items`` shows in any document of the output: its current
-    document and every archive page it keeps (nothing is written)."""
-    current, numbered, _ = _plan(output, items, Path(out_dir), None, complete)
+    document and every archive page it keeps (nothing is written). ``out_dir``: the
+    directory, or the Documents, it is published into."""
+    current, numbered, _ = _plan(output, items, _documents(out_dir), None, complete)
     return current + [item for _, page in numbered for item in page]
 
 
 def publish_output(
     output: OutputConfig,
     items: Sequence[Item],
-    out_dir: Path,
+    out_dir: Path | Documents,
     *,
     base_url: str,
     now: datetime,
@@ -824,11 +901,11 @@ def publish_output(
             raise PublishError(
                 f"output {output.name!r}: unknown format {fmt!r} (expected one of {', '.join(FORMATS)})"
             )
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    docs = _documents(out_dir)
+    docs.prepare()
     size = max(1, output.limit)
-    manifest = _manifest_path(out_dir, output.name)
-    current, numbered, seals = _plan(output, items, out_dir, archive_pages, complete)
+    manifest = _manifest_name(output.name)
+    current, numbered, seals = _plan(output, items, docs, archive_pages, complete)
     numbers = [n for n, _ in numbered]
 
     written: list[Path] = []
@@ -841,7 +918,7 @@ def publish_output(
         def page_url(n: int, fmt: str = fmt) -> str:
             return _file_url(base_url, _archive_name(output.name, n, fmt))
 
-        docs: list[tuple[str, list[Item], ArchiveLinks]] = [
+        pages: list[tuple[str, list[Item], ArchiveLinks]] = [
             (
                 f"{output.name}.{fmt}",
                 current,
@@ -858,11 +935,11 @@ def publish_output(
                 next_archive=page_url(numbers[i + 1]) if i + 1 < len(numbers) else None,
                 page=page_url(n),
             )
-            docs.append((_archive_name(output.name, n, fmt), page[::-1], links))
+            pages.append((_archive_name(output.name, n, fmt), page[::-1], links))
 
-        for file_name, doc_items, links in docs:
+        for file_name, doc_items, links in pages:
             keep.add(file_name)
-            path = out_dir / file_name
+            path = docs.location(file_name)
 
             def render_doc(
                 clock: datetime,
@@ -879,23 +956,24 @@ def publish_output(
             # Each file on its own: a full or read-only disk failing one must not keep the
             # others (other formats, archive pages) from being written.
             try:
-                if _publish_file(path, render_doc, _newest(doc_items), now):
+                if _publish_file(docs, file_name, render_doc, _newest(doc_items), now):
                     written.append(path)
             except OSError as exc:
                 failures.append((path, _reason(exc)))
 
     own = re.compile(re.escape(output.name) + r"(?:-archive-\d+)?\.(?:atom|rss|json)")
     try:
-        for path in out_dir.iterdir():
-            if own.fullmatch(path.name) and path.name not in keep:
-                path.unlink(missing_ok=True)
+        for name in docs.names():
+            if own.fullmatch(name) and name not in keep:
+                docs.remove(name)
         if seals:
             state = {"version": 1, "size": size, "pages": [[list(k), c] for k, c in seals]}
-            write_atomic(manifest, json.dumps(state, ensure_ascii=False).encode("utf-8") + b"\n")
+            docs.write(manifest, json.dumps(state, ensure_ascii=False).encode("utf-8") + b"\n")
         else:
-            manifest.unlink(missing_ok=True)
+            docs.remove(manifest)
     except OSError as exc:
-        failures.append((Path(exc.filename) if exc.filename else manifest, _reason(exc)))
+        failures.append((Path(exc.filename) if exc.filename else docs.location(manifest),
+                         _reason(exc)))
     if failures:
         raise PublishWriteError(failures, written)
     return written
@@ -1019,7 +1097,7 @@ def render_opml(outputs: Sequence[OutputConfig], *, base_url: str, title: str) -
 
 def write_index(
     outputs: Sequence[OutputConfig],
-    out_dir: Path,
+    out_dir: Path | Documents,
     *,
     base_url: str,
     title: str = "aggregator",
@@ -1027,8 +1105,8 @@ def write_index(
 ) -> None:
     """Write ``index.html`` and ``outputs.opml`` (each only when its bytes change), each
     independently of the other; PublishWriteError lists the ones that failed."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    docs = _documents(out_dir)
+    docs.prepare()
     failures: list[tuple[Path, str]] = []
     written: list[Path] = []
     documents = (
@@ -1037,9 +1115,9 @@ def write_index(
         ("outputs.opml", lambda: render_opml(outputs, base_url=base_url, title=title)),
     )
     for name, render in documents:
-        path = out_dir / name
+        path = docs.location(name)
         try:
-            if write_atomic(path, render()):
+            if docs.write(name, render()):
                 written.append(path)
         except OSError as exc:
             failures.append((path, _reason(exc)))

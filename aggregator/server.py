@@ -18,6 +18,7 @@ import hashlib
 import html
 import json
 import logging
+import math
 import os
 import socket
 import socketserver
@@ -36,19 +37,14 @@ from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 from aggregator import statuspage
 from aggregator.errors import ServerError
+from aggregator.models import DOCUMENT_TYPES, Document, document_etag
 
 logger = logging.getLogger("aggregator.server")
 # One line per request, at DEBUG: a scraper or monitor polling every few seconds would
 # otherwise bury what matters. `log_level: DEBUG` (or enabling this logger) shows them.
 access_log = logging.getLogger("aggregator.access")
 
-CONTENT_TYPES: dict[str, str] = {
-    ".atom": "application/atom+xml; charset=utf-8",
-    ".rss": "application/rss+xml; charset=utf-8",
-    ".json": "application/feed+json; charset=utf-8",
-    ".opml": "text/x-opml; charset=utf-8",
-    ".html": "text/html; charset=utf-8",
-}
+CONTENT_TYPES: dict[str, str] = DOCUMENT_TYPES
 CACHE_CONTROL = "public, max-age=60"
 # HTML may style itself inline but load nothing, run nothing, be framed by no one.
 HTML_CSP = (
@@ -75,6 +71,8 @@ _LOG_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
 StatusProvider = Callable[[], dict[str, Any]]
 MetricsProvider = Callable[[], tuple[bytes, str]]  # (body, Content-Type)
 ReadyProvider = Callable[[], tuple[bool, dict[str, Any]]]  # (ready, document)
+IndexProvider = Callable[[], list[Document]]  # every document, without bodies
+DocumentProvider = Callable[[str], Document | None]  # one document with its body
 
 
 # --------------------------------------------------------------------------- helpers
@@ -170,10 +168,10 @@ class _Entry:
 
     __slots__ = ("key", "body", "etag", "gz_etag", "gz", "mtime")
 
-    def __init__(self, key: tuple[int, ...], body: bytes, mtime: int) -> None:
+    def __init__(self, key: tuple[int | str, ...], body: bytes, mtime: int) -> None:
         self.key = key
         self.body = body
-        digest = hashlib.sha256(body).hexdigest()[:32]
+        digest = document_etag(body)
         self.etag = f'"{digest}"'
         self.gz_etag = f'"{digest}-gz"'  # a different representation needs a different tag
         self.gz: bytes | None = None
@@ -268,6 +266,86 @@ class _FileCache:
         while self._bytes > self._max_bytes and self._entries:
             _, old = self._entries.popitem(last=False)
             self._bytes -= _size(old)
+
+
+class _StoredCache:
+    """Documents read from the database through providers (PostgreSQL: what publish
+    stored), cached per node. The index (names, ETags, dates; no bodies) is read again at
+    most once per ``interval`` seconds; a body only when its ETag changed. ETag and
+    Last-Modified come from the stored bytes and ``published`` time, and gzip has mtime 0:
+    every node gives the same bytes and validators. When the database does not answer, what
+    was cached is served on (a document never read raises: 503)."""
+
+    def __init__(self, index: IndexProvider, fetch: DocumentProvider, *,
+                 interval: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._index_provider = index
+        self._fetch = fetch
+        self._interval = interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._index: dict[str, Document] | None = None
+        self._checked = -math.inf
+        self._failing = False  # the last revalidation failed (logged once)
+        self._entries: dict[str, _Entry] = {}
+        self.reads = 0
+        self.compressions = 0
+
+    def _current_index(self) -> dict[str, Document]:
+        with self._lock:
+            if self._index is not None and self._clock() - self._checked < self._interval:
+                return self._index
+            try:
+                self._index = {d.name: d for d in self._index_provider()}
+                if self._failing:
+                    logger.info("documents revalidated again")
+                self._failing = False
+            except Exception as exc:
+                if self._index is None:
+                    raise
+                if not self._failing:  # one line per outage, not one per second
+                    logger.warning("documents not revalidated (serving the cached ones): %s",
+                                   exc)
+                self._failing = True
+            self._checked = self._clock()
+            for name in set(self._entries) - set(self._index):
+                del self._entries[name]
+            return self._index
+
+    def load(self, name: str) -> _Entry | None:
+        doc = self._current_index().get(name)
+        if doc is None:
+            return None
+        with self._lock:
+            entry = self._entries.get(name)
+        if entry is not None and entry.key == (doc.etag,):
+            return entry
+        stored = self._fetch(name)
+        if stored is None or stored.body is None:
+            return None
+        entry = _Entry((document_etag(stored.body),), stored.body,
+                       int(stored.published.timestamp()))
+        with self._lock:
+            self.reads += 1
+            self._entries[name] = entry
+        return entry
+
+    def listing(self) -> list[tuple[str, int, float]]:
+        return [(d.name, d.size, d.published.timestamp())
+                for d in self._current_index().values()]
+
+    def gzipped(self, entry: _Entry) -> bytes:
+        if entry.gz is None:
+            data = gzip.compress(entry.body, compresslevel=6, mtime=0)
+            with self._lock:
+                self.compressions += 1
+                entry.gz = data
+        return entry.gz
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {"entries": len(self._entries),
+                    "bytes": sum(_size(e) for e in self._entries.values()),
+                    "reads": self.reads, "compressions": self.compressions}
 
 
 def _identity(st: os.stat_result) -> tuple[int, ...]:
@@ -399,21 +477,31 @@ class _Handler(BaseHTTPRequestHandler):
         elif name == STATUS_PAGE:
             self._serve_status_page(feed_server.status_provider, head=head)
         elif name == "":
-            entry = feed_server._cache.load(feed_server.out_dir, INDEX_NAME)
+            try:
+                entry = feed_server.load(INDEX_NAME)
+            except Exception as exc:  # the database does not answer: nothing cached to serve
+                logger.debug("cannot read %s: %s", INDEX_NAME, exc)
+                self._send_plain(HTTPStatus.SERVICE_UNAVAILABLE, head=head)
+                return
             if entry is not None:
                 self._serve_entry(entry, content_type(INDEX_NAME) or "", head=head)
             else:
-                self._serve_listing(feed_server.out_dir, head=head)
+                self._serve_listing(head=head)
         else:
             ctype = content_type(name)
-            entry = feed_server._cache.load(feed_server.out_dir, name) if ctype else None
+            try:
+                entry = feed_server.load(name) if ctype else None
+            except Exception as exc:  # /readyz reports the outage, once (ServeNode)
+                logger.debug("cannot read %s: %s", name, exc)
+                self._send_plain(HTTPStatus.SERVICE_UNAVAILABLE, head=head)
+                return
             if entry is None or ctype is None:
                 self._send_plain(HTTPStatus.NOT_FOUND, head=head)
             else:
                 self._serve_entry(entry, ctype, head=head)
 
     def _serve_entry(self, entry: _Entry, ctype: str, *, head: bool) -> None:
-        cache = self.server.feed_server._cache
+        feed_server = self.server.feed_server
         use_gzip = accepts_gzip(self.headers.get("Accept-Encoding"))
         etag = entry.gz_etag if use_gzip else entry.etag
         # Last-Modified must not lie in the future (RFC 9110 8.8.2.1).
@@ -427,7 +515,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self._not_modified(etag, last_modified):
             self._send(HTTPStatus.NOT_MODIFIED, headers, None, head=True)
             return
-        body = cache.gzipped(entry) if use_gzip else entry.body
+        body = feed_server.gzipped(entry) if use_gzip else entry.body
         headers.insert(0, ("Content-Type", ctype))
         if use_gzip:
             headers.append(("Content-Encoding", "gzip"))
@@ -445,9 +533,14 @@ class _Handler(BaseHTTPRequestHandler):
             return since_s is not None and last_modified <= since_s
         return False
 
-    def _serve_listing(self, out_dir: Path, *, head: bool) -> None:
-        status = self.server.feed_server.status_provider is not None
-        body = render_listing(out_dir, status_link=status).encode("utf-8")
+    def _serve_listing(self, *, head: bool) -> None:
+        feed_server = self.server.feed_server
+        status = feed_server.status_provider is not None
+        if feed_server.stored is not None:
+            body = render_listing_of(feed_server.stored.listing(),
+                                     status_link=status).encode("utf-8")
+        else:
+            body = render_listing(feed_server.out_dir, status_link=status).encode("utf-8")
         etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
         headers = [
             ("ETag", etag),
@@ -596,25 +689,33 @@ class _Handler(BaseHTTPRequestHandler):
 def render_listing(out_dir: Path, *, status_link: bool = False) -> str:
     """A small HTML list of the files the server would serve, every name escaped (and a link
     to the status page when there is one)."""
-    rows: list[str] = []
+    files: list[tuple[str, int, float]] = []
     try:
         entries = sorted(os.scandir(out_dir), key=lambda e: e.name)
     except OSError:
         entries = []
     for entry in entries:
-        if entry.name.startswith(".") or content_type(entry.name) is None:
-            continue
         try:
             if not entry.is_file(follow_symlinks=False):
                 continue
             info = entry.stat(follow_symlinks=False)
         except OSError:
             continue
-        href = html.escape(quote(entry.name), quote=True)
-        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(info.st_mtime))
+        files.append((entry.name, info.st_size, info.st_mtime))
+    return render_listing_of(files, status_link=status_link)
+
+
+def render_listing_of(files: list[tuple[str, int, float]], *, status_link: bool = False) -> str:
+    """The listing of ``files`` (name, size, mtime), those served only."""
+    rows: list[str] = []
+    for name, size, mtime in sorted(files):
+        if name.startswith(".") or content_type(name) is None:
+            continue
+        href = html.escape(quote(name), quote=True)
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(mtime))
         rows.append(
-            f'<li><a href="{href}">{html.escape(entry.name)}</a> '
-            f"<small>{info.st_size} bytes, {when}</small></li>"
+            f'<li><a href="{href}">{html.escape(name)}</a> '
+            f"<small>{size} bytes, {when}</small></li>"
         )
     items = "\n".join(rows) or "<li>No feeds published yet.</li>"
     status = f'<p><a href="{STATUS_PAGE}">Status</a></p>' if status_link else ""
@@ -632,7 +733,9 @@ def render_listing(out_dir: Path, *, status_link: bool = False) -> str:
 class FeedServer:
     """Serves ``out_dir`` (and ``/status.json`` from ``status_provider``) on ``listen``,
     with ``/healthz`` always and ``/metrics``, ``/readyz`` when their providers are given.
-    ``serve_files=False``: the operations routes only (a separate metrics listener)."""
+    ``serve_files=False``: the operations routes only (a separate metrics listener).
+    ``documents``: (index, fetch) providers of documents kept in the database, served
+    instead of ``out_dir``'s files (PostgreSQL; the server never opens the store itself)."""
 
     def __init__(
         self,
@@ -643,8 +746,11 @@ class FeedServer:
         metrics_provider: MetricsProvider | None = None,
         ready_provider: ReadyProvider | None = None,
         serve_files: bool = True,
+        documents: tuple[IndexProvider, DocumentProvider] | None = None,
+        revalidate: float = 1.0,
     ) -> None:
         self.out_dir = Path(out_dir)
+        self.stored = _StoredCache(*documents, interval=revalidate) if documents else None
         self.listen = listen
         self._host, self._port = parse_listen(listen)
         self.status_provider = status_provider
@@ -673,7 +779,7 @@ class FeedServer:
         )
         self._thread.start()
         if self.serve_files:
-            logger.info("serving %s at %s", self.out_dir, self.url)
+            logger.info("serving %s at %s", self.source, self.url)
         else:
             logger.info("serving /metrics, /healthz and /readyz at %s", self.url)
 
@@ -706,11 +812,26 @@ class FeedServer:
         httpd.close_connections()
         if thread is not None:
             thread.join(timeout=5)
-        logger.info("stopped serving %s", self.out_dir if self.serve_files else self.listen)
+        logger.info("stopped serving %s", self.source if self.serve_files else self.listen)
 
     def cache_stats(self) -> dict[str, int]:
         """Counters of the file cache: entries, bytes, reads (disk), compressions."""
-        return self._cache.stats()
+        return self.stored.stats() if self.stored is not None else self._cache.stats()
+
+    def load(self, name: str) -> _Entry | None:
+        """The served document ``name`` (a file, or from the database)."""
+        if self.stored is not None:
+            return self.stored.load(name)
+        return self._cache.load(self.out_dir, name)
+
+    def gzipped(self, entry: _Entry) -> bytes:
+        if self.stored is not None:
+            return self.stored.gzipped(entry)
+        return self._cache.gzipped(entry)
+
+    @property
+    def source(self) -> str:
+        return "the database" if self.stored is not None else str(self.out_dir)
 
     def __enter__(self) -> FeedServer:
         self.start()

@@ -8,6 +8,7 @@ import http.client
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -643,6 +644,75 @@ def test_unit_file_passes_systemd_analyze_verify(tmp_path: Path) -> None:
         [analyze, "verify", str(broken)], capture_output=True, text=True, timeout=60
     )
     assert "notifyy" in bad.stderr
+
+
+TEMPLATES = {"worker": ROOT / "systemd" / "aggregator-worker@.service",
+             "serve": ROOT / "systemd" / "aggregator-serve@.service"}
+
+
+@pytest.mark.parametrize("role", sorted(TEMPLATES))
+def test_template_units_for_the_roles(role: str) -> None:
+    """aggregator-worker@ / aggregator-serve@: the role's command, the sandbox of
+    aggregator.service line for line, the database URL from a root-owned file."""
+    text = TEMPLATES[role].read_text()
+    d = unit_directives(text)
+    svc = {k.removeprefix("Service."): v for k, v in d.items() if k.startswith("Service.")}
+    assert svc["ExecStart"] == [
+        "/opt/aggregator/.venv/bin/aggregator --config /etc/aggregator/aggregator.yaml "
+        f"--feeds /etc/aggregator/feeds.yaml {role}"
+    ]
+    assert svc["Restart"] == ["on-failure"]
+    assert svc["EnvironmentFile"] == ["/etc/aggregator/database.env"]
+    assert not any(e.startswith("AGGREGATOR_DATABASE=") for e in svc.get("Environment", []))
+    assert svc["User"] == ["aggregator"] and svc["Group"] == ["aggregator"]
+    # The same hardening as the daemon's unit: every sandbox and resource-free directive of
+    # aggregator.service, with the same values.
+    base = unit_directives(UNIT.read_text())
+    for key, value in HARDENING.items():
+        assert value in svc.get(key, []), f"{key}={value} missing"
+    sandbox_keys = [k for k in base if k.startswith("Service.") and k.split(".", 1)[1] in (
+        *HARDENING, "RemoveIPC", "SystemCallErrorNumber", "AmbientCapabilities",
+        "ProtectProc")]
+    for key in sandbox_keys:
+        assert d.get(key) == base[key], f"{key}: {d.get(key)} != {base[key]}"
+    assert "network-online.target" in d["Unit.Wants"][0].split()
+    after = d["Unit.After"][0].split()
+    assert "network-online.target" in after and "postgresql.service" in after
+    # postgresql.service is an ordering only: the database may be on another machine.
+    assert "postgresql.service" not in " ".join(d.get("Unit.Wants", []) + d.get(
+        "Unit.Requires", []))
+    stop = int(svc["TimeoutStopSec"][0])
+    if role == "worker":
+        assert stop > 30  # the worker's ~30 s drain bound plus a margin
+    else:
+        assert "AGGREGATOR_LISTEN=127.0.0.1:%i" in svc["Environment"]
+    assert d["Install.WantedBy"] == ["multi-user.target"]
+    lines = text.splitlines()
+    assert lines[0].startswith("#") and "docs/deploy.md" in text
+
+
+@pytest.mark.parametrize("role", sorted(TEMPLATES))
+def test_template_units_pass_systemd_analyze_verify(role: str, tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    text = TEMPLATES[role].read_text().replace("/opt/aggregator/.venv/bin/aggregator",
+                                               sys.executable)
+    copy = tmp_path / f"aggregator-{role}@8080.service"  # an instance of the template
+    copy.write_text(text)
+    result = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "Unknown key" not in result.stderr and "Failed to parse" not in result.stderr, (
+        result.stderr
+    )
+    broken = tmp_path / f"aggregator-{role}@1.service"
+    kind = re.search(r"^Type=(\w+)$", text, re.M)
+    assert kind is not None
+    broken.write_text(text.replace(kind.group(0), f"Type={kind.group(1)}x"))
+    bad = subprocess.run([analyze, "verify", str(broken)], capture_output=True, text=True,
+                         timeout=60)
+    assert f"{kind.group(1)}x" in bad.stderr
 
 
 MDWE_PROBE = r"""

@@ -16,7 +16,13 @@ import pytest
 
 from aggregator import dedup
 from aggregator.errors import StoreError
-from aggregator.models import FeedConfig, StoryMatch
+from aggregator.models import (
+    Document,
+    FeedConfig,
+    StoryMatch,
+    document_etag,
+    document_type,
+)
 from aggregator.store import (
     FEED_STATES,
     MIGRATIONS,
@@ -422,6 +428,54 @@ def test_output_ids_are_fixed_at_first_publish(storage: Storage) -> None:
     assert more["news"] != more["all"]
 
 
+# --------------------------------------------------------------------------- documents
+
+
+def doc(name: str, body: bytes, when: datetime = NOW) -> Document:
+    return Document(name, document_etag(body), document_type(name), when, len(body), body)
+
+
+def test_write_documents_stores_and_replaces_in_one_transaction(opener: Opener) -> None:
+    st = opener()
+    st.migrate()
+    st.write_documents([doc("all.atom", b"<feed/>"), doc(".all.archive.json", b"{}")])
+    st.write_documents([doc("all.atom", b"<feed>2</feed>", NOW + HOUR),
+                        doc("index.html", b"\x00\xff<html>")], remove=[".all.archive.json"])
+    reader = opener(readonly=True)
+    got = reader.document("all.atom")
+    assert got == doc("all.atom", b"<feed>2</feed>", NOW + HOUR)
+    assert got is not None and got.published == NOW + HOUR
+    assert got.content_type.startswith("application/atom+xml")
+    assert reader.document(".all.archive.json") is None
+    # Bytes come back exactly (binary safe).
+    assert (reader.document("index.html") or doc("x", b"")).body == b"\x00\xff<html>"
+    # A document without a body is refused, and nothing of that call is written.
+    with pytest.raises(ValueError):
+        st.write_documents([doc("news.rss", b"<rss/>"),
+                            Document("bad.rss", "x", "text/plain", NOW, 0)])
+    assert reader.document("news.rss") is None
+
+
+def test_document_of_an_unknown_name_is_none(storage: Storage) -> None:
+    assert storage.document("nothing.atom") is None
+
+
+def test_document_index_lists_without_bodies_by_name(storage: Storage) -> None:
+    assert storage.document_index() == []
+    storage.write_documents([doc("b.rss", b"bb"), doc("A.atom", b"a"), doc("a.json", b"{}")])
+    index = storage.document_index()
+    assert [d.name for d in index] == ["A.atom", "a.json", "b.rss"]
+    assert all(d.body is None for d in index)
+    assert index[2] == Document("b.rss", document_etag(b"bb"), document_type("b.rss"), NOW, 2)
+
+
+def test_remove_documents_counts_those_there_were(storage: Storage) -> None:
+    storage.write_documents([doc("a.atom", b"a"), doc("b.atom", b"b")])
+    assert storage.remove_documents(["a.atom", "zz.atom"]) == 1
+    assert storage.remove_documents([]) == 0
+    assert [d.name for d in storage.document_index()] == ["b.atom"]
+
+
 # --------------------------------------------------------------------------- articles
 
 
@@ -438,6 +492,44 @@ def test_backlog_newest_first_without_those_waiting_to_retry(storage: Storage) -
     later = storage.backlog(10, NOW + 3 * HOUR)
     assert [b.id for b in later] == [new.id, old.id] and later[0].attempts == 1
     assert later[0].feed_name == "f1" and later[0].url == "https://site.example/new"
+
+
+def test_sync_feeds_from_two_connections_at_once(opener: Opener) -> None:
+    import threading
+
+    first = opener()
+    first.migrate()
+    second = opener()
+    feeds = [FeedConfig(name=f"s{n}", url=f"https://s{n}.example/rss") for n in range(20)]
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def sync(st: Storage) -> None:
+        barrier.wait()
+        try:
+            st.sync_feeds(feeds, NOW)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=sync, args=(st,)) for st in (first, second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert [f.name for f in first.feed_states()] == sorted(f.name for f in feeds)
+
+
+def test_backlog_of_one_feed(storage: Storage) -> None:
+    a = poll(storage, "f0", entry("a", words(30, 1), status="pending"))[0]
+    b = poll(storage, "f1", entry("b", words(30, 2), status="pending"), now=NOW + HOUR)[0]
+    assert [x.id for x in storage.backlog(10, NOW + HOUR, feed="f0")] == [a.id]
+    assert [x.id for x in storage.backlog(10, NOW + HOUR, feed="f1")] == [b.id]
+    assert storage.backlog(10, NOW + HOUR, feed="f2") == []
+    storage.record_article(a.id, now=NOW, status="pending", method=None, error="503",
+                           retry_at=NOW + 3 * HOUR)
+    assert storage.backlog(10, NOW + HOUR, feed="f0") == []  # its retry time has not come
+    assert [x.id for x in storage.backlog(10, NOW + 3 * HOUR, feed="f0")] == [a.id]
 
 
 def test_record_article_outcomes(storage: Storage) -> None:

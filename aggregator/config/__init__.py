@@ -28,7 +28,7 @@ from aggregator.config.feeds import NAME_RE, derive_name
 from aggregator.config.load import check_files, check_report, load_config
 from aggregator.config.opml import MAX_OPML_OUTLINES, export_opml, read_opml
 from aggregator.config.positioned import MAX_ALIAS_NODES, MAX_DEPTH, MAX_FILE_BYTES
-from aggregator.config.settings import ENV_PREFIX, settings_warnings
+from aggregator.config.settings import ENV_PREFIX, settings_warnings, shared_store_problem
 from aggregator.config.values import parse_bool, parse_duration, parse_size
 
 __all__ = [
@@ -49,4 +49,5 @@ __all__ = [
     "parse_size",
     "read_opml",
     "settings_warnings",
+    "shared_store_problem",
 ]

@@ -9,17 +9,19 @@ from collections.abc import Mapping
 from aggregator.config.cache import _cache_get, _cache_key, _cache_put
 from aggregator.config.feeds import _default_output, _feeds_tree
 from aggregator.config.positioned import _parse, _Problems, _read_file, _sorted
-from aggregator.config.settings import _load_settings, settings_warnings
+from aggregator.config.settings import _load_settings, settings_warnings, shared_store_problem
 from aggregator.config.values import _Checker
 from aggregator.errors import ConfigError, Problem
 from aggregator.models import Config, FeedConfig
 
 
 def _load(
-    config_path: str | None, feeds_path: str | None, env: Mapping[str, str] | None
+    config_path: str | None, feeds_path: str | None, env: Mapping[str, str] | None,
+    origin: dict[str, tuple[str, int, int]] | None = None,
 ) -> tuple[Config, list[Problem]]:
     problems: list[Problem] = []
-    settings = _load_settings(config_path, os.environ if env is None else env, problems)
+    settings = _load_settings(config_path, os.environ if env is None else env, problems,
+                              origin)
     feeds: list[FeedConfig] = []
     outputs = [_default_output(settings)]
     aliases: dict[str, tuple[str, tuple[str, ...]]] = {}
@@ -78,5 +80,10 @@ def check_report(
 ) -> tuple[list[Problem], list[str]]:
     """``aggregator check``: every problem (as :func:`check_files`) and the warnings about a
     configuration that loads but cannot work as meant (see :func:`settings_warnings`)."""
-    config, problems = _load(config_path, feeds_path, env)
+    origin: dict[str, tuple[str, int, int]] = {}
+    config, problems = _load(config_path, feeds_path, env, origin)
+    if not problems and (problem := shared_store_problem(config.settings)):
+        # Named where the database was set (the file's line, or the environment variable).
+        where = origin.get("database", (config_path or "settings", 1, 1))
+        problems = [*problems, Problem(*where, problem)]
     return problems, settings_warnings(config.settings)

@@ -33,13 +33,13 @@ _DURATIONS = frozenset(
     {
         "default_interval", "min_interval", "max_interval", "max_backoff", "retry_after_max",
         "connect_timeout", "read_timeout", "fetch_deadline", "per_host_delay", "parse_timeout",
-        "entry_retention",
+        "entry_retention", "heartbeat_interval", "stalled_timeout", "shutdown_timeout",
     }
 )  # fmt: skip
 _SIZES = frozenset({"feed_max_bytes", "page_max_bytes"})
 _ZERO_OK = frozenset({
     "per_host_delay", "jitter", "max_redirects", "article_budget", "extract_processes",
-    "archive_pages",
+    "archive_pages", "worker_concurrency",
     "entry_retention",  # 0: entries are kept forever
 })  # fmt: skip
 # String settings where empty means "off".
@@ -175,11 +175,13 @@ def _setting_error(name: str, value: Any) -> str | None:
 
 
 def _load_settings(
-    config_path: str | None, env: Mapping[str, str], problems: list[Problem]
+    config_path: str | None, env: Mapping[str, str], problems: list[Problem],
+    origin: dict[str, tuple[str, int, int]] | None = None,
 ) -> Settings:
-    """Defaults < settings file < environment. Problems are appended; defaults stand in."""
+    """Defaults < settings file < environment. Problems are appended; defaults stand in.
+    ``origin`` (filled when given): where each setting that is not a default was set."""
     values: dict[str, Any] = {}
-    origin: dict[str, tuple[str, int, int]] = {}
+    origin = {} if origin is None else origin
     if config_path is not None:
         file_problems = _Problems(config_path)
         text = _read_file(config_path, file_problems)
@@ -227,6 +229,14 @@ def _load_settings(
         where = origin.get("metrics_listen", (config_path or "settings", 1, 1))
         problems.append(Problem(*where, "metrics_listen must differ from listen (it is a "
                                 "second listener; leave it empty to serve /metrics on listen)"))
+    if settings.stalled_timeout < 2 * settings.heartbeat_interval:
+        # A live worker between two heartbeats would count as dead: its jobs run twice.
+        where = origin.get("stalled_timeout", origin.get(
+            "heartbeat_interval", (config_path or "settings", 1, 1)))
+        problems.append(Problem(*where, "stalled_timeout must be at least twice "
+                                "heartbeat_interval (got "
+                                f"{_fmt_seconds(settings.stalled_timeout)} and "
+                                f"{_fmt_seconds(settings.heartbeat_interval)})"))
     if not settings.min_interval <= settings.default_interval <= settings.max_interval:
         where = next(
             (origin[n] for n in ("default_interval", "min_interval", "max_interval") if n in origin),
@@ -242,6 +252,17 @@ def _load_settings(
             )
         )
     return settings
+
+
+def shared_store_problem(settings: Settings) -> str | None:
+    """Why these settings cannot run against a shared (PostgreSQL) store, or None: there,
+    base_url is required, since every node (workers publishing, serve nodes serving) must
+    publish the same links, whatever address each one listens on."""
+    if settings.database.startswith(("postgresql://", "postgres://")) and not settings.base_url:
+        return ("base_url is required with a postgresql:// database: every node must publish"
+                " the same links (set base_url, or AGGREGATOR_BASE_URL, to the address"
+                " subscribers use)")
+    return None
 
 
 def settings_warnings(settings: Settings) -> list[str]:

@@ -9,6 +9,7 @@ Callers import from here; ``open_storage`` picks the backend.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..models import HostGate, Settings
@@ -56,12 +57,15 @@ def shared_host_gate(store: Storage, settings: Settings) -> HostGate | None:
     return gate
 
 
-def migrate_database(database: str | Path) -> list[str]:
-    """Create or upgrade the store at ``database`` (either backend); the names applied."""
+def migrate_database(database: str | Path,
+                     tasks: tuple[str, Sequence[tuple[str, str]]] | None = None) -> list[str]:
+    """Create or upgrade the store at ``database`` (either backend); the names applied.
+    On PostgreSQL, ``tasks`` (the task engine's schema and versioned migrations, from
+    tasks.task_schema) are applied too, under the same advisory lock."""
     if is_postgres_url(str(database)):
         from .postgres import migrate_database as migrate_pg
 
-        return migrate_pg(str(database))
+        return migrate_pg(str(database), tasks=tasks)
     store = SQLiteStorage(database)
     try:
         return store.migrate()

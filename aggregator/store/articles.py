@@ -15,9 +15,11 @@ from .values import BacklogEntry, parse_ts, ts
 
 
 class ArticlesMixin(SQLiteBase):
-    def backlog(self, limit: int, now: datetime | None = None) -> list[BacklogEntry]:
+    def backlog(self, limit: int, now: datetime | None = None,
+                feed: str | None = None) -> list[BacklogEntry]:
         """Entries waiting for their article page, newest first; those waiting for a retry
-        (``extract_retry_at`` after ``now``) are left for a later run."""
+        (``extract_retry_at`` after ``now``) are left for a later run; of one ``feed``
+        when given."""
         rows = self.conn.execute(
             "SELECT e.id, f.name AS feed_name, e.url,"
             " COALESCE(e.feed_html, e.content_html) AS feed_html, e.word_count, e.title,"
@@ -25,8 +27,9 @@ class ArticlesMixin(SQLiteBase):
             " FROM entries e JOIN feeds f ON f.id = e.feed_id"
             " WHERE e.extract_status = 'pending' AND e.url IS NOT NULL"
             " AND (e.extract_retry_at IS NULL OR e.extract_retry_at <= ?)"
+            + (" AND f.name = ?" if feed is not None else "") +
             " ORDER BY e.first_seen DESC, e.id DESC LIMIT ?",
-            (ts(now or datetime.now(UTC)), limit),
+            (ts(now or datetime.now(UTC)), *((feed,) if feed is not None else ()), limit),
         ).fetchall()
         return [
             BacklogEntry(r["id"], r["feed_name"], r["url"], r["feed_html"] or "",

@@ -325,6 +325,28 @@ WHERE e.story_id IS NOT NULL;
     ),
     (
         MIGRATIONS[10][0],
+        """
+CREATE TABLE documents (
+    name TEXT PRIMARY KEY,
+    body BYTEA NOT NULL,
+    etag TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    published TIMESTAMPTZ NOT NULL,
+    size BIGINT NOT NULL
+);
+""",
+    ),
+    (
+        MIGRATIONS[11][0],
+        """
+CREATE TABLE task_migrations (
+    name TEXT PRIMARY KEY,
+    applied TIMESTAMPTZ NOT NULL
+);
+""",
+    ),
+    (
+        MIGRATIONS[12][0],
         # Per host: the earliest time the next request may start (per_host_delay after the
         # last start, reserved atomically) and the end of its Retry-After; store.pg_gate.
         """

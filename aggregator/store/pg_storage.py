@@ -23,7 +23,15 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import StoreError
-from ..models import Candidate, FeedConfig, FeedMetrics, Item, Outlet, PruneReport
+from ..models import (
+    Candidate,
+    Document,
+    FeedConfig,
+    FeedMetrics,
+    Item,
+    Outlet,
+    PruneReport,
+)
 from .bands import BAND_FLUSH_ENTRIES, BandBuffer, pack_bands, unpack_bands
 from .reads import _item
 from .stories import (
@@ -230,8 +238,11 @@ def find_candidates(
         parts.append("(SELECT id FROM entries WHERE text_hash = %s LIMIT %s)")
         args += [text_hash, limit]
     if band_keys:
-        parts.append("(SELECT DISTINCT entry_id FROM entry_bands"
-                     " WHERE band_key = ANY(%s::bigint[]) LIMIT %s)")
+        # OFFSET 0 fences the band-key lookup: a generic plan (psycopg prepares a query run
+        # five times) otherwise walks entry_bands in entry_id order for DISTINCT, filtering
+        # every row: one pass over the whole index per stored entry.
+        parts.append("(SELECT DISTINCT entry_id FROM (SELECT entry_id FROM entry_bands"
+                     " WHERE band_key = ANY(%s::bigint[]) OFFSET 0) b LIMIT %s)")
         args += [list(band_keys), limit]
         waiting = sorted(pending)
         if waiting:
@@ -244,7 +255,9 @@ def find_candidates(
         " e.text_hash, e.signature, e.title, e.word_count,"
         " COALESCE(e.published, e.first_seen) AS published"
         " FROM entries e JOIN feeds f ON f.id = e.feed_id"
-        f" WHERE e.id IN ({' UNION '.join(parts)}) AND e.id != %s"
+        # = ANY(ARRAY(...)): the few candidate ids first, then the primary key; `IN (...)`
+        # let the planner hash-join a scan of every entry, once per stored entry.
+        f" WHERE e.id = ANY(ARRAY({' UNION '.join(parts)})) AND e.id != %s"
         " AND COALESCE(e.published, e.first_seen) >= %s"
         " ORDER BY 10, e.id",
         (*args, entry_id, t(since)),
@@ -390,6 +403,8 @@ class PgDataMixin:
 
         def _tx(self, rollback: bool = False) -> AbstractContextManager[Any]: ...
 
+        write_hook: Callable[[Any], None] | None
+
     # ----------------------------------------------------------------------- bands
 
     def _ensure_bands(self, c: Any) -> None:
@@ -428,6 +443,9 @@ class PgDataMixin:
 
     def sync_feeds(self, feeds: Sequence[FeedConfig], now: datetime) -> None:
         with self._tx() as c:
+            # Processes starting at once (workers, `run`, `update`) sync one after the
+            # other: the second reads the feeds the first inserted, never inserts them again.
+            c.execute("SELECT pg_advisory_xact_lock(hashtext('aggregator.sync_feeds'))")
             existing = {r["name"]: r for r in c.execute(
                 "SELECT id, name, url, active FROM feeds").fetchall()}
             names = set()
@@ -459,9 +477,12 @@ class PgDataMixin:
                           (gone,))
 
     def feed_states(self, names: Iterable[str] | None = None) -> list[FeedState]:
-        with self._use() as c:
-            rows = c.execute("SELECT * FROM feeds WHERE active ORDER BY name").fetchall()
         wanted = set(names) if names is not None else None
+        with self._use() as c:
+            # By name in SQL: a worker's job reads its one feed among thousands.
+            rows = c.execute("SELECT * FROM feeds WHERE active AND (%s::text[] IS NULL"
+                             " OR name = ANY(%s::text[])) ORDER BY name",
+                             (None if wanted is None else sorted(wanted),) * 2).fetchall()
         return [_feed_state(r) for r in rows if wanted is None or r["name"] in wanted]
 
     def due_feeds(self, now: datetime) -> list[FeedState]:
@@ -539,6 +560,9 @@ class PgDataMixin:
                 (t(now), t(now), status, t(next_poll), interval, etag, last_modified,
                  body_hash, permanent_url, title, link, language, format,
                  None if warnings is None else _json(list(warnings)), t(updated), feed_id))
+            if self.write_hook is not None and any(
+                    x.is_new or x.changed or x.stories_merged for x in stored):
+                self.write_hook(c)
         if len(self.bands) >= BAND_FLUSH_ENTRIES:
             self.flush_bands()
         return stored
@@ -750,9 +774,54 @@ class PgDataMixin:
                 (list(legacy),))}
         return {name: ids[name] for name in legacy}
 
+    # ----------------------------------------------------------------------- documents
+
+    def write_documents(self, documents: Sequence[Document],
+                        remove: Collection[str] = ()) -> None:
+        with self._tx() as c:
+            for d in documents:
+                if d.body is None:
+                    raise ValueError(f"document {d.name!r} has no body")
+                c.execute(
+                    "INSERT INTO documents(name, body, etag, content_type, published, size)"
+                    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET"
+                    " body = excluded.body, etag = excluded.etag,"
+                    " content_type = excluded.content_type, published = excluded.published,"
+                    " size = excluded.size",
+                    (d.name, d.body, d.etag, d.content_type, t(d.published), len(d.body)))
+            gone = sorted(set(remove) - {d.name for d in documents})
+            if gone:
+                c.execute("DELETE FROM documents WHERE name = ANY(%s::text[])", (gone,))
+
+    def document(self, name: str) -> Document | None:
+        with self._use() as c:
+            r = c.execute(
+                "SELECT name, body, etag, content_type, published, size FROM documents"
+                " WHERE name = %s", (name,)).fetchone()
+        if r is None:
+            return None
+        return Document(r[0], r[2], r[3], cast(datetime, out(r[4])), r[5], bytes(r[1]))
+
+    def document_index(self) -> list[Document]:
+        with self._use() as c:
+            rows = c.execute("SELECT name, etag, content_type, published, size"
+                             " FROM documents").fetchall()
+        # Sorted here: the same order as SQLite's whatever the database's collation.
+        return sorted((Document(r[0], r[1], r[2], cast(datetime, out(r[3])), r[4])
+                       for r in rows), key=lambda d: d.name)
+
+    def remove_documents(self, names: Collection[str]) -> int:
+        wanted = sorted(set(names))
+        if not wanted:
+            return 0
+        with self._tx() as c:
+            return int(c.execute("DELETE FROM documents WHERE name = ANY(%s::text[])",
+                                 (wanted,)).rowcount)
+
     # ----------------------------------------------------------------------- articles
 
-    def backlog(self, limit: int, now: datetime | None = None) -> list[BacklogEntry]:
+    def backlog(self, limit: int, now: datetime | None = None,
+                feed: str | None = None) -> list[BacklogEntry]:
         with self._use() as c:
             rows = c.execute(
                 "SELECT e.id, f.name AS feed_name, e.url,"
@@ -761,8 +830,9 @@ class PgDataMixin:
                 " FROM entries e JOIN feeds f ON f.id = e.feed_id"
                 " WHERE e.extract_status = 'pending' AND e.url IS NOT NULL"
                 " AND (e.extract_retry_at IS NULL OR e.extract_retry_at <= %s)"
+                " AND (%s::text IS NULL OR f.name = %s)"
                 " ORDER BY e.first_seen DESC, e.id DESC LIMIT %s",
-                (t(now or datetime.now(UTC)), limit)).fetchall()
+                (t(now or datetime.now(UTC)), feed, feed, limit)).fetchall()
         return [BacklogEntry(r["id"], r["feed_name"], r["url"], r["feed_html"] or "",
                              r["word_count"], r["title"], r["story_id"],
                              r["extract_attempts"], out(r["first_seen"])) for r in rows]
@@ -838,6 +908,8 @@ class PgDataMixin:
                     " body = excluded.body",
                     (entry_id, url, final_url, t(now), charset, zlib.compress(body, 6)))
             touch_story_of(c, entry_id, now)
+            if self.write_hook is not None and content_html is not None:
+                self.write_hook(c)
 
     def stored_pages(self, feed: str | None = None, since: datetime | None = None
                      ) -> Iterator[tuple[int, str, str | None, str | None, bytes, str]]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -39,8 +39,12 @@ MIGRATE_LOCK = 0x61676772_65676174
 # schema_migrations of ours) belongs to another project.
 OWN_TABLES = frozenset({
     "feeds", "stories", "entries", "entry_bands", "pages", "store_state", "output_ids",
-    "pruned_keys", "entry_links", "host_politeness", "schema_migrations",
+    "pruned_keys", "entry_links", "documents", "host_politeness", "schema_migrations",
+    "task_migrations",
 })
+# The task engine's own tables (procrastinate, in the same database: `aggregator worker`)
+# all start with this; they are not another project's.
+TASK_PREFIX = "procrastinate_"
 
 CREATEDB_HINT = ("create one with: createdb -T template0 -E UTF8 --locale=C.UTF-8 NAME "
                  "(any UTF-8 locale of `locale -a` but C/POSIX)")
@@ -103,6 +107,11 @@ class PostgresBase:
             raise connect_error(url, exc) from None
         self._lock = threading.RLock()
         self._current: Any = None  # the connection of the open transaction, if any
+        # Called with the connection inside a write transaction that changed something
+        # publishable (entries stored or edited, stories merged, an article's text): the
+        # workers enqueue their publish job there, committed with the change or not at
+        # all (tasks.Workers; the hook brings its own savepoint).
+        self.write_hook: Callable[[Any], None] | None = None
         # Stays empty: PostgreSQL writes band keys in the entry's transaction (several
         # writers; pg_storage); kept for the shared code paths of the SQLite backend's.
         self.bands = BandBuffer()
@@ -203,7 +212,7 @@ class PostgresBase:
         rows = conn.execute(
             "SELECT table_name FROM information_schema.tables "
             "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'").fetchall()
-        return {r[0] for r in rows}
+        return {r[0] for r in rows if not r[0].startswith(TASK_PREFIX)}
 
     def _check_owner(self, conn: psycopg.Connection[Any]) -> int:
         """The applied version; StoreError for another project's tables or a schema newer
@@ -278,6 +287,43 @@ class PostgresBase:
             log.info("migrated %s: %s", target(self.url), "; ".join(applied))
         return applied
 
+    def migrate_tasks(self, schema: str, migrations: Sequence[tuple[str, str]]) -> list[str]:
+        """Create or upgrade the task engine's schema (procrastinate's ``schema``, then
+        those of its versioned ``migrations`` not yet recorded in task_migrations, by name
+        in order), in one transaction under migrate()'s advisory lock. A fresh schema is
+        the current one: every migration is recorded as applied. Returns what was applied
+        (the schema as "procrastinate schema"). Call after migrate()."""
+        if self.readonly:
+            raise StoreError(f"database {target(self.url)} was opened read-only")
+        applied: list[str] = []
+        try:
+            with self._lock, self.pool.connection() as conn, conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATE_LOCK,))
+                done = {r[0] for r in conn.execute("SELECT name FROM task_migrations")}
+                row = conn.execute(
+                    "SELECT to_regclass('procrastinate_jobs') IS NULL").fetchone()
+                fresh = bool(row and row[0])
+                if fresh:
+                    conn.execute(schema.encode())
+                    applied.append("procrastinate schema")
+                now = datetime.now(UTC)
+                for name, sql in migrations:
+                    if name in done:
+                        continue
+                    if not fresh:
+                        conn.execute(sql.encode())
+                        applied.append(name)
+                    conn.execute("INSERT INTO task_migrations(name, applied) VALUES (%s, %s)",
+                                 (name, now))
+        except psycopg.OperationalError as exc:
+            raise connect_error(self.url, exc) from None
+        except psycopg.Error as exc:
+            raise StoreError(f"migrating the task schema of {target(self.url)} failed: "
+                             f"{_why(exc, self.url)}") from None
+        if applied:
+            log.info("migrated %s: %s", target(self.url), "; ".join(applied))
+        return applied
+
     def schema_version(self) -> int:
         with self._use() as conn:
             return self._check_owner(conn)
@@ -291,7 +337,8 @@ class PostgresBase:
             "WHERE c.table_schema = current_schema() ORDER BY c.table_name, c.ordinal_position")
         out: dict[str, list[str]] = {}
         for table, column in rows:
-            out.setdefault(table, []).append(column)
+            if not table.startswith(TASK_PREFIX):  # the task engine's, documented as such
+                out.setdefault(table, []).append(column)
         return out
 
     def column_types(self, relation: str) -> dict[str, str]:
@@ -448,10 +495,16 @@ def check_database(url: str, timeout: float = 10.0) -> str:
     return f"database {target(url)}: {state}"
 
 
-def migrate_database(url: str, timeout: float = 30.0) -> list[str]:
+def migrate_database(url: str, timeout: float = 30.0,
+                     tasks: tuple[str, Sequence[tuple[str, str]]] | None = None) -> list[str]:
+    """The store's migrations, then with ``tasks`` (schema, migrations) the task
+    engine's (PostgresBase.migrate_tasks)."""
     db = PostgresBase(url, timeout=timeout)
     try:
-        return db.migrate()
+        applied = db.migrate()
+        if tasks is not None:
+            applied += db.migrate_tasks(*tasks)
+        return applied
     finally:
         db.close()
 

@@ -22,7 +22,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from ..models import FeedConfig, FeedMetrics, Item, PruneReport
+from ..models import Document, FeedConfig, FeedMetrics, Item, PruneReport
 from .values import BacklogEntry, FeedState, Matcher, NewEntry, StoredEntry
 
 
@@ -189,11 +189,35 @@ class Storage(Protocol):
         urn:uuid. The same name always gets the same id."""
         ...
 
+    # ------------------------------------------------------------------- documents
+
+    def write_documents(self, documents: Sequence[Document],
+                        remove: Collection[str] = ()) -> None:
+        """Store every document (each with its body; replacing one of the same name) and
+        remove the ``remove`` names, in ONE transaction: a reader sees the whole published
+        set before or after, never half of it."""
+        ...
+
+    def document(self, name: str) -> Document | None:
+        """The document ``name`` with its body; None when there is none."""
+        ...
+
+    def document_index(self) -> list[Document]:
+        """Every document without its body (body None), by name: what a serve node
+        compares with its cache."""
+        ...
+
+    def remove_documents(self, names: Collection[str]) -> int:
+        """Remove the named documents (one transaction); how many there were."""
+        ...
+
     # ------------------------------------------------------------------- articles
 
-    def backlog(self, limit: int, now: datetime | None = None) -> list[BacklogEntry]:
+    def backlog(self, limit: int, now: datetime | None = None,
+                feed: str | None = None) -> list[BacklogEntry]:
         """Up to ``limit`` entries waiting for their article page, newest first seen
-        first; those whose retry time is after ``now`` wait."""
+        first; those whose retry time is after ``now`` wait; only the named ``feed``'s
+        when given (a worker's job drains the backlog of the feed it polled)."""
         ...
 
     def record_article(

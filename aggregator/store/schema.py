@@ -481,6 +481,32 @@ WHERE e.story_id IS NOT NULL;
 """,
     ),
     (
+        "documents: published documents kept in the database (PostgreSQL serve nodes)",
+        # On PostgreSQL, publish writes here and every `aggregator serve` node reads from
+        # here; SQLite keeps publishing files, and has the twin table for the same protocol.
+        """
+CREATE TABLE documents (
+    name TEXT PRIMARY KEY,
+    body BLOB NOT NULL,
+    etag TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    published TEXT NOT NULL,
+    size INTEGER NOT NULL
+) WITHOUT ROWID;
+""",
+    ),
+    (
+        "task_migrations: the task engine's migrations applied (PostgreSQL workers)",
+        # Filled by `aggregator migrate` on PostgreSQL only (procrastinate's versioned
+        # migrations); the same table here keeps both backends' schemas alike.
+        """
+CREATE TABLE task_migrations (
+    name TEXT PRIMARY KEY,
+    applied TEXT NOT NULL
+);
+""",
+    ),
+    (
         "host politeness shared by workers",
         # PostgreSQL's workers share per-host spacing and Retry-After through this table
         # (store.pg_gate); one SQLite process keeps them in memory: the twin stays empty.

@@ -12,13 +12,15 @@ transaction. Migrations are ordered and applied automatically at open.
 from __future__ import annotations
 
 from .articles import ArticlesMixin
+from .documents import DocumentsMixin
 from .entries import EntriesMixin
 from .feeds import FeedsMixin
 from .reads import ReadsMixin
 from .retention import RetentionMixin
 
 
-class SQLiteStorage(FeedsMixin, EntriesMixin, ArticlesMixin, ReadsMixin, RetentionMixin):
+class SQLiteStorage(FeedsMixin, EntriesMixin, ArticlesMixin, ReadsMixin, RetentionMixin,
+                    DocumentsMixin):
     """All reads and writes of one SQLite database. Not shared across threads: open one per
     thread (readers) and use one for the writer."""
 
