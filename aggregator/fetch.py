@@ -43,7 +43,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from aggregator.errors import AggregatorError, BlockedAddressError, FetchError
-from aggregator.models import FetchRequest, FetchResult, Settings
+from aggregator.models import FetchRequest, FetchResult, HostGate, Settings
 
 __all__ = ["Fetcher", "check_url"]
 
@@ -574,8 +574,9 @@ def _connect_error(attempt: _Attempt, host: str, port: int, error: OSError | Non
 SLOT_SLACK = 0.1  # seconds: less time than this left at the deadline, don't start a request
 
 
-class _HostGate:
-    """At most ``limit`` requests in flight per host, starts at least ``delay`` s apart.
+class MemoryHostGate:
+    """models.HostGate in this process's memory: at most ``limit`` requests in flight per
+    host, starts at least ``delay`` s apart, Retry-After per host (the default: one process).
 
     One lock, one condition per host: a freed slot wakes one thread waiting for that host
     (notify_all on a shared condition woke every waiting fetch thread for every release)."""
@@ -591,9 +592,10 @@ class _HostGate:
         self._limit = max(1, limit)
         self._delay = max(0.0, delay)
         self._lock = threading.Lock()
-        self._hosts: dict[str, _HostGate._State] = {}
+        self._hosts: dict[str, MemoryHostGate._State] = {}
+        self._rate_limited: dict[str, float] = {}  # host -> monotonic end of Retry-After
 
-    def acquire(self, host: str, attempt: _Attempt, url: str) -> None:
+    def acquire(self, host: str, deadline: float) -> object | None:
         with self._lock:
             state = self._hosts.get(host)
             if state is None:
@@ -602,30 +604,24 @@ class _HostGate:
             try:
                 while True:
                     now = time.monotonic()
-                    # A slot freed in the last instants before the deadline is not worth
-                    # taking: the request could not complete, and it would only load the host.
-                    wait = attempt.deadline - now - SLOT_SLACK
+                    wait = deadline - now
                     if state.in_flight < self._limit and now >= state.next_start and wait > 0:
                         state.in_flight += 1
                         state.next_start = now + self._delay
                         if state.in_flight < self._limit:
                             state.cond.notify()  # room for another: pass the wake-up on
-                        return
+                        return host
                     if wait <= 0:
                         state.cond.notify()  # whatever woke us is not lost on the others
-                        raise FetchError(
-                            "deadline",
-                            f"{url}: gave up waiting for a free slot on {host} "
-                            f"within the {attempt.budget:g} s fetch deadline",
-                            url=url,
-                        )
+                        return None
                     if state.in_flight < self._limit:
                         wait = min(wait, state.next_start - now)
                     state.cond.wait(wait)
             finally:
                 state.waiting -= 1
 
-    def release(self, host: str) -> None:
+    def release(self, token: object) -> None:
+        host = str(token)
         with self._lock:
             state = self._hosts[host]
             state.in_flight -= 1
@@ -637,6 +633,24 @@ class _HostGate:
                     if not s.in_flight and not s.waiting and s.next_start <= now
                 ]:
                     del self._hosts[name]
+
+    def retry_after(self, host: str) -> float | None:
+        with self._lock:
+            until = self._rate_limited.get(host)
+            if until is None:
+                return None
+            left = until - time.monotonic()
+            if left <= 0:
+                del self._rate_limited[host]
+                return None
+            return left
+
+    def set_retry_after(self, host: str, seconds: float) -> None:
+        with self._lock:
+            self._rate_limited[host] = time.monotonic() + seconds
+
+    def close(self) -> None:
+        pass
 
 
 @dataclass(frozen=True)
@@ -660,7 +674,9 @@ class _Robots:
 class Fetcher:
     """Thread-safe HTTP fetcher for feeds and pages (see the module docstring)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, gate: HostGate | None = None) -> None:
+        """``gate``: per-host politeness shared with other fetchers (the PostgreSQL store's,
+        across workers); by default this fetcher's own, in memory."""
         self.settings = settings
         self._policy = _Policy(settings.allow_private_hosts)
         self._agent = re.split(r"[/\s]", settings.user_agent.strip(), maxsplit=1)[0] or "*"
@@ -677,9 +693,9 @@ class Fetcher:
             max_workers=max(2, settings.workers), thread_name_prefix="fetch-dns"
         )
         self._watchdog = _Watchdog()
-        self._gate = _HostGate(settings.per_host_concurrency, settings.per_host_delay)
+        self._gate: HostGate = gate if gate is not None else MemoryHostGate(
+            settings.per_host_concurrency, settings.per_host_delay)
         self._lock = threading.Lock()
-        self._rate_limited: dict[str, float] = {}  # host -> monotonic end of Retry-After
         self._robots: dict[str, _Robots] = {}  # origin -> rules
         self._robots_locks: dict[str, threading.Lock] = {}
         self._robots_failures: dict[str, int] = {}  # origin -> unreachable robots.txt in a row
@@ -699,15 +715,7 @@ class Fetcher:
     def retry_after_for(self, host: str) -> float | None:
         """Seconds left of ``host``'s Retry-After window, or None when not rate limited."""
         host = _ascii_host(host.strip().strip("[]").lower().rstrip("."))
-        with self._lock:
-            until = self._rate_limited.get(host)
-            if until is None:
-                return None
-            left = until - time.monotonic()
-            if left <= 0:
-                del self._rate_limited[host]
-                return None
-            return left
+        return self._gate.retry_after(host)
 
     def fetch(self, req: FetchRequest) -> FetchResult:
         """GET ``req.url`` under every rule of the module; raise FetchError (see ``kind``)."""
@@ -758,12 +766,21 @@ class Fetcher:
             self._check_rate_limit(target.host, url)
             if req.kind == "page":
                 self._check_robots(url, target, attempt, allow_private)
-            self._gate.acquire(target.host, attempt, url)
+            # A slot freed in the last instants before the deadline is not worth taking:
+            # the request could not complete, and it would only load the host.
+            token = self._gate.acquire(target.host, attempt.deadline - SLOT_SLACK)
+            if token is None:
+                raise FetchError(
+                    "deadline",
+                    f"{url}: gave up waiting for a free slot on {target.host} "
+                    f"within the {attempt.budget:g} s fetch deadline",
+                    url=url,
+                )
             try:
                 self._check_rate_limit(target.host, url)  # may have started while we waited
                 outcome = self._hop(req, url, target, attempt, allow_private, jar, truncate)
             finally:
-                self._gate.release(target.host)
+                self._gate.release(token)
             if isinstance(outcome, _Response):
                 return self._result(req, url, outcome, statuses, start)
             status, location = outcome
@@ -917,8 +934,7 @@ class Fetcher:
             seconds = _retry_after(resp.headers.get("retry-after"), self.settings.retry_after_max)
             if status == 429 or seconds is not None:
                 if seconds:
-                    with self._lock:
-                        self._rate_limited[host] = time.monotonic() + seconds
+                    self._gate.set_retry_after(host, seconds)
                 when = f", retry after {seconds:g} s" if seconds is not None else ""
                 raise FetchError(
                     "rate_limited",

@@ -11,6 +11,7 @@ import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Protocol, runtime_checkable
 
 # --------------------------------------------------------------------------- configuration
 
@@ -452,6 +453,38 @@ class Item:
                        for m in self.versions if m.id != member.id)
         return replace(member, uid=self.uid, story_id=self.story_id, outlets=others,
                        members=self.members, updated=max(self.updated, member.updated))
+
+
+# --------------------------------------------------------------------------- politeness
+
+
+@runtime_checkable
+class HostGate(Protocol):
+    """Per-host politeness the fetches of every process sharing one gate obey together: at
+    most ``limit`` requests in flight per host, starts ``delay`` s apart, and the host's
+    Retry-After. fetch keeps one in memory (one process: SQLite, ``run``, ``update``); the
+    PostgreSQL store has one shared through the database (several workers), which the
+    pipeline hands to the Fetcher."""
+
+    def acquire(self, host: str, deadline: float) -> object | None:
+        """Wait for a slot on ``host`` and for its turn to start; None when that cannot
+        happen by ``deadline`` (time.monotonic()). The token goes back to ``release``."""
+        ...
+
+    def release(self, token: object) -> None:
+        """The request holding ``token`` is over: its slot is free."""
+        ...
+
+    def retry_after(self, host: str) -> float | None:
+        """Seconds left of ``host``'s Retry-After window, or None when there is none."""
+        ...
+
+    def set_retry_after(self, host: str, seconds: float) -> None:
+        """``host`` asked for ``seconds`` of quiet (Retry-After): every fetch waits."""
+        ...
+
+    def close(self) -> None:
+        ...
 
 
 # --------------------------------------------------------------------------- stories

@@ -70,6 +70,7 @@ from .store import (
     display_database,
     is_postgres_url,
     open_storage,
+    shared_host_gate,
 )
 
 log = logging.getLogger("aggregator.pipeline")
@@ -408,7 +409,9 @@ class Pipeline:
         self.store = open_storage(s.database)
         self.store.migrate()
         self.writer = Writer(self.store)
-        self.fetcher = fetch.Fetcher(s)
+        # Several workers on one PostgreSQL store share per-host politeness through it.
+        self.gate = shared_host_gate(self.store, s)
+        self.fetcher = fetch.Fetcher(s, gate=self.gate)
         self.parser = parse.ParserPool(
             processes=max(1, processes if processes is not None else min(2, os.cpu_count() or 1)),
             timeout=s.parse_timeout,
@@ -461,6 +464,8 @@ class Pipeline:
         self.stopping.set()
         self.threads.shutdown(wait=False, cancel_futures=True)
         self.fetcher.close()
+        if self.gate is not None:
+            self.gate.close()
         self.writer.close()
         self.parser.close()
         self.extractor.close()

@@ -176,7 +176,8 @@ def test_schema_version_counts_applied_migrations(opener: Opener) -> None:
 def test_close_keeps_everything_written_and_flushes_band_keys(
         storage: Storage, opener: Opener) -> None:
     first = poll(storage, "f0", entry("a"))[0]
-    assert storage.pending_bands == 1
+    # PostgreSQL writes them in the entry's transaction (several writers): none wait.
+    assert storage.pending_bands == (0 if is_postgres(storage) else 1)
     storage.close()
     again = opener()
     assert again.count_entries() == 1 and again.pending_bands == 0
@@ -201,14 +202,15 @@ def test_integrity_check_of_a_sound_database(storage: Storage) -> None:
 def test_pending_bands_counts_entries_waiting(storage: Storage) -> None:
     assert storage.pending_bands == 0
     poll(storage, "f0", entry("a"), entry("b", words(80, 2)))
-    assert storage.pending_bands == 2
+    assert storage.pending_bands == (0 if is_postgres(storage) else 2)
     storage.flush_bands()
     assert storage.pending_bands == 0
 
 
 def test_flush_bands_writes_every_key_and_lookups_still_match(storage: Storage) -> None:
     first = poll(storage, "f0", entry("a"))[0]
-    assert storage.flush_bands() == dedup.BANDS
+    # PostgreSQL wrote them with the entry already (pending_bands).
+    assert storage.flush_bands() == (0 if is_postgres(storage) else dedup.BANDS)
     assert storage.flush_bands() == 0
     near = poll(storage, "f1", entry("b", STORY + " A spokesman added a word."))[0]
     assert story_of(storage, near.id) == story_of(storage, first.id)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..models import HostGate, Settings
 from .bands import BAND_FLUSH_ENTRIES, BandBuffer, pack_bands, unpack_bands
 from .connection import MIN_FREE_BYTES
 from .pg_url import display_database, is_postgres_url
@@ -43,6 +44,17 @@ def open_storage(database: str | Path, *, readonly: bool = False,
 
         return PostgresStorage(str(database), readonly=readonly, timeout=timeout)
     return SQLiteStorage(database, readonly=readonly, timeout=timeout)
+
+
+def shared_host_gate(store: Storage, settings: Settings) -> HostGate | None:
+    """The per-host politeness gate every worker of ``store`` shares: PostgreSQL's, through
+    the database (store.pg_gate); None for SQLite (one process: the Fetcher's own, in
+    memory)."""
+    host_gate = getattr(store, "host_gate", None)
+    if host_gate is None or getattr(store, "readonly", False):
+        return None
+    gate: HostGate = host_gate(settings.per_host_concurrency, settings.per_host_delay)
+    return gate
 
 
 def migrate_database(database: str | Path,
@@ -97,6 +109,7 @@ __all__ = [
     "pack_bands",
     "parse_ts",
     "pick_representative",
+    "shared_host_gate",
     "ts",
     "check_database",
     "display_database",

@@ -345,4 +345,16 @@ CREATE TABLE task_migrations (
 );
 """,
     ),
+    (
+        MIGRATIONS[12][0],
+        # Per host: the earliest time the next request may start (per_host_delay after the
+        # last start, reserved atomically) and the end of its Retry-After; store.pg_gate.
+        """
+CREATE TABLE host_politeness (
+    host TEXT PRIMARY KEY,
+    next_start TIMESTAMPTZ NOT NULL DEFAULT '-infinity',
+    retry_after_until TIMESTAMPTZ
+);
+""",
+    ),
 ]

@@ -1,8 +1,13 @@
 """The PostgreSQL backend's data methods: feeds, entries and stories, articles, reads,
 retention. Same contracts as the SQLite parts (protocol.Storage; tests/test_storage.py runs
-on both), the same policy (stories.decide_story, pick_representative; the band index's
-BandBuffer), PostgreSQL's SQL and types: timestamptz in and out (UTC, to the second), NULL
-for an undated entry, jsonb lists, bytea, trigram search.
+on both), the same policy (stories.decide_story, pick_representative), PostgreSQL's SQL
+and types: timestamptz in and out (UTC, to the second), NULL for an undated entry, jsonb
+lists, bytea, trigram search.
+
+Several processes write at once: band keys go to entry_bands in the entry's own transaction
+(no write-behind buffer, which the other writers could not see), and every transaction that
+looks up and assigns stories holds STORY_LOCK to its commit (one story per story, never
+two, when two writers store near-duplicates at once).
 
 Uses the connection of postgres.PostgresBase (``_use``/``_tx``) and never imports psycopg
 itself (postgres.py is the one module that does)."""
@@ -166,9 +171,26 @@ def pg_set_bands(c: Any, buffer: BandBuffer, entry_id: int, keys: Sequence[int],
                   (entry_id, list(every)))
 
 
+# Held (pg_advisory_xact_lock) by every transaction that looks up a story's candidates and
+# assigns, merges or re-links stories, from before its first lookup to its commit: two
+# writers storing near-duplicates take turns, and the second one's lookup (READ COMMITTED:
+# a statement sees what committed before it) finds the first one's entry. One lock for the
+# store, not one per lookup key: a feed's entries have thousands of band keys, more than
+# PostgreSQL's shared lock table holds (max_locks_per_transaction x connections) once a few
+# writers do it at once. "stories" in ASCII.
+STORY_LOCK = 0x73746F72_696573
+
+
+def story_lock(c: Any) -> None:
+    """Take STORY_LOCK for the transaction (see there); before any row lock on feeds, which
+    every holder may take after it (one order: no deadlock)."""
+    c.execute("SELECT pg_advisory_xact_lock(%s)", (STORY_LOCK,))
+
+
 def pg_write_bands(c: Any, buffer: BandBuffer) -> int:
-    """bands.write_bands in PostgreSQL's SQL: this writer's waiting keys and those an
-    earlier writer left unindexed (after bands_indexed_upto), sorted, in one statement."""
+    """bands.write_bands in PostgreSQL's SQL: the keys an earlier writer left unindexed
+    (after bands_indexed_upto; ``buffer`` stays empty on PostgreSQL), sorted, in one
+    statement; returns the rows actually inserted."""
     row = c.execute(
         "SELECT value FROM store_state WHERE name = 'bands_indexed_upto'").fetchone()
     upto = int(row[0]) if row else 0
@@ -180,13 +202,17 @@ def pg_write_bands(c: Any, buffer: BandBuffer) -> int:
         if r[0] not in buffer:
             pairs += [(k, r[0]) for k in (*unpack_bands(r[1]), *unpack_bands(r[2]))]
     pairs.sort()
+    written = 0
     if pairs:
-        c.execute("INSERT INTO entry_bands(band_key, entry_id)"
-                  " SELECT * FROM unnest(%s::bigint[], %s::bigint[]) ON CONFLICT DO NOTHING",
-                  ([k for k, _ in pairs], [i for _, i in pairs]))
+        written = c.execute(
+            "INSERT INTO entry_bands(band_key, entry_id)"
+            " SELECT * FROM unnest(%s::bigint[], %s::bigint[]) ON CONFLICT DO NOTHING",
+            ([k for k, _ in pairs], [i for _, i in pairs])).rowcount
+    # GREATEST: several writers move the mark, never back.
     c.execute("INSERT INTO store_state(name, value) VALUES ('bands_indexed_upto', %s)"
-              " ON CONFLICT (name) DO UPDATE SET value = excluded.value", (max(upto, top),))
-    return len(pairs)
+              " ON CONFLICT (name) DO UPDATE SET"
+              " value = GREATEST(store_state.value, excluded.value)", (max(upto, top),))
+    return int(written)
 
 
 # --------------------------------------------------------------------------- stories
@@ -391,6 +417,10 @@ class PgDataMixin:
         return len(self.bands)
 
     def flush_bands(self) -> int:
+        """Band keys are written in each entry's own transaction on PostgreSQL (several
+        writers: a key in one process's memory would be invisible to the others), so
+        nothing waits here; this indexes what an older writer left unindexed (entries.bands
+        after bands_indexed_upto) and moves the mark. Returns the rows written."""
         with self._tx() as c:
             written = pg_write_bands(c, self.bands)
         self._bands_ready = True
@@ -426,7 +456,9 @@ class PgDataMixin:
                 if row is None:
                     c.execute(
                         "INSERT INTO feeds(name, url, title, language, tags, next_poll, created)"
-                        " VALUES (%s, %s, %s, %s, %s::jsonb, %s, %s)",
+                        " VALUES (%s, %s, %s, %s, %s::jsonb, %s, %s)"
+                        # Workers starting at once sync the same feeds: the first one wins.
+                        " ON CONFLICT (name) DO NOTHING",
                         (f.name, f.url, f.title, f.language, tags, t(now), t(now)))
                     continue
                 if row["url"] != f.url:
@@ -494,6 +526,8 @@ class PgDataMixin:
         matcher: Matcher | None = None, window_days: int = 7, updated: datetime | None = None,
     ) -> list[StoredEntry]:
         with self._tx() as c:
+            if entries:
+                story_lock(c)  # before the feed's row lock: the one order of the two
             # The feed's row is locked for the transaction: two writers storing one feed's
             # poll at once take turns (one poll's upserts see the other's rows).
             row = c.execute("SELECT last_success FROM feeds WHERE id = %s FOR UPDATE",
@@ -619,8 +653,11 @@ class PgDataMixin:
              e.extract_status, e.text_hash, e.signature, pack_bands(e.band_keys), story_id,
              reason, score, pack_bands(e.contain_keys)),
         ).fetchone()[0])
-        if e.band_keys or e.contain_keys:
-            self.bands.stage(entry_id, (*e.band_keys, *e.contain_keys))
+        every = sorted({*e.band_keys, *e.contain_keys})
+        if every:  # in this transaction: the next writer's lookup sees them at its commit
+            c.execute("INSERT INTO entry_bands(band_key, entry_id)"
+                      " SELECT k, %s FROM unnest(%s::bigint[]) AS k ON CONFLICT DO NOTHING",
+                      (entry_id, every))
         if reason == "first":
             c.execute("UPDATE stories SET representative_id = %s WHERE id = %s",
                       (entry_id, story_id))
@@ -659,6 +696,7 @@ class PgDataMixin:
     def rematch_entry(self, entry_id: int, matcher: Matcher, now: datetime,
                       window_days: int, canonical_norm: str | None = None) -> bool:
         with self._tx() as c:
+            story_lock(c)
             row = c.execute(
                 "SELECT e.*, (SELECT COUNT(*) FROM entries x WHERE x.story_id = e.story_id)"
                 " AS members FROM entries e WHERE e.id = %s", (entry_id,)).fetchone()
@@ -692,6 +730,7 @@ class PgDataMixin:
 
     def join_links(self, entry_id: int, now: datetime) -> int:
         with self._tx() as c:
+            story_lock(c)
             return pg_join_linked_stories(c, entry_id, now)
 
     def story_members(self, story_id: int) -> list[PgRow]:
@@ -815,6 +854,8 @@ class PgDataMixin:
         if status == "pending" and retry_at is None:
             raise StoreError("record_article: a pending outcome needs its retry time")
         with self._tx() as c:
+            if content_html is not None or links is not None:
+                story_lock(c)  # new band keys or links: what others' lookups read
             if content_html is not None:
                 c.execute("UPDATE entries SET feed_html = COALESCE(feed_html, content_html)"
                           " WHERE id = %s", (entry_id,))
@@ -1075,6 +1116,7 @@ class PgDataMixin:
         if self.bands and not dry_run:
             self.flush_bands()
         with self._tx(rollback=dry_run) as c:
+            story_lock(c)  # deletes stories another writer may be joining
             return self._prune(c, now, entry_retention, config, set(protect), dry_run)
 
     def _prune(self, c: Any, now: datetime, default: float, config: dict[str, FeedConfig],

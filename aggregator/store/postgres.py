@@ -24,6 +24,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import StoreError
 from .bands import BandBuffer
+from .pg_gate import PgHostGate
 from .pg_schema import PG_MIGRATIONS
 from .pg_storage import PgDataMixin, row_factory
 from .pg_url import redact, target
@@ -38,7 +39,8 @@ MIGRATE_LOCK = 0x61676772_65676174
 # schema_migrations of ours) belongs to another project.
 OWN_TABLES = frozenset({
     "feeds", "stories", "entries", "entry_bands", "pages", "store_state", "output_ids",
-    "pruned_keys", "entry_links", "documents", "schema_migrations", "task_migrations",
+    "pruned_keys", "entry_links", "documents", "host_politeness", "schema_migrations",
+    "task_migrations",
 })
 # The task engine's own tables (procrastinate, in the same database: `aggregator worker`)
 # all start with this; they are not another project's.
@@ -110,8 +112,8 @@ class PostgresBase:
         # workers enqueue their publish job there, committed with the change or not at
         # all (tasks.Workers; the hook brings its own savepoint).
         self.write_hook: Callable[[Any], None] | None = None
-        # Band keys of entries inserted since the last flush_bands (the protocol's contract,
-        # as on SQLite: candidate lookups see them before and after the flush).
+        # Stays empty: PostgreSQL writes band keys in the entry's transaction (several
+        # writers; pg_storage); kept for the shared code paths of the SQLite backend's.
         self.bands = BandBuffer()
         self._bands_ready = False
 
@@ -166,6 +168,20 @@ class PostgresBase:
             raise connect_error(self.url, exc) from None
         except psycopg.Error as exc:
             raise StoreError(f"{target(self.url)}: {_why(exc, self.url)}") from None
+
+    def host_gate(self, limit: int, delay: float) -> PgHostGate:
+        """Per-host politeness shared with every worker of this database (pg_gate), on a
+        connection of its own: its session advisory locks are the slots in flight."""
+        # synchronous_commit off: a reservation or Retry-After lost in a crash costs nothing
+        # worth a disk flush per request (it was ~7 ms of each request's wait here).
+        def connect() -> Any:
+            try:
+                return psycopg.connect(self.url, autocommit=True,
+                                       options="-c TimeZone=UTC -c synchronous_commit=off",
+                                       connect_timeout=max(1, int(min(self._timeout, 10))))
+            except psycopg.Error as exc:
+                raise connect_error(self.url, exc) from None
+        return PgHostGate(connect, limit, delay)
 
     # ----------------------------------------------------------------------- lifecycle
 

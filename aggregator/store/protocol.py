@@ -62,7 +62,8 @@ class Storage(Protocol):
 
     @property
     def pending_bands(self) -> int:
-        """Entries whose band keys a writer still holds in memory (0 after flush_bands)."""
+        """Entries whose band keys a writer still holds in memory (0 after flush_bands;
+        always 0 on PostgreSQL, which writes them in the entry's transaction)."""
         ...
 
     def flush_bands(self) -> int:

@@ -506,6 +506,18 @@ CREATE TABLE task_migrations (
 );
 """,
     ),
+    (
+        "host politeness shared by workers",
+        # PostgreSQL's workers share per-host spacing and Retry-After through this table
+        # (store.pg_gate); one SQLite process keeps them in memory: the twin stays empty.
+        """
+CREATE TABLE host_politeness (
+    host TEXT PRIMARY KEY,
+    next_start TEXT,
+    retry_after_until TEXT
+) WITHOUT ROWID;
+""",
+    ),
 ]
 
 
