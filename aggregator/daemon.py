@@ -262,8 +262,9 @@ class Daemon:
             self.pipeline.writer.call(lambda st: st.prune_pages(cutoff))
             self._prune()
         # Cycles checkpoint after writing; this catches a WAL that grew anyway (a reader
-        # held it, or writes outside cycles).
-        self.pipeline.checkpoint(if_larger_than=WAL_BOUND)
+        # held it, or writes outside cycles). (PostgreSQL: no WAL of ours to fold.)
+        if self.worker is None:
+            self.pipeline.checkpoint(if_larger_than=WAL_BOUND)
 
     def _prune(self) -> None:
         """Entry retention (entry_retention, max_entries); published files stay as they are."""
@@ -364,6 +365,11 @@ class Daemon:
             "error": self._write_problem if self._write_checked is not None
             else "not checked yet",
         }
+        # On PostgreSQL the worker knows of an outage at once (the write check waits on
+        # the writer, which may be blocked on the pool meanwhile).
+        lost = self.worker.database_problem if self.worker is not None else None
+        if lost:
+            database.update(ok=False, error=f"database unreachable: {lost}")
         age = self.progress.age()
         progress = {
             "ok": self.progress.ok(),

@@ -92,6 +92,11 @@ class StoreError(AggregatorError):
     """The database could not be opened, migrated or written."""
 
 
+class DatabaseUnreachable(StoreError):
+    """The database server does not answer (refused, gone, restarting): a condition that
+    passes, which long-running processes wait out (tasks: retried with backoff)."""
+
+
 class FilterError(AggregatorError):
     """An output filter is invalid (bad regular expression, unknown field)."""
 

@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 from . import clean, dedup, fetch, filters, parse, publish, sandbox
 from .errors import (
     AggregatorError,
+    DatabaseUnreachable,
     ExtractError,
     FetchError,
     FilterError,
@@ -558,6 +559,12 @@ class Pipeline:
         for fut in as_completed(futures):
             try:
                 outcome = fut.result().result()
+            except DatabaseUnreachable as exc:
+                # The feed stays due (nothing of its poll committed, or its entries
+                # without its state: stored again by key, never twice). The outage is
+                # said once by whoever runs the pipeline (tasks: the worker's supervisor).
+                log.debug("polling a feed: not recorded: %s", exc)
+                continue
             except Exception as exc:  # a bug must cost one feed, never the cycle
                 log.exception("polling a feed failed: %s", exc)
                 continue

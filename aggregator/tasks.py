@@ -32,13 +32,14 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from procrastinate import App, PsycopgConnector, SyncPsycopgConnector
-from procrastinate.exceptions import AlreadyEnqueued
+from procrastinate.exceptions import AlreadyEnqueued, ConnectorException
 from procrastinate.jobs import Status
 from procrastinate.manager import JobManager
 from procrastinate.schema import SchemaManager
@@ -48,6 +49,8 @@ from .errors import AggregatorError
 from .models import Config
 from .pipeline import Pipeline
 from .store import migrate_database
+from .store.pg_url import redact
+from .store.postgres import database_problem, describe_failure, is_connection_failure
 
 log = logging.getLogger("aggregator.tasks")
 
@@ -59,6 +62,13 @@ PUBLISH_LOCK = "publish"
 # Seconds past shutdown_timeout a stopping worker waits for jobs that ignored the stop (a
 # thread blocked in a fetch), before it exits anyway.
 EXIT_GRACE = 5.0
+# While the database does not answer: tries to connect this long apart, doubling up to
+# BACKOFF_MAX, before the worker is started again.
+BACKOFF_FIRST = 1.0
+BACKOFF_MAX = 30.0
+# procrastinate's loggers that report a failed side task, job or shutdown with a traceback:
+# a lost database is said once by the supervisor instead (Workers._outage).
+PROCRASTINATE_LOGGERS = ("procrastinate.worker", "procrastinate.utils")
 
 
 def feed_lock(feed_id: int) -> str:
@@ -101,6 +111,14 @@ class Workers:
             kwargs={"application_name": "aggregator-worker"}))
         self._register()
         self.worker: Worker | None = None
+        # Why the database does not answer (None: it does): what `run`'s /readyz reports.
+        self.database_problem: str | None = None
+        self._outage_since: float | None = None  # monotonic start of the current outage
+        self._outage_lock = threading.Lock()
+        self._quiet = _OutageFilter(self._suspected)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._suspect = asyncio.Event()
+        self._suspect_exc: BaseException | None = None
         # The publish job is enqueued inside the store's transaction that made the change
         # (PostgreSQL store's write_hook), on that transaction's connection.
         self._in_tx = JobManager(SyncPsycopgConnector())
@@ -273,21 +291,134 @@ class Workers:
 
     async def run_async(self, stop: asyncio.Event | None = None,
                         on_started: Callable[[], None] | None = None) -> None:
-        """Run a worker until ``stop`` is set (or the worker stops): in-flight jobs then
-        get ``shutdown_timeout`` to finish, after which the pipeline stops taking work
-        (fetches not started are dropped, the feed stays due) and the worker exits."""
+        """Run a worker until ``stop`` is set: in-flight jobs then get ``shutdown_timeout``
+        to finish, after which the pipeline stops taking work (fetches not started are
+        dropped, the feed stays due) and the worker exits.
+
+        A worker that stops by itself has lost its database (procrastinate stops a worker
+        whose heartbeat, listener or job fetch fails): the outage is logged once, the
+        database tried again with exponential backoff (BACKOFF_FIRST doubling up to
+        BACKOFF_MAX), and a new worker (a new worker id, with a fresh connection pool) is
+        started once it answers. Its jobs in flight either committed before the outage,
+        or stay 'doing' under the old worker id until retry_stalled retries them
+        (stalled_timeout after its last heartbeat), or failed and their feed is still due
+        (schedule_due defers it again)."""
+        stop = stop or asyncio.Event()
+        asyncio.get_running_loop().set_exception_handler(_loop_exception)
+        for name in PROCRASTINATE_LOGGERS:
+            logging.getLogger(name).addFilter(self._quiet)
+        try:
+            while not stop.is_set():
+                failure = await self._run_once(stop, on_started)
+                on_started = None
+                if stop.is_set():
+                    break
+                if failure is not None and not is_connection_failure(failure):
+                    # A bug, not the database: one line (no traceback loop), restarted.
+                    log.error("the worker stopped: %s: %s; restarting",
+                              type(failure).__name__, failure)
+                    await _sleep_unless(stop, BACKOFF_MAX)
+                    continue
+                url = self.config.settings.database
+                why = describe_failure(url, failure) if failure is not None else \
+                    await asyncio.to_thread(database_problem, url)
+                self._outage(why or f"{redact(url)}: the worker stopped")
+                if await self._await_database(stop):
+                    self._recovered()
+        finally:
+            for name in PROCRASTINATE_LOGGERS:
+                logging.getLogger(name).removeFilter(self._quiet)
+
+    async def _run_once(self, stop: asyncio.Event,
+                        on_started: Callable[[], None] | None) -> BaseException | None:
+        """One worker, on a pool of its own, until ``stop`` or until it stops by itself;
+        what ended it (None: a stop, or a worker that simply returned). A connection
+        failure procrastinate reported meanwhile (_OutageFilter) is checked at once, so
+        that the outage is known (and /readyz says so) while the worker still drains."""
+        url = self.config.settings.database
         worker = self.make_worker()
-        async with self.app.open_async():
-            run = asyncio.create_task(worker.run())
-            if on_started:
-                on_started()
-            waiters = [run] + ([asyncio.create_task(stop.wait())] if stop else [])
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            if not run.done():
-                self.stop_worker()
+        worker.logger.addFilter(self._quiet)  # (a child logger: filters are not inherited)
+        self._loop = asyncio.get_running_loop()
+        self._suspect = asyncio.Event()
+        try:
+            async with self.app.open_async():
+                run = asyncio.create_task(worker.run())
+                if on_started:
+                    on_started()
+                waiter = asyncio.create_task(stop.wait())
+                delay = BACKOFF_FIRST
+                while not run.done() and not stop.is_set():
+                    suspect = asyncio.create_task(self._suspect.wait())
+                    await asyncio.wait(
+                        [run, waiter, suspect], return_when=asyncio.FIRST_COMPLETED,
+                        timeout=delay if self._outage_since is not None else None)
+                    suspect.cancel()
+                    if run.done() or stop.is_set():
+                        break
+                    problem = await asyncio.to_thread(database_problem, url)
+                    if self._suspect.is_set():
+                        self._suspect.clear()
+                        if problem is not None:
+                            self._outage(problem)
+                        elif self._outage_since is None and self._suspect_exc is not None:
+                            log.warning("a database connection failed (%s); reconnected",
+                                        describe_failure(url, self._suspect_exc))
+                    elif problem is None:  # an outage the worker itself lived through
+                        self._recovered("")
+                        delay = BACKOFF_FIRST
+                    else:
+                        delay = min(delay * 2, BACKOFF_MAX)
+                waiter.cancel()
+                if not run.done():
+                    self.stop_worker()
                 await run
-            for w in waiters:
-                w.cancel()
+        except Exception as exc:  # noqa: BLE001 - said by run_async, once
+            return exc
+        return None
+
+    def _suspected(self, exc: BaseException) -> None:
+        """From _OutageFilter (any thread): procrastinate hit a connection failure."""
+        self._suspect_exc = exc
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._suspect.set)
+
+    def _outage(self, why: str) -> None:
+        """The database went away: ONE warning line per outage."""
+        with self._outage_lock:
+            self.database_problem = why
+            if self._outage_since is not None:
+                return
+            self._outage_since = time.monotonic()
+        log.warning("database unreachable: %s; retrying", why)
+
+    async def _await_database(self, stop: asyncio.Event) -> bool:
+        """Try the database with exponential backoff until it answers (True) or ``stop``."""
+        delay = BACKOFF_FIRST
+        url = self.config.settings.database
+        while not stop.is_set():
+            problem = await asyncio.to_thread(database_problem, url)
+            if problem is None:
+                return True
+            self.database_problem = problem
+            await _sleep_unless(stop, delay)
+            delay = min(delay * 2, BACKOFF_MAX)
+        return False
+
+    def _recovered(self, restarted: str = "; worker restarted") -> None:
+        with self._outage_lock:
+            since, self._outage_since = self._outage_since, None
+            self.database_problem = None
+        # Connections the server dropped would fail the next transactions: replaced now.
+        for store in (self.pipeline.store, getattr(self.pipeline, "_reader", None)):
+            drop = getattr(store, "drop_broken_connections", None)
+            if drop is not None:
+                try:
+                    drop()
+                except Exception:  # noqa: BLE001 - the pool replaces them on use anyway
+                    pass
+        took = time.monotonic() - since if since is not None else 0.0
+        log.info("database reachable again after %.0f s%s", took, restarted)
 
     def stop_worker(self) -> None:
         """Stop fetching jobs; abandon what still runs after ``shutdown_timeout``."""
@@ -296,6 +427,47 @@ class Workers:
         timer = threading.Timer(self.config.settings.shutdown_timeout, self.pipeline.stop)
         timer.daemon = True
         timer.start()
+
+
+class _OutageFilter(logging.Filter):
+    """Drops procrastinate's records (with their tracebacks) of a lost database, and
+    reports the outage instead (once: Workers._outage)."""
+
+    def __init__(self, on_suspect: Callable[[BaseException], None]) -> None:
+        super().__init__()
+        self._on_suspect = on_suspect
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and is_connection_failure(exc):
+            self._on_suspect(exc)
+            return False
+        return True
+
+
+def _loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """A job task of a worker that lost its database can end with its status not
+    recorded, an exception nobody retrieves (procrastinate's shutdown only waits for its
+    jobs): said in one line, without the traceback asyncio would print."""
+    exc = context.get("exception")
+    if isinstance(exc, ConnectorException):
+        if is_connection_failure(exc):
+            log.debug("job task ended without its database: %s", exc.__cause__)
+            return
+        task = context.get("future") or context.get("task")
+        cause = str(exc.__cause__ or exc).strip().splitlines()
+        log.info("%s: its end not recorded (%s); a stalled job's retry ran it meanwhile "
+                 "or retries it", getattr(task, "get_name", lambda: "a job")(),
+                 cause[0] if cause else type(exc).__name__)
+        return
+    loop.default_exception_handler(context)
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass
 
 
 def run_worker(config: Config, *, concurrency: int | None = None) -> int:
@@ -383,6 +555,11 @@ class WorkerThread:
             if self._on_alive is not None:
                 self._on_alive()
             await asyncio.sleep(self.workers.config.settings.heartbeat_interval)
+
+    @property
+    def database_problem(self) -> str | None:
+        """Why the worker's database does not answer, None while it does."""
+        return self.workers.database_problem
 
     def stop(self) -> None:
         """Drain as `aggregator worker` does on SIGTERM (within shutdown_timeout)."""

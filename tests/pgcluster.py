@@ -19,14 +19,21 @@ from .util import free_port
 UNPRIVILEGED = "nobody"
 
 
+TOOLS = ("initdb", "pg_ctl", "pg_isready")
+
+
 def pg_bindir() -> Path | None:
-    """Where initdb and pg_ctl are (Debian keeps them out of PATH), or None."""
+    """Where initdb, pg_ctl and pg_isready are, together (Debian keeps them out of PATH;
+    a machine may have copied only some into PATH), or None."""
     found = shutil.which("initdb")
-    if found:
-        return Path(found).parent
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-                        key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0)
-    return Path(candidates[-1]).parent if candidates else None
+    dirs = [Path(found).resolve().parent] if found else []
+    dirs += [Path(p).parent for p in sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True,
+        key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0)]
+    for d in dirs:
+        if all((d / tool).exists() for tool in TOOLS):
+            return d
+    return None
 
 
 class PrivateCluster:

@@ -65,7 +65,8 @@ class PgHostGate:
             return row
         except Exception as exc:  # psycopg's errors: the server gone, restarting
             if not self._broken_logged:
-                log.warning("per-host politeness: database unreachable (%s); retrying",
+                # (debug: the outage is said once, by the worker's supervisor, tasks)
+                log.debug("per-host politeness: database connection lost (%s); retrying",
                             exc.__class__.__name__)
                 self._broken_logged = True
             if self._conn is not None:

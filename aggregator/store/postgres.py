@@ -22,7 +22,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ..errors import StoreError
+from ..errors import DatabaseUnreachable, StoreError
 from .bands import BandBuffer
 from .pg_gate import PgHostGate
 from .pg_schema import PG_MIGRATIONS
@@ -30,6 +30,10 @@ from .pg_storage import PgDataMixin, row_factory
 from .pg_url import redact, target
 
 log = logging.getLogger(__name__)
+# The pool warns at every failed connection attempt and every broken connection it drops:
+# during an outage, a line every few seconds per pool. The outage is said once by whoever
+# notices it (a worker's supervisor, a serve node's /readyz, a command's error).
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 # Taken by migrate() for its transaction (pg_advisory_xact_lock): processes that start at
 # once apply the migrations one after the other. "aggregator" in ASCII.
@@ -74,7 +78,42 @@ def _why(exc: BaseException, url: str) -> str:
 
 
 def connect_error(url: str, exc: BaseException) -> StoreError:
-    return StoreError(f"cannot connect to PostgreSQL at {target(url)}: {_why(exc, url)}")
+    return DatabaseUnreachable(
+        f"cannot connect to PostgreSQL at {target(url)}: {_why(exc, url)}")
+
+
+def is_connection_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` or one of its causes is the server gone (a refused or lost
+    connection, an administrator shutdown, the pool out of connections): not a bug."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, (DatabaseUnreachable, psycopg.OperationalError,
+                            psycopg.InterfaceError)):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+def describe_failure(url: str, exc: BaseException) -> str:
+    """``host:port/db: why`` for a failure (its innermost cause's first line), the
+    password cut out."""
+    cur = exc
+    while cur.__cause__ is not None:
+        cur = cur.__cause__
+    if isinstance(cur, DatabaseUnreachable):
+        return str(cur).removeprefix("cannot connect to PostgreSQL at ")
+    return f"{target(url)}: {_why(cur, url)}"
+
+
+def database_problem(url: str, timeout: float = 5.0) -> str | None:
+    """None when a connection to ``url`` works; else ``host:port/db: why``."""
+    try:
+        psycopg.connect(url, connect_timeout=max(1, int(timeout))).close()
+    except psycopg.Error as exc:
+        return f"{target(url)}: {_why(exc, url)}"
+    return None
 
 
 class PostgresBase:
@@ -168,6 +207,11 @@ class PostgresBase:
             raise connect_error(self.url, exc) from None
         except psycopg.Error as exc:
             raise StoreError(f"{target(self.url)}: {_why(exc, self.url)}") from None
+
+    def drop_broken_connections(self) -> None:
+        """Test the pool's idle connections, replacing those the server dropped (after an
+        outage: the next transaction then does not fail on one of them)."""
+        self.pool.check()
 
     def host_gate(self, limit: int, delay: float) -> PgHostGate:
         """Per-host politeness shared with every worker of this database (pg_gate), on a
