@@ -363,8 +363,12 @@ class Workers:
                         elif self._outage_since is None and self._suspect_exc is not None:
                             log.warning("a database connection failed (%s); reconnected",
                                         describe_failure(url, self._suspect_exc))
-                    elif problem is None:  # an outage the worker itself lived through
-                        self._recovered("")
+                    elif problem is None:
+                        # (procrastinate has no public "stopping": a worker that stops
+                        # itself has lost its database, the restart below then says so)
+                        stopping = getattr(worker, "_stop_event", None)
+                        if stopping is None or not stopping.is_set():
+                            self._recovered("")  # an outage the worker lived through
                         delay = BACKOFF_FIRST
                     else:
                         delay = min(delay * 2, BACKOFF_MAX)

@@ -171,6 +171,12 @@ def test_workers_run_and_serve_survive_a_database_restart(
                     wait(lambda n=n: len(n.lines("reachable again")) >= 1,  # type: ignore[misc]
                          f"{n.role} {n.proc.pid} back", logs)
                 recovered = time.monotonic() - stopped
+                # Every job in flight at the stop ended: committed, or retried as a
+                # stalled worker's job (its worker id is dead), or failed and deferred
+                # again while its feed was still due.
+                wait(lambda: int(value("SELECT COUNT(*) FROM procrastinate_jobs WHERE "
+                                       "status = 'doing' AND task_name = 'poll_feed'")) == 0,
+                     "no poll job left doing", logs)
                 wait(lambda: get(serve.url("index.html"))[0] == 200, "documents served", logs)
                 # Nothing stored twice, nothing missing.
                 total = int(value("SELECT COUNT(*) FROM entries"))

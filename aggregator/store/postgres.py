@@ -70,6 +70,13 @@ def _why(exc: BaseException, url: str) -> str:
         why = f"database missing ({CREATEDB_HINT})"
     elif "could not translate host name" in low or "name or service not known" in low:
         why = "unknown host"
+    elif "shutting down" in low or "terminating connection due to administrator" in low:
+        why = "the server is shutting down"
+    elif "starting up" in low or "in recovery mode" in low:
+        why = "the server is starting up"
+    elif "server closed the connection" in low or "connection is lost" in low \
+            or "connection is closed" in low:
+        why = "connection lost (the server closed it)"
     elif "timeout" in low or "timed out" in low:
         why = "no answer (timeout)"
     else:
