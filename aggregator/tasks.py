@@ -66,6 +66,7 @@ EXIT_GRACE = 5.0
 # BACKOFF_MAX, before the worker is started again.
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 30.0
+RESTART_SECONDS = 5.0  # before a worker that stopped for another reason is started again
 # procrastinate's loggers that report a failed side task, job or shutdown with a traceback:
 # a lost database is said once by the supervisor instead (Workers._outage).
 PROCRASTINATE_LOGGERS = ("procrastinate.worker", "procrastinate.utils")
@@ -313,16 +314,20 @@ class Workers:
                 on_started = None
                 if stop.is_set():
                     break
-                if failure is not None and not is_connection_failure(failure):
-                    # A bug, not the database: one line (no traceback loop), restarted.
-                    log.error("the worker stopped: %s: %s; restarting",
-                              type(failure).__name__, failure)
-                    await _sleep_unless(stop, BACKOFF_MAX)
-                    continue
                 url = self.config.settings.database
-                why = describe_failure(url, failure) if failure is not None else \
-                    await asyncio.to_thread(database_problem, url)
-                self._outage(why or f"{redact(url)}: the worker stopped")
+                why: str | None
+                if failure is not None and is_connection_failure(failure):
+                    why = describe_failure(url, failure)
+                else:
+                    why = await asyncio.to_thread(database_problem, url)
+                    if why is None and self._outage_since is None:
+                        # Not the database (a bug in a side task): one line, restarted.
+                        log.error("the worker stopped (%s); restarting", "by itself"
+                                  if failure is None else f"{type(failure).__name__}: "
+                                  f"{failure}")
+                        await _sleep_unless(stop, RESTART_SECONDS)
+                        continue
+                self._outage(why or f"{redact(url)}: connection lost")
                 if await self._await_database(stop):
                     self._recovered()
         finally:
