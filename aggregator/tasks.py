@@ -20,6 +20,10 @@ the work; there is no queue, lease table or polling loop of ours, only procrasti
   key: a poll done twice stores nothing twice).
 - ``maintenance`` (periodic, hourly): article page retention, entry retention, old jobs.
 
+A database outage does not end the process: the worker procrastinate stops when its
+database goes away is replaced by a new one once the database answers again, after one
+warning line and retries with backoff (Workers.run_async).
+
 Sync tasks run in the worker's threads (procrastinate's sync_to_async); they share the
 process's one Pipeline, whose writer thread serialises this process's writes.
 """
