@@ -177,6 +177,12 @@ def test_workers_run_and_serve_survive_a_database_restart(
                 wait(lambda: int(value("SELECT COUNT(*) FROM procrastinate_jobs WHERE "
                                        "status = 'doing' AND task_name = 'poll_feed'")) == 0,
                      "no poll job left doing", logs)
+                # Each of the three processes with a worker has one heartbeating again (a
+                # new worker id where its worker stopped; the old ids go stale, pruned).
+                wait(lambda: int(value(
+                    "SELECT COUNT(*) FROM procrastinate_workers "
+                    "WHERE last_heartbeat > now() - interval '3 seconds'")) == 3,
+                     "three live workers", logs)
                 wait(lambda: get(serve.url("index.html"))[0] == 200, "documents served", logs)
                 # Nothing stored twice, nothing missing.
                 total = int(value("SELECT COUNT(*) FROM entries"))
