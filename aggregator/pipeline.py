@@ -526,8 +526,11 @@ class Pipeline:
         states: Sequence[FeedState],
         *,
         on_done: Callable[[FeedOutcome], None] | None = None,
+        summary: bool = True,
     ) -> list[FeedOutcome]:
-        """Fetch and parse the given feeds concurrently; store each as it completes."""
+        """Fetch and parse the given feeds concurrently; store each as it completes. The
+        cycle's summary line is INFO when it did something; without ``summary`` (a worker's
+        job of one feed: thousands a day) it is DEBUG, and failures keep their own lines."""
         feeds = self.feeds_by_name
         self._lateness = []
         tick = time.monotonic()
@@ -593,7 +596,7 @@ class Pipeline:
             # One line for a cycle that did something; a cycle of 304s is routine (DEBUG),
             # so an idle daemon writes nothing at the default level.
             log.log(
-                logging.INFO if new or updated or failed else logging.DEBUG,
+                logging.INFO if summary and (new or updated or failed) else logging.DEBUG,
                 "poll: %d feeds polled, %d new entries, %d updated, %d failed in %.1f s; "
                 "max lateness %.1f s", len(outcomes), new, updated, failed,
                 time.monotonic() - tick, self.max_lateness,

@@ -176,7 +176,7 @@ class Workers:
                 states[0].next_poll is not None and states[0].next_poll > now):
             return "skipped"
         state = states[0]
-        outcomes = p.poll([state])
+        outcomes = p.poll([state], summary=False)
         changed = any(o.new or o.updated or o.stories_merged for o in outcomes)
         if p.config.settings.full_text and not p.stopping.is_set():  # reloaded config
             done, _failed = p.process_articles(feed=state.name)
