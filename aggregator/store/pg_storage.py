@@ -129,6 +129,21 @@ def row_factory(cursor: Any) -> Any:
     return make
 
 
+def _snippet(text: str, query: str, size: int = 64) -> str:
+    """The text around the first match of ``query``, marked ``[...]``, cut with ``…``: what
+    SQLite's FTS5 snippet() gives search (reads.search; its tokens are trigrams, about a
+    character each). No match in the text (the title matched): its first ``size``."""
+    import re
+
+    m = re.search(re.escape(query), text, re.IGNORECASE)
+    if m is None:
+        return text[:size] + ("…" if len(text) > size else "")
+    start = max(0, m.start() - max(0, size - len(m.group())) // 2)
+    end = min(len(text), start + max(size, len(m.group())))
+    return ("…" if start else "") + text[start:m.start()] + "[" + m.group() + "]" \
+        + text[m.end():end] + ("…" if end < len(text) else "")
+
+
 def _lite_row(row: Any) -> PgRow:
     converted = lite(row)
     return PgRow(list(converted), list(converted.values()))
@@ -1013,11 +1028,18 @@ class PgDataMixin:
         with self._use() as c:
             rows = c.execute(
                 "SELECT i.id, i.feed_name, i.title, i.url, i.published,"
-                " substr(i.text, 1, 200) AS snippet FROM items i JOIN entries e ON e.id = i.id"
+                " i.text AS snippet FROM items i JOIN entries e ON e.id = i.id"
                 " WHERE e.title ILIKE %s OR e.text ILIKE %s"
                 " ORDER BY i.published DESC NULLS LAST, i.id DESC LIMIT %s",
                 (like, like, limit)).fetchall()
-        return [_lite_row(r) for r in rows]
+        out = []
+        for r in rows:
+            d = lite(r)
+            text = d["snippet"] or ""
+            # SQLite's: the text's start for a short query (a scan), else the match in context
+            d["snippet"] = text[:200] if len(query.strip()) < 3 else _snippet(text, query)
+            out.append(PgRow(list(d), list(d.values())))
+        return out
 
     def feed_health(self) -> list[dict[str, Any]]:
         with self._use() as c:
