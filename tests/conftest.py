@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from .backends import BACKENDS, Backend
 from .feedserver import FeedServer
 from .util import RawServer
 
@@ -129,3 +130,13 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
     url = create_database(postgres_server, name)
     yield url
     drop_database(postgres_server, name)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """The test's database on each backend (tests/backends.py): SQLite in tmp_path, and
+    PostgreSQL in a database of its own (postgres_url; skipped with the one line)."""
+    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    b = Backend(request.param, tmp_path, url)
+    yield b
+    b.close()

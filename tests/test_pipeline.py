@@ -1,4 +1,5 @@
-"""End to end: real local feed server, real SQLite file, the real pipeline and CLI."""
+"""End to end: real local feed server, the real pipeline and CLI, on each backend (a SQLite
+file, a PostgreSQL database of the test's own: the `backend` fixture, tests/backends.py)."""
 
 from __future__ import annotations
 
@@ -14,40 +15,38 @@ import pytest
 from aggregator.config import load_config
 from aggregator.pipeline import Pipeline
 
+from .backends import Backend, Row, from_json, iso
 from .feedserver import FeedServer, Request
 from .util import cli, env_for, write_feeds
 
 FEED_SERVER = {"feeds": 3, "entries": 5}  # the conftest `server` fixture's size
 
 
-def make_pipeline(tmp_path: Path, feeds: list[dict[str, object]], **env: str) -> Pipeline:
+def make_pipeline(tmp_path: Path, backend: Backend, feeds: list[dict[str, object]],
+                  **env: str) -> Pipeline:
     path = write_feeds(tmp_path / "feeds.yaml", feeds)
-    config = load_config(None, str(path), env_for(tmp_path, AGGREGATOR_FULL_TEXT="false",
-                                                  **env))
+    config = load_config(None, str(path), env_for(tmp_path, **backend.env(),
+                                                  AGGREGATOR_FULL_TEXT="false", **env))
     return Pipeline(config, processes=1)
 
 
-def db(tmp_path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(tmp_path / "agg.db")
-    conn.row_factory = sqlite3.Row
-    return conn
+def health(backend: Backend, name: str) -> Row:
+    row = backend.one("SELECT * FROM feed_health WHERE name = ?", (name,))
+    assert row is not None, name
+    return row
 
 
-def health(tmp_path: Path, name: str) -> sqlite3.Row:
-    return db(tmp_path).execute("SELECT * FROM feed_health WHERE name = ?", (name,)).fetchone()
-
-
-def test_cycle_stores_publishes_and_revalidates(tmp_path: Path, server: FeedServer) -> None:
+def test_cycle_stores_publishes_and_revalidates(tmp_path: Path, backend: Backend,
+                                                server: FeedServer) -> None:
     feeds = [{"name": f"f{n}", "url": server.url(f"/feed/{n}.xml")} for n in range(3)]
-    p = make_pipeline(tmp_path, feeds)
+    p = make_pipeline(tmp_path, backend, feeds)
     try:
         report = p.run_cycle(all_feeds=True)
         assert sorted(o.status for o in report.feeds) == ["ok"] * 3
         assert sum(o.new for o in report.feeds) == 15
-        out = tmp_path / "public"
         for ext in ("atom", "rss", "json"):
-            assert (out / f"all.{ext}").exists()
-        parsed = feedparser.parse((out / "all.atom").read_bytes())
+            assert backend.document(f"all.{ext}") is not None
+        parsed = feedparser.parse(backend.read("all.atom"))
         assert not parsed.bozo
         assert len(parsed.entries) == 15
         assert {e.source.title for e in parsed.entries} == {"Local feed 0", "Local feed 1",
@@ -59,14 +58,15 @@ def test_cycle_stores_publishes_and_revalidates(tmp_path: Path, server: FeedServ
         server.round = 1
         report = p.run_cycle(all_feeds=True)
         assert sum(o.new for o in report.feeds) == 3
-        assert db(tmp_path).execute("SELECT COUNT(*) FROM items").fetchone()[0] == 18
+        assert backend.query("SELECT COUNT(*) FROM items")[0][0] == 18
     finally:
         p.close()
 
 
-def test_identical_body_not_parsed_again(tmp_path: Path) -> None:
+def test_identical_body_not_parsed_again(tmp_path: Path, backend: Backend) -> None:
     with FeedServer(feeds=1, entries=3, conditional=False) as server:
-        p = make_pipeline(tmp_path, [{"name": "plain", "url": server.url("/feed/0.xml")}])
+        p = make_pipeline(tmp_path, backend,
+                          [{"name": "plain", "url": server.url("/feed/0.xml")}])
         try:
             assert p.run_cycle(all_feeds=True).feeds[0].status == "ok"
             assert p.run_cycle(all_feeds=True).feeds[0].status == "unchanged"
@@ -74,7 +74,7 @@ def test_identical_body_not_parsed_again(tmp_path: Path) -> None:
             p.close()
 
 
-def test_moved_gone_and_rate_limited(tmp_path: Path, server: FeedServer) -> None:
+def test_moved_gone_and_rate_limited(tmp_path: Path, backend: Backend, server: FeedServer) -> None:
     server.route("/moved.xml", status=301, headers={"Location": server.url("/feed/0.xml")})
     server.route("/temp.xml", status=302, headers={"Location": server.url("/feed/1.xml")})
     server.route("/gone.xml", status=410, body="gone")
@@ -86,17 +86,18 @@ def test_moved_gone_and_rate_limited(tmp_path: Path, server: FeedServer) -> None
         # Retry-After holds a whole host: put the busy feed on another host name.
         {"name": "busy", "url": server.url("/busy.xml").replace("127.0.0.1", "localhost")},
     ]
-    p = make_pipeline(tmp_path, feeds, AGGREGATOR_ALLOW_PRIVATE_HOSTS="127.0.0.1,localhost")
+    p = make_pipeline(tmp_path, backend, feeds,
+                      AGGREGATOR_ALLOW_PRIVATE_HOSTS="127.0.0.1,localhost")
     try:
         before = datetime.now(UTC)
         p.run_cycle(all_feeds=True)
-        moved = health(tmp_path, "moved")
+        moved = health(backend, "moved")
         assert moved["effective_url"] == server.url("/feed/0.xml")
         assert moved["entries"] == 5
-        assert health(tmp_path, "temp")["effective_url"] is None
-        gone = health(tmp_path, "gone")
+        assert health(backend, "temp")["effective_url"] is None
+        gone = health(backend, "gone")
         assert gone["disabled_reason"] and gone["last_status"] == 410
-        busy = health(tmp_path, "busy")
+        busy = health(backend, "busy")
         assert busy["last_error_kind"] == "rate_limited" and busy["consecutive_errors"] == 1
         next_poll = datetime.strptime(busy["next_poll"], "%Y-%m-%dT%H:%M:%SZ").replace(
             tzinfo=UTC)
@@ -112,24 +113,25 @@ def test_moved_gone_and_rate_limited(tmp_path: Path, server: FeedServer) -> None
         p.close()
 
 
-def test_not_a_feed_stores_nothing_and_backs_off(tmp_path: Path, server: FeedServer) -> None:
+def test_not_a_feed_stores_nothing_and_backs_off(tmp_path: Path, backend: Backend,
+                                                 server: FeedServer) -> None:
     server.route("/html.xml", body="<!doctype html><html><body><p>Hello</p></body></html>",
                  headers={"Content-Type": "text/html"})
     server.route("/empty.xml", body="")
     server.route("/truncated.xml",
                  body=server.feed_xml(0)[: len(server.feed_xml(0)) // 2])
     feeds = [{"name": n, "url": server.url(f"/{n}.xml")} for n in ("html", "empty", "truncated")]
-    p = make_pipeline(tmp_path, feeds, AGGREGATOR_JITTER="0")
+    p = make_pipeline(tmp_path, backend, feeds, AGGREGATOR_JITTER="0")
     try:
         p.run_cycle(all_feeds=True)
         p.run_cycle(all_feeds=True)
         for name in ("html", "empty", "truncated"):
-            h = health(tmp_path, name)
+            h = health(backend, name)
             assert h["entries"] == 0, name
             assert h["consecutive_errors"] == 2, name
             assert h["last_error"], name
         # Exponential backoff: the second failure in a row waits twice the 900 s interval.
-        h = health(tmp_path, "html")
+        h = health(backend, "html")
         waited = (datetime.fromisoformat(h["next_poll"])
                   - datetime.fromisoformat(h["last_attempt"])).total_seconds()
         assert waited == 2 * 900
@@ -137,7 +139,7 @@ def test_not_a_feed_stores_nothing_and_backs_off(tmp_path: Path, server: FeedSer
         p.close()
 
 
-def test_dates_duplicates_and_edits(tmp_path: Path, server: FeedServer) -> None:
+def test_dates_duplicates_and_edits(tmp_path: Path, backend: Backend, server: FeedServer) -> None:
     def feed(title_b: str) -> str:
         return f"""<?xml version="1.0"?><rss version="2.0"><channel><title>Dates</title>
 <item><guid isPermaLink="false">a</guid><title>No date</title><link>http://example.org/a</link></item>
@@ -149,10 +151,10 @@ def test_dates_duplicates_and_edits(tmp_path: Path, server: FeedServer) -> None:
 </channel></rss>"""
 
     server.route("/dates.xml", body=feed("Future"))
-    p = make_pipeline(tmp_path, [{"name": "dates", "url": server.url("/dates.xml")}])
+    p = make_pipeline(tmp_path, backend, [{"name": "dates", "url": server.url("/dates.xml")}])
     try:
         p.run_cycle(all_feeds=True)
-        rows = {r["guid"]: r for r in db(tmp_path).execute(
+        rows = {r["guid"]: r for r in backend.query(
             "SELECT e.guid, e.title, e.published, e.date_note, e.published_raw FROM entries e")}
         assert set(rows) == {"a", "b", "c", "d"}
         assert rows["a"]["title"] == "No date"  # first occurrence wins
@@ -163,20 +165,20 @@ def test_dates_duplicates_and_edits(tmp_path: Path, server: FeedServer) -> None:
         assert rows["d"]["published_raw"] == "yesterday-ish"
         for r in rows.values():
             # The feed's first poll: no date anybody can know (see docs/schema.md, "Dates").
-            assert r["published"] == ""
-        assert db(tmp_path).execute(
-            "SELECT COUNT(*) FROM items WHERE published IS NULL").fetchone()[0] == 4
+            assert iso(r["published"]) is None  # '' on SQLite, NULL on PostgreSQL
+        assert backend.query(
+            "SELECT COUNT(*) FROM items WHERE published IS NULL")[0][0] == 4
         # An edited entry (same guid, new title) is updated in place, not duplicated.
         server.route("/dates.xml", body=feed("Future, edited"))
         p.run_cycle(all_feeds=True)
-        titles = [r[0] for r in db(tmp_path).execute("SELECT title FROM entries WHERE guid='b'")]
+        titles = [r[0] for r in backend.query("SELECT title FROM entries WHERE guid='b'")]
         assert titles == ["Future, edited"]
-        assert db(tmp_path).execute("SELECT COUNT(*) FROM entries").fetchone()[0] == 4
+        assert backend.query("SELECT COUNT(*) FROM entries")[0][0] == 4
     finally:
         p.close()
 
 
-def test_search_any_script(tmp_path: Path, server: FeedServer) -> None:
+def test_search_any_script(tmp_path: Path, backend: Backend, server: FeedServer) -> None:
     body = """<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>S</title>
 <item><guid isPermaLink="false">1</guid><title>Գյումրիում նոր դպրոց է բացվել</title>
 <description>Armenian text about Gyumri</description></item>
@@ -186,7 +188,7 @@ def test_search_any_script(tmp_path: Path, server: FeedServer) -> None:
 </channel></rss>"""
     server.route("/s.xml", body=body)
     feeds_path = write_feeds(tmp_path / "feeds.yaml", [{"name": "s", "url": server.url("/s.xml")}])
-    env = env_for(tmp_path, AGGREGATOR_FULL_TEXT="false")
+    env = env_for(tmp_path, **backend.env(), AGGREGATOR_FULL_TEXT="false")
     r = cli(["update", "--all"], env, feeds=feeds_path)
     assert r.returncode == 0, r.stderr
     assert "s: ok" in r.stdout
@@ -198,7 +200,7 @@ def test_search_any_script(tmp_path: Path, server: FeedServer) -> None:
         assert [h["title"].split()[0] for h in hits] == [guid_title.split()[0]], query
 
 
-def test_search_shows_each_hit_on_three_lines_with_its_context(tmp_path: Path,
+def test_search_shows_each_hit_on_three_lines_with_its_context(tmp_path: Path, backend: Backend,
                                                                 server: FeedServer) -> None:
     """`aggregator search Нагорн` on the ua-2020 feeds printed "…й в [Нагорн]ом К…" (twelve
     trigram tokens: a dozen characters) and snippets that kept the text's line breaks ran
@@ -215,7 +217,7 @@ def test_search_shows_each_hit_on_three_lines_with_its_context(tmp_path: Path,
 </channel></rss>"""
     server.route("/s.xml", body=body)
     feeds_path = write_feeds(tmp_path / "feeds.yaml", [{"name": "s", "url": server.url("/s.xml")}])
-    env = env_for(tmp_path, AGGREGATOR_FULL_TEXT="false")
+    env = env_for(tmp_path, **backend.env(), AGGREGATOR_FULL_TEXT="false")
     assert cli(["update", "--all"], env, feeds=feeds_path).returncode == 0
     r = cli(["search", "Нагорн"], env, feeds=feeds_path)
     assert r.returncode == 0, r.stderr
@@ -227,13 +229,14 @@ def test_search_shows_each_hit_on_three_lines_with_its_context(tmp_path: Path,
     assert r.returncode == 0 and len(r.stdout.splitlines()) == 3, r.stdout
 
 
-def test_cli_update_exit_codes_and_status(tmp_path: Path, server: FeedServer) -> None:
+def test_cli_update_exit_codes_and_status(tmp_path: Path, backend: Backend,
+                                          server: FeedServer) -> None:
     server.route("/bad.xml", status=500, body="oops")
     feeds_path = write_feeds(tmp_path / "feeds.yaml", [
         {"name": "good", "url": server.url("/feed/0.xml")},
         {"name": "bad", "url": server.url("/bad.xml")},
     ])
-    env = env_for(tmp_path, AGGREGATOR_FULL_TEXT="false")
+    env = env_for(tmp_path, **backend.env(), AGGREGATOR_FULL_TEXT="false")
     r = cli(["update"], env, feeds=feeds_path)
     assert r.returncode == 0, r.stderr  # some feeds failed: still 0
     lines = r.stdout.splitlines()
@@ -244,11 +247,6 @@ def test_cli_update_exit_codes_and_status(tmp_path: Path, server: FeedServer) ->
     by_name = {f["name"]: f for f in data["feeds"]}
     assert by_name["good"]["entries"] == 5 and by_name["good"]["last_status"] == 200
     assert by_name["bad"]["consecutive_errors"] == 1 and by_name["bad"]["last_status"] == 500
-    # A cycle that cannot run (the database path is a directory) exits non-zero.
-    (tmp_path / "dir.db").mkdir()
-    r = cli(["update"], {**env, "AGGREGATOR_DATABASE": str(tmp_path / "dir.db")},
-            feeds=feeds_path)
-    assert r.returncode != 0
     # Invalid configuration: exit 2 with file:line:col.
     (tmp_path / "broken.yaml").write_text("feeds:\n  - name: x\n    ur: http://x/\n")
     r = cli(["check"], env, feeds=tmp_path / "broken.yaml")
@@ -256,7 +254,18 @@ def test_cli_update_exit_codes_and_status(tmp_path: Path, server: FeedServer) ->
     assert "broken.yaml:3:5:" in r.stdout
 
 
-def test_status_columns_align_whatever_the_feed_names(tmp_path: Path,
+# SQLite only: a directory where the database file should be is a SQLite path's fault.
+def test_cli_update_fails_on_a_directory_database(tmp_path: Path, server: FeedServer) -> None:
+    feeds_path = write_feeds(tmp_path / "feeds.yaml",
+                             [{"name": "good", "url": server.url("/feed/0.xml")}])
+    (tmp_path / "dir.db").mkdir()
+    env = env_for(tmp_path, AGGREGATOR_FULL_TEXT="false",
+                  AGGREGATOR_DATABASE=str(tmp_path / "dir.db"))
+    # A cycle that cannot run exits non-zero.
+    assert cli(["update"], env, feeds=feeds_path).returncode != 0
+
+
+def test_status_columns_align_whatever_the_feed_names(tmp_path: Path, backend: Backend,
                                                        server: FeedServer) -> None:
     """`aggregator status` as a table a person scans: names longer than 24 characters (the
     corpus farm has many) and the failing state with its count shifted every column after
@@ -267,7 +276,7 @@ def test_status_columns_align_whatever_the_feed_names(tmp_path: Path,
         {"name": "short", "url": server.url("/feed/1.xml")},
         {"name": "bad", "url": server.url("/bad.xml")},
     ])
-    env = env_for(tmp_path, AGGREGATOR_FULL_TEXT="false")
+    env = env_for(tmp_path, **backend.env(), AGGREGATOR_FULL_TEXT="false")
     assert cli(["update"], env, feeds=feeds_path).returncode == 0
     r = cli(["status"], env, feeds=feeds_path)
     assert r.returncode == 0, r.stderr
@@ -279,16 +288,16 @@ def test_status_columns_align_whatever_the_feed_names(tmp_path: Path,
     assert "failing (1 error) " in bad, bad
 
 
-def test_full_text_replaces_teaser(tmp_path: Path, server: FeedServer) -> None:
+def test_full_text_replaces_teaser(tmp_path: Path, backend: Backend, server: FeedServer) -> None:
     feeds_path = write_feeds(tmp_path / "feeds.yaml",
                              [{"name": "ft", "url": server.url("/feed/0.xml")}])
-    config = load_config(None, str(feeds_path), env_for(tmp_path))
+    config = load_config(None, str(feeds_path), env_for(tmp_path, **backend.env()))
     p = Pipeline(config, processes=1)
     try:
         report = p.run_cycle(all_feeds=True)
         assert report.articles_done == 5, report
-        rows = db(tmp_path).execute(
-            "SELECT extract_status, word_count, content_html FROM entries").fetchall()
+        rows = backend.query(
+            "SELECT extract_status, word_count, content_html FROM entries")
         assert {r["extract_status"] for r in rows} == {"done"}
         assert all(r["word_count"] > 300 for r in rows)
         assert not any("Copyright local test outlet" in r["content_html"] for r in rows)
@@ -297,13 +306,13 @@ def test_full_text_replaces_teaser(tmp_path: Path, server: FeedServer) -> None:
         p.close()
 
 
-def test_retry_after_http_date(tmp_path: Path, server: FeedServer) -> None:
+def test_retry_after_http_date(tmp_path: Path, backend: Backend, server: FeedServer) -> None:
     when = format_datetime(datetime.now(UTC) + timedelta(hours=2), usegmt=True)
     server.route("/busy.xml", status=503, headers={"Retry-After": when})
-    p = make_pipeline(tmp_path, [{"name": "busy", "url": server.url("/busy.xml")}])
+    p = make_pipeline(tmp_path, backend, [{"name": "busy", "url": server.url("/busy.xml")}])
     try:
         p.run_cycle(all_feeds=True)
-        h = health(tmp_path, "busy")
+        h = health(backend, "busy")
         assert h["last_error_kind"] == "rate_limited"
         assert h["next_poll"] >= (datetime.now(UTC) + timedelta(minutes=110)).strftime(
             "%Y-%m-%dT%H:%M:%SZ")
@@ -311,25 +320,27 @@ def test_retry_after_http_date(tmp_path: Path, server: FeedServer) -> None:
         p.close()
 
 
-def test_ttl_and_max_age_lengthen_the_interval(tmp_path: Path, server: FeedServer) -> None:
+def test_ttl_and_max_age_lengthen_the_interval(tmp_path: Path, backend: Backend,
+                                               server: FeedServer) -> None:
     body = server.feed_xml(0).replace(b"<channel>", b"<channel><ttl>180</ttl>")
     server.route("/ttl.xml", body=body)
     server.route("/maxage.xml", body=server.feed_xml(1),
                  headers={"Cache-Control": "public, max-age=7200"})
-    p = make_pipeline(tmp_path, [{"name": "ttl", "url": server.url("/ttl.xml")},
-                                 {"name": "maxage", "url": server.url("/maxage.xml")},
-                                 {"name": "plain", "url": server.url("/feed/2.xml")}],
+    p = make_pipeline(tmp_path, backend, [{"name": "ttl", "url": server.url("/ttl.xml")},
+                                          {"name": "maxage", "url": server.url("/maxage.xml")},
+                                          {"name": "plain", "url": server.url("/feed/2.xml")}],
                       AGGREGATOR_JITTER="0")
     try:
         p.run_cycle(all_feeds=True)
     finally:
         p.close()
-    assert health(tmp_path, "ttl")["interval"] == 3 * 3600  # <ttl> is in minutes
-    assert health(tmp_path, "maxage")["interval"] == 7200
-    assert health(tmp_path, "plain")["interval"] == 900  # the default
+    assert health(backend, "ttl")["interval"] == 3 * 3600  # <ttl> is in minutes
+    assert health(backend, "maxage")["interval"] == 7200
+    assert health(backend, "plain")["interval"] == 900  # the default
 
 
-def test_feed_full_text_kept_and_robots_honoured(tmp_path: Path, server: FeedServer) -> None:
+def test_feed_full_text_kept_and_robots_honoured(tmp_path: Path, backend: Backend,
+                                                 server: FeedServer) -> None:
     long_text = " ".join(f"Sentence {i} of the complete report from the feed itself."
                          for i in range(80))
     server.route("/full.xml", body=(
@@ -342,24 +353,24 @@ def test_feed_full_text_kept_and_robots_honoured(tmp_path: Path, server: FeedSer
         "with a link to subscribe for the rest of it.</p></article></body></html>"))
     feeds_path = write_feeds(tmp_path / "feeds.yaml", [
         {"name": "full", "url": server.url("/full.xml")}])
-    config = load_config(None, str(feeds_path), env_for(tmp_path))
+    config = load_config(None, str(feeds_path), env_for(tmp_path, **backend.env()))
     p = Pipeline(config, processes=1)
     try:
         p.run_cycle(all_feeds=True)
     finally:
         p.close()
-    row = db(tmp_path).execute("SELECT extract_status, text, word_count FROM entries").fetchone()
+    row = backend.query("SELECT extract_status, text, word_count FROM entries")[0]
     assert row["extract_status"] == "feed"  # the page was shorter: the feed's text stays
     assert "Sentence 79" in row["text"] and row["word_count"] > 700
 
 
-def test_robots_disallow_recorded_on_the_entry(tmp_path: Path) -> None:
+def test_robots_disallow_recorded_on_the_entry(tmp_path: Path, backend: Backend) -> None:
     with FeedServer(feeds=1, entries=2) as server:
         server.route("/robots.txt", headers={"Content-Type": "text/plain"},
                      body="User-agent: *\nDisallow: /article/\n")
         feeds_path = write_feeds(tmp_path / "feeds.yaml",
                                  [{"name": "r", "url": server.url("/feed/0.xml")}])
-        config = load_config(None, str(feeds_path), env_for(tmp_path))
+        config = load_config(None, str(feeds_path), env_for(tmp_path, **backend.env()))
         p = Pipeline(config, processes=1)
         try:
             report = p.run_cycle(all_feeds=True)
@@ -367,12 +378,13 @@ def test_robots_disallow_recorded_on_the_entry(tmp_path: Path) -> None:
             p.close()
         assert not any(k.startswith("/article/") for k in server.hits)
     assert report.feeds[0].status == "ok"
-    rows = db(tmp_path).execute("SELECT extract_status, extract_error FROM entries").fetchall()
+    rows = backend.query("SELECT extract_status, extract_error FROM entries ORDER BY id")
     assert [r["extract_status"] for r in rows] == ["failed", "failed"]
     assert all(r["extract_error"].startswith("robots") for r in rows)
 
 
-def test_extraction_timeout_costs_the_page_only(tmp_path: Path, server: FeedServer,
+def test_extraction_timeout_costs_the_page_only(tmp_path: Path, backend: Backend,
+                                                server: FeedServer,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """A page whose extraction outlives the limit is recorded as failed, its worker is
     killed and the pool replaced; the feed and the next pages are unaffected."""
@@ -380,15 +392,14 @@ def test_extraction_timeout_costs_the_page_only(tmp_path: Path, server: FeedServ
 
     feeds_path = write_feeds(tmp_path / "feeds.yaml",
                              [{"name": "slow", "url": server.url("/feed/0.xml")}])
-    config = load_config(None, str(feeds_path), env_for(tmp_path))
+    config = load_config(None, str(feeds_path), env_for(tmp_path, **backend.env()))
     p = Pipeline(config, processes=1)
     try:
         monkeypatch.setattr(pipeline_mod, "EXTRACT_TIMEOUT", 0.001)
         report = p.run_cycle(all_feeds=True)
         assert report.feeds[0].status == "ok"
         assert report.articles_done == 0
-        rows = db(tmp_path).execute("SELECT extract_status, extract_error FROM entries"
-                                    ).fetchall()
+        rows = backend.query("SELECT extract_status, extract_error FROM entries")
         assert {r["extract_status"] for r in rows} == {"failed"}
         assert all(r["extract_error"].startswith("timeout") for r in rows), [tuple(r) for r in rows]
         assert not p.extractor.started()  # its workers were killed
@@ -401,7 +412,7 @@ def test_extraction_timeout_costs_the_page_only(tmp_path: Path, server: FeedServ
         p.close()
 
 
-def test_parse_warnings_survive_a_304(tmp_path: Path) -> None:
+def test_parse_warnings_survive_a_304(tmp_path: Path, backend: Backend) -> None:
     """A 304 (or an identical body) says nothing new about the document: the warnings of
     its last parse stay visible in feed_health."""
     body = (b"<?xml version='1.0'?><rss version='2.0'><channel><title>t</title>"
@@ -415,13 +426,14 @@ def test_parse_warnings_survive_a_304(tmp_path: Path) -> None:
 
     with FeedServer() as server:
         server.route("/mislabelled.xml", handler=handler)
-        p = make_pipeline(tmp_path, [{"name": "m", "url": server.url("/mislabelled.xml")}])
+        p = make_pipeline(tmp_path, backend,
+                          [{"name": "m", "url": server.url("/mislabelled.xml")}])
         try:
             assert p.run_cycle(all_feeds=True).feeds[0].status == "ok"
-            first = json.loads(health(tmp_path, "m")["warnings"])
+            first = from_json(health(backend, "m")["warnings"])
             assert first and "content type" in " ".join(first).lower(), first
             assert p.run_cycle(all_feeds=True).feeds[0].status == "not_modified"
-            assert json.loads(health(tmp_path, "m")["warnings"]) == first
+            assert from_json(health(backend, "m")["warnings"]) == first
         finally:
             p.close()
 
@@ -429,14 +441,14 @@ def test_parse_warnings_survive_a_304(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- dates
 
 
-def _atom_dates(path: Path) -> dict[str, tuple[str | None, str, str | None]]:
-    """title -> (published, updated, source updated) of every entry of an Atom file, as
+def _atom_dates(atom: bytes) -> dict[str, tuple[str | None, str, str | None]]:
+    """title -> (published, updated, source updated) of every entry of an Atom document, as
     written (RFC 3339 text), in document order."""
     ns = {"a": "http://www.w3.org/2005/Atom"}
     from lxml import etree
 
     out: dict[str, tuple[str | None, str, str | None]] = {}
-    for e in etree.parse(str(path)).getroot().findall("a:entry", ns):
+    for e in etree.fromstring(atom).findall("a:entry", ns):
         out[e.findtext("a:title", namespaces=ns)] = (
             e.findtext("a:published", namespaces=ns),
             e.findtext("a:updated", namespaces=ns),
@@ -445,7 +457,8 @@ def _atom_dates(path: Path) -> dict[str, tuple[str | None, str, str | None]]:
     return out
 
 
-def test_updated_is_the_entrys_own_date_not_the_poll(tmp_path: Path, server: FeedServer
+def test_updated_is_the_entrys_own_date_not_the_poll(tmp_path: Path, backend: Backend,
+                                                     server: FeedServer
                                                      ) -> None:
     server.route("/atom.xml", headers={"Content-Type": "application/atom+xml"}, body="""<?xml
 version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom"><title>A</title>
@@ -464,12 +477,11 @@ version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom"><title
 <item><guid>r2</guid><title>Older RSS</title><link>http://example.org/r2</link>
 <pubDate>Mon, 01 Jan 2024 07:00:00 GMT</pubDate><description>Fourth story, a park.</description></item>
 </channel></rss>""")
-    p = make_pipeline(tmp_path, [{"name": "a", "url": server.url("/atom.xml")},
-                                 {"name": "r", "url": server.url("/rss.xml")}])
+    p = make_pipeline(tmp_path, backend, [{"name": "a", "url": server.url("/atom.xml")},
+                                          {"name": "r", "url": server.url("/rss.xml")}])
     try:
         p.run_cycle(all_feeds=True)
-        out = tmp_path / "public"
-        assert _atom_dates(out / "all.atom") == {
+        assert _atom_dates(backend.read("all.atom")) == {
             "Newer RSS": ("2024-01-02T07:00:00Z", "2024-01-02T07:00:00Z", "2024-01-02T07:00:00Z"),
             "Older RSS": ("2024-01-01T07:00:00Z", "2024-01-01T07:00:00Z", "2024-01-02T07:00:00Z"),
             "Never edited": ("2023-04-01T09:30:00Z", "2023-04-01T09:30:00Z",
@@ -477,18 +489,18 @@ version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom"><title
             "Edited later": ("2023-03-01T10:00:00Z", "2023-03-02T08:00:00Z",
                              "2023-04-02T00:00:00Z"),
         }
-        conn = db(tmp_path)
-        assert dict(conn.execute("SELECT name, updated FROM feeds").fetchall()) == {
+        conn = backend
+        assert dict(conn.query("SELECT name, updated FROM feeds")) == {
             "a": "2023-04-02T00:00:00Z",  # the feed's own <updated>
             "r": "2024-01-02T07:00:00Z",  # no channel date: its newest entry's
         }
-        assert dict(conn.execute("SELECT title, updated FROM items").fetchall())[
+        assert dict(conn.query("SELECT title, updated FROM items"))[
             "Edited later"] == "2023-03-02T08:00:00Z"
-        assert sorted(r[0] for r in conn.execute("SELECT updated FROM story_outlets")) == [
+        assert sorted(r[0] for r in conn.query("SELECT updated FROM story_outlets")) == [
             "2023-03-02T08:00:00Z", "2023-04-01T09:30:00Z", "2024-01-01T07:00:00Z",
             "2024-01-02T07:00:00Z"]
-        rss = feedparser.parse((out / "all.rss").read_bytes())
-        js = json.loads((out / "all.json").read_bytes())
+        rss = feedparser.parse(backend.read("all.rss"))
+        js = json.loads(backend.read("all.json"))
         assert [e.updated for e in rss.entries] == [i["date_modified"] for i in js["items"]] == [
             "2024-01-02T07:00:00Z", "2024-01-01T07:00:00Z", "2023-04-01T09:30:00Z",
             "2023-03-02T08:00:00Z"]
@@ -504,7 +516,7 @@ version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom"><title
             b"Fourth story, a park.", b"Fourth story, a bigger park."))
         t0 = datetime.now(UTC).replace(microsecond=0)
         p.run_cycle(all_feeds=True)
-        updated = dict(conn.execute("SELECT title, updated FROM items").fetchall())
+        updated = dict(conn.query("SELECT title, updated FROM items"))
         assert updated["Never edited"] == "2023-05-01T00:00:00Z"
         assert t0 <= datetime.fromisoformat(updated["Older RSS"]) <= datetime.now(UTC)
         assert updated["Newer RSS"] == "2024-01-02T07:00:00Z"
@@ -514,7 +526,7 @@ version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom"><title
 
 
 def test_undated_entries_of_a_first_poll_sort_behind_in_feed_order(
-    tmp_path: Path, server: FeedServer
+    tmp_path: Path, backend: Backend, server: FeedServer
 ) -> None:
     def feed(*items: tuple[str, str | None]) -> str:
         body = "".join(
@@ -530,47 +542,46 @@ def test_undated_entries_of_a_first_poll_sort_behind_in_feed_order(
     first = [("u1", None), ("d1", "Thu, 02 May 2024 10:00:00 GMT"), ("u2", None),
              ("d2", "Wed, 01 May 2024 10:00:00 GMT"), ("u3", None)]
     server.route("/u.xml", body=feed(*first))
-    p = make_pipeline(tmp_path, [{"name": "u", "url": server.url("/u.xml")}])
+    p = make_pipeline(tmp_path, backend, [{"name": "u", "url": server.url("/u.xml")}])
     try:
         t0 = datetime.now(UTC).replace(microsecond=0)
         p.run_cycle(all_feeds=True)
         t1 = datetime.now(UTC)
-        out = tmp_path / "public"
-        dates = _atom_dates(out / "all.atom")
+        dates = _atom_dates(backend.read("all.atom"))
         # Dated first (newest first), then the undated ones in the feed's own order.
         assert list(dates) == ["d1", "d2", "u1", "u2", "u3"]
         for t in ("u1", "u2", "u3"):
             published, updated, _ = dates[t]
             assert published is None  # no date anybody could know
             assert t0 <= datetime.fromisoformat(updated) <= t1  # Atom requires one: first seen
-        rss = feedparser.parse((out / "all.rss").read_bytes())
+        rss = feedparser.parse(backend.read("all.rss"))
         assert [e.title for e in rss.entries] == list(dates)
         assert [("published" in e) for e in rss.entries] == [True, True, False, False, False]
-        js = json.loads((out / "all.json").read_bytes())
+        js = json.loads(backend.read("all.json"))
         assert [("date_published" in i) for i in js["items"]] == [True, True, False, False,
                                                                     False]
-        conn = db(tmp_path)
-        assert {r[0]: r[1] for r in conn.execute("SELECT title, published FROM items")} == {
+        conn = backend
+        assert {r[0]: r[1] for r in conn.query("SELECT title, published FROM items")} == {
             "d1": "2024-05-02T10:00:00Z", "d2": "2024-05-01T10:00:00Z",
             "u1": None, "u2": None, "u3": None}
-        assert health(tmp_path, "u")["newest_entry"] == "2024-05-02T10:00:00Z"
+        assert health(backend, "u")["newest_entry"] == "2024-05-02T10:00:00Z"
 
         # A later poll: a new undated entry appeared then, and is dated by first-seen time.
         server.route("/u.xml", body=feed(("u4", None), *first))
         t2 = datetime.now(UTC).replace(microsecond=0)
         p.run_cycle(all_feeds=True)
-        dates = _atom_dates(out / "all.atom")
+        dates = _atom_dates(backend.read("all.atom"))
         assert list(dates) == ["u4", "d1", "d2", "u1", "u2", "u3"]
         published, updated, _ = dates["u4"]
         assert published is not None and published == updated
         assert t2 <= datetime.fromisoformat(published) <= datetime.now(UTC)
-        assert conn.execute("SELECT date_note FROM entries WHERE title = 'u4'").fetchone()[0] \
+        assert conn.query("SELECT date_note FROM entries WHERE title = 'u4'")[0][0] \
             == "missing"
     finally:
         p.close()
 
 
-def test_story_updated_moves_to_the_joining_outlets_date(tmp_path: Path,
+def test_story_updated_moves_to_the_joining_outlets_date(tmp_path: Path, backend: Backend,
                                                           server: FeedServer) -> None:
     text = "The regional parliament approved the new budget for schools and roads today"
 
@@ -584,52 +595,53 @@ def test_story_updated_moves_to_the_joining_outlets_date(tmp_path: Path,
 
     server.route("/a.xml", body=feed("Outlet A", "Wed, 01 May 2024 10:00:00 GMT"))
     server.route("/b.xml", body=feed("Outlet B", "Wed, 01 May 2024 12:00:00 GMT", False))
-    p = make_pipeline(tmp_path, [{"name": "a", "url": server.url("/a.xml")},
-                                 {"name": "b", "url": server.url("/b.xml")}])
+    p = make_pipeline(tmp_path, backend, [{"name": "a", "url": server.url("/a.xml")},
+                                          {"name": "b", "url": server.url("/b.xml")}])
     try:
         p.run_cycle(all_feeds=True)
-        out = tmp_path / "public"
-        assert _atom_dates(out / "all.atom")["Outlet A"][1] == "2024-05-01T10:00:00Z"
+        assert _atom_dates(backend.read("all.atom"))["Outlet A"][1] == "2024-05-01T10:00:00Z"
         server.route("/b.xml", body=feed("Outlet B", "Wed, 01 May 2024 12:00:00 GMT"))
         p.run_cycle(all_feeds=True)
         # One story, two outlets: it changed, at the date the second outlet reported it.
-        assert db(tmp_path).execute("SELECT outlet_count, updated FROM story_outlets"
-                                    ).fetchone()[:] == (2, "2024-05-01T12:00:00Z")
-        dates = _atom_dates(out / "all.atom")
+        assert backend.query("SELECT outlet_count, updated FROM story_outlets"
+                                    )[0][:] == (2, "2024-05-01T12:00:00Z")
+        dates = _atom_dates(backend.read("all.atom"))
         assert dates == {"Outlet A": ("2024-05-01T10:00:00Z", "2024-05-01T12:00:00Z",
                                       "2024-05-01T10:00:00Z")}
-        assert "Also reported by" in (out / "all.atom").read_text()
+        assert "Also reported by" in backend.read("all.atom").decode()
     finally:
         p.close()
 
 
 def test_full_text_moves_updated_only_once_readers_saw_the_teaser(
-    tmp_path: Path, server: FeedServer
+    tmp_path: Path, backend: Backend, server: FeedServer
 ) -> None:
     feeds_path = write_feeds(tmp_path / "feeds.yaml",
                              [{"name": "ft", "url": server.url("/feed/0.xml")},
                               {"name": "late", "url": server.url("/feed/1.xml")}])
-    p = Pipeline(load_config(None, str(feeds_path), env_for(tmp_path)), processes=1)
+    p = Pipeline(load_config(None, str(feeds_path), env_for(tmp_path, **backend.env())),
+                 processes=1)
     try:
         # Polled and extracted before anything was published: the feed's dates stay.
         p.run_cycle(names=["ft"])
-        rows = db(tmp_path).execute(
-            "SELECT extract_status, published, updated FROM entries").fetchall()
+        rows = backend.query(
+            "SELECT extract_status, published, updated FROM entries")
         assert {r["extract_status"] for r in rows} == {"done"}
         assert all(r["updated"] == r["published"] for r in rows)
         # Published with the teaser first, the full text later: that is a change.
         p.run_cycle(names=["late"], articles=False)
         t0 = datetime.now(UTC).replace(microsecond=0)
         p.run_cycle(names=["late"])
-        late = db(tmp_path).execute(
+        late = backend.query(
             "SELECT e.extract_status, e.updated FROM entries e JOIN feeds f"
-            " ON f.id = e.feed_id WHERE f.name = 'late'").fetchall()
+            " ON f.id = e.feed_id WHERE f.name = 'late'")
         assert {r["extract_status"] for r in late} == {"done"}
         assert all(datetime.fromisoformat(r["updated"]) >= t0 for r in late)
     finally:
         p.close()
 
 
+# SQLite only: it migrates an old SQLite file (PostgreSQL's migrations start after it).
 def test_migration_gives_stored_entries_their_own_dates(tmp_path: Path) -> None:
     """A store written before the dates migration: entries never changed since they were
     stored take their own date instead of first-seen, stories their members' newest; the
