@@ -74,16 +74,21 @@ class Backend:
             env["AGGREGATOR_BASE_URL"] = "http://feeds.test/"
         return env
 
+    def _postgres(self) -> Any:
+        if self._pg is None:
+            from aggregator.store.postgres import PostgresBase
+
+            self._pg = PostgresBase(self.database, max_size=1)
+        return self._pg
+
+    @staticmethod
+    def _pg_sql(sql: str, params: Sequence[Any]) -> str:
+        return sql.replace("%", "%%").replace("?", "%s") if params else sql
+
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """Rows of ``sql`` (``?`` placeholders) on a fresh read of the database."""
         if self.postgres:
-            if self._pg is None:
-                from aggregator.store.postgres import PostgresBase
-
-                self._pg = PostgresBase(self.database, readonly=True, max_size=1)
-            if params:
-                sql = sql.replace("%", "%%").replace("?", "%s")
-            rows = self._pg._query(sql, tuple(params) or None)
+            rows = self._postgres()._query(self._pg_sql(sql, params), tuple(params) or None)
             return [Row(list(r.keys()), list(r)) for r in rows]
         import sqlite3
 
@@ -92,6 +97,22 @@ class Backend:
             cur = conn.execute(sql, tuple(params))
             names = [d[0] for d in cur.description or ()]
             return [Row(names, r) for r in cur.fetchall()]
+        finally:
+            conn.close()
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """One statement that writes (a test's setup), committed. Times are written as ISO
+        text, which PostgreSQL reads into timestamptz."""
+        if self.postgres:
+            with self._postgres()._use() as c:
+                c.execute(self._pg_sql(sql, params), tuple(params) or None)
+            return
+        import sqlite3
+
+        conn = sqlite3.connect(self.database)
+        try:
+            with conn:
+                conn.execute(sql, tuple(params))
         finally:
             conn.close()
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from pathlib import Path
 
 import feedparser
 import pytest
 
+from .backends import Backend
 from .feedserver import FeedServer
 from .util import cli, env_for, rss, write_feeds
 
@@ -37,7 +37,7 @@ OTHER = (
 )
 
 
-def test_same_story_published_once_with_all_outlets(tmp_path: Path) -> None:
+def test_same_story_published_once_with_all_outlets(tmp_path: Path, backend: Backend) -> None:
     with FeedServer() as s:
         s.route("/a.xml", body=rss("Outlet A", [
             ("a1", "Armenia and Azerbaijan resume border talks",
@@ -62,12 +62,10 @@ def test_same_story_published_once_with_all_outlets(tmp_path: Path) -> None:
             {"name": "b", "url": s.url("/b.xml")},
             {"name": "c", "url": s.url("/c.xml")},
         ])
-        env = env_for(tmp_path, AGGREGATOR_FULL_TEXT="false")
+        env = env_for(tmp_path, **backend.env(), AGGREGATOR_FULL_TEXT="false")
         r = cli(["update", "--all"], env, feeds=feeds)
         assert r.returncode == 0, r.stderr
-    conn = sqlite3.connect(tmp_path / "agg.db")
-    conn.row_factory = sqlite3.Row
-    rows = {r["guid"]: r for r in conn.execute("SELECT * FROM items")}
+    rows = {r["guid"]: r for r in backend.query("SELECT * FROM items")}
     assert len(rows) == 4  # nothing is deleted: every outlet's copy stays
     story = rows["a1"]["story_id"]
     assert rows["b1"]["story_id"] == story and rows["c1"]["story_id"] == story
@@ -77,17 +75,17 @@ def test_same_story_published_once_with_all_outlets(tmp_path: Path) -> None:
     assert sorted(rows[g]["match_reason"] for g in ("a1", "b1", "c1")) == ["first", "near",
                                                                           "url"]
     assert rows["a2"]["story_id"] != story  # same day, same region, different story
-    outlets = conn.execute("SELECT * FROM story_outlets WHERE story_id = ?", (story,)).fetchone()
+    outlets = backend.query("SELECT * FROM story_outlets WHERE story_id = ?", (story,))[0]
     assert outlets["outlet_count"] == 3 and outlets["outlets"] == "a, b, c"
 
     # The combined feed shows the story once, with the other outlets.
-    atom = feedparser.parse((tmp_path / "public" / "all.atom").read_bytes())
+    atom = feedparser.parse(backend.read("all.atom"))
     assert len(atom.entries) == 2
     entry = next(e for e in atom.entries if "border" in e.title.lower())
     content = entry.content[0].value
     assert "Also reported by" in content
     assert len(re.findall(r"Outlet [ABC]", content)) == 2
-    data = json.loads((tmp_path / "public" / "all.json").read_text())
+    data = json.loads(backend.read("all.json"))
     assert len(data["items"]) == 2
 
     # `aggregator story ID` explains each join.
@@ -98,31 +96,30 @@ def test_same_story_published_once_with_all_outlets(tmp_path: Path) -> None:
     assert "first of the story" in r.stdout
 
 
-def test_outlet_joining_moves_updated(tmp_path: Path) -> None:
+def test_outlet_joining_moves_updated(tmp_path: Path, backend: Backend) -> None:
     with FeedServer() as s:
         s.route("/a.xml", body=rss("Outlet A", [("a1", "Talks", "https://a.example/x", STORY)]))
         s.route("/b.xml", body=rss("Outlet B", []))
         feeds = write_feeds(tmp_path / "feeds.yaml", [{"name": "a", "url": s.url("/a.xml")},
                                                       {"name": "b", "url": s.url("/b.xml")}])
-        env = env_for(tmp_path, AGGREGATOR_FULL_TEXT="false")
+        env = env_for(tmp_path, **backend.env(), AGGREGATOR_FULL_TEXT="false")
         assert cli(["update", "--all"], env, feeds=feeds).returncode == 0
-        first = feedparser.parse((tmp_path / "public" / "all.atom").read_bytes()).entries[0]
-        conn = sqlite3.connect(tmp_path / "agg.db")
+        first = feedparser.parse(backend.read("all.atom")).entries[0]
         # Pretend the first poll happened an hour ago, so the join is visibly later.
-        conn.execute("UPDATE stories SET updated = '2026-01-01T00:00:00Z'")
-        conn.execute("UPDATE entries SET updated = '2026-01-01T00:00:00Z'")
-        conn.commit()
+        backend.execute("UPDATE stories SET updated = '2026-01-01T00:00:00Z'")
+        backend.execute("UPDATE entries SET updated = '2026-01-01T00:00:00Z'")
         s.route("/b.xml", body=rss("Outlet B", [("b1", "Talks again", "https://b.example/y",
                                                  STORY)]))
         assert cli(["update", "--all"], env, feeds=feeds).returncode == 0
-    entries = feedparser.parse((tmp_path / "public" / "all.atom").read_bytes()).entries
+    entries = feedparser.parse(backend.read("all.atom")).entries
     assert len(entries) == 1
     assert entries[0].id == first.id
     assert entries[0].updated_parsed > (2026, 1, 1)
     assert "Outlet B" in entries[0].content[0].value
 
 
-def test_bridging_entry_merges_stories_that_arrived_apart(tmp_path: Path) -> None:
+def test_bridging_entry_merges_stories_that_arrived_apart(tmp_path: Path, backend: Backend
+                                                           ) -> None:
     """c (same URL as a) and b (a near copy of a) arrive first, apart; a bridges them."""
     with FeedServer() as s:
         s.route("/a.xml", body=rss("Outlet A", [
@@ -134,14 +131,13 @@ def test_bridging_entry_merges_stories_that_arrived_apart(tmp_path: Path) -> Non
             ("c1", "Talks", "http://www.news-a.example/talks/", "A short teaser.")]))
         feeds = write_feeds(tmp_path / "feeds.yaml", [
             {"name": n, "url": s.url(f"/{n}.xml")} for n in ("a", "b", "c")])
-        env = env_for(tmp_path, AGGREGATOR_FULL_TEXT="false")
+        env = env_for(tmp_path, **backend.env(), AGGREGATOR_FULL_TEXT="false")
         for name in ("c", "b", "a"):
             assert cli(["update", "--feed", name], env, feeds=feeds).returncode == 0
-    conn = sqlite3.connect(tmp_path / "agg.db")
-    rows = dict(conn.execute("SELECT guid, story_id FROM entries").fetchall())
+    rows = dict(backend.query("SELECT guid, story_id FROM entries"))
     assert rows["a1"] == rows["b1"] == rows["c1"]
-    assert conn.execute("SELECT COUNT(*) FROM stories").fetchone()[0] == 1
-    reasons = dict(conn.execute("SELECT guid, match_reason FROM entries").fetchall())
+    assert backend.query("SELECT COUNT(*) FROM stories")[0][0] == 1
+    reasons = dict(backend.query("SELECT guid, match_reason FROM entries"))
     assert reasons == {"c1": "first", "b1": "near", "a1": "url"}
 
 
@@ -176,8 +172,8 @@ LIVE_UPDATES = [
 
 
 @pytest.mark.parametrize("containment", ["true", "false"])
-def test_wire_copy_under_a_new_lede_joins_by_containment(tmp_path: Path, containment: str
-                                                          ) -> None:
+def test_wire_copy_under_a_new_lede_joins_by_containment(tmp_path: Path, backend: Backend,
+                                                          containment: str) -> None:
     """Outlet B carries the agency text STORY whole under its own headline, lead paragraphs
     and closing lines (Jaccard under the threshold: B is twice as long): one story, reason
     `containment`. Outlet C's live blog quotes one sentence of it among other updates: apart.
@@ -195,17 +191,16 @@ def test_wire_copy_under_a_new_lede_joins_by_containment(tmp_path: Path, contain
              " ".join([LIVE_UPDATES[0], f"The border commissions: {quote}", *LIVE_UPDATES[1:]]))]))
         feeds = write_feeds(tmp_path / "feeds.yaml", [
             {"name": n, "url": s.url(f"/{n}.xml")} for n in ("a", "b", "c")])
-        env = env_for(tmp_path, AGGREGATOR_FULL_TEXT="false",
+        env = env_for(tmp_path, **backend.env(), AGGREGATOR_FULL_TEXT="false",
                       AGGREGATOR_DEDUP_CONTAINMENT=containment)
         for name in ("a", "b", "c"):
             assert cli(["update", "--feed", name], env, feeds=feeds).returncode == 0
-    conn = sqlite3.connect(tmp_path / "agg.db")
-    rows = {g: (story, reason) for g, story, reason in conn.execute(
+    rows = {g: (story, reason) for g, story, reason in backend.query(
         "SELECT guid, story_id, match_reason FROM entries")}
     if containment == "false":
         assert rows["b1"][0] != rows["a1"][0] and rows["b1"][1] == "first"
-        assert conn.execute("SELECT COUNT(*) FROM entries WHERE contain_bands IS NOT NULL"
-                            ).fetchone()[0] == 0
+        assert backend.value("SELECT COUNT(*) FROM entries WHERE contain_bands IS NOT NULL"
+                             ) == 0
         return
     assert rows["b1"] == (rows["a1"][0], "containment")
     assert rows["c1"][0] != rows["a1"][0] and rows["c1"][1] == "first"
