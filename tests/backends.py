@@ -86,7 +86,7 @@ class Backend:
         return sql.replace("%", "%%").replace("?", "%s") if params else sql
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        """Rows of ``sql`` (``?`` placeholders) on a fresh read of the database."""
+        """Rows of ``sql`` (``?`` placeholders) in a transaction of its own, committed."""
         if self.postgres:
             rows = self._postgres()._query(self._pg_sql(sql, params), tuple(params) or None)
             return [Row(list(r.keys()), list(r)) for r in rows]
@@ -94,9 +94,10 @@ class Backend:
 
         conn = sqlite3.connect(self.database)
         try:
-            cur = conn.execute(sql, tuple(params))
-            names = [d[0] for d in cur.description or ()]
-            return [Row(names, r) for r in cur.fetchall()]
+            with conn:  # committed: a query may write (INSERT ... RETURNING)
+                cur = conn.execute(sql, tuple(params))
+                names = [d[0] for d in cur.description or ()]
+                return [Row(names, r) for r in cur.fetchall()]
         finally:
             conn.close()
 

@@ -5,12 +5,10 @@ either order, across polls and restarts, `reprocess`; never a home or section pa
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 import feedparser
-import pytest
 
 from aggregator.config import load_config
 from aggregator.extract import extract_article
@@ -19,6 +17,7 @@ from aggregator.parse import parse_feed
 from aggregator.pipeline import Pipeline
 from aggregator.store import open_storage
 
+from .backends import Backend, Row
 from .feedserver import FeedServer
 from .util import cli, env_for, write_feeds
 
@@ -84,19 +83,17 @@ def hreflang(*pairs: tuple[str, str]) -> str:
                    for lang, href in pairs)
 
 
-def members(db: Path) -> list[sqlite3.Row]:
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
-    return conn.execute("SELECT m.*, e.guid FROM story_members m JOIN entries e"
-                        " ON e.id = m.entry_id ORDER BY m.entry_id").fetchall()
+def members(backend: Backend) -> list[Row]:
+    return backend.query("SELECT m.*, e.guid FROM story_members m JOIN entries e"
+                         " ON e.id = m.entry_id ORDER BY m.entry_id")
 
 
-def stories_by_guid(db: Path) -> dict[str, int]:
-    return {r["guid"]: r["story_id"] for r in members(db)}
+def stories_by_guid(backend: Backend) -> dict[str, int]:
+    return {r["guid"]: r["story_id"] for r in members(backend)}
 
 
-def update(tmp_path: Path, feeds: Path, **extra: str) -> None:
-    r = cli(["update", "--all"], env_for(tmp_path, **extra), feeds=feeds)
+def update(tmp_path: Path, backend: Backend, feeds: Path, **extra: str) -> None:
+    r = cli(["update", "--all"], env_for(tmp_path, **backend.env(), **extra), feeds=feeds)
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr, r.stderr
 
@@ -146,7 +143,8 @@ def test_atom_entry_links_with_hreflang() -> None:
 # --------------------------------------------------------------------------- pages
 
 
-def test_hreflang_both_ways_one_way_relative_and_x_default(tmp_path: Path) -> None:
+def test_hreflang_both_ways_one_way_relative_and_x_default(
+        tmp_path: Path, backend: Backend) -> None:
     with FeedServer(feeds=0) as s:
         base = s.url("")
         # Story 1: hy names ru (relative) and en (protocol-relative, tracking parameter);
@@ -166,33 +164,30 @@ def test_hreflang_both_ways_one_way_relative_and_x_default(tmp_path: Path) -> No
                                                   ("en2", "Story 2", s.url("/en/news/2"))]))
         feeds = write_feeds(tmp_path / "feeds.yaml", [
             {"name": n, "url": s.url(f"/{n}.xml")} for n in ("hy", "ru", "en")])
-        update(tmp_path, feeds)
-    rows = {r["guid"]: r for r in members(tmp_path / "agg.db")}
+        update(tmp_path, backend, feeds)
+    rows = {r["guid"]: r for r in members(backend)}
     assert rows["hy1"]["story_id"] == rows["ru1"]["story_id"] == rows["en1"]["story_id"]
     assert rows["en2"]["story_id"] != rows["hy1"]["story_id"]
     assert {rows[g]["language"] for g in ("hy1", "ru1", "en1")} == {"hy", "ru", "en"}
     assert sorted(rows[g]["match_reason"] for g in ("hy1", "ru1", "en1")) == [
         "first", "translation", "translation"]
-    conn = sqlite3.connect(tmp_path / "agg.db")
     # items.language: the entry's own, else the feed's (as before), else the page's.
-    langs = dict(conn.execute("SELECT guid, language FROM items").fetchall())
+    langs = dict(backend.query("SELECT guid, language FROM items"))
     assert langs["ru1"] == "ru-ru" and langs["hy1"] == "hy"
     story = rows["hy1"]["story_id"]
-    assert conn.execute("SELECT outlet_count, entry_count FROM story_outlets WHERE story_id = ?",
-                        (story,)).fetchone() == (3, 3)
-    r = cli(["story", str(story)], env_for(tmp_path), feeds=feeds)
+    assert backend.query("SELECT outlet_count, entry_count FROM story_outlets"
+                         " WHERE story_id = ?", (story,))[0] == (3, 3)
+    r = cli(["story", str(story)], env_for(tmp_path, **backend.env()), feeds=feeds)
     assert r.returncode == 0, r.stderr
     assert "languages: en, hy, ru" in r.stdout
     assert "[ru]" in r.stdout and "translation match" in r.stdout
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_pages_join_their_translations_through_the_protocol_on_either_backend(
-        backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+        backend: Backend, tmp_path: Path) -> None:
     # The pipeline through the CLI, read back through the Storage protocol: the same
     # joins, reasons, member languages and items.language on both stores.
-    database = (str(tmp_path / "agg.db") if backend == "sqlite"
-                else request.getfixturevalue("postgres_url"))
+    database = backend.database
     with FeedServer(feeds=0) as s:
         s.route("/hy/news/1", headers=HTML, body=page("hy-AM", 1, hreflang(
             ("ru", "/ru/news/1"), ("x-default", "/en/news/2"))))
@@ -204,8 +199,8 @@ def test_pages_join_their_translations_through_the_protocol_on_either_backend(
         s.route("/en.xml", headers=RSS, body=rss([("en2", "Story 2", s.url("/en/news/2"))]))
         feeds = write_feeds(tmp_path / "feeds.yaml", [
             {"name": n, "url": s.url(f"/{n}.xml")} for n in ("hy", "ru", "en")])
-        update(tmp_path, feeds, AGGREGATOR_DATABASE=database)
-    st = open_storage(database if backend == "postgresql" else Path(database), readonly=True)
+        update(tmp_path, backend, feeds)
+    st = open_storage(database if backend.postgres else Path(database), readonly=True)
     try:
         items = {(i.url or "").rsplit("/", 3)[1] + (i.url or "")[-1]: i
                  for i in st.items(one_per_story=False)}  # hy1, ru1, en2
@@ -224,7 +219,8 @@ def test_pages_join_their_translations_through_the_protocol_on_either_backend(
         st.close()
 
 
-def test_switcher_pointing_at_a_section_page_joins_nothing(tmp_path: Path) -> None:
+def test_switcher_pointing_at_a_section_page_joins_nothing(
+        tmp_path: Path, backend: Backend) -> None:
     with FeedServer(feeds=0) as s:
         # Both Georgian articles' language switchers point at the Russian section page,
         # which a Russian article names (wrongly) as its canonical URL; one of them also
@@ -242,16 +238,15 @@ def test_switcher_pointing_at_a_section_page_joins_nothing(tmp_path: Path) -> No
         s.route("/en.xml", headers=RSS, body=rss([("en1", "Story 1", s.url("/en/news/1"))]))
         feeds = write_feeds(tmp_path / "feeds.yaml", [
             {"name": n, "url": s.url(f"/{n}.xml")} for n in ("ka", "ru", "en")])
-        update(tmp_path, feeds)
-    stories = stories_by_guid(tmp_path / "agg.db")
+        update(tmp_path, backend, feeds)
+    stories = stories_by_guid(backend)
     assert stories["ka1"] == stories["en1"]
     assert len({stories["ka1"], stories["ka2"], stories["ru3"]}) == 3
-    conn = sqlite3.connect(tmp_path / "agg.db")
-    assert conn.execute("SELECT COUNT(*) FROM entry_links WHERE url_norm LIKE '%/ru'"
-                        ).fetchone()[0] == 0  # never stored
+    assert backend.value("SELECT COUNT(*) FROM entry_links WHERE url_norm LIKE '%/ru'"
+                         ) == 0  # never stored
 
 
-def test_regional_edition_on_another_host(tmp_path: Path) -> None:
+def test_regional_edition_on_another_host(tmp_path: Path, backend: Backend) -> None:
     with FeedServer(feeds=0) as s, FeedServer(feeds=0) as edition:
         s.route("/en/news/1", headers=HTML, body=page("en-CA", 1, hreflang(
             ("en-gb", edition.url("/en/news/1")))))
@@ -262,8 +257,8 @@ def test_regional_edition_on_another_host(tmp_path: Path) -> None:
                                                          edition.url("/en/news/1"))]))
         feeds = write_feeds(tmp_path / "feeds.yaml", [
             {"name": "ca", "url": s.url("/ca.xml")}, {"name": "gb", "url": edition.url("/gb.xml")}])
-        update(tmp_path, feeds)
-    rows = {r["guid"]: r for r in members(tmp_path / "agg.db")}
+        update(tmp_path, backend, feeds)
+    rows = {r["guid"]: r for r in members(backend)}
     assert rows["ca1"]["story_id"] == rows["gb1"]["story_id"]
     assert {rows["ca1"]["match_reason"], rows["gb1"]["match_reason"]} == {"first", "edition"}
 
@@ -271,12 +266,14 @@ def test_regional_edition_on_another_host(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- order
 
 
-def _pipeline(tmp_path: Path, feeds: list[dict[str, Any]]) -> Pipeline:
+def _pipeline(tmp_path: Path, backend: Backend, feeds: list[dict[str, Any]]) -> Pipeline:
     path = write_feeds(tmp_path / "feeds.yaml", feeds)
-    return Pipeline(load_config(None, str(path), env_for(tmp_path)), processes=1)
+    return Pipeline(load_config(None, str(path), env_for(tmp_path, **backend.env())),
+                    processes=1)
 
 
-def test_translation_arriving_a_poll_later_and_after_a_restart(tmp_path: Path) -> None:
+def test_translation_arriving_a_poll_later_and_after_a_restart(
+        tmp_path: Path, backend: Backend) -> None:
     with FeedServer(feeds=0) as s:
         s.route("/hy/news/1", headers=HTML, body=page("hy", 1, hreflang(
             ("ru", "/ru/news/1"), ("ka", "/ka/news/1"))))
@@ -286,7 +283,7 @@ def test_translation_arriving_a_poll_later_and_after_a_restart(tmp_path: Path) -
         s.route("/ru.xml", headers=RSS, body=rss([]))
         s.route("/ka.xml", headers=RSS, body=rss([]))
         feeds = [{"name": n, "url": s.url(f"/{n}.xml")} for n in ("hy", "ru", "ka")]
-        p = _pipeline(tmp_path, feeds)
+        p = _pipeline(tmp_path, backend, feeds)
         try:
             p.run_cycle(all_feeds=True)
             # The Russian version appears a poll later, in the same process.
@@ -294,16 +291,16 @@ def test_translation_arriving_a_poll_later_and_after_a_restart(tmp_path: Path) -
             p.run_cycle(all_feeds=True)
         finally:
             p.close()
-        stories = stories_by_guid(tmp_path / "agg.db")
+        stories = stories_by_guid(backend)
         assert stories["hy1"] == stories["ru1"]
         # The Georgian version appears after a restart (a new process).
         s.route("/ka.xml", headers=RSS, body=rss([("ka1", "ამბავი", s.url("/ka/news/1"))]))
-        update(tmp_path, tmp_path / "feeds.yaml")
-    stories = stories_by_guid(tmp_path / "agg.db")
+        update(tmp_path, backend, tmp_path / "feeds.yaml")
+    stories = stories_by_guid(backend)
     assert stories["hy1"] == stories["ru1"] == stories["ka1"]
 
 
-def test_reprocess_joins_pages_already_stored(tmp_path: Path) -> None:
+def test_reprocess_joins_pages_already_stored(tmp_path: Path, backend: Backend) -> None:
     with FeedServer(feeds=0) as s:
         s.route("/ru/news/1", headers=HTML, body=page("ru", 1, hreflang(("hy", "/hy/news/1"))))
         s.route("/hy/news/1", headers=HTML, body=page("hy", 1))
@@ -311,22 +308,19 @@ def test_reprocess_joins_pages_already_stored(tmp_path: Path) -> None:
         s.route("/hy.xml", headers=RSS, body=rss([("hy1", "Պատմություն", s.url("/hy/news/1"))]))
         feeds = write_feeds(tmp_path / "feeds.yaml", [
             {"name": n, "url": s.url(f"/{n}.xml")} for n in ("ru", "hy")])
-        update(tmp_path, feeds)
-    db = tmp_path / "agg.db"
+        update(tmp_path, backend, feeds)
+    db = backend
     assert len(set(stories_by_guid(db).values())) == 1
     # A store from before translations were read: no links, one story per language.
-    conn = sqlite3.connect(db)
-    conn.execute("DELETE FROM entry_links")
-    ru_id = conn.execute("SELECT id FROM entries WHERE guid = 'ru1'").fetchone()[0]
-    story = conn.execute("INSERT INTO stories(first_seen, updated, entry_count, outlet_count,"
-                         " item_id, representative_id) VALUES ('2026-11-24T10:00:00Z',"
-                         " '2026-11-24T10:00:00Z', 1, 1, 'urn:x', ?)", (ru_id,)).lastrowid
-    conn.execute("UPDATE entries SET story_id = ?, match_reason = 'first' WHERE id = ?",
-                 (story, ru_id))
-    conn.commit()
-    conn.close()
+    db.execute("DELETE FROM entry_links")
+    ru_id = db.value("SELECT id FROM entries WHERE guid = 'ru1'")
+    story = db.value("INSERT INTO stories(first_seen, updated, entry_count, outlet_count,"
+                     " item_id, representative_id) VALUES ('2026-11-24T10:00:00Z',"
+                     " '2026-11-24T10:00:00Z', 1, 1, 'urn:x', ?) RETURNING id", (ru_id,))
+    db.execute("UPDATE entries SET story_id = ?, match_reason = 'first' WHERE id = ?",
+               (story, ru_id))
     assert len(set(stories_by_guid(db).values())) == 2
-    r = cli(["reprocess"], env_for(tmp_path), feeds=feeds)
+    r = cli(["reprocess"], env_for(tmp_path, **backend.env()), feeds=feeds)
     assert r.returncode == 0, r.stderr
     rows = {r["guid"]: r for r in members(db)}
     assert rows["ru1"]["story_id"] == rows["hy1"]["story_id"]
@@ -347,7 +341,7 @@ def atom_entry(n: int, lang: str, base: str, langs: tuple[str, ...]) -> str:
 
 
 def test_three_outlets_twenty_stories_three_languages_publish_sixty_items(
-        tmp_path: Path) -> None:
+        tmp_path: Path, backend: Backend) -> None:
     langs = ("hy", "ru", "en")
     feeds: list[dict[str, Any]] = []
     with FeedServer(feeds=0) as s:
@@ -390,14 +384,13 @@ def test_three_outlets_twenty_stories_three_languages_publish_sixty_items(
             s.route(f"/jam-{lang}.xml", headers=RSS, body=rss(items))
             feeds.append({"name": f"jam-{lang}", "url": s.url(f"/jam-{lang}.xml")})
         path = write_feeds(tmp_path / "feeds.yaml", feeds)
-        update(tmp_path, path, AGGREGATOR_ARTICLE_BUDGET="500")
-    conn = sqlite3.connect(tmp_path / "agg.db")
-    assert conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0] == 180
-    assert conn.execute("SELECT COUNT(*) FROM stories").fetchone()[0] == 60
-    per_story = conn.execute("SELECT COUNT(DISTINCT language) FROM story_members"
-                             " GROUP BY story_id").fetchall()
+        update(tmp_path, backend, path, AGGREGATOR_ARTICLE_BUDGET="500")
+    assert backend.value("SELECT COUNT(*) FROM entries") == 180
+    assert backend.value("SELECT COUNT(*) FROM stories") == 60
+    per_story = backend.query("SELECT COUNT(DISTINCT language) FROM story_members"
+                              " GROUP BY story_id")
     assert per_story == [(3,)] * 60
-    atom = feedparser.parse((tmp_path / "public" / "all.atom").read_bytes())
+    atom = feedparser.parse(backend.read("all.atom"))
     assert len(atom.entries) == 60
 
 
