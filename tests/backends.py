@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from aggregator.store import Storage, open_storage
+
 BACKENDS = ["sqlite", "postgresql"]
 
 
@@ -125,6 +127,11 @@ class Backend:
         row = self.one(sql, params)
         assert row is not None, sql
         return row[0]
+
+    def storage(self, *, readonly: bool = False) -> Storage:
+        """The database through the Storage protocol (the caller closes it)."""
+        return open_storage(self.database if self.postgres else Path(self.database),
+                            readonly=readonly)
 
     def document(self, name: str) -> bytes | None:
         """A published document: output_dir/NAME on SQLite, the `documents` table on

@@ -1,13 +1,12 @@
 """Article pages that keep failing: RFC 9309 robots.txt failures defer pages (they are retried,
 never failed for good), the feed shows `degraded` in feed_health, `status` and /status.json,
-and the log says it once per host per run. Real local servers, real SQLite files, real CLI
-and daemon subprocesses."""
+and the log says it once per host per run. Real local servers, each backend (SQLite,
+PostgreSQL), real CLI and daemon subprocesses."""
 
 from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from aggregator.config import load_config
 from aggregator.pipeline import Pipeline
 from aggregator.store import FEED_STATES, Store
 
+from .backends import Backend, Row
 from .feedserver import FeedServer, Request, article_words
 from .util import cli, env_for, write_feeds
 
@@ -57,25 +57,22 @@ def bad() -> Iterator[FeedServer]:
         yield s
 
 
-def pipeline(tmp_path: Path, feeds: list[dict[str, object]]) -> Pipeline:
+def pipeline(tmp_path: Path, backend: Backend, feeds: list[dict[str, object]]) -> Pipeline:
     path = write_feeds(tmp_path / "feeds.yaml", feeds)
-    return Pipeline(load_config(None, str(path), env_for(tmp_path)), processes=1)
+    return Pipeline(load_config(None, str(path), env_for(tmp_path, **backend.env())),
+                    processes=1)
 
 
-def db(tmp_path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(tmp_path / "agg.db")
-    conn.row_factory = sqlite3.Row
-    return conn
-
-
-def entries(tmp_path: Path, feed: str) -> list[sqlite3.Row]:
-    return db(tmp_path).execute(
+def entries(backend: Backend, feed: str) -> list[Row]:
+    return backend.query(
         "SELECT e.* FROM entries e JOIN feeds f ON f.id = e.feed_id WHERE f.name = ?"
-        " ORDER BY e.id DESC", (feed,)).fetchall()  # the feed's order (stored oldest first)
+        " ORDER BY e.id DESC", (feed,))  # the feed's order (stored oldest first)
 
 
-def health(tmp_path: Path, feed: str) -> sqlite3.Row:
-    return db(tmp_path).execute("SELECT * FROM feed_health WHERE name = ?", (feed,)).fetchone()
+def health(backend: Backend, feed: str) -> Row:
+    row = backend.one("SELECT * FROM feed_health WHERE name = ?", (feed,))
+    assert row is not None, feed
+    return row
 
 
 def article_hits(server: FeedServer) -> int:
@@ -84,40 +81,40 @@ def article_hits(server: FeedServer) -> int:
 
 @pytest.mark.parametrize("answer", [500, 503, "drop"])
 def test_unreachable_robots_defers_pages_until_it_recovers(
-    tmp_path: Path, good: FeedServer, bad: FeedServer, answer: int | str
+    tmp_path: Path, backend: Backend, good: FeedServer, bad: FeedServer, answer: int | str
 ) -> None:
     robots = Robots(answer)
     bad.route("/robots.txt", handler=robots)
     feeds = [{"name": "good", "url": good.url("/feed/0.xml")},
              {"name": "bad", "url": bad.url("/feed/0.xml")}]
-    p = pipeline(tmp_path, feeds)
+    p = pipeline(tmp_path, backend, feeds)
     try:
         report = p.run_cycle(all_feeds=True)
         assert [o.status for o in report.feeds] == ["ok", "ok"]
         # robots.txt 404: no restrictions, the pages are fetched and extracted.
         assert article_hits(good) == 3
-        assert {r["extract_status"] for r in entries(tmp_path, "good")} == {"done"}
+        assert {r["extract_status"] for r in entries(backend, "good")} == {"done"}
         # robots.txt 5xx or unreachable: no page of that host is asked for.
         assert article_hits(bad) == 0 and bad.hits["/robots.txt"] == 1
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        for i, row in enumerate(reversed(entries(tmp_path, "bad"))):
+        for i, row in enumerate(reversed(entries(backend, "bad"))):
             assert row["extract_status"] == "pending"  # not failed for good
             assert row["extract_error"].startswith("robots_unavailable: ")
             assert "robots.txt unreachable" in row["extract_error"]
             assert row["extract_retry_at"] > now and row["extract_attempts"] == 1
             # the feed's own text meanwhile
             assert row["text"] == article_words(0, i, 60) and row["word_count"] == 60
-        h = health(tmp_path, "bad")
+        h = health(backend, "bad")
         assert (h["state"], h["article_errors"], h["consecutive_errors"]) == ("degraded", 3, 0)
         assert "robots.txt unreachable" in h["last_article_error"]
         assert h["articles_waiting"] == 3
-        assert health(tmp_path, "good")["state"] == "ok"
+        assert health(backend, "good")["state"] == "ok"
         # Before its retry time nothing is asked again, robots.txt included.
         assert p.process_articles() == (0, 0)
         assert bad.hits["/robots.txt"] == 1 and article_hits(bad) == 0
     finally:
         p.close()
-    reader = Store(tmp_path / "agg.db", readonly=True)
+    reader = backend.storage(readonly=True)
     try:
         assert reader.backlog_size() == 3 and reader.backlog_retrying() == 3
         assert reader.feed_state_counts() == {"ok": 1, "degraded": 1, "failing": 0,
@@ -128,43 +125,42 @@ def test_unreachable_robots_defers_pages_until_it_recovers(
 
     # Later: robots.txt is back, the retry time has come; the next run extracts the pages.
     robots.answer = 200
-    db(tmp_path).execute("UPDATE entries SET extract_retry_at = ?", (PAST,)).connection.commit()
-    p = pipeline(tmp_path, feeds)
+    backend.execute("UPDATE entries SET extract_retry_at = ?", (PAST,))
+    p = pipeline(tmp_path, backend, feeds)
     try:
         assert p.process_articles() == (3, 0)
     finally:
         p.close()
     assert article_hits(bad) == 3
-    rows = entries(tmp_path, "bad")
+    rows = entries(backend, "bad")
     assert {r["extract_status"] for r in rows} == {"done"}
     assert all(r["word_count"] > 60 and r["extract_retry_at"] is None for r in rows)
-    h = health(tmp_path, "bad")
+    h = health(backend, "bad")
     assert (h["state"], h["article_errors"], h["articles_waiting"]) == ("ok", 0, 0)
 
 
 def test_a_page_failing_for_a_temporary_reason_is_retried_then_given_up(
-    tmp_path: Path, bad: FeedServer
+    tmp_path: Path, backend: Backend, bad: FeedServer
 ) -> None:
     """A 503 page waits for its retry (backoff doubles); an entry whose next retry would fall
     past the retry window is failed, with the reason and the attempts."""
     bad.route("/article/0/2.html", status=503, body="busy", headers={"Content-Type": "text/html"})
-    p = pipeline(tmp_path, [{"name": "busy", "url": bad.url("/feed/0.xml")}])
+    p = pipeline(tmp_path, backend, [{"name": "busy", "url": bad.url("/feed/0.xml")}])
     try:
         p.run_cycle(all_feeds=True)
-        row = entries(tmp_path, "busy")[0]  # story 2, the newest
+        row = entries(backend, "busy")[0]  # story 2, the newest
         assert (row["extract_status"], row["extract_attempts"]) == ("pending", 1)
         assert row["extract_error"].startswith("http: ") and "503" in row["extract_error"]
         first_wait = (datetime.fromisoformat(row["extract_retry_at"])
                       - datetime.fromisoformat(row["extracted_at"]))
         assert first_wait == timedelta(minutes=5)
         # The two other pages worked: one failure is not "degraded".
-        assert health(tmp_path, "busy")["state"] == "ok"
+        assert health(backend, "busy")["state"] == "ok"
 
-        conn = db(tmp_path)
-        conn.execute("UPDATE entries SET extract_retry_at = ? WHERE id = ?", (PAST, row["id"]))
-        conn.commit()
+        backend.execute("UPDATE entries SET extract_retry_at = ? WHERE id = ?",
+                        (PAST, row["id"]))
         assert p.process_articles() == (0, 1)
-        row = entries(tmp_path, "busy")[0]
+        row = entries(backend, "busy")[0]
         assert (row["extract_status"], row["extract_attempts"]) == ("pending", 2)
         second_wait = (datetime.fromisoformat(row["extract_retry_at"])
                        - datetime.fromisoformat(row["extracted_at"]))
@@ -172,25 +168,24 @@ def test_a_page_failing_for_a_temporary_reason_is_retried_then_given_up(
 
         # Two days later the news is stale: the next failure is the last.
         old = (datetime.now(UTC) - timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        conn.execute("UPDATE entries SET extract_retry_at = ?, first_seen = ? WHERE id = ?",
-                     (PAST, old, row["id"]))
-        conn.commit()
+        backend.execute("UPDATE entries SET extract_retry_at = ?, first_seen = ? WHERE id = ?",
+                        (PAST, old, row["id"]))
         assert p.process_articles() == (0, 1)
     finally:
         p.close()
-    row = entries(tmp_path, "busy")[0]
+    row = entries(backend, "busy")[0]
     assert row["extract_status"] == "failed" and row["extract_retry_at"] is None
     assert row["extract_error"].endswith("(gave up after 3 attempts)")
     assert row["word_count"] == 60  # the feed's text stays
 
 
-def test_status_and_log_show_the_degraded_feed(tmp_path: Path, good: FeedServer,
-                                               bad: FeedServer) -> None:
+def test_status_and_log_show_the_degraded_feed(tmp_path: Path, backend: Backend,
+                                               good: FeedServer, bad: FeedServer) -> None:
     bad.route("/robots.txt", handler=Robots(500))
     feeds = write_feeds(tmp_path / "feeds.yaml", [
         {"name": "good", "url": good.url("/feed/0.xml")},
         {"name": "bad", "url": bad.url("/feed/0.xml")}])
-    env = env_for(tmp_path)
+    env = env_for(tmp_path, **backend.env())
     run = cli(["update", "--all"], env, feeds)
     assert run.returncode == 0, run.stderr
     # One WARNING line for the host, not one per page; none for the healthy host.
@@ -224,10 +219,11 @@ def test_status_and_log_show_the_degraded_feed(tmp_path: Path, good: FeedServer,
     assert "\n2 feeds, 3 articles waiting (3 waiting for a retry)\n" in text.stdout
 
 
-def test_daemon_status_json_counts_the_waiting_pages(tmp_path: Path, bad: FeedServer) -> None:
+def test_daemon_status_json_counts_the_waiting_pages(tmp_path: Path, backend: Backend,
+                                                     bad: FeedServer) -> None:
     bad.route("/robots.txt", handler=Robots(502))
     feeds = write_feeds(tmp_path / "feeds.yaml", [{"name": "bad", "url": bad.url("/feed/0.xml")}])
-    env = env_for(tmp_path)
+    env = env_for(tmp_path, **backend.env())
     log = open(tmp_path / "daemon.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "aggregator.cli", "--feeds", str(feeds), "run"],
                             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
@@ -258,6 +254,7 @@ def test_daemon_status_json_counts_the_waiting_pages(tmp_path: Path, bad: FeedSe
     assert text.count("articles on ") == 1, text
 
 
+# SQLite only: it migrates an old SQLite file (PostgreSQL's migrations start after it).
 def test_migration_requeues_pages_failed_for_an_unreachable_robots_txt(tmp_path: Path) -> None:
     """Entries of the last two days recorded as failed for good because robots.txt was
     unreachable (before this migration) go back to the backlog; others stay as they are."""
