@@ -148,6 +148,30 @@ class Backend:
         assert body is not None, f"{name} was not published"
         return body
 
+    def documents(self) -> dict[str, bytes]:
+        """Every published document (feeds and archive pages) by name; not the archive
+        indexes (".NAME.archive.json", publish's own bookkeeping)."""
+        if self.postgres:
+            found = {r["name"]: bytes(r["body"])
+                     for r in self.query("SELECT name, body FROM documents ORDER BY name")}
+        else:
+            found = {p.name: p.read_bytes() for p in sorted((self.tmp / "public").iterdir())}
+        return {n: b for n, b in found.items()
+                if Path(n).suffix in (".atom", ".rss", ".json") and not n.startswith(".")}
+
+    def dump(self) -> list[Any]:
+        """The whole database's content, to compare before and after (SQLite: its SQL dump;
+        PostgreSQL: every table's rows in order)."""
+        if not self.postgres:
+            import sqlite3
+
+            with sqlite3.connect(self.database) as c:
+                return list(c.iterdump())
+        tables = [r[0] for r in self.query(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+            " AND table_type = 'BASE TABLE' ORDER BY table_name")]
+        return [(t, self.query(f"SELECT * FROM {t} ORDER BY 1")) for t in tables]
+
     def close(self) -> None:
         if self._pg is not None:
             self._pg.close()

@@ -18,6 +18,7 @@ from aggregator.errors import ConfigError
 from aggregator.models import FeedConfig
 from aggregator.store import NewEntry, Store
 
+from .backends import Backend
 from .feedserver import BASE_TIME, FeedServer, article_words
 from .test_band_index import matcher, variant
 from .util import cli, env_for, write_feeds
@@ -78,6 +79,8 @@ def test_retention_setting_problems_have_positions(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- the store
+# SQLite only: these check SQLite's own structures (Store.conn, the FTS index, the file's
+# vacuum); the protocol's prune on both backends is in test_storage.py.
 
 
 def entry(key: str, text: str, published: datetime, title: str = "Border talks resume"
@@ -124,29 +127,31 @@ def fts_ids(conn: sqlite3.Connection, word: str) -> list[int]:
         "SELECT rowid FROM entries_fts WHERE entries_fts MATCH ?", (f'"{word}"',))]
 
 
+ORPHANS = {  # rows that hang off an entry without it; stories not whole
+    "pages": "SELECT COUNT(*) FROM pages WHERE entry_id NOT IN (SELECT id FROM entries)",
+    "bands": "SELECT COUNT(*) FROM entry_bands WHERE entry_id NOT IN"
+             " (SELECT id FROM entries)",
+    "empty stories": "SELECT COUNT(*) FROM stories s WHERE NOT EXISTS"
+                     " (SELECT 1 FROM entries e WHERE e.story_id = s.id)",
+    "representatives": "SELECT COUNT(*) FROM stories s WHERE representative_id IS NULL"
+                       " OR representative_id NOT IN (SELECT id FROM entries e"
+                       " WHERE e.story_id = s.id)",
+    "counts": "SELECT COUNT(*) FROM stories s WHERE entry_count !="
+              " (SELECT COUNT(*) FROM entries e WHERE e.story_id = s.id) OR outlet_count"
+              " != (SELECT COUNT(DISTINCT feed_id) FROM entries e WHERE e.story_id = s.id)",
+}
+
+
 def consistent(conn: sqlite3.Connection) -> None:
     """Every row that hangs off an entry has its entry; every story is whole."""
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.execute("INSERT INTO entries_fts(entries_fts) VALUES ('integrity-check')")
     if conn.in_transaction:  # the check is an INSERT: Python's sqlite3 opened a transaction
         conn.commit()
-    orphans = {
-        "pages": "SELECT COUNT(*) FROM pages WHERE entry_id NOT IN (SELECT id FROM entries)",
-        "bands": "SELECT COUNT(*) FROM entry_bands WHERE entry_id NOT IN"
-                 " (SELECT id FROM entries)",
-        "fts": "SELECT COUNT(*) FROM entries_fts_docsize WHERE id NOT IN"
-               " (SELECT id FROM entries)",
-        "empty stories": "SELECT COUNT(*) FROM stories s WHERE NOT EXISTS"
-                         " (SELECT 1 FROM entries e WHERE e.story_id = s.id)",
-        "representatives": "SELECT COUNT(*) FROM stories s WHERE representative_id IS NULL"
-                           " OR representative_id NOT IN (SELECT id FROM entries e"
-                           " WHERE e.story_id = s.id)",
-        "counts": "SELECT COUNT(*) FROM stories s WHERE entry_count !="
-                  " (SELECT COUNT(*) FROM entries e WHERE e.story_id = s.id) OR outlet_count"
-                  " != (SELECT COUNT(DISTINCT feed_id) FROM entries e WHERE e.story_id = s.id)",
-    }
-    found = {name: conn.execute(sql).fetchone()[0] for name, sql in orphans.items()}
-    assert found == dict.fromkeys(orphans, 0)
+    found = {name: conn.execute(sql).fetchone()[0] for name, sql in ORPHANS.items()}
+    assert found == dict.fromkeys(ORPHANS, 0)
+    assert conn.execute("SELECT COUNT(*) FROM entries_fts_docsize WHERE id NOT IN"
+                        " (SELECT id FROM entries)").fetchone()[0] == 0
     assert conn.execute("SELECT COUNT(*) FROM entries_fts_docsize").fetchone()[0] == \
         conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
 
@@ -305,14 +310,31 @@ OUTPUTS = """outputs:
 """
 
 
-def documents(out: Path) -> dict[str, bytes]:
-    """Every published document: each output's current ones and the archive page it keeps."""
-    return {p.name: p.read_bytes() for p in sorted(out.iterdir())
-            if p.suffix in (".atom", ".rss", ".json") and not p.name.startswith(".")}
+def search_ids(backend: Backend, word: str) -> list[int]:
+    """The entries `search` finds (SQLite's FTS index, PostgreSQL's trigram indexes)."""
+    st = backend.storage(readonly=True)
+    try:
+        return [r["id"] for r in st.search(word)]
+    finally:
+        st.close()
+
+
+def consistent_store(backend: Backend) -> None:
+    """consistent() on either backend: SQLite's own checks (file, FTS index) there, the
+    orphan checks on both."""
+    if not backend.postgres:  # SQLite's file and FTS index (PostgreSQL has neither)
+        conn = sqlite3.connect(backend.database)
+        try:
+            consistent(conn)
+        finally:
+            conn.close()
+        return
+    for name, sql in ORPHANS.items():
+        assert backend.value(sql) == 0, name
 
 
 def test_prune_farm_store_keeps_it_consistent_and_current_documents_unchanged(
-        tmp_path: Path) -> None:
+        tmp_path: Path, backend: Backend) -> None:
     with FeedServer(feeds=4, entries=16) as s:
         feeds = write_feeds(
             tmp_path / "feeds.yaml",
@@ -323,67 +345,63 @@ def test_prune_farm_store_keeps_it_consistent_and_current_documents_unchanged(
         # document and its one archive page) show its newest 5.
         feeds.write_text(text.replace(f"url: {s.url('/feed/2.xml')}\n",
                                       f"url: {s.url('/feed/2.xml')}\n    max_entries: 1\n"))
-        env = env_for(tmp_path)
+        env = env_for(tmp_path, **backend.env())
         r = cli(["update", "--all"], env, feeds=feeds)
         assert r.returncode == 0, r.stderr
-        db = tmp_path / "agg.db"
-        out = tmp_path / "public"
-        conn = sqlite3.connect(db)
-        assert conn.execute("SELECT COUNT(*), COUNT(DISTINCT story_id) FROM entries"
-                            " WHERE extract_status = 'done'").fetchone() == (64, 64)
-        assert conn.execute("SELECT COUNT(*) FROM pages").fetchone()[0] == 64
+        assert backend.query("SELECT COUNT(*), COUNT(DISTINCT story_id) FROM entries"
+                             " WHERE extract_status = 'done'")[0] == (64, 64)
+        assert backend.value("SELECT COUNT(*) FROM pages") == 64
         # Items are published every 10 minutes from BASE_TIME on: keep those from +75 min,
         # the newer half.
         age = datetime.now(UTC) - (BASE_TIME + timedelta(minutes=75))
         env["AGGREGATOR_ENTRY_RETENTION"] = f"{int(age.total_seconds())}s"
         # A word only the oldest entry of feed 0 has.
-        doomed = conn.execute("SELECT id, text FROM entries WHERE guid = 'feed0-item0'"
-                              ).fetchone()
-        word = next(w for w in doomed[1].split() if conn.execute(
-            "SELECT COUNT(*) FROM entries WHERE instr(text, ?)", (w,)).fetchone()[0] == 1)
-        assert fts_ids(conn, word) == [doomed[0]]
-        conn.close()
-        current = documents(out)
+        doomed = backend.query("SELECT id, text FROM entries WHERE guid = 'feed0-item0'")[0]
+        word = next(w for w in doomed[1].split() if len(w) >= 3 and backend.value(
+            "SELECT COUNT(*) FROM entries WHERE text LIKE ?", (f"%{w}%",)) == 1)
+        assert search_ids(backend, word) == [doomed[0]]
+        current = backend.documents()
         assert len(current) == 2 * 2 * 3  # two outputs, each a current and an archive page
-        before = dump(db)
+        before = backend.dump()
 
         r = cli(["prune", "--dry-run"], env, feeds=feeds)
         assert r.returncode == 0, r.stderr
         assert "would delete 35 entries (feed-2 11, feed-0 8, feed-1 8, feed-3 8)," \
             " 35 article pages" in r.stdout
         assert "4 due entries kept: a published document shows them" in r.stdout
-        assert dump(db) == before
+        assert backend.dump() == before
 
-        size = db.stat().st_size
+        size = 0 if backend.postgres else Path(backend.database).stat().st_size
         r = cli(["prune"], env, feeds=feeds)
         assert r.returncode == 0, r.stderr
         assert "deleted 35 entries (feed-2 11, feed-0 8, feed-1 8, feed-3 8)" in r.stdout
-        assert "(incremental vacuum)" in r.stdout
-        assert db.stat().st_size < size * 0.8
-        conn = sqlite3.connect(db)
-        counts = dict(conn.execute("SELECT f.name, COUNT(*) FROM entries e JOIN feeds f"
-                                   " ON f.id = e.feed_id GROUP BY f.name"))
+        if not backend.postgres:  # the file's space: SQLite's upkeep (docs/schema.md)
+            assert "(incremental vacuum)" in r.stdout
+            assert Path(backend.database).stat().st_size < size * 0.8
+            with sqlite3.connect(backend.database) as c:
+                assert c.execute("PRAGMA freelist_count").fetchone()[0] == 0
+        counts = dict(backend.query("SELECT f.name, COUNT(*) FROM entries e JOIN feeds f"
+                                    " ON f.id = e.feed_id GROUP BY f.name"))
         assert counts == {"feed-0": 8, "feed-1": 8, "feed-2": 5, "feed-3": 8}
-        assert fts_ids(conn, word) == []
-        consistent(conn)
-        assert conn.execute("PRAGMA freelist_count").fetchone()[0] == 0
+        assert search_ids(backend, word) == []
+        consistent_store(backend)
 
-        # Published files are not touched, and publishing again gives the same bytes.
-        assert documents(out) == current
+        # Published documents are not touched, and publishing again gives the same bytes.
+        assert backend.documents() == current
         r = cli(["publish"], env, feeds=feeds)
         assert r.returncode == 0, r.stderr
-        assert documents(out) == current
+        assert backend.documents() == current
 
         # A new item: the pruned entries the feeds still list stay away.
         s.round = 1
         r = cli(["update", "--all"], env, feeds=feeds)
         assert r.returncode == 0, r.stderr
         assert "0 failed, 4 new entries" in r.stdout
-        assert conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0] == 29 + 4
-        consistent(conn)
-        conn.close()
+        assert backend.value("SELECT COUNT(*) FROM entries") == 29 + 4
+        consistent_store(backend)
 
 
+# SQLite only: a WAL file created before auto_vacuum, and SQLite's VACUUM.
 def test_prune_without_retention_and_vacuum_of_an_old_store(tmp_path: Path) -> None:
     with FeedServer(feeds=2, entries=5) as s:
         feeds = write_feeds(tmp_path / "feeds.yaml", [
@@ -406,7 +424,7 @@ def test_prune_without_retention_and_vacuum_of_an_old_store(tmp_path: Path) -> N
         assert c.execute("SELECT COUNT(*) FROM entries").fetchone()[0] == 10
 
 
-def test_daemon_maintenance_prunes(tmp_path: Path) -> None:
+def test_daemon_maintenance_prunes(tmp_path: Path, backend: Backend) -> None:
     from aggregator.daemon import Daemon
 
     with FeedServer(feeds=1, entries=6) as s:
@@ -414,7 +432,7 @@ def test_daemon_maintenance_prunes(tmp_path: Path) -> None:
             {"name": "one", "url": s.url("/feed/0.xml"), "max_entries": 2}],
             "outputs:\n  - name: latest\n    title: Latest\n    limit: 1\n"
             "    archive_pages: 0\n")
-        env = env_for(tmp_path, AGGREGATOR_FULL_TEXT="false")
+        env = env_for(tmp_path, **backend.env(), AGGREGATOR_FULL_TEXT="false")
         r = cli(["update", "--all"], env, feeds=feeds)
         assert r.returncode == 0, r.stderr
     config = load_config(None, str(feeds), env=env)
@@ -423,6 +441,5 @@ def test_daemon_maintenance_prunes(tmp_path: Path) -> None:
         daemon._prune()
     finally:
         daemon.pipeline.close()
-    with sqlite3.connect(tmp_path / "agg.db") as c:
-        assert [g for (g,) in c.execute("SELECT guid FROM entries ORDER BY guid")] == \
-            ["feed0-item4", "feed0-item5"]
+    assert [g for (g,) in backend.query("SELECT guid FROM entries ORDER BY guid")] == \
+        ["feed0-item4", "feed0-item5"]
