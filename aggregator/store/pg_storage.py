@@ -288,8 +288,13 @@ def containment_ids(c: Any, buffer: BandBuffer, keys: Sequence[int],
     """stories.containment_ids in PostgreSQL's SQL."""
     if not keys:
         return []
+    # OFFSET 0 fences the key lookup (as in find_candidates): without it, on a table whose
+    # statistics are missing or stale (autovacuum off, or a table growing fast), the
+    # planner aggregates a (parallel) sequential scan of every band key: one pass over
+    # the whole index per stored entry, the per-feed cost growing with the store.
     shared = {r[0]: int(r[1]) for r in c.execute(
-        "SELECT entry_id, COUNT(*) FROM entry_bands WHERE band_key = ANY(%s::bigint[])"
+        "SELECT entry_id, COUNT(*) FROM (SELECT entry_id FROM entry_bands"
+        " WHERE band_key = ANY(%s::bigint[]) OFFSET 0) b"
         " GROUP BY entry_id HAVING COUNT(*) >= %s",
         (list(keys), CONTAIN_MIN_SHARED)).fetchall()}
     for entry_id, n in buffer.shared_counts(keys).items():
@@ -338,11 +343,18 @@ def touch_story_of(c: Any, entry_id: int, now: datetime) -> None:
 
 
 def pg_set_links(c: Any, entry_id: int, source: str,
-                 links: Iterable[tuple[str, str | None, str]]) -> None:
+                 links: Iterable[tuple[str, str | None, str]], *,
+                 fresh: bool = False) -> list[PgRow]:
     """stories.set_links in PostgreSQL's SQL: replace the links an entry's ``source``
-    (``feed`` or ``page``) names."""
-    c.execute("DELETE FROM entry_links WHERE entry_id = %s AND source = %s", (entry_id, source))
+    (``feed`` or ``page``) names. ``fresh``: the entry was inserted in this transaction, so
+    it has no links to delete (a round trip saved per new entry). Returns the rows written
+    (url_norm, language, kind), as entry_links holds them."""
+    if not fresh:
+        c.execute("DELETE FROM entry_links WHERE entry_id = %s AND source = %s",
+                  (entry_id, source))
     rows = [(url, primary_language(lang), kind) for url, lang, kind in links]
+    seen: set[str] = set()  # the first row of a URL wins, as ON CONFLICT DO NOTHING has it
+    rows = [r for r in rows if not (r[0] in seen or seen.add(r[0]))]
     if rows:
         c.execute(
             "INSERT INTO entry_links(entry_id, source, url_norm, language, kind)"
@@ -350,6 +362,7 @@ def pg_set_links(c: Any, entry_id: int, source: str,
             " AS x(u, l, k) ON CONFLICT DO NOTHING",
             (entry_id, source, [r[0] for r in rows], [r[1] for r in rows],
              [r[2] for r in rows]))
+    return [PgRow(("url_norm", "language", "kind"), r) for r in rows]
 
 
 _ENTRY_LANG = (
@@ -359,15 +372,22 @@ _ENTRY_LANG = (
 )
 
 
-def pg_join_linked_stories(c: Any, entry_id: int, now: datetime) -> int:
-    """stories.join_linked_stories in PostgreSQL's SQL, with its policy (link_joins)."""
-    me = c.execute(_ENTRY_LANG + " WHERE e.id = %s", (entry_id,)).fetchone()
+def pg_join_linked_stories(c: Any, entry_id: int, now: datetime, *,
+                           me: Mapping[str, Any] | None = None,
+                           links: Sequence[Mapping[str, Any]] | None = None) -> int:
+    """stories.join_linked_stories in PostgreSQL's SQL, with its policy (link_joins).
+    ``me`` (the _ENTRY_LANG row) and ``links`` (its entry_links rows): what the caller
+    just wrote, given to save two round trips per new entry; read here otherwise."""
+    if me is None:
+        me = c.execute(_ENTRY_LANG + " WHERE e.id = %s", (entry_id,)).fetchone()
     if me is None or me["story_id"] is None:
         return 0
+    if links is None:
+        links = c.execute("SELECT url_norm, language, kind FROM entry_links"
+                          " WHERE entry_id = %s", (entry_id,)).fetchall()
     joins = link_joins(
         me,
-        c.execute("SELECT url_norm, language, kind FROM entry_links WHERE entry_id = %s",
-                  (entry_id,)).fetchall(),
+        links,
         lambda url: c.execute(
             _ENTRY_LANG + " WHERE e.id IN (SELECT id FROM entries WHERE url_norm = %s"
             " UNION SELECT id FROM entries WHERE canonical_url = %s LIMIT %s)"
@@ -530,9 +550,12 @@ class PgDataMixin:
                 story_lock(c)  # before the feed's row lock: the one order of the two
             # The feed's row is locked for the transaction: two writers storing one feed's
             # poll at once take turns (one poll's upserts see the other's rows).
-            row = c.execute("SELECT last_success FROM feeds WHERE id = %s FOR UPDATE",
-                            (feed_id,)).fetchone()
+            row = c.execute("SELECT last_success, name, language FROM feeds"
+                            " WHERE id = %s FOR UPDATE", (feed_id,)).fetchone()
             first_poll = row is not None and row[0] is None
+            # The feed's name (new stories' item ids) and language (its new entries' own,
+            # when they name none) as the upserts below read them: once, not per entry.
+            feed = (row[1], row[2]) if row is not None else None
             if entries:
                 gone = self._pruned_keys(c, feed_id, {e.key for e in entries})
                 if gone:
@@ -543,7 +566,7 @@ class PgDataMixin:
                 (feed_id, [e.key for e in entries])).fetchall()} if entries else {}
             stored = [
                 self._upsert_entry(c, feed_id, e, now, matcher, window_days,
-                                   existing.get(e.key), first_poll)
+                                   existing.get(e.key), first_poll, feed)
                 for e in reversed(entries)
             ][::-1]
             c.execute(
@@ -581,7 +604,8 @@ class PgDataMixin:
 
     def _upsert_entry(self, c: Any, feed_id: int, e: NewEntry, now: datetime,
                       matcher: Matcher | None, window_days: int, row: Mapping[str, Any] | None,
-                      first_poll: bool = False) -> StoredEntry:
+                      first_poll: bool = False,
+                      feed: tuple[str, str | None] | None = None) -> StoredEntry:
         published = t(e.published) if e.published is not None else (
             None if first_poll else t(now))
         dates = [d for d in (e.published, e.updated) if d is not None]
@@ -634,8 +658,8 @@ class PgDataMixin:
             for other, why, how in decision.bridges:
                 merge_story(c, other, into=story_id, reason=why, score=how)
         else:
-            feed_name = c.execute("SELECT name FROM feeds WHERE id = %s",
-                                  (feed_id,)).fetchone()[0]
+            feed_name = feed[0] if feed is not None else c.execute(
+                "SELECT name FROM feeds WHERE id = %s", (feed_id,)).fetchone()[0]
             story_id = create_story(c, now, own, entry_uid(feed_name, e.key))
         entry_id = int(c.execute(
             "INSERT INTO entries(feed_id, key, guid, url, url_norm, title, author, feed_html,"
@@ -664,8 +688,14 @@ class PgDataMixin:
         else:
             refresh_story(c, story_id, now)
         # Its translations and editions, whichever arrived first.
-        pg_set_links(c, entry_id, "feed", e.links)
-        merged = pg_join_linked_stories(c, entry_id, now)
+        links = pg_set_links(c, entry_id, "feed", e.links, fresh=True)
+        # What _ENTRY_LANG would read back of the row just inserted (no canonical URL or
+        # page language yet): two round trips saved per new entry.
+        me = None if feed is None else PgRow(
+            ("id", "story_id", "url_norm", "canonical_url", "language"),
+            (entry_id, story_id, e.url_norm, None,
+             e.language if e.language is not None else feed[1]))
+        merged = pg_join_linked_stories(c, entry_id, now, me=me, links=links)
         return StoredEntry(entry_id, feed_id, e.key, is_new=True, changed=True,
                            story_created=reason == "first",
                            stories_merged=len(decision.bridges) + merged)
