@@ -304,11 +304,34 @@ def containment_ids(c: Any, buffer: BandBuffer, keys: Sequence[int],
     return [i for _, i in found[:limit]]
 
 
-def create_story(c: Any, now: datetime, updated: datetime, item_id: str) -> int:
-    return int(c.execute(
-        "INSERT INTO stories(first_seen, updated, entry_count, outlet_count, item_id)"
-        " VALUES (%s, %s, 1, 1, %s) RETURNING id", (t(now), t(updated), item_id)
-    ).fetchone()[0])
+_ENTRY_COLUMNS = (
+    "feed_id, key, guid, url, url_norm, title, author, feed_html, content_html, text,"
+    " summary, word_count, language, categories, enclosures, image, published,"
+    " published_raw, date_note, updated, first_seen, last_seen, content_hash,"
+    " extract_status, text_hash, signature, bands, story_id, match_reason, match_score,"
+    " contain_bands")
+_ENTRY_VALUES = ("%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb,%s::jsonb,%s,%s,%s,%s,"
+                 "%s,%s,%s,%s,%s,%s,%s,%s,{story},%s,%s,%s")
+# Whether another entry's link names the new entry's URL (pg_join_linked_stories' second
+# lookup, skipped when none does: the usual case).
+_LINKED = "EXISTS (SELECT 1 FROM entry_links WHERE url_norm = %s)"
+_BANDS_OF_E = (" b AS (INSERT INTO entry_bands(band_key, entry_id)"
+               " SELECT k, e.id FROM e, unnest(%s::bigint[]) AS k ON CONFLICT DO NOTHING)")
+# A new entry in a story of its own, in one statement: the entry's id drawn first so that
+# the story is inserted with it as representative (create_story, the INSERT, its band keys
+# and the representative's UPDATE were four round trips).
+_INSERT_FIRST = (
+    "WITH n AS (SELECT nextval(pg_get_serial_sequence('entries', 'id')) AS id),"
+    " s AS (INSERT INTO stories(first_seen, updated, entry_count, outlet_count, item_id,"
+    " representative_id) VALUES (%s, %s, 1, 1, %s, (SELECT id FROM n)) RETURNING id),"
+    f" e AS (INSERT INTO entries(id, {_ENTRY_COLUMNS}) VALUES ((SELECT id FROM n),"
+    f" {_ENTRY_VALUES.format(story='(SELECT id FROM s)')}) RETURNING id, story_id),"
+    f"{_BANDS_OF_E} SELECT id, story_id, {_LINKED} FROM e")
+# A new entry joining a story, with its band keys.
+_INSERT_MEMBER = (
+    f"WITH e AS (INSERT INTO entries({_ENTRY_COLUMNS})"
+    f" VALUES ({_ENTRY_VALUES.format(story='%s')}) RETURNING id),"
+    f"{_BANDS_OF_E} SELECT id, {_LINKED} FROM e")
 
 
 def merge_story(c: Any, other: int, *, into: int, reason: str, score: float) -> None:
@@ -353,8 +376,10 @@ def pg_set_links(c: Any, entry_id: int, source: str,
         c.execute("DELETE FROM entry_links WHERE entry_id = %s AND source = %s",
                   (entry_id, source))
     rows = [(url, primary_language(lang), kind) for url, lang, kind in links]
-    seen: set[str] = set()  # the first row of a URL wins, as ON CONFLICT DO NOTHING has it
-    rows = [r for r in rows if not (r[0] in seen or seen.add(r[0]))]
+    firsts: dict[str, tuple[str, str | None, str]] = {}
+    for r in rows:  # the first row of a URL wins, as ON CONFLICT DO NOTHING has it
+        firsts.setdefault(r[0], r)
+    rows = list(firsts.values())
     if rows:
         c.execute(
             "INSERT INTO entry_links(entry_id, source, url_norm, language, kind)"
@@ -373,11 +398,13 @@ _ENTRY_LANG = (
 
 
 def pg_join_linked_stories(c: Any, entry_id: int, now: datetime, *,
-                           me: Mapping[str, Any] | None = None,
-                           links: Sequence[Mapping[str, Any]] | None = None) -> int:
+                           me: Any = None, links: Sequence[Any] | None = None,
+                           linked: bool = True) -> int:
     """stories.join_linked_stories in PostgreSQL's SQL, with its policy (link_joins).
     ``me`` (the _ENTRY_LANG row) and ``links`` (its entry_links rows): what the caller
-    just wrote, given to save two round trips per new entry; read here otherwise."""
+    just wrote, given to save two round trips per new entry; read here otherwise.
+    ``linked`` False: the caller knows no other entry's link names this one's URL (under
+    STORY_LOCK, which every writer of links holds), so that lookup is skipped."""
     if me is None:
         me = c.execute(_ENTRY_LANG + " WHERE e.id = %s", (entry_id,)).fetchone()
     if me is None or me["story_id"] is None:
@@ -392,7 +419,7 @@ def pg_join_linked_stories(c: Any, entry_id: int, now: datetime, *,
             _ENTRY_LANG + " WHERE e.id IN (SELECT id FROM entries WHERE url_norm = %s"
             " UNION SELECT id FROM entries WHERE canonical_url = %s LIMIT %s)"
             " AND e.id != %s", (url, url, _LINK_LIMIT, entry_id)).fetchall(),
-        lambda url: c.execute(
+        lambda url: [] if not linked else c.execute(
             "SELECT l.language AS declared, l.kind, x.story_id, x.url_norm, x.language"
             " FROM (SELECT entry_id, language, kind FROM entry_links WHERE url_norm = %s"
             " AND entry_id != %s LIMIT %s) l JOIN (" + _ENTRY_LANG + ") x"
@@ -657,35 +684,26 @@ class PgDataMixin:
             story_id = decision.story_id
             for other, why, how in decision.bridges:
                 merge_story(c, other, into=story_id, reason=why, score=how)
-        else:
+        values = (feed_id, e.key, e.guid, e.url, e.url_norm, e.title, e.author,
+                  None if e.feed_html == e.content_html else e.feed_html,
+                  e.content_html, e.text, e.summary, e.word_count, e.language,
+                  _json(list(e.categories)), _enclosures(e.enclosures), e.image, published,
+                  e.published_raw, e.date_note, t(own), t(now), t(now), e.content_hash,
+                  e.extract_status, e.text_hash, e.signature, pack_bands(e.band_keys))
+        tail = (reason, score, pack_bands(e.contain_keys))
+        # Its band keys in this transaction (the next writer's lookup sees them at its
+        # commit), in the entry's own statement: one round trip per new entry, not three.
+        every = sorted({*e.band_keys, *e.contain_keys})
+        if decision.story_id is None:  # a story of its own, this entry its representative
             feed_name = feed[0] if feed is not None else c.execute(
                 "SELECT name FROM feeds WHERE id = %s", (feed_id,)).fetchone()[0]
-            story_id = create_story(c, now, own, entry_uid(feed_name, e.key))
-        entry_id = int(c.execute(
-            "INSERT INTO entries(feed_id, key, guid, url, url_norm, title, author, feed_html,"
-            " content_html, text, summary, word_count, language, categories, enclosures,"
-            " image, published, published_raw, date_note, updated, first_seen, last_seen,"
-            " content_hash, extract_status, text_hash, signature, bands, story_id,"
-            " match_reason, match_score, contain_bands)"
-            " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb,%s::jsonb,%s,%s,%s,%s,"
-            "%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id",
-            (feed_id, e.key, e.guid, e.url, e.url_norm, e.title, e.author,
-             None if e.feed_html == e.content_html else e.feed_html,
-             e.content_html, e.text, e.summary, e.word_count, e.language,
-             _json(list(e.categories)), _enclosures(e.enclosures), e.image, published,
-             e.published_raw, e.date_note, t(own), t(now), t(now), e.content_hash,
-             e.extract_status, e.text_hash, e.signature, pack_bands(e.band_keys), story_id,
-             reason, score, pack_bands(e.contain_keys)),
-        ).fetchone()[0])
-        every = sorted({*e.band_keys, *e.contain_keys})
-        if every:  # in this transaction: the next writer's lookup sees them at its commit
-            c.execute("INSERT INTO entry_bands(band_key, entry_id)"
-                      " SELECT k, %s FROM unnest(%s::bigint[]) AS k ON CONFLICT DO NOTHING",
-                      (entry_id, every))
-        if reason == "first":
-            c.execute("UPDATE stories SET representative_id = %s WHERE id = %s",
-                      (entry_id, story_id))
+            got = c.execute(_INSERT_FIRST, (t(now), t(own), entry_uid(feed_name, e.key),
+                                            *values, *tail, every, e.url_norm)).fetchone()
+            entry_id, story_id, linked = int(got[0]), int(got[1]), bool(got[2])
         else:
+            got = c.execute(_INSERT_MEMBER, (*values, story_id, *tail, every, e.url_norm)
+                            ).fetchone()
+            entry_id, linked = int(got[0]), bool(got[1])
             refresh_story(c, story_id, now)
         # Its translations and editions, whichever arrived first.
         links = pg_set_links(c, entry_id, "feed", e.links, fresh=True)
@@ -695,7 +713,7 @@ class PgDataMixin:
             ("id", "story_id", "url_norm", "canonical_url", "language"),
             (entry_id, story_id, e.url_norm, None,
              e.language if e.language is not None else feed[1]))
-        merged = pg_join_linked_stories(c, entry_id, now, me=me, links=links)
+        merged = pg_join_linked_stories(c, entry_id, now, me=me, links=links, linked=linked)
         return StoredEntry(entry_id, feed_id, e.key, is_new=True, changed=True,
                            story_created=reason == "first",
                            stories_merged=len(decision.bridges) + merged)
