@@ -222,20 +222,10 @@ def find_candidates(
     c: Any, entry_id: int, url_norm: str | None, canonical_norm: str | None,
     text_hash: str | None, band_keys: Sequence[int], since: datetime,
     pending: Iterable[int] = (), limit: int = 200, contained: Sequence[int] = (),
-    contain_keys: Sequence[int] = (),
 ) -> list[Candidate]:
-    """stories.find_candidates in PostgreSQL's SQL: one statement, every lookup by index.
-    ``contain_keys``: containment_ids' lookup done in the same statement (the entries
-    sharing CONTAIN_MIN_SHARED of these keys join ``contained``): one round trip, not two."""
+    """stories.find_candidates in PostgreSQL's SQL: one statement, every lookup by index."""
     parts: list[str] = []
     args: list[Any] = []
-    head = ""
-    if contain_keys:
-        head = ("WITH shared AS (SELECT entry_id FROM (SELECT entry_id FROM entry_bands"
-                " WHERE band_key = ANY(%s::bigint[]) OFFSET 0) b GROUP BY entry_id"
-                " HAVING COUNT(*) >= %s ORDER BY COUNT(*) DESC, entry_id LIMIT %s) ")
-        args += [list(contain_keys), CONTAIN_MIN_SHARED, limit]
-        parts.append("SELECT entry_id FROM shared")
     contained = sorted(contained)
     if contained:
         parts.append("SELECT unnest(%s::bigint[])")
@@ -261,10 +251,9 @@ def find_candidates(
     if not parts:
         return []
     rows = c.execute(
-        head + "SELECT e.id, e.story_id, f.name AS feed_name, e.url_norm, e.canonical_url,"
+        "SELECT e.id, e.story_id, f.name AS feed_name, e.url_norm, e.canonical_url,"
         " e.text_hash, e.signature, e.title, e.word_count,"
         " COALESCE(e.published, e.first_seen) AS published"
-        + (", e.id IN (SELECT entry_id FROM shared) AS contained" if head else "") +
         " FROM entries e JOIN feeds f ON f.id = e.feed_id"
         # = ANY(ARRAY(...)): the few candidate ids first, then the primary key; `IN (...)`
         # let the planner hash-join a scan of every entry, once per stored entry.
@@ -273,7 +262,7 @@ def find_candidates(
         " ORDER BY 10, e.id",
         (*args, entry_id, t(since)),
     ).fetchall()
-    wanted = set(contained) | ({r["id"] for r in rows if r["contained"]} if head else set())
+    wanted = set(contained)
 
     def reader(i: int) -> Callable[[], str | None]:
         def read() -> str | None:
@@ -686,14 +675,9 @@ class PgDataMixin:
         contain_keys = (*e.contain_keys, *e.probe_contain)
         if matcher is not None and (e.url_norm or e.text_hash or near_keys or contain_keys):
             since = (e.published or now) - timedelta(days=window_days)
-            if contain_keys:
-                self._ensure_bands(c)
-            in_sql = not self.bands  # always on PostgreSQL: the buffer stays empty
-            candidates = find_candidates(
-                c, 0, e.url_norm, None, e.text_hash, near_keys, since,
-                self._waiting(c, near_keys),
-                contained=() if in_sql else self._contained(c, contain_keys),
-                contain_keys=contain_keys if in_sql else ())
+            candidates = find_candidates(c, 0, e.url_norm, None, e.text_hash, near_keys,
+                                         since, self._waiting(c, near_keys),
+                                         contained=self._contained(c, contain_keys))
         decision = decide_story(e, candidates, matcher)
         reason, score = decision.reason, decision.score
         if decision.story_id is not None:
