@@ -261,6 +261,10 @@ def find_candidates(
         " AND COALESCE(e.published, e.first_seen) >= %s"
         " ORDER BY 10, e.id",
         (*args, entry_id, t(since)),
+        # Never prepared: a prepared statement may get a generic plan, blind to the
+        # arrays of keys and ids; one such plan scanned for seconds per entry
+        # (bench-scale). Planned with its values each time, as it has to be.
+        prepare=False,
     ).fetchall()
     wanted = set(contained)
 
@@ -296,7 +300,7 @@ def containment_ids(c: Any, buffer: BandBuffer, keys: Sequence[int],
         "SELECT entry_id, COUNT(*) FROM (SELECT entry_id FROM entry_bands"
         " WHERE band_key = ANY(%s::bigint[]) OFFSET 0) b"
         " GROUP BY entry_id HAVING COUNT(*) >= %s",
-        (list(keys), CONTAIN_MIN_SHARED)).fetchall()}
+        (list(keys), CONTAIN_MIN_SHARED), prepare=False).fetchall()}  # find_candidates
     for entry_id, n in buffer.shared_counts(keys).items():
         if n >= CONTAIN_MIN_SHARED:
             shared[entry_id] = shared.get(entry_id, 0) + n

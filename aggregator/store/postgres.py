@@ -93,13 +93,9 @@ class PostgresBase:
         except psycopg.Error as exc:
             raise connect_error(url, exc) from None
         probe.close()
-        # Times come back in UTC; a reader's transactions cannot write. Custom plans
-        # always: psycopg prepares a statement run five times on a connection, and the
-        # server may then switch it to a generic plan, blind to the arrays of keys and
-        # ids the story lookups pass; one such plan of the candidate lookup scanned for
-        # seconds per entry (bench-scale). Preparing still saves parsing.
-        options = "-c TimeZone=UTC -c plan_cache_mode=force_custom_plan" + (
-            " -c default_transaction_read_only=on" if readonly else "")
+        # Times come back in UTC; a reader's transactions cannot write.
+        options = "-c TimeZone=UTC" + (" -c default_transaction_read_only=on"
+                                        if readonly else "")
         kwargs: dict[str, Any] = {"autocommit": False, "row_factory": row_factory,
                                   "options": options}
         self.pool = ConnectionPool(url, min_size=1, max_size=max_size, kwargs=kwargs,
