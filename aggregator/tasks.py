@@ -76,6 +76,20 @@ RESTART_SECONDS = 5.0  # before a worker that stopped for another reason is star
 PROCRASTINATE_LOGGERS = ("procrastinate.worker", "procrastinate.utils")
 
 
+# The queueing locks of a task's jobs waiting or running. list_jobs filters on one status
+# with an "IS NULL OR" the planner cannot match to procrastinate's partial index on
+# todo/doing jobs, and the table keeps finished jobs OLD_JOBS_HOURS: this one is an index
+# scan of the jobs not finished.
+WAITING_OR_RUNNING = (
+    "SELECT queueing_lock FROM procrastinate_jobs WHERE status = ANY("
+    "ARRAY['todo', 'doing']::procrastinate_job_status[]) AND task_name = %(task)s")
+
+
+# A publish job waiting (procrastinate's unique partial index on todo queueing locks).
+PUBLISH_WAITING = ("SELECT 1 FROM procrastinate_jobs WHERE queueing_lock = %(lock)s"
+                   " AND status = 'todo'")
+
+
 def feed_lock(feed_id: int) -> str:
     return f"feed:{feed_id}"
 
@@ -199,6 +213,11 @@ class Workers:
         its queueing lock) rolls back to the savepoint, never the caller's transaction.
         The store calls it after its own statements, so a transaction is open and
         ``transaction()`` is a savepoint, not a transaction of its own."""
+        # One waiting already (the usual case while polls go on): it runs after this
+        # commit... or has just started, exactly as when its queueing lock refuses ours;
+        # asking first spares the savepoint and the refused INSERT, three round trips.
+        if conn.execute(PUBLISH_WAITING, {"lock": PUBLISH_LOCK}).fetchone() is not None:
+            return
         job = self._publish_task.configure().job
         try:
             with conn.transaction():
@@ -215,17 +234,40 @@ class Workers:
             return 0
 
     def schedule_due(self) -> int:
-        """Defer poll_feed for every due feed; returns how many were enqueued (a feed whose
-        job already waits is skipped by its queueing lock)."""
-        deferred = 0
-        for st in self.pipeline.due():
+        """Defer poll_feed for every due feed; returns how many were enqueued. A feed
+        whose poll job already waits (todo) or runs (doing) gets none: a waiting one would
+        only find the feed polled and skip it, and each refused defer (the queueing lock)
+        is a failed INSERT, every tick, for every feed still due. The rest go in one
+        batch; should one of them be enqueued meanwhile (retry_stalled), one by one."""
+        manager = self.app.job_manager
+        # Jobs first, then due feeds: a job that finishes in between has committed its
+        # feed's next poll, so its feed is no longer due (a job deferred for a feed that
+        # was polled meanwhile finds it not due and skips it).
+        busy = {row["queueing_lock"] for row in
+                self.app.connector.get_sync_connector().execute_query_all(
+                    query=WAITING_OR_RUNNING, task="poll_feed")}
+        due = self.pipeline.due()
+        if not due:
+            return 0
+        jobs = []
+        for st in due:
             lock = feed_lock(st.id)
-            try:
-                self._poll_task.configure(lock=lock, queueing_lock=lock).defer(
-                    feed_id=st.id, feed=st.name)
-            except AlreadyEnqueued:
-                continue
-            deferred += 1
+            if lock not in busy:
+                jobs.append(self._poll_task.configure(lock=lock, queueing_lock=lock)
+                            .make_new_job(feed_id=st.id, feed=st.name))
+        if not jobs:
+            return 0
+        try:
+            manager.batch_defer_jobs(jobs)
+            deferred = len(jobs)
+        except AlreadyEnqueued:  # the batch is one INSERT: none of it was enqueued
+            deferred = 0
+            for job in jobs:
+                try:
+                    manager.defer_job(job)
+                except AlreadyEnqueued:
+                    continue
+                deferred += 1
         if deferred:
             log.debug("scheduled %d due feeds", deferred)
         return deferred

@@ -398,3 +398,38 @@ def test_a_stalled_timeout_shorter_than_two_heartbeats_is_refused(tmp_path: Path
                                   AGGREGATOR_STALLED_TIMEOUT="15"), feeds=feeds)
     assert done.returncode != 0
     assert "stalled_timeout must be at least twice heartbeat_interval" in done.stdout
+
+
+def test_schedule_due_skips_feeds_whose_poll_job_waits_or_runs(setup: Setup) -> None:
+    """One job per due feed, in one batch; none for a feed whose job waits (todo) or runs
+    (doing): a second one would only wait on the feed's lock, then skip, and every tick
+    would retry the refused defers of every feed still due."""
+    from aggregator.config import load_config
+    from aggregator.tasks import Workers, migrate
+
+    migrate(setup.url)
+    config = load_config(None, str(setup.feeds), setup.env)
+    workers = Workers(config)
+    feeds = FEED_SERVER["feeds"]
+
+    def jobs(status: str) -> int:
+        return int(setup.value("SELECT COUNT(*) FROM procrastinate_jobs WHERE task_name ="
+                               " 'poll_feed' AND status = %s", (status,)))
+    try:
+        with workers.app.open():
+            assert workers.schedule_due() == feeds  # every feed is due at first
+            assert jobs("todo") == feeds
+            assert workers.schedule_due() == 0  # each already waits
+            assert jobs("todo") == feeds
+            # One feed's job runs (as a worker's would), still due meanwhile: no second job.
+            setup.query("UPDATE procrastinate_jobs SET status = 'doing' WHERE id = (SELECT"
+                        " MIN(id) FROM procrastinate_jobs) RETURNING id")
+            assert workers.schedule_due() == 0
+            assert jobs("todo") == feeds - 1 and jobs("doing") == 1
+            # That job ended without polling (the feed is still due): it is scheduled again.
+            setup.query("UPDATE procrastinate_jobs SET status = 'failed' WHERE status ="
+                        " 'doing' RETURNING id")
+            assert workers.schedule_due() == 1
+            assert jobs("todo") == feeds
+    finally:
+        workers.pipeline.close()

@@ -276,6 +276,10 @@ def find_candidates(
         " AND COALESCE(e.published, e.first_seen) >= %s"
         " ORDER BY 10, e.id",
         (*args, entry_id, t(since)),
+        # Never prepared: a prepared statement may get a generic plan, blind to the
+        # arrays of keys and ids; one such plan scanned for seconds per entry
+        # (bench-scale). Planned with its values each time, as it has to be.
+        prepare=False,
     ).fetchall()
     wanted = set(contained)
 
@@ -303,10 +307,15 @@ def containment_ids(c: Any, buffer: BandBuffer, keys: Sequence[int],
     """stories.containment_ids in PostgreSQL's SQL."""
     if not keys:
         return []
+    # OFFSET 0 fences the key lookup (as in find_candidates): without it, on a table whose
+    # statistics are missing or stale (autovacuum off, or a table growing fast), the
+    # planner aggregates a (parallel) sequential scan of every band key: one pass over
+    # the whole index per stored entry, the per-feed cost growing with the store.
     shared = {r[0]: int(r[1]) for r in c.execute(
-        "SELECT entry_id, COUNT(*) FROM entry_bands WHERE band_key = ANY(%s::bigint[])"
+        "SELECT entry_id, COUNT(*) FROM (SELECT entry_id FROM entry_bands"
+        " WHERE band_key = ANY(%s::bigint[]) OFFSET 0) b"
         " GROUP BY entry_id HAVING COUNT(*) >= %s",
-        (list(keys), CONTAIN_MIN_SHARED)).fetchall()}
+        (list(keys), CONTAIN_MIN_SHARED), prepare=False).fetchall()}  # find_candidates
     for entry_id, n in buffer.shared_counts(keys).items():
         if n >= CONTAIN_MIN_SHARED:
             shared[entry_id] = shared.get(entry_id, 0) + n
@@ -314,11 +323,34 @@ def containment_ids(c: Any, buffer: BandBuffer, keys: Sequence[int],
     return [i for _, i in found[:limit]]
 
 
-def create_story(c: Any, now: datetime, updated: datetime, item_id: str) -> int:
-    return int(c.execute(
-        "INSERT INTO stories(first_seen, updated, entry_count, outlet_count, item_id)"
-        " VALUES (%s, %s, 1, 1, %s) RETURNING id", (t(now), t(updated), item_id)
-    ).fetchone()[0])
+_ENTRY_COLUMNS = (
+    "feed_id, key, guid, url, url_norm, title, author, feed_html, content_html, text,"
+    " summary, word_count, language, categories, enclosures, image, published,"
+    " published_raw, date_note, updated, first_seen, last_seen, content_hash,"
+    " extract_status, text_hash, signature, bands, story_id, match_reason, match_score,"
+    " contain_bands")
+_ENTRY_VALUES = ("%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb,%s::jsonb,%s,%s,%s,%s,"
+                 "%s,%s,%s,%s,%s,%s,%s,%s,{story},%s,%s,%s")
+# Whether another entry's link names the new entry's URL (pg_join_linked_stories' second
+# lookup, skipped when none does: the usual case).
+_LINKED = "EXISTS (SELECT 1 FROM entry_links WHERE url_norm = %s)"
+_BANDS_OF_E = (" b AS (INSERT INTO entry_bands(band_key, entry_id)"
+               " SELECT k, e.id FROM e, unnest(%s::bigint[]) AS k ON CONFLICT DO NOTHING)")
+# A new entry in a story of its own, in one statement: the entry's id drawn first so that
+# the story is inserted with it as representative (create_story, the INSERT, its band keys
+# and the representative's UPDATE were four round trips).
+_INSERT_FIRST = (
+    "WITH n AS (SELECT nextval(pg_get_serial_sequence('entries', 'id')) AS id),"
+    " s AS (INSERT INTO stories(first_seen, updated, entry_count, outlet_count, item_id,"
+    " representative_id) VALUES (%s, %s, 1, 1, %s, (SELECT id FROM n)) RETURNING id),"
+    f" e AS (INSERT INTO entries(id, {_ENTRY_COLUMNS}) VALUES ((SELECT id FROM n),"
+    f" {_ENTRY_VALUES.format(story='(SELECT id FROM s)')}) RETURNING id, story_id),"
+    f"{_BANDS_OF_E} SELECT id, story_id, {_LINKED} FROM e")
+# A new entry joining a story, with its band keys.
+_INSERT_MEMBER = (
+    f"WITH e AS (INSERT INTO entries({_ENTRY_COLUMNS})"
+    f" VALUES ({_ENTRY_VALUES.format(story='%s')}) RETURNING id),"
+    f"{_BANDS_OF_E} SELECT id, {_LINKED} FROM e")
 
 
 def merge_story(c: Any, other: int, *, into: int, reason: str, score: float) -> None:
@@ -353,11 +385,20 @@ def touch_story_of(c: Any, entry_id: int, now: datetime) -> None:
 
 
 def pg_set_links(c: Any, entry_id: int, source: str,
-                 links: Iterable[tuple[str, str | None, str]]) -> None:
+                 links: Iterable[tuple[str, str | None, str]], *,
+                 fresh: bool = False) -> list[PgRow]:
     """stories.set_links in PostgreSQL's SQL: replace the links an entry's ``source``
-    (``feed`` or ``page``) names."""
-    c.execute("DELETE FROM entry_links WHERE entry_id = %s AND source = %s", (entry_id, source))
+    (``feed`` or ``page``) names. ``fresh``: the entry was inserted in this transaction, so
+    it has no links to delete (a round trip saved per new entry). Returns the rows written
+    (url_norm, language, kind), as entry_links holds them."""
+    if not fresh:
+        c.execute("DELETE FROM entry_links WHERE entry_id = %s AND source = %s",
+                  (entry_id, source))
     rows = [(url, primary_language(lang), kind) for url, lang, kind in links]
+    firsts: dict[str, tuple[str, str | None, str]] = {}
+    for r in rows:  # the first row of a URL wins, as ON CONFLICT DO NOTHING has it
+        firsts.setdefault(r[0], r)
+    rows = list(firsts.values())
     if rows:
         c.execute(
             "INSERT INTO entry_links(entry_id, source, url_norm, language, kind)"
@@ -365,6 +406,7 @@ def pg_set_links(c: Any, entry_id: int, source: str,
             " AS x(u, l, k) ON CONFLICT DO NOTHING",
             (entry_id, source, [r[0] for r in rows], [r[1] for r in rows],
              [r[2] for r in rows]))
+    return [PgRow(("url_norm", "language", "kind"), r) for r in rows]
 
 
 _ENTRY_LANG = (
@@ -374,20 +416,29 @@ _ENTRY_LANG = (
 )
 
 
-def pg_join_linked_stories(c: Any, entry_id: int, now: datetime) -> int:
-    """stories.join_linked_stories in PostgreSQL's SQL, with its policy (link_joins)."""
-    me = c.execute(_ENTRY_LANG + " WHERE e.id = %s", (entry_id,)).fetchone()
+def pg_join_linked_stories(c: Any, entry_id: int, now: datetime, *,
+                           me: Any = None, links: Sequence[Any] | None = None,
+                           linked: bool = True) -> int:
+    """stories.join_linked_stories in PostgreSQL's SQL, with its policy (link_joins).
+    ``me`` (the _ENTRY_LANG row) and ``links`` (its entry_links rows): what the caller
+    just wrote, given to save two round trips per new entry; read here otherwise.
+    ``linked`` False: the caller knows no other entry's link names this one's URL (under
+    STORY_LOCK, which every writer of links holds), so that lookup is skipped."""
+    if me is None:
+        me = c.execute(_ENTRY_LANG + " WHERE e.id = %s", (entry_id,)).fetchone()
     if me is None or me["story_id"] is None:
         return 0
+    if links is None:
+        links = c.execute("SELECT url_norm, language, kind FROM entry_links"
+                          " WHERE entry_id = %s", (entry_id,)).fetchall()
     joins = link_joins(
         me,
-        c.execute("SELECT url_norm, language, kind FROM entry_links WHERE entry_id = %s",
-                  (entry_id,)).fetchall(),
+        links,
         lambda url: c.execute(
             _ENTRY_LANG + " WHERE e.id IN (SELECT id FROM entries WHERE url_norm = %s"
             " UNION SELECT id FROM entries WHERE canonical_url = %s LIMIT %s)"
             " AND e.id != %s", (url, url, _LINK_LIMIT, entry_id)).fetchall(),
-        lambda url: c.execute(
+        lambda url: [] if not linked else c.execute(
             "SELECT l.language AS declared, l.kind, x.story_id, x.url_norm, x.language"
             " FROM (SELECT entry_id, language, kind FROM entry_links WHERE url_norm = %s"
             " AND entry_id != %s LIMIT %s) l JOIN (" + _ENTRY_LANG + ") x"
@@ -545,9 +596,12 @@ class PgDataMixin:
                 story_lock(c)  # before the feed's row lock: the one order of the two
             # The feed's row is locked for the transaction: two writers storing one feed's
             # poll at once take turns (one poll's upserts see the other's rows).
-            row = c.execute("SELECT last_success FROM feeds WHERE id = %s FOR UPDATE",
-                            (feed_id,)).fetchone()
+            row = c.execute("SELECT last_success, name, language FROM feeds"
+                            " WHERE id = %s FOR UPDATE", (feed_id,)).fetchone()
             first_poll = row is not None and row[0] is None
+            # The feed's name (new stories' item ids) and language (its new entries' own,
+            # when they name none) as the upserts below read them: once, not per entry.
+            feed = (row[1], row[2]) if row is not None else None
             if entries:
                 gone = self._pruned_keys(c, feed_id, {e.key for e in entries})
                 if gone:
@@ -558,7 +612,7 @@ class PgDataMixin:
                 (feed_id, [e.key for e in entries])).fetchall()} if entries else {}
             stored = [
                 self._upsert_entry(c, feed_id, e, now, matcher, window_days,
-                                   existing.get(e.key), first_poll)
+                                   existing.get(e.key), first_poll, feed)
                 for e in reversed(entries)
             ][::-1]
             c.execute(
@@ -596,7 +650,8 @@ class PgDataMixin:
 
     def _upsert_entry(self, c: Any, feed_id: int, e: NewEntry, now: datetime,
                       matcher: Matcher | None, window_days: int, row: Mapping[str, Any] | None,
-                      first_poll: bool = False) -> StoredEntry:
+                      first_poll: bool = False,
+                      feed: tuple[str, str | None] | None = None) -> StoredEntry:
         published = t(e.published) if e.published is not None else (
             None if first_poll else t(now))
         dates = [d for d in (e.published, e.updated) if d is not None]
@@ -648,39 +703,36 @@ class PgDataMixin:
             story_id = decision.story_id
             for other, why, how in decision.bridges:
                 merge_story(c, other, into=story_id, reason=why, score=how)
-        else:
-            feed_name = c.execute("SELECT name FROM feeds WHERE id = %s",
-                                  (feed_id,)).fetchone()[0]
-            story_id = create_story(c, now, own, entry_uid(feed_name, e.key))
-        entry_id = int(c.execute(
-            "INSERT INTO entries(feed_id, key, guid, url, url_norm, title, author, feed_html,"
-            " content_html, text, summary, word_count, language, categories, enclosures,"
-            " image, published, published_raw, date_note, updated, first_seen, last_seen,"
-            " content_hash, extract_status, text_hash, signature, bands, story_id,"
-            " match_reason, match_score, contain_bands)"
-            " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb,%s::jsonb,%s,%s,%s,%s,"
-            "%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id",
-            (feed_id, e.key, e.guid, e.url, e.url_norm, e.title, e.author,
-             None if e.feed_html == e.content_html else e.feed_html,
-             e.content_html, e.text, e.summary, e.word_count, e.language,
-             _json(list(e.categories)), _enclosures(e.enclosures), e.image, published,
-             e.published_raw, e.date_note, t(own), t(now), t(now), e.content_hash,
-             e.extract_status, e.text_hash, e.signature, pack_bands(e.band_keys), story_id,
-             reason, score, pack_bands(e.contain_keys)),
-        ).fetchone()[0])
+        values = (feed_id, e.key, e.guid, e.url, e.url_norm, e.title, e.author,
+                  None if e.feed_html == e.content_html else e.feed_html,
+                  e.content_html, e.text, e.summary, e.word_count, e.language,
+                  _json(list(e.categories)), _enclosures(e.enclosures), e.image, published,
+                  e.published_raw, e.date_note, t(own), t(now), t(now), e.content_hash,
+                  e.extract_status, e.text_hash, e.signature, pack_bands(e.band_keys))
+        tail = (reason, score, pack_bands(e.contain_keys))
+        # Its band keys in this transaction (the next writer's lookup sees them at its
+        # commit), in the entry's own statement: one round trip per new entry, not three.
         every = sorted({*e.band_keys, *e.contain_keys})
-        if every:  # in this transaction: the next writer's lookup sees them at its commit
-            c.execute("INSERT INTO entry_bands(band_key, entry_id)"
-                      " SELECT k, %s FROM unnest(%s::bigint[]) AS k ON CONFLICT DO NOTHING",
-                      (entry_id, every))
-        if reason == "first":
-            c.execute("UPDATE stories SET representative_id = %s WHERE id = %s",
-                      (entry_id, story_id))
+        if decision.story_id is None:  # a story of its own, this entry its representative
+            feed_name = feed[0] if feed is not None else c.execute(
+                "SELECT name FROM feeds WHERE id = %s", (feed_id,)).fetchone()[0]
+            got = c.execute(_INSERT_FIRST, (t(now), t(own), entry_uid(feed_name, e.key),
+                                            *values, *tail, every, e.url_norm)).fetchone()
+            entry_id, story_id, linked = int(got[0]), int(got[1]), bool(got[2])
         else:
+            got = c.execute(_INSERT_MEMBER, (*values, story_id, *tail, every, e.url_norm)
+                            ).fetchone()
+            entry_id, linked = int(got[0]), bool(got[1])
             refresh_story(c, story_id, now)
         # Its translations and editions, whichever arrived first.
-        pg_set_links(c, entry_id, "feed", e.links)
-        merged = pg_join_linked_stories(c, entry_id, now)
+        links = pg_set_links(c, entry_id, "feed", e.links, fresh=True)
+        # What _ENTRY_LANG would read back of the row just inserted (no canonical URL or
+        # page language yet): two round trips saved per new entry.
+        me = None if feed is None else PgRow(
+            ("id", "story_id", "url_norm", "canonical_url", "language"),
+            (entry_id, story_id, e.url_norm, None,
+             e.language if e.language is not None else feed[1]))
+        merged = pg_join_linked_stories(c, entry_id, now, me=me, links=links, linked=linked)
         return StoredEntry(entry_id, feed_id, e.key, is_new=True, changed=True,
                            story_created=reason == "first",
                            stories_merged=len(decision.bridges) + merged)
