@@ -18,7 +18,7 @@ import uuid
 import zlib
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
@@ -36,6 +36,7 @@ from .bands import BAND_FLUSH_ENTRIES, BandBuffer, pack_bands, unpack_bands
 from .reads import _item
 from .stories import (
     _LINK_LIMIT,
+    NEW_STORY,
     _RowEntry,
     decide_story,
     link_joins,
@@ -302,6 +303,121 @@ def find_candidates(
     ]
 
 
+@dataclass(frozen=True)
+class _Fresh:
+    """A new entry as record_success's first phase inserted it."""
+
+    entry: NewEntry
+    entry_id: int
+    story_id: int  # its provisional story
+    links: list[Any]  # its entry_links rows
+    language: str | None  # its own, else its feed's
+
+
+def _keyed(pairs: Iterable[tuple[int, Iterable[Any]]]) -> tuple[list[int], list[Any]]:
+    idx: list[int] = []
+    vals: list[Any] = []
+    for i, values in pairs:
+        for v in values:
+            idx.append(i)
+            vals.append(v)
+    return idx, vals
+
+
+_SELECT_CANDIDATE = (
+    "SELECT e.id, e.story_id, f.name AS feed_name, e.url_norm, e.canonical_url,"
+    " e.text_hash, e.signature, e.title, e.word_count,"
+    " COALESCE(e.published, e.first_seen) AS published"
+    " FROM entries e JOIN feeds f ON f.id = e.feed_id")
+
+
+def prefetch_candidates(c: Any, fresh: Sequence[_Fresh], now: datetime, window_days: int,
+                        limit: int = 200) -> list[list[Candidate]]:
+    """find_candidates and containment_ids for every entry of a poll in two statements
+    (they were two per entry: the lookups of a cold poll cost more than its inserts): the
+    candidate ids of each entry by URL, text hash, near-duplicate band keys and
+    containment keys (each lookup limited per entry as there), then the candidates' rows.
+    Each entry's candidates in find_candidates' order, within its window, itself left out."""
+    near = _keyed((i, sorted({*f.entry.band_keys, *f.entry.probe_bands}))
+                  for i, f in enumerate(fresh))
+    contain = _keyed((i, sorted({*f.entry.contain_keys, *f.entry.probe_contain}))
+                     for i, f in enumerate(fresh))
+    urls = _keyed((i, [f.entry.url_norm] if f.entry.url_norm else [])
+                  for i, f in enumerate(fresh))
+    hashes = _keyed((i, [f.entry.text_hash] if f.entry.text_hash else [])
+                    for i, f in enumerate(fresh))
+    # OFFSET 0 fences each key lookup, as in find_candidates and containment_ids.
+    rows = c.execute(
+        "WITH k AS (SELECT i, array_agg(k) AS keys FROM unnest(%s::int[], %s::bigint[])"
+        " AS t(i, k) GROUP BY i),"
+        " ck AS (SELECT i, array_agg(k) AS keys FROM unnest(%s::int[], %s::bigint[])"
+        " AS t(i, k) GROUP BY i)"
+        " SELECT 0 AS kind, k.i, x.entry_id AS id, 0::bigint AS n FROM k CROSS JOIN LATERAL"
+        " (SELECT DISTINCT entry_id FROM (SELECT entry_id FROM entry_bands"
+        " WHERE band_key = ANY(k.keys) OFFSET 0) b LIMIT %s) x"
+        " UNION ALL SELECT 0, u.i, x.id, 0 FROM unnest(%s::int[], %s::text[]) AS u(i, v)"
+        " CROSS JOIN LATERAL (SELECT id FROM entries WHERE url_norm = u.v UNION"
+        " SELECT id FROM entries WHERE canonical_url = u.v LIMIT %s) x"
+        " UNION ALL SELECT 0, h.i, x.id, 0 FROM unnest(%s::int[], %s::text[]) AS h(i, v)"
+        " CROSS JOIN LATERAL (SELECT id FROM entries WHERE text_hash = h.v LIMIT %s) x"
+        " UNION ALL SELECT 1, ck.i, b.entry_id, COUNT(*) FROM ck CROSS JOIN LATERAL"
+        " (SELECT entry_id FROM entry_bands WHERE band_key = ANY(ck.keys) OFFSET 0) b"
+        " GROUP BY ck.i, b.entry_id HAVING COUNT(*) >= %s",
+        (*near, *contain, limit, *urls, limit, *hashes, limit, CONTAIN_MIN_SHARED),
+        prepare=False).fetchall()
+    ids: list[set[int]] = [set() for _ in fresh]
+    shared: list[list[tuple[int, int]]] = [[] for _ in fresh]
+    for kind, i, entry_id, n in rows:
+        if kind == 0:
+            ids[i].add(int(entry_id))
+        else:
+            shared[i].append((-int(n), int(entry_id)))
+    contained: list[set[int]] = []
+    for i, found in enumerate(shared):
+        found.sort()
+        contained.append({x for _, x in found[:limit]})
+        ids[i] |= contained[i]
+    wanted = sorted(set().union(*ids)) if ids else []
+    if not wanted:
+        return [[] for _ in fresh]
+    byid = {r["id"]: r for r in c.execute(
+        _SELECT_CANDIDATE + " WHERE e.id = ANY(%s::bigint[])", (wanted,),
+        prepare=False).fetchall()}
+
+    def reader(i: int) -> Callable[[], str | None]:
+        def read() -> str | None:
+            row = c.execute("SELECT text FROM entries WHERE id = %s", (i,)).fetchone()
+            return row["text"] if row else None
+        return read
+
+    result: list[list[Candidate]] = []
+    for i, f in enumerate(fresh):
+        since = t((f.entry.published or now) - timedelta(days=window_days))
+        rows_i = sorted((byid[x] for x in ids[i] if x in byid and x != f.entry_id
+                         and byid[x]["published"] >= since),
+                        key=lambda r: (r["published"], r["id"]))
+        result.append([
+            Candidate(
+                entry_id=r["id"], story_id=r["story_id"], feed_name=r["feed_name"],
+                url_norm=r["url_norm"], text_hash=r["text_hash"],
+                signature=bytes(r["signature"]) if r["signature"] is not None else None,
+                title=r["title"], published=out(r["published"]) or now, word_count=r["word_count"],
+                canonical_norm=r["canonical_url"],
+                load_text=reader(r["id"]) if r["id"] in contained[i] else None)
+            for r in rows_i])
+    return result
+
+
+def linked_urls(c: Any, urls: Sequence[str]) -> set[str]:
+    """Which of these URLs an entry_links row names (pg_join_linked_stories' second lookup
+    is skipped for the others: the usual case)."""
+    if not urls:
+        return set()
+    return {r[0] for r in c.execute(
+        "SELECT DISTINCT url_norm FROM entry_links WHERE url_norm = ANY(%s::text[])",
+        (sorted(set(urls)),)).fetchall()}
+
+
 def containment_ids(c: Any, buffer: BandBuffer, keys: Sequence[int],
                     limit: int = 200) -> list[int]:
     """stories.containment_ids in PostgreSQL's SQL."""
@@ -418,12 +534,14 @@ _ENTRY_LANG = (
 
 def pg_join_linked_stories(c: Any, entry_id: int, now: datetime, *,
                            me: Any = None, links: Sequence[Any] | None = None,
-                           linked: bool = True) -> int:
+                           linked: bool = True, moved: dict[int, int] | None = None) -> int:
     """stories.join_linked_stories in PostgreSQL's SQL, with its policy (link_joins).
     ``me`` (the _ENTRY_LANG row) and ``links`` (its entry_links rows): what the caller
     just wrote, given to save two round trips per new entry; read here otherwise.
     ``linked`` False: the caller knows no other entry's link names this one's URL (under
-    STORY_LOCK, which every writer of links holds), so that lookup is skipped."""
+    STORY_LOCK: the links of every writer before it have committed; a writer after it
+    looks this entry up itself), so that lookup is skipped. ``moved``: records each
+    story merged away (gone: kept)."""
     if me is None:
         me = c.execute(_ENTRY_LANG + " WHERE e.id = %s", (entry_id,)).fetchone()
     if me is None or me["story_id"] is None:
@@ -447,9 +565,15 @@ def pg_join_linked_stories(c: Any, entry_id: int, now: datetime, *,
         int(me["story_id"]), joins,
         exists=lambda s: c.execute("SELECT 1 FROM stories WHERE id = %s", (s,)).fetchone()
         is not None,
-        merge=lambda gone, keep, reason: merge_story(c, gone, into=keep, reason=reason,
-                                                     score=1.0),
+        merge=lambda gone, keep, reason: _merge_noted(c, gone, keep, reason, moved),
         refresh=lambda s: refresh_story(c, s, now))
+
+
+def _merge_noted(c: Any, gone: int, keep: int, reason: str,
+                 moved: dict[int, int] | None) -> None:
+    merge_story(c, gone, into=keep, reason=reason, score=1.0)
+    if moved is not None:
+        moved[gone] = keep
 
 
 def _enclosures(encs: Iterable[Any]) -> str:
@@ -592,16 +716,17 @@ class PgDataMixin:
         matcher: Matcher | None = None, window_days: int = 7, updated: datetime | None = None,
     ) -> list[StoredEntry]:
         with self._tx() as c:
-            if entries:
-                story_lock(c)  # before the feed's row lock: the one order of the two
             # The feed's row is locked for the transaction: two writers storing one feed's
-            # poll at once take turns (one poll's upserts see the other's rows).
+            # poll at once take turns (one poll's upserts see the other's rows). NO KEY
+            # UPDATE: prune's pruned_keys rows (a key share on the feed) do not wait on it.
             row = c.execute("SELECT last_success, name, language FROM feeds"
-                            " WHERE id = %s FOR UPDATE", (feed_id,)).fetchone()
+                            " WHERE id = %s FOR NO KEY UPDATE", (feed_id,)).fetchone()
             first_poll = row is not None and row[0] is None
             # The feed's name (new stories' item ids) and language (its new entries' own,
             # when they name none) as the upserts below read them: once, not per entry.
-            feed = (row[1], row[2]) if row is not None else None
+            feed = (row[1], row[2]) if row is not None else (
+                c.execute("SELECT name, language FROM feeds WHERE id = %s",
+                          (feed_id,)).fetchone() or (None, None))
             if entries:
                 gone = self._pruned_keys(c, feed_id, {e.key for e in entries})
                 if gone:
@@ -610,11 +735,27 @@ class PgDataMixin:
                 "SELECT id, key, content_hash, updated, author FROM entries"
                 " WHERE feed_id = %s AND key = ANY(%s::text[])",
                 (feed_id, [e.key for e in entries])).fetchall()} if entries else {}
-            stored = [
-                self._upsert_entry(c, feed_id, e, now, matcher, window_days,
-                                   existing.get(e.key), first_poll, feed)
-                for e in reversed(entries)
-            ][::-1]
+            order = list(reversed(entries))  # oldest first, as the feed lists newest first
+            # Phase 1, outside STORY_LOCK: each new entry inserted in a provisional story of
+            # its own, with its band keys and links (the bulk of a poll's writing: rows and
+            # index upkeep), invisible to the other writers until commit.
+            fresh = [self._insert_new(c, feed_id, e, now, first_poll, feed)
+                     for e in order if e.key not in existing]
+            results: dict[str, StoredEntry] = {}
+            if entries:
+                # Phase 2, under STORY_LOCK to the commit: every lookup and every story
+                # change. The writers before us have committed (their entries are seen);
+                # those after us wait here and see ours. Taken after the feed's row lock:
+                # every holder that locks a feeds row locks it first (one order, no deadlock).
+                story_lock(c)
+                for e in order:
+                    if e.key in existing:
+                        results[e.key] = self._update_entry(c, feed_id, e, now,
+                                                            existing[e.key])
+                if fresh:
+                    results.update(self._assign_stories(c, feed_id, fresh, now, matcher,
+                                                        window_days))
+            stored = [results[e.key] for e in entries]
             c.execute(
                 "UPDATE feeds SET last_attempt = %s, last_success = %s, last_status = %s,"
                 " consecutive_errors = 0, last_error = NULL, last_error_kind = NULL,"
@@ -648,94 +789,123 @@ class PgDataMixin:
                       (feed_id, stale))
         return pruned & listed
 
-    def _upsert_entry(self, c: Any, feed_id: int, e: NewEntry, now: datetime,
-                      matcher: Matcher | None, window_days: int, row: Mapping[str, Any] | None,
-                      first_poll: bool = False,
-                      feed: tuple[str, str | None] | None = None) -> StoredEntry:
+    def _update_entry(self, c: Any, feed_id: int, e: NewEntry, now: datetime,
+                      row: Mapping[str, Any]) -> StoredEntry:
+        """A listed entry already stored: unchanged (its links re-read), or edited."""
+        if row["content_hash"] == e.content_hash:
+            if e.author is not None and row["author"] != e.author:
+                c.execute("UPDATE entries SET author = %s WHERE id = %s",
+                          (e.author, row["id"]))
+            merged = self._relink(c, row["id"], e, now)
+            return StoredEntry(row["id"], feed_id, e.key, is_new=False, changed=False,
+                               stories_merged=merged)
+        stored_updated = out(row["updated"]) or now
+        edited = max(stored_updated, e.updated) if e.updated else max(stored_updated, now)
+        c.execute(
+            "UPDATE entries SET guid = %s, url = %s, url_norm = %s, title = %s,"
+            " author = %s, feed_html = %s, content_html = %s, text = %s, summary = %s,"
+            " word_count = %s, language = %s, categories = %s::jsonb,"
+            " enclosures = %s::jsonb, image = %s,"
+            " published = COALESCE(%s::timestamptz, published),"
+            " published_raw = %s, date_note = %s, updated = %s, last_seen = %s,"
+            " content_hash = %s, extract_status = %s, extract_error = NULL,"
+            " extract_attempts = 0, extract_retry_at = NULL,"
+            " text_hash = %s, signature = %s WHERE id = %s",
+            (e.guid, e.url, e.url_norm, e.title, e.author,
+             None if e.feed_html == e.content_html else e.feed_html, e.content_html,
+             e.text, e.summary, e.word_count, e.language, _json(list(e.categories)),
+             _enclosures(e.enclosures), e.image, t(e.published), e.published_raw,
+             e.date_note, t(edited), t(now), e.content_hash, e.extract_status,
+             e.text_hash, e.signature, row["id"]))
+        pg_set_bands(c, self.bands, row["id"], e.band_keys, e.contain_keys)
+        pg_set_links(c, row["id"], "feed", e.links)
+        touch_story_of(c, row["id"], now)
+        merged = pg_join_linked_stories(c, row["id"], now)
+        return StoredEntry(row["id"], feed_id, e.key, is_new=False, changed=True,
+                           stories_merged=merged)
+
+    def _insert_new(self, c: Any, feed_id: int, e: NewEntry, now: datetime,
+                    first_poll: bool, feed: tuple[str | None, str | None]) -> _Fresh:
+        """Phase 1 of record_success: a new entry in a provisional story of its own (the
+        entry its representative), its band keys and its links, in one statement plus
+        one for links."""
         published = t(e.published) if e.published is not None else (
             None if first_poll else t(now))
         dates = [d for d in (e.published, e.updated) if d is not None]
         own = max(dates) if dates else now
-        if row is not None:
-            if row["content_hash"] == e.content_hash:
-                if e.author is not None and row["author"] != e.author:
-                    c.execute("UPDATE entries SET author = %s WHERE id = %s",
-                              (e.author, row["id"]))
-                merged = self._relink(c, row["id"], e, now)
-                return StoredEntry(row["id"], feed_id, e.key, is_new=False, changed=False,
-                                   stories_merged=merged)
-            stored_updated = out(row["updated"]) or now
-            edited = max(stored_updated, e.updated) if e.updated else max(stored_updated, now)
-            c.execute(
-                "UPDATE entries SET guid = %s, url = %s, url_norm = %s, title = %s,"
-                " author = %s, feed_html = %s, content_html = %s, text = %s, summary = %s,"
-                " word_count = %s, language = %s, categories = %s::jsonb,"
-                " enclosures = %s::jsonb, image = %s,"
-                " published = COALESCE(%s::timestamptz, published),"
-                " published_raw = %s, date_note = %s, updated = %s, last_seen = %s,"
-                " content_hash = %s, extract_status = %s, extract_error = NULL,"
-                " extract_attempts = 0, extract_retry_at = NULL,"
-                " text_hash = %s, signature = %s WHERE id = %s",
-                (e.guid, e.url, e.url_norm, e.title, e.author,
-                 None if e.feed_html == e.content_html else e.feed_html, e.content_html,
-                 e.text, e.summary, e.word_count, e.language, _json(list(e.categories)),
-                 _enclosures(e.enclosures), e.image, t(e.published), e.published_raw,
-                 e.date_note, t(edited), t(now), e.content_hash, e.extract_status,
-                 e.text_hash, e.signature, row["id"]))
-            pg_set_bands(c, self.bands, row["id"], e.band_keys, e.contain_keys)
-            pg_set_links(c, row["id"], "feed", e.links)
-            touch_story_of(c, row["id"], now)
-            merged = pg_join_linked_stories(c, row["id"], now)
-            return StoredEntry(row["id"], feed_id, e.key, is_new=False, changed=True,
-                               stories_merged=merged)
-
-        candidates: list[Candidate] = []
-        near_keys = (*e.band_keys, *e.probe_bands)
-        contain_keys = (*e.contain_keys, *e.probe_contain)
-        if matcher is not None and (e.url_norm or e.text_hash or near_keys or contain_keys):
-            since = (e.published or now) - timedelta(days=window_days)
-            candidates = find_candidates(c, 0, e.url_norm, None, e.text_hash, near_keys,
-                                         since, self._waiting(c, near_keys),
-                                         contained=self._contained(c, contain_keys))
-        decision = decide_story(e, candidates, matcher)
-        reason, score = decision.reason, decision.score
-        if decision.story_id is not None:
-            story_id = decision.story_id
-            for other, why, how in decision.bridges:
-                merge_story(c, other, into=story_id, reason=why, score=how)
         values = (feed_id, e.key, e.guid, e.url, e.url_norm, e.title, e.author,
                   None if e.feed_html == e.content_html else e.feed_html,
                   e.content_html, e.text, e.summary, e.word_count, e.language,
                   _json(list(e.categories)), _enclosures(e.enclosures), e.image, published,
                   e.published_raw, e.date_note, t(own), t(now), t(now), e.content_hash,
                   e.extract_status, e.text_hash, e.signature, pack_bands(e.band_keys))
-        tail = (reason, score, pack_bands(e.contain_keys))
-        # Its band keys in this transaction (the next writer's lookup sees them at its
-        # commit), in the entry's own statement: one round trip per new entry, not three.
+        tail = (NEW_STORY.reason, NEW_STORY.score, pack_bands(e.contain_keys))
         every = sorted({*e.band_keys, *e.contain_keys})
-        if decision.story_id is None:  # a story of its own, this entry its representative
-            feed_name = feed[0] if feed is not None else c.execute(
-                "SELECT name FROM feeds WHERE id = %s", (feed_id,)).fetchone()[0]
-            got = c.execute(_INSERT_FIRST, (t(now), t(own), entry_uid(feed_name, e.key),
-                                            *values, *tail, every, e.url_norm)).fetchone()
-            entry_id, story_id, linked = int(got[0]), int(got[1]), bool(got[2])
-        else:
-            got = c.execute(_INSERT_MEMBER, (*values, story_id, *tail, every, e.url_norm)
-                            ).fetchone()
-            entry_id, linked = int(got[0]), bool(got[1])
-            refresh_story(c, story_id, now)
-        # Its translations and editions, whichever arrived first.
+        got = c.execute(_INSERT_FIRST, (t(now), t(own), entry_uid(feed[0] or "", e.key),
+                                        *values, *tail, every, e.url_norm)).fetchone()
+        entry_id, story_id = int(got[0]), int(got[1])
         links = pg_set_links(c, entry_id, "feed", e.links, fresh=True)
-        # What _ENTRY_LANG would read back of the row just inserted (no canonical URL or
-        # page language yet): two round trips saved per new entry.
-        me = None if feed is None else PgRow(
-            ("id", "story_id", "url_norm", "canonical_url", "language"),
-            (entry_id, story_id, e.url_norm, None,
-             e.language if e.language is not None else feed[1]))
-        merged = pg_join_linked_stories(c, entry_id, now, me=me, links=links, linked=linked)
-        return StoredEntry(entry_id, feed_id, e.key, is_new=True, changed=True,
-                           story_created=reason == "first",
-                           stories_merged=len(decision.bridges) + merged)
+        return _Fresh(e, entry_id, story_id, links,
+                      e.language if e.language is not None else feed[1])
+
+    def _assign_stories(self, c: Any, feed_id: int, fresh: Sequence[_Fresh], now: datetime,
+                        matcher: Matcher | None, window_days: int) -> dict[str, StoredEntry]:
+        """Phase 2 of record_success, under STORY_LOCK: each new entry, in the feed's order,
+        keeps its provisional story or joins (and bridges) the story its candidates name,
+        then joins the stories its links name. The candidates of every new entry come from
+        two statements (prefetch_candidates); an entry of this poll is a candidate only of
+        the entries after it, as when each was looked up right before its insert."""
+        found = prefetch_candidates(c, fresh, now, window_days) if matcher is not None \
+            else [[] for _ in fresh]
+        # Stories as this transaction has changed them: a new entry moved (story_of) or a
+        # story merged away (moved), so that a later entry's candidates name the live one.
+        story_of: dict[int, int] = {}
+        moved: dict[int, int] = {}
+
+        def live(story: int | None) -> int | None:
+            while story is not None and story in moved:
+                story = moved[story]
+            return story
+
+        linked = linked_urls(c, [f.entry.url_norm for f in fresh if f.entry.url_norm])
+        out: dict[str, StoredEntry] = {}
+        for n, f in enumerate(fresh):
+            e = f.entry
+            later = {x.entry_id for x in fresh[n:]}
+            candidates = [
+                replace(x, story_id=live(story_of.get(x.entry_id, x.story_id)))
+                for x in found[n] if x.entry_id not in later]
+            decision = decide_story(e, candidates, matcher)
+            mine = live(story_of.get(f.entry_id, f.story_id))
+            assert mine is not None
+            story_id = mine
+            if decision.story_id is not None:
+                story_id = decision.story_id
+                for other, why, how in decision.bridges:
+                    if other != story_id:
+                        merge_story(c, other, into=story_id, reason=why, score=how)
+                        moved[other] = story_id
+                if story_id != mine:
+                    c.execute("UPDATE entries SET story_id = %s, match_reason = %s,"
+                              " match_score = %s WHERE id = %s",
+                              (story_id, decision.reason, decision.score, f.entry_id))
+                    story_of[f.entry_id] = story_id
+                    if c.execute("DELETE FROM stories WHERE id = %s AND NOT EXISTS"
+                                 " (SELECT 1 FROM entries WHERE story_id = %s)",
+                                 (mine, mine)).rowcount == 0:
+                        refresh_story(c, mine, now)
+                else:
+                    c.execute("UPDATE entries SET match_reason = %s, match_score = %s"
+                              " WHERE id = %s", (decision.reason, decision.score, f.entry_id))
+                refresh_story(c, story_id, now)
+            me = PgRow(("id", "story_id", "url_norm", "canonical_url", "language"),
+                       (f.entry_id, story_id, e.url_norm, None, f.language))
+            merged = pg_join_linked_stories(c, f.entry_id, now, me=me, links=f.links,
+                                            linked=e.url_norm in linked, moved=moved)
+            out[e.key] = StoredEntry(f.entry_id, feed_id, e.key, is_new=True, changed=True,
+                                     story_created=decision.reason == NEW_STORY.reason,
+                                     stories_merged=len(decision.bridges) + merged)
+        return out
 
     @staticmethod
     def _relink(c: Any, entry_id: int, e: NewEntry, now: datetime) -> int:
@@ -921,6 +1091,20 @@ class PgDataMixin:
         if status == "pending" and retry_at is None:
             raise StoreError("record_article: a pending outcome needs its retry time")
         with self._tx() as c:
+            # The feed's counters first: a feeds row is locked before STORY_LOCK by every
+            # holder of both (record_success locks its feed, then waits for STORY_LOCK).
+            if not attempt:
+                pass
+            elif status in ("failed", "pending"):
+                c.execute(
+                    "UPDATE feeds SET article_errors = article_errors + 1,"
+                    " last_article_error = %s, last_article_error_at = %s"
+                    " WHERE id = (SELECT feed_id FROM entries WHERE id = %s)",
+                    (error, t(now), entry_id))
+            else:
+                c.execute("UPDATE feeds SET article_errors = 0"
+                          " WHERE id = (SELECT feed_id FROM entries WHERE id = %s)"
+                          " AND article_errors != 0", (entry_id,))
             if content_html is not None or links is not None:
                 story_lock(c)  # new band keys or links: what others' lookups read
             if content_html is not None:
@@ -948,18 +1132,6 @@ class PgDataMixin:
                 " extract_attempts = extract_attempts + %s, extract_retry_at = %s"
                 " WHERE id = %s",
                 (status, method, error, t(now), int(attempt), t(retry_at), entry_id))
-            if not attempt:
-                pass
-            elif status in ("failed", "pending"):
-                c.execute(
-                    "UPDATE feeds SET article_errors = article_errors + 1,"
-                    " last_article_error = %s, last_article_error_at = %s"
-                    " WHERE id = (SELECT feed_id FROM entries WHERE id = %s)",
-                    (error, t(now), entry_id))
-            else:
-                c.execute("UPDATE feeds SET article_errors = 0"
-                          " WHERE id = (SELECT feed_id FROM entries WHERE id = %s)"
-                          " AND article_errors != 0", (entry_id,))
             if links is not None:
                 pg_set_links(c, entry_id, "page", links)
             if page_language is not None:

@@ -139,8 +139,11 @@ class PostgresBase:
         except psycopg.Error as exc:
             raise connect_error(url, exc) from None
         probe.close()
-        # Times come back in UTC; a reader's transactions cannot write.
-        options = "-c TimeZone=UTC" + (" -c default_transaction_read_only=on"
+        # Times come back in UTC; a reader's transactions cannot write. No JIT: a poll's
+        # batched candidate lookup (pg_storage.prefetch_candidates) is costed high enough to
+        # be compiled, which took 30-150 ms for a statement that runs in 5 (bench-scale);
+        # none of the store's statements scans enough rows to gain from it.
+        options = "-c TimeZone=UTC -c jit=off" + (" -c default_transaction_read_only=on"
                                         if readonly else "")
         kwargs: dict[str, Any] = {"autocommit": False, "row_factory": row_factory,
                                   "options": options}
