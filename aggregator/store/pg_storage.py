@@ -739,8 +739,8 @@ class PgDataMixin:
             # Phase 1, outside STORY_LOCK: each new entry inserted in a provisional story of
             # its own, with its band keys and links (the bulk of a poll's writing: rows and
             # index upkeep), invisible to the other writers until commit.
-            fresh = [self._insert_new(c, feed_id, e, now, first_poll, feed)
-                     for e in order if e.key not in existing]
+            fresh = self._insert_new(c, feed_id, [e for e in order if e.key not in existing],
+                                     now, first_poll, feed)
             results: dict[str, StoredEntry] = {}
             if entries:
                 # Phase 2, under STORY_LOCK to the commit: every lookup and every story
@@ -824,29 +824,55 @@ class PgDataMixin:
         return StoredEntry(row["id"], feed_id, e.key, is_new=False, changed=True,
                            stories_merged=merged)
 
-    def _insert_new(self, c: Any, feed_id: int, e: NewEntry, now: datetime,
-                    first_poll: bool, feed: tuple[str | None, str | None]) -> _Fresh:
-        """Phase 1 of record_success: a new entry in a provisional story of its own (the
-        entry its representative), its band keys and its links, in one statement plus
-        one for links."""
-        published = t(e.published) if e.published is not None else (
-            None if first_poll else t(now))
-        dates = [d for d in (e.published, e.updated) if d is not None]
-        own = max(dates) if dates else now
-        values = (feed_id, e.key, e.guid, e.url, e.url_norm, e.title, e.author,
-                  None if e.feed_html == e.content_html else e.feed_html,
-                  e.content_html, e.text, e.summary, e.word_count, e.language,
-                  _json(list(e.categories)), _enclosures(e.enclosures), e.image, published,
-                  e.published_raw, e.date_note, t(own), t(now), t(now), e.content_hash,
-                  e.extract_status, e.text_hash, e.signature, pack_bands(e.band_keys))
-        tail = (NEW_STORY.reason, NEW_STORY.score, pack_bands(e.contain_keys))
-        every = sorted({*e.band_keys, *e.contain_keys})
-        got = c.execute(_INSERT_FIRST, (t(now), t(own), entry_uid(feed[0] or "", e.key),
-                                        *values, *tail, every, e.url_norm)).fetchone()
-        entry_id, story_id = int(got[0]), int(got[1])
-        links = pg_set_links(c, entry_id, "feed", e.links, fresh=True)
-        return _Fresh(e, entry_id, story_id, links,
-                      e.language if e.language is not None else feed[1])
+    def _insert_new(self, c: Any, feed_id: int, new: Sequence[NewEntry], now: datetime,
+                    first_poll: bool, feed: tuple[str | None, str | None]) -> list[_Fresh]:
+        """Phase 1 of record_success: each new entry in a provisional story of its own (the
+        entry its representative) with its band keys, one statement per entry sent in one
+        pipeline (one round trip for the poll), then every entry's links in one statement."""
+        if not new:
+            return []
+        params = []
+        for e in new:
+            published = t(e.published) if e.published is not None else (
+                None if first_poll else t(now))
+            dates = [d for d in (e.published, e.updated) if d is not None]
+            own = max(dates) if dates else now
+            params.append((
+                t(now), t(own), entry_uid(feed[0] or "", e.key),
+                feed_id, e.key, e.guid, e.url, e.url_norm, e.title, e.author,
+                None if e.feed_html == e.content_html else e.feed_html,
+                e.content_html, e.text, e.summary, e.word_count, e.language,
+                _json(list(e.categories)), _enclosures(e.enclosures), e.image, published,
+                e.published_raw, e.date_note, t(own), t(now), t(now), e.content_hash,
+                e.extract_status, e.text_hash, e.signature, pack_bands(e.band_keys),
+                NEW_STORY.reason, NEW_STORY.score, pack_bands(e.contain_keys),
+                sorted({*e.band_keys, *e.contain_keys}), e.url_norm))
+        got = []
+        with c.cursor() as cur:
+            cur.executemany(_INSERT_FIRST, params, returning=True)
+            while True:
+                got.append(cur.fetchone())
+                if not cur.nextset():
+                    break
+        fresh = []
+        rows: list[tuple[int, str, str | None, str]] = []
+        for e, r in zip(new, got, strict=True):
+            entry_id = int(r[0])
+            firsts: dict[str, tuple[str, str | None, str]] = {}
+            for url, lang, kind in e.links:  # the first row of a URL wins, as in pg_set_links
+                firsts.setdefault(url, (url, primary_language(lang), kind))
+            links = [PgRow(("url_norm", "language", "kind"), x) for x in firsts.values()]
+            rows += [(entry_id, *x) for x in firsts.values()]
+            fresh.append(_Fresh(e, entry_id, int(r[1]), links,
+                                e.language if e.language is not None else feed[1]))
+        if rows:
+            c.execute(
+                "INSERT INTO entry_links(entry_id, source, url_norm, language, kind)"
+                " SELECT i, 'feed', u, l, k FROM unnest(%s::bigint[], %s::text[], %s::text[],"
+                " %s::text[]) AS x(i, u, l, k) ON CONFLICT DO NOTHING",
+                ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+                 [r[3] for r in rows]))
+        return fresh
 
     def _assign_stories(self, c: Any, feed_id: int, fresh: Sequence[_Fresh], now: datetime,
                         matcher: Matcher | None, window_days: int) -> dict[str, StoredEntry]:
