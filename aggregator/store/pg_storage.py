@@ -6,8 +6,10 @@ lists, bytea, trigram search.
 
 Several processes write at once: band keys go to entry_bands in the entry's own transaction
 (no write-behind buffer, which the other writers could not see), and every transaction that
-looks up and assigns stories holds STORY_LOCK to its commit (one story per story, never
-two, when two writers store near-duplicates at once).
+looks up and assigns stories holds STORY_LOCK from its first lookup to its commit (one story
+per story, never two, when two writers store near-duplicates at once). A poll's write
+inserts its new entries before taking the lock, each in a provisional story of its own, so
+that only the lookups and the story changes are serialised between writers.
 
 Uses the connection of postgres.PostgresBase (``_use``/``_tx``) and never imports psycopg
 itself (postgres.py is the one module that does)."""
