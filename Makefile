@@ -24,13 +24,19 @@ run: $(STAMP) bytecode
 	mkdir -p var
 	$(BIN)/aggregator --config config/aggregator.yaml --feeds feeds.yaml run
 
+# The suite in TEST_WORKERS processes (pytest-xdist): most tests wait on subprocesses,
+# servers, PostgreSQL and timers rather than compute, so 4 share 2 cores well; worksteal
+# hands a long test's queued neighbours to idle workers. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 4
+PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(PYTEST)
 
 # The suite without the tests marked slow (@pytest.mark.slow), for the edit-test loop;
 # `make test` still runs everything.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
+	$(PYTEST) -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check aggregator tests bench
