@@ -392,6 +392,37 @@ def test_join_links_from_a_feed_that_adds_them_to_an_unchanged_entry(
     assert story_of(storage, again.id) == story_of(storage, ka.id)
 
 
+def test_join_links_from_a_stored_entry_to_a_new_one_of_the_same_poll(
+        storage: Storage) -> None:
+    """A feed adds to a stored entry a link to a version new in the same poll: one story,
+    whichever way the new entry's own lookup goes (on PostgreSQL the new entry's
+    provisional story is merged away before the entry is decided)."""
+    from dataclasses import replace
+    ru = replace(entry("ru", words(60, 41), url="https://h.example/ru/a/1"), language="ru")
+    first = poll(storage, "f0", ru)[0]
+    ka = replace(entry("ka", words(60, 42), url="https://h.example/ka/a/1"), language="ka")
+    linked = replace(ru, links=(("https://h.example/ka/a/1", "ka", "hreflang"),))
+    # Its duplicate elsewhere, so that the new entry also joins a story by its text.
+    other = poll(storage, "f1", replace(ka, key="ka-f1", guid="ka-f1",
+                                        url="https://mirror.example/ka/1",
+                                        url_norm="https://mirror.example/ka/1"))[0]
+    second = poll(storage, "f0", linked, ka, now=NOW + HOUR)
+    assert second[0].id == first.id and not second[0].changed
+    story = story_of(storage, first.id)
+    assert story_of(storage, second[1].id) == story == story_of(storage, other.id)
+    assert {m["entry_id"] for m in storage.story_members(story)} == {
+        first.id, second[1].id, other.id}
+    # And with nothing else to join: the two versions in one story.
+    hy = replace(entry("hy", words(60, 43), url="https://h.example/hy/a/2"), language="hy")
+    en = replace(entry("en", words(60, 44), url="https://h.example/en/a/2"), language="en")
+    alone = poll(storage, "f2", en, now=NOW + HOUR)[0]
+    third = poll(storage, "f2", replace(en, links=(("https://h.example/hy/a/2", "hy",
+                                                    "hreflang"),)), hy, now=NOW + 2 * HOUR)
+    assert third[0].id == alone.id and third[0].stories_merged == 1
+    assert story_of(storage, third[1].id) == story_of(storage, alone.id)
+    assert len(storage.story_members(story_of(storage, alone.id))) == 2
+
+
 def test_join_links_same_language_same_host_does_not_join(storage: Storage) -> None:
     from dataclasses import replace
     a = poll(storage, "f0", entry("a", words(60, 21), url="https://n.example/en/a/1"))[0]

@@ -753,6 +753,9 @@ class PgDataMixin:
             fresh = self._insert_new(c, feed_id, [e for e in order if e.key not in existing],
                                      now, first_poll, feed)
             results: dict[str, StoredEntry] = {}
+            # Stories this transaction merged away (gone: kept), for the new entries'
+            # decisions: a stored entry's new link may merge a new entry's provisional story.
+            moved: dict[int, int] = {}
             if entries:
                 # Phase 2, under STORY_LOCK to the commit: every lookup and every story
                 # change. The writers before us have committed (their entries are seen);
@@ -762,10 +765,10 @@ class PgDataMixin:
                 for e in order:
                     if e.key in existing:
                         results[e.key] = self._update_entry(c, feed_id, e, now,
-                                                            existing[e.key])
+                                                            existing[e.key], moved)
                 if fresh:
                     results.update(self._assign_stories(c, feed_id, fresh, now, matcher,
-                                                        window_days))
+                                                        window_days, moved))
             stored = [results[e.key] for e in entries]
             c.execute(
                 "UPDATE feeds SET last_attempt = %s, last_success = %s, last_status = %s,"
@@ -801,13 +804,14 @@ class PgDataMixin:
         return pruned & listed
 
     def _update_entry(self, c: Any, feed_id: int, e: NewEntry, now: datetime,
-                      row: Mapping[str, Any]) -> StoredEntry:
+                      row: Mapping[str, Any], moved: dict[int, int] | None = None
+                      ) -> StoredEntry:
         """A listed entry already stored: unchanged (its links re-read), or edited."""
         if row["content_hash"] == e.content_hash:
             if e.author is not None and row["author"] != e.author:
                 c.execute("UPDATE entries SET author = %s WHERE id = %s",
                           (e.author, row["id"]))
-            merged = self._relink(c, row["id"], e, now)
+            merged = self._relink(c, row["id"], e, now, moved)
             return StoredEntry(row["id"], feed_id, e.key, is_new=False, changed=False,
                                stories_merged=merged)
         stored_updated = out(row["updated"]) or now
@@ -831,7 +835,7 @@ class PgDataMixin:
         pg_set_bands(c, self.bands, row["id"], e.band_keys, e.contain_keys)
         pg_set_links(c, row["id"], "feed", e.links)
         touch_story_of(c, row["id"], now)
-        merged = pg_join_linked_stories(c, row["id"], now)
+        merged = pg_join_linked_stories(c, row["id"], now, moved=moved)
         return StoredEntry(row["id"], feed_id, e.key, is_new=False, changed=True,
                            stories_merged=merged)
 
@@ -886,7 +890,8 @@ class PgDataMixin:
         return fresh
 
     def _assign_stories(self, c: Any, feed_id: int, fresh: Sequence[_Fresh], now: datetime,
-                        matcher: Matcher | None, window_days: int) -> dict[str, StoredEntry]:
+                        matcher: Matcher | None, window_days: int,
+                        moved: dict[int, int]) -> dict[str, StoredEntry]:
         """Phase 2 of record_success, under STORY_LOCK: each new entry, in the feed's order,
         keeps its provisional story or joins (and bridges) the story its candidates name,
         then joins the stories its links name. The candidates of every new entry come from
@@ -897,7 +902,6 @@ class PgDataMixin:
         # Stories as this transaction has changed them: a new entry moved (story_of) or a
         # story merged away (moved), so that a later entry's candidates name the live one.
         story_of: dict[int, int] = {}
-        moved: dict[int, int] = {}
 
         def live(story: int | None) -> int | None:
             while story is not None and story in moved:
@@ -945,7 +949,8 @@ class PgDataMixin:
         return out
 
     @staticmethod
-    def _relink(c: Any, entry_id: int, e: NewEntry, now: datetime) -> int:
+    def _relink(c: Any, entry_id: int, e: NewEntry, now: datetime,
+                moved: dict[int, int] | None = None) -> int:
         """entries._relink: an unchanged entry whose feed now names other versions."""
         stored = {r[0] for r in c.execute(
             "SELECT url_norm FROM entry_links WHERE entry_id = %s AND source = 'feed'",
@@ -953,7 +958,7 @@ class PgDataMixin:
         if stored == {url for url, _, _ in e.links}:
             return 0
         pg_set_links(c, entry_id, "feed", e.links)
-        return pg_join_linked_stories(c, entry_id, now)
+        return pg_join_linked_stories(c, entry_id, now, moved=moved)
 
     def entry_feed_html(self, entry_id: int) -> tuple[str, str]:
         with self._use() as c:
