@@ -897,8 +897,11 @@ class PgDataMixin:
         then joins the stories its links name. The candidates of every new entry come from
         two statements (prefetch_candidates); an entry of this poll is a candidate only of
         the entries after it, as when each was looked up right before its insert."""
-        found = prefetch_candidates(c, fresh, now, window_days) if matcher is not None \
-            else [[] for _ in fresh]
+        if matcher is not None:
+            self._ensure_bands(c)  # an older writer's unindexed keys, once per process
+            found = prefetch_candidates(c, fresh, now, window_days)
+        else:
+            found = [[] for _ in fresh]
         # Stories as this transaction has changed them: a new entry moved (story_of) or a
         # story merged away (moved), so that a later entry's candidates name the live one.
         story_of: dict[int, int] = {}
