@@ -236,6 +236,32 @@ def pg_write_bands(c: Any, buffer: BandBuffer) -> int:
 # --------------------------------------------------------------------------- stories
 
 
+def _text_reader(c: Any, entry_id: int) -> Callable[[], str | None]:
+    """A containment candidate's text, read only when dedup asks for it."""
+    def read() -> str | None:
+        row = c.execute("SELECT text FROM entries WHERE id = %s", (entry_id,)).fetchone()
+        return row["text"] if row else None
+    return read
+
+
+def _candidate(c: Any, r: Any, published: datetime, with_text: bool) -> Candidate:
+    """A _SELECT_CANDIDATE row as a Candidate (``published`` when the row has none)."""
+    return Candidate(
+        entry_id=r["id"], story_id=r["story_id"], feed_name=r["feed_name"],
+        url_norm=r["url_norm"], text_hash=r["text_hash"],
+        signature=bytes(r["signature"]) if r["signature"] is not None else None,
+        title=r["title"], published=out(r["published"]) or published,
+        word_count=r["word_count"], canonical_norm=r["canonical_url"],
+        load_text=_text_reader(c, r["id"]) if with_text else None)
+
+
+_SELECT_CANDIDATE = (
+    "SELECT e.id, e.story_id, f.name AS feed_name, e.url_norm, e.canonical_url,"
+    " e.text_hash, e.signature, e.title, e.word_count,"
+    " COALESCE(e.published, e.first_seen) AS published"
+    " FROM entries e JOIN feeds f ON f.id = e.feed_id")
+
+
 def find_candidates(
     c: Any, entry_id: int, url_norm: str | None, canonical_norm: str | None,
     text_hash: str | None, band_keys: Sequence[int], since: datetime,
@@ -269,13 +295,10 @@ def find_candidates(
     if not parts:
         return []
     rows = c.execute(
-        "SELECT e.id, e.story_id, f.name AS feed_name, e.url_norm, e.canonical_url,"
-        " e.text_hash, e.signature, e.title, e.word_count,"
-        " COALESCE(e.published, e.first_seen) AS published"
-        " FROM entries e JOIN feeds f ON f.id = e.feed_id"
+        _SELECT_CANDIDATE
         # = ANY(ARRAY(...)): the few candidate ids first, then the primary key; `IN (...)`
         # let the planner hash-join a scan of every entry, once per stored entry.
-        f" WHERE e.id = ANY(ARRAY({' UNION '.join(parts)})) AND e.id != %s"
+        + f" WHERE e.id = ANY(ARRAY({' UNION '.join(parts)})) AND e.id != %s"
         " AND COALESCE(e.published, e.first_seen) >= %s"
         " ORDER BY 10, e.id",
         (*args, entry_id, t(since)),
@@ -285,24 +308,7 @@ def find_candidates(
         prepare=False,
     ).fetchall()
     wanted = set(contained)
-
-    def reader(i: int) -> Callable[[], str | None]:
-        def read() -> str | None:
-            row = c.execute("SELECT text FROM entries WHERE id = %s", (i,)).fetchone()
-            return row["text"] if row else None
-        return read
-
-    return [
-        Candidate(
-            entry_id=r["id"], story_id=r["story_id"], feed_name=r["feed_name"],
-            url_norm=r["url_norm"], text_hash=r["text_hash"],
-            signature=bytes(r["signature"]) if r["signature"] is not None else None,
-            title=r["title"], published=out(r["published"]) or since,
-            word_count=r["word_count"], canonical_norm=r["canonical_url"],
-            load_text=reader(r["id"]) if r["id"] in wanted else None,
-        )
-        for r in rows
-    ]
+    return [_candidate(c, r, since, r["id"] in wanted) for r in rows]
 
 
 @dataclass(frozen=True)
@@ -331,13 +337,6 @@ def array_text(values: Iterable[int]) -> str:
     psycopg adapts a Python list element by element in Python, which was a tenth of a
     worker's writing time with a poll's thousands of band keys (py-spy, bench-scale)."""
     return "{" + ",".join(map(str, values)) + "}"
-
-
-_SELECT_CANDIDATE = (
-    "SELECT e.id, e.story_id, f.name AS feed_name, e.url_norm, e.canonical_url,"
-    " e.text_hash, e.signature, e.title, e.word_count,"
-    " COALESCE(e.published, e.first_seen) AS published"
-    " FROM entries e JOIN feeds f ON f.id = e.feed_id")
 
 
 def prefetch_candidates(c: Any, fresh: Sequence[_Fresh], now: datetime, window_days: int,
@@ -395,27 +394,13 @@ def prefetch_candidates(c: Any, fresh: Sequence[_Fresh], now: datetime, window_d
         _SELECT_CANDIDATE + " WHERE e.id = ANY(%s::bigint[])", (wanted,),
         prepare=False).fetchall()}
 
-    def reader(i: int) -> Callable[[], str | None]:
-        def read() -> str | None:
-            row = c.execute("SELECT text FROM entries WHERE id = %s", (i,)).fetchone()
-            return row["text"] if row else None
-        return read
-
     result: list[list[Candidate]] = []
     for i, f in enumerate(fresh):
         since = t((f.entry.published or now) - timedelta(days=window_days))
         rows_i = sorted((byid[x] for x in ids[i] if x in byid and x != f.entry_id
                          and byid[x]["published"] >= since),
                         key=lambda r: (r["published"], r["id"]))
-        result.append([
-            Candidate(
-                entry_id=r["id"], story_id=r["story_id"], feed_name=r["feed_name"],
-                url_norm=r["url_norm"], text_hash=r["text_hash"],
-                signature=bytes(r["signature"]) if r["signature"] is not None else None,
-                title=r["title"], published=out(r["published"]) or now, word_count=r["word_count"],
-                canonical_norm=r["canonical_url"],
-                load_text=reader(r["id"]) if r["id"] in contained[i] else None)
-            for r in rows_i])
+        result.append([_candidate(c, r, now, r["id"] in contained[i]) for r in rows_i])
     return result
 
 
@@ -458,9 +443,6 @@ _ENTRY_COLUMNS = (
     " contain_bands")
 _ENTRY_VALUES = ("%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb,%s::jsonb,%s,%s,%s,%s,"
                  "%s,%s,%s,%s,%s,%s,%s,%s,{story},%s,%s,%s")
-# Whether another entry's link names the new entry's URL (pg_join_linked_stories' second
-# lookup, skipped when none does: the usual case).
-_LINKED = "EXISTS (SELECT 1 FROM entry_links WHERE url_norm = %s)"
 _BANDS_OF_E = (" b AS (INSERT INTO entry_bands(band_key, entry_id)"
                " SELECT k, e.id FROM e, unnest(%s::bigint[]) AS k ON CONFLICT DO NOTHING)")
 # A new entry in a story of its own, in one statement: the entry's id drawn first so that
@@ -472,12 +454,7 @@ _INSERT_FIRST = (
     " representative_id) VALUES (%s, %s, 1, 1, %s, (SELECT id FROM n)) RETURNING id),"
     f" e AS (INSERT INTO entries(id, {_ENTRY_COLUMNS}) VALUES ((SELECT id FROM n),"
     f" {_ENTRY_VALUES.format(story='(SELECT id FROM s)')}) RETURNING id, story_id),"
-    f"{_BANDS_OF_E} SELECT id, story_id, {_LINKED} FROM e")
-# A new entry joining a story, with its band keys.
-_INSERT_MEMBER = (
-    f"WITH e AS (INSERT INTO entries({_ENTRY_COLUMNS})"
-    f" VALUES ({_ENTRY_VALUES.format(story='%s')}) RETURNING id),"
-    f"{_BANDS_OF_E} SELECT id, {_LINKED} FROM e")
+    f"{_BANDS_OF_E} SELECT id, story_id FROM e")
 
 
 def merge_story(c: Any, other: int, *, into: int, reason: str, score: float) -> None:
@@ -861,7 +838,7 @@ class PgDataMixin:
                 e.published_raw, e.date_note, t(own), t(now), t(now), e.content_hash,
                 e.extract_status, e.text_hash, e.signature, pack_bands(e.band_keys),
                 NEW_STORY.reason, NEW_STORY.score, pack_bands(e.contain_keys),
-                array_text(sorted({*e.band_keys, *e.contain_keys})), e.url_norm))
+                array_text(sorted({*e.band_keys, *e.contain_keys}))))
         got = []
         with c.cursor() as cur:
             cur.executemany(_INSERT_FIRST, params, returning=True)

@@ -117,9 +117,9 @@ def describe_failure(url: str, exc: BaseException) -> str:
 def database_problem(url: str, timeout: float = 5.0) -> str | None:
     """None when a connection to ``url`` works; else ``host:port/db: why``."""
     try:
-        psycopg.connect(url, connect_timeout=max(1, int(timeout))).close()
-    except psycopg.Error as exc:
-        return f"{target(url)}: {_why(exc, url)}"
+        check_server(url, timeout)
+    except DatabaseUnreachable as exc:
+        return describe_failure(url, exc)
     return None
 
 
