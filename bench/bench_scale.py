@@ -690,6 +690,8 @@ def main() -> None:
                     help="seconds between the starts of the workers of a round (default 0: "
                          "all at once, as after a database outage or a fleet restart)")
     ap.add_argument("--no-pg", action="store_true", help="the SQLite round only")
+    ap.add_argument("--no-sqlite", action="store_true",
+                    help="the PostgreSQL rounds only (no CPU ratio to SQLite)")
     ap.add_argument("--round-timeout", type=float, default=0.0,
                     help="seconds per round (default: 600 + feeds / 2)")
     args = ap.parse_args()
@@ -707,7 +709,7 @@ def main() -> None:
                                                  for n in range(args.feeds)])
         print(f"feed server: {args.feeds} feeds on 127.0.0.1-{args.hosts}:{server.port}, "
               f"{args.latency * 1000:.0f} ms latency; work dir {tmp}", flush=True)
-        plan: list[tuple[str, Any]] = [("sqlite", None)]
+        plan: list[tuple[str, Any]] = [] if args.no_sqlite else [("sqlite", None)]
         if not args.no_pg:
             counts = [1, args.workers_max] if args.pg_mode == "worker" else [1]
             plan += [("pg", w) for w in dict.fromkeys(counts)]
@@ -735,6 +737,7 @@ def main() -> None:
     result = report(rows, args.workers_max) if rows else {"rounds": []}
     result["broken"] = broken
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     if args.keep:
         print(f"kept: {tmp}")
