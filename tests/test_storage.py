@@ -836,3 +836,17 @@ def test_write_problem_none_for_a_writer_and_said_for_a_reader(
     assert storage.write_problem() is None
     problem = opener(readonly=True).write_problem()
     assert problem is not None and "read-only" in problem
+
+
+def test_near_duplicates_in_one_poll_the_oldest_starts_the_story(storage: Storage) -> None:
+    """Two versions of one story in one poll: stored oldest first (the feed lists newest
+    first), the oldest starts the story and the newer one joins it, never the other way
+    round (on PostgreSQL both are inserted before either is decided)."""
+    newer = entry("newer", STORY + " A later paragraph.", url="https://site.example/2")
+    older = entry("older", STORY, url="https://site.example/1")
+    stored = poll(storage, "f0", newer, older)
+    story = story_of(storage, stored[1].id)
+    assert story_of(storage, stored[0].id) == story
+    assert stored[1].story_created and not stored[0].story_created
+    reasons = {m["entry_id"]: m["match_reason"] for m in storage.story_members(story)}
+    assert reasons[stored[1].id] == "first" and reasons[stored[0].id] != "first"

@@ -890,12 +890,12 @@ class PgDataMixin:
 
         linked = linked_urls(c, [f.entry.url_norm for f in fresh if f.entry.url_norm])
         out: dict[str, StoredEntry] = {}
+        order = {f.entry_id: n for n, f in enumerate(fresh)}  # this poll's, in feed order
         for n, f in enumerate(fresh):
             e = f.entry
-            later = {x.entry_id for x in fresh[n:]}
             candidates = [
                 replace(x, story_id=live(story_of.get(x.entry_id, x.story_id)))
-                for x in found[n] if x.entry_id not in later]
+                for x in found[n] if order.get(x.entry_id, -1) < n]
             decision = decide_story(e, candidates, matcher)
             mine = live(story_of.get(f.entry_id, f.story_id))
             assert mine is not None
