@@ -33,7 +33,7 @@ from aggregator.store import (
     open_storage,
 )
 
-from .test_stories import STORY
+from .test_stories import OTHER, STORY
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -336,6 +336,32 @@ def test_rematch_entry_moves_a_lone_entry_into_the_known_story(storage: Storage)
     assert storage.rematch_entry(b.id, matcher, NOW, 7)
     assert story_of(storage, b.id) == story_of(storage, a.id)
     assert not storage.rematch_entry(b.id, matcher, NOW, 7)  # no longer alone
+
+
+def test_one_poll_joining_two_stories_refreshes_both(storage: Storage) -> None:
+    """A poll whose new entries join two stories and start a third: each joined story is
+    recounted and re-picks its representative, each joining entry's provisional story is
+    gone (PostgreSQL deletes and refreshes them once per poll, after its decisions)."""
+    a, b = poll(storage, "f0", entry("a"), entry("b", OTHER, url="https://site.example/b",
+                                                   title="Electoral code amended"))
+    fuller_a = entry("a2", STORY + " A spokesman added a word.", url="https://two.example/a")
+    fuller_b = entry("b2", OTHER + " Observers welcomed the vote.",
+                     url="https://two.example/b", title="Electoral code amended")
+    lone = entry("c2", "An unrelated note about the weather in the mountains this week.",
+                 url="https://two.example/c", title="Weather")
+    joined = poll(storage, "f1", fuller_b, lone, fuller_a, now=NOW + HOUR)
+    assert story_of(storage, joined[2].id) == story_of(storage, a.id)
+    assert story_of(storage, joined[0].id) == story_of(storage, b.id)
+    assert joined[1].story_created and not joined[0].story_created
+    for first, second in ((a, joined[2]), (b, joined[0])):
+        row, members = storage.story(story_of(storage, first.id))
+        assert row is not None and row["entry_count"] == 2 and row["outlet_count"] == 2
+        assert row["representative_id"] == second.id  # the fullest early version
+        assert [m["id"] for m in members] == [first.id, second.id]
+    # Three stories, and no provisional story left behind (ids are drawn in order from 1
+    # on both backends: five at most were ever made here).
+    assert len({i.story_id for i in storage.items(one_per_story=False, limit=1000)}) == 3
+    assert sum(storage.story(n)[0] is not None for n in range(1, 50)) == 3
 
 
 def test_story_gives_the_row_and_its_members(storage: Storage) -> None:

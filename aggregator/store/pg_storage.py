@@ -222,10 +222,12 @@ def pg_write_bands(c: Any, buffer: BandBuffer) -> int:
     pairs.sort()
     written = 0
     if pairs:
+        # Counted by the statement, not by rowcount (unset in a pipeline until its sync).
         written = c.execute(
-            "INSERT INTO entry_bands(band_key, entry_id)"
-            " SELECT * FROM unnest(%s::bigint[], %s::bigint[]) ON CONFLICT DO NOTHING",
-            ([k for k, _ in pairs], [i for _, i in pairs])).rowcount
+            "WITH x AS (INSERT INTO entry_bands(band_key, entry_id)"
+            " SELECT * FROM unnest(%s::bigint[], %s::bigint[]) ON CONFLICT DO NOTHING"
+            " RETURNING 1) SELECT COUNT(*) FROM x",
+            ([k for k, _ in pairs], [i for _, i in pairs])).fetchone()[0]
     # GREATEST: several writers move the mark, never back.
     c.execute("INSERT INTO store_state(name, value) VALUES ('bands_indexed_upto', %s)"
               " ON CONFLICT (name) DO UPDATE SET"
@@ -404,14 +406,16 @@ def prefetch_candidates(c: Any, fresh: Sequence[_Fresh], now: datetime, window_d
     return result
 
 
-def linked_urls(c: Any, urls: Sequence[str]) -> set[str]:
+def linked_urls(c: Any, urls: Sequence[str]) -> Callable[[], set[str]]:
     """Which of these URLs an entry_links row names (pg_join_linked_stories' second lookup
-    is skipped for the others: the usual case)."""
+    is skipped for the others: the usual case). The statement is sent now, its answer read
+    by the function returned: in a pipeline, it goes with the next statement read."""
     if not urls:
-        return set()
-    return {r[0] for r in c.execute(
+        return set
+    cur = c.execute(
         "SELECT DISTINCT url_norm FROM entry_links WHERE url_norm = ANY(%s::text[])",
-        (sorted(set(urls)),)).fetchall()}
+        (sorted(set(urls)),))
+    return lambda: {r[0] for r in cur.fetchall()}
 
 
 def containment_ids(c: Any, buffer: BandBuffer, keys: Sequence[int],
@@ -467,19 +471,33 @@ def merge_story(c: Any, other: int, *, into: int, reason: str, score: float) -> 
 def refresh_story(c: Any, story_id: int, now: datetime, *, touch: bool = True) -> None:
     """stories.refresh_story: recount, re-pick the representative (pick_representative),
     `updated` to the members' newest unless ``touch`` is False."""
-    members = [lite(r) for r in c.execute(
-        "SELECT id, feed_id, COALESCE(published, first_seen) AS published, word_count,"
-        " updated FROM entries WHERE story_id = %s ORDER BY 3, id", (story_id,)).fetchall()]
-    if not members:
+    refresh_stories(c, [story_id], now, touch=touch)
+
+
+def refresh_stories(c: Any, story_ids: Iterable[int], now: datetime, *,
+                    touch: bool = True) -> None:
+    """refresh_story for several stories: every member in one statement, the updates sent
+    as one batch (a poll joining five stories paid ten round trips under STORY_LOCK). A
+    story with no members left is not touched."""
+    ids = sorted(set(story_ids))
+    if not ids:
         return
-    rep = pick_representative(members, now)
-    c.execute(
-        "UPDATE stories SET representative_id = %s,"
-        " updated = CASE WHEN %s THEN %s::timestamptz ELSE updated END, entry_count = %s,"
-        " outlet_count = %s WHERE id = %s",
-        (rep["id"], touch, max(m["updated"] for m in members), len(members),
-         len({m["feed_id"] for m in members}), story_id),
-    )
+    stories: dict[int, list[dict[str, Any]]] = {}
+    for r in c.execute(
+            "SELECT story_id, id, feed_id, COALESCE(published, first_seen) AS published,"
+            " word_count, updated FROM entries WHERE story_id = ANY(%s::bigint[])"
+            " ORDER BY story_id, 4, id", (ids,)).fetchall():
+        stories.setdefault(r["story_id"], []).append(lite(r))
+    params = []
+    for story_id, members in stories.items():
+        rep = pick_representative(members, now)
+        params.append((rep["id"], touch, max(m["updated"] for m in members), len(members),
+                       len({m["feed_id"] for m in members}), story_id))
+    with c.cursor() as cur:
+        cur.executemany(
+            "UPDATE stories SET representative_id = %s,"
+            " updated = CASE WHEN %s THEN %s::timestamptz ELSE updated END, entry_count = %s,"
+            " outlet_count = %s WHERE id = %s", params)
 
 
 def touch_story_of(c: Any, entry_id: int, now: datetime) -> None:
@@ -704,74 +722,89 @@ class PgDataMixin:
         matcher: Matcher | None = None, window_days: int = 7, updated: datetime | None = None,
     ) -> list[StoredEntry]:
         with self._tx() as c:
-            # The feed's row is locked for the transaction: two writers storing one feed's
-            # poll at once take turns (one poll's upserts see the other's rows). NO KEY
-            # UPDATE: prune's pruned_keys rows (a key share on the feed) do not wait on it.
-            row = c.execute("SELECT last_success, name, language FROM feeds"
-                            " WHERE id = %s FOR NO KEY UPDATE", (feed_id,)).fetchone()
-            first_poll = row is not None and row[0] is None
-            # The feed's name (new stories' item ids) and language (its new entries' own,
-            # when they name none) as the upserts below read them: once, not per entry.
-            feed = (row[1], row[2]) if row is not None else (
-                c.execute("SELECT name, language FROM feeds WHERE id = %s",
-                          (feed_id,)).fetchone() or (None, None))
-            if entries:
-                gone = self._pruned_keys(c, feed_id, {e.key for e in entries})
-                if gone:
-                    entries = [e for e in entries if e.key not in gone]
-            existing = {r["key"]: r for r in c.execute(
-                "SELECT id, key, content_hash, updated, author FROM entries"
-                " WHERE feed_id = %s AND key = ANY(%s::text[])",
-                (feed_id, [e.key for e in entries])).fetchall()} if entries else {}
-            order = list(reversed(entries))  # oldest first, as the feed lists newest first
-            # Phase 1, outside STORY_LOCK: each new entry inserted in a provisional story of
-            # its own, with its band keys and links (the bulk of a poll's writing: rows and
-            # index upkeep), invisible to the other writers until commit.
-            fresh = self._insert_new(c, feed_id, [e for e in order if e.key not in existing],
-                                     now, first_poll, feed)
-            results: dict[str, StoredEntry] = {}
-            # Stories this transaction merged away (gone: kept), for the new entries'
-            # decisions: a stored entry's new link may merge a new entry's provisional story.
-            moved: dict[int, int] = {}
-            if entries:
-                # Phase 2, under STORY_LOCK to the commit: every lookup and every story
-                # change. The writers before us have committed (their entries are seen);
-                # those after us wait here and see ours. Taken after the feed's row lock:
-                # every holder that locks a feeds row locks it first (one order, no deadlock).
-                story_lock(c)
-                for e in order:
-                    if e.key in existing:
-                        results[e.key] = self._update_entry(c, feed_id, e, now,
-                                                            existing[e.key], moved)
-                if fresh:
-                    results.update(self._assign_stories(c, feed_id, fresh, now, matcher,
-                                                        window_days, moved))
-            stored = [results[e.key] for e in entries]
-            c.execute(
-                "UPDATE feeds SET last_attempt = %s, last_success = %s, last_status = %s,"
-                " consecutive_errors = 0, last_error = NULL, last_error_kind = NULL,"
-                " next_poll = %s, interval = %s, retry_after_until = NULL,"
-                " etag = COALESCE(%s, etag), last_modified = COALESCE(%s, last_modified),"
-                " body_hash = COALESCE(%s, body_hash),"
-                " effective_url = COALESCE(%s, effective_url),"
-                " title = COALESCE(title, %s), link = COALESCE(%s, link),"
-                " language = COALESCE(language, %s), format = COALESCE(%s, format),"
-                " warnings = COALESCE(%s::jsonb, warnings), updated = COALESCE(%s, updated)"
-                " WHERE id = %s",
-                (t(now), t(now), status, t(next_poll), interval, etag, last_modified,
-                 body_hash, permanent_url, title, link, language, format,
-                 None if warnings is None else _json(list(warnings)), t(updated), feed_id))
+            with c.pipeline():
+                # In a pipeline, the whole write but the hook: a statement whose result is not
+                # read (the links, the feed's counters, STORY_LOCK, the story updates) goes with
+                # the next one that is, so a poll costs a few round trips, not one per
+                # statement; in a worker whose other threads are busy, each is also a wait for
+                # the GIL, and under STORY_LOCK every other writer waits with it.
+                # The feed's row is locked for the transaction: two writers storing one feed's
+                # poll at once take turns (one poll's upserts see the other's rows). NO KEY
+                # UPDATE: prune's pruned_keys rows (a key share on the feed) do not wait on it.
+                # Its pruned keys and stored entries are read in the same round trip.
+                feed_row = c.execute("SELECT last_success, name, language FROM feeds"
+                                     " WHERE id = %s FOR NO KEY UPDATE", (feed_id,))
+                pruned = c.execute("SELECT key FROM pruned_keys WHERE feed_id = %s",
+                                   (feed_id,)) if entries else None
+                stored_rows = c.execute(
+                    "SELECT id, key, content_hash, updated, author FROM entries"
+                    " WHERE feed_id = %s AND key = ANY(%s::text[])",
+                    (feed_id, [e.key for e in entries])) if entries else None
+                row = feed_row.fetchone()
+                first_poll = row is not None and row[0] is None
+                # The feed's name (new stories' item ids) and language (its new entries' own,
+                # when they name none) as the upserts below read them: once, not per entry.
+                feed = (row[1], row[2]) if row is not None else (
+                    c.execute("SELECT name, language FROM feeds WHERE id = %s",
+                              (feed_id,)).fetchone() or (None, None))
+                existing: dict[str, Any] = {}
+                if pruned is not None and stored_rows is not None:
+                    gone = self._pruned_keys(c, feed_id, {e.key for e in entries},
+                                             {r[0] for r in pruned.fetchall()})
+                    if gone:
+                        entries = [e for e in entries if e.key not in gone]
+                    existing = {r["key"]: r for r in stored_rows.fetchall() if r["key"] not in gone}
+                order = list(reversed(entries))  # oldest first, as the feed lists newest first
+                # Phase 1, outside STORY_LOCK: each new entry inserted in a provisional story of
+                # its own, with its band keys and links (the bulk of a poll's writing: rows and
+                # index upkeep), invisible to the other writers until commit.
+                fresh = self._insert_new(c, feed_id, [e for e in order if e.key not in existing],
+                                         now, first_poll, feed)
+                results: dict[str, StoredEntry] = {}
+                # Stories this transaction merged away (gone: kept), for the new entries'
+                # decisions: a stored entry's new link may merge a new entry's provisional story.
+                moved: dict[int, int] = {}
+                # The feed's own row before STORY_LOCK (it is ours since the first statement):
+                # nothing in it depends on the stories, and the lock is held for less.
+                c.execute(
+                    "UPDATE feeds SET last_attempt = %s, last_success = %s, last_status = %s,"
+                    " consecutive_errors = 0, last_error = NULL, last_error_kind = NULL,"
+                    " next_poll = %s, interval = %s, retry_after_until = NULL,"
+                    " etag = COALESCE(%s, etag), last_modified = COALESCE(%s, last_modified),"
+                    " body_hash = COALESCE(%s, body_hash),"
+                    " effective_url = COALESCE(%s, effective_url),"
+                    " title = COALESCE(title, %s), link = COALESCE(%s, link),"
+                    " language = COALESCE(language, %s), format = COALESCE(%s, format),"
+                    " warnings = COALESCE(%s::jsonb, warnings), updated = COALESCE(%s, updated)"
+                    " WHERE id = %s",
+                    (t(now), t(now), status, t(next_poll), interval, etag, last_modified,
+                     body_hash, permanent_url, title, link, language, format,
+                     None if warnings is None else _json(list(warnings)), t(updated), feed_id))
+                if entries:
+                    # Phase 2, under STORY_LOCK to the commit: every lookup and every story
+                    # change. The writers before us have committed (their entries are seen);
+                    # those after us wait here and see ours. Taken after the feed's row lock:
+                    # every holder that locks a feeds row locks it first (one order, no deadlock).
+                    story_lock(c)
+                    for e in order:
+                        if e.key in existing:
+                            results[e.key] = self._update_entry(c, feed_id, e, now,
+                                                                existing[e.key], moved)
+                    if fresh:
+                        results.update(self._assign_stories(c, feed_id, fresh, now, matcher,
+                                                            window_days, moved))
+                stored = [results[e.key] for e in entries]
             if self.write_hook is not None and any(
                     x.is_new or x.changed or x.stories_merged for x in stored):
-                self.write_hook(c)
+                self.write_hook(c)  # outside the pipeline: its savepoint may be refused
         if len(self.bands) >= BAND_FLUSH_ENTRIES:
             self.flush_bands()
         return stored
 
     @staticmethod
-    def _pruned_keys(c: Any, feed_id: int, listed: set[str]) -> set[str]:
-        pruned = {r[0] for r in c.execute(
-            "SELECT key FROM pruned_keys WHERE feed_id = %s", (feed_id,)).fetchall()}
+    def _pruned_keys(c: Any, feed_id: int, listed: set[str], pruned: set[str]) -> set[str]:
+        """Of the feed's ``pruned`` keys, those it still lists (not stored again); the
+        others are forgotten."""
         if not pruned:
             return pruned
         stale = sorted(pruned - listed)
@@ -874,11 +907,13 @@ class PgDataMixin:
         then joins the stories its links name. The candidates of every new entry come from
         two statements (prefetch_candidates); an entry of this poll is a candidate only of
         the entries after it, as when each was looked up right before its insert."""
+        linked_of = linked_urls(c, [f.entry.url_norm for f in fresh if f.entry.url_norm])
         if matcher is not None:
             self._ensure_bands(c)  # an older writer's unindexed keys, once per process
             found = prefetch_candidates(c, fresh, now, window_days)
         else:
             found = [[] for _ in fresh]
+        linked = linked_of()
         # Stories as this transaction has changed them: a new entry moved (story_of) or a
         # story merged away (moved), so that a later entry's candidates name the live one.
         story_of: dict[int, int] = {}
@@ -888,8 +923,12 @@ class PgDataMixin:
                 story = moved[story]
             return story
 
-        linked = linked_urls(c, [f.entry.url_norm for f in fresh if f.entry.url_norm])
         out: dict[str, StoredEntry] = {}
+        # Provisional stories their entry left, and stories an entry joined: deleted when
+        # empty and refreshed once each, after the loop (one round trip each, not per
+        # entry). Nothing in the loop reads a story's counts or representative.
+        left: list[int] = []
+        touched: list[int] = []
         order = {f.entry_id: n for n, f in enumerate(fresh)}  # this poll's, in feed order
         for n, f in enumerate(fresh):
             e = f.entry
@@ -911,14 +950,11 @@ class PgDataMixin:
                               " match_score = %s WHERE id = %s",
                               (story_id, decision.reason, decision.score, f.entry_id))
                     story_of[f.entry_id] = story_id
-                    if c.execute("DELETE FROM stories WHERE id = %s AND NOT EXISTS"
-                                 " (SELECT 1 FROM entries WHERE story_id = %s)",
-                                 (mine, mine)).rowcount == 0:
-                        refresh_story(c, mine, now)
+                    left.append(mine)
                 else:
                     c.execute("UPDATE entries SET match_reason = %s, match_score = %s"
                               " WHERE id = %s", (decision.reason, decision.score, f.entry_id))
-                refresh_story(c, story_id, now)
+                touched.append(story_id)
             me = PgRow(("id", "story_id", "url_norm", "canonical_url", "language"),
                        (f.entry_id, story_id, e.url_norm, None, f.language))
             merged = pg_join_linked_stories(c, f.entry_id, now, me=me, links=f.links,
@@ -926,6 +962,13 @@ class PgDataMixin:
             out[e.key] = StoredEntry(f.entry_id, feed_id, e.key, is_new=True, changed=True,
                                      story_created=decision.reason == NEW_STORY.reason,
                                      stories_merged=len(decision.bridges) + merged)
+        if left:
+            gone = {r[0] for r in c.execute(
+                "DELETE FROM stories s WHERE id = ANY(%s::bigint[]) AND NOT EXISTS"
+                " (SELECT 1 FROM entries WHERE story_id = s.id) RETURNING id",
+                (sorted(set(left)),)).fetchall()}
+            touched += [x for x in left if x not in gone]
+        refresh_stories(c, {s for s in map(live, touched) if s is not None}, now)
         return out
 
     @staticmethod
