@@ -721,6 +721,8 @@ def main() -> None:
                     help="seconds between the starts of the workers of a round (default 0: "
                          "all at once, as after a database outage or a fleet restart)")
     ap.add_argument("--no-pg", action="store_true", help="the SQLite round only")
+    ap.add_argument("--many-only", action="store_true",
+                    help="the --workers-max round alone, no one-worker round (for iterating)")
     ap.add_argument("--no-sqlite", action="store_true",
                     help="the PostgreSQL rounds only (no CPU ratio to SQLite)")
     ap.add_argument("--round-timeout", type=float, default=0.0,
@@ -742,7 +744,8 @@ def main() -> None:
               f"{args.latency * 1000:.0f} ms latency; work dir {tmp}", flush=True)
         plan: list[tuple[str, Any]] = [] if args.no_sqlite else [("sqlite", None)]
         if not args.no_pg:
-            counts = [1, args.workers_max] if args.pg_mode == "worker" else [1]
+            counts = ([args.workers_max] if args.many_only else [1, args.workers_max]) \
+                if args.pg_mode == "worker" else [1]
             plan += [("pg", w) for w in dict.fromkeys(counts)]
         pg = Pg(args.pg_url)
         for kind, w in plan:

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from aggregator.errors import StoreError
-from aggregator.store import MIGRATIONS, SQLiteStorage, open_storage
+from aggregator.store import MIGRATIONS, SQLiteStorage, Storage, open_storage
 from aggregator.store.pg_schema import PG_MIGRATIONS
 from aggregator.store.postgres import PostgresBase, create_database, drop_database
 
@@ -210,3 +210,50 @@ def test_open_storage_picks_postgres_from_the_url_and_hides_its_password(
     reader = open_storage(url, readonly=True)
     assert "read-only" in (reader.write_problem() or "")
     reader.close()
+
+
+def test_a_growing_store_analyzes_the_tables_polls_grow(postgres_url: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """pg_storage.keep_statistics, with autovacuum off for those tables: the store's own
+    writers ANALYZE them once the entries reach ANALYZE_FROM, then each time they double;
+    a writer starting on a store whose statistics are older than half its size analyzes
+    at its first poll. (Plans made on a near-empty table were kept for the whole round:
+    a sequential scan of stories per entry stored.)"""
+    from aggregator.models import FeedConfig
+    from aggregator.store import pg_storage
+
+    from .test_storage import NOW, entry, poll
+
+    monkeypatch.setattr(pg_storage, "ANALYZE_FROM", 10)
+    tables = [t.strip() for t in pg_storage.GROWING_TABLES.split(",")]
+    st = open_storage(postgres_url)
+    st.migrate()
+    st.sync_feeds([FeedConfig(name="f0", url="https://f0.example/rss")], NOW)
+
+    probe = PostgresBase(postgres_url)
+
+    def reltuples() -> dict[str, float]:
+        with probe.pool.connection() as conn:
+            return {r[0]: r[1] for r in conn.execute(
+                "SELECT relname, reltuples FROM pg_class WHERE relname = ANY(%s)", (tables,))}
+
+    with probe.pool.connection() as conn:
+        for table in tables:
+            conn.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
+
+    def store(st: Storage, first: int, count: int) -> None:
+        poll(st, "f0", *(entry(f"k{n}", f"Story number {n} with words of its own {n}.",
+                               title=f"Title {n}") for n in range(first, first + count)))
+
+    store(st, 0, 5)
+    assert all(v < 0 for v in reltuples().values())  # never analyzed: below ANALYZE_FROM
+    store(st, 5, 10)
+    assert reltuples()["entries"] == 15 and reltuples()["stories"] == 15
+    store(st, 15, 5)  # 20 entries: not yet twice 15
+    assert reltuples()["entries"] == 15
+    st.close()
+    again = open_storage(postgres_url)  # a new writer, statistics from 15 entries
+    store(again, 20, 15)  # 35 entries, more than twice 15
+    assert reltuples()["entries"] == 35
+    again.close()
+    probe.close()

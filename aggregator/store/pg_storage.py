@@ -199,6 +199,35 @@ def pg_set_bands(c: Any, buffer: BandBuffer, entry_id: int, keys: Sequence[int],
 STORY_LOCK = 0x73746F72_696573
 
 
+# The tables a poll grows, and the entries from which their statistics matter. PostgreSQL
+# plans a statement it runs often once (the foreign-key checks of every insert, psycopg's
+# prepared statements) and keeps that plan until the table's statistics change. Planned
+# while a table was near empty, a primary-key lookup became a sequential scan: with
+# autovacuum off, or not yet round after a cold start, the foreign-key check of
+# entries.story_id read the whole stories table for every entry stored (bench-scale, two
+# workers, 5,000 feeds: 145,000 scans reading 5.6 billion rows, most of the round's CPU).
+GROWING_TABLES = "entries, stories, entry_bands, entry_links"
+ANALYZE_FROM = 1000
+# Held while one writer ANALYZEs; the others skip it rather than queue behind it.
+ANALYZE_LOCK = 0x616E616C_797A65  # "analyze"
+
+
+def keep_statistics(c: Any, newest: int, analyze_at: int | None) -> int | None:
+    """ANALYZE the tables polls grow when the store has doubled since this process last did
+    (entry ids stand for its size), or when their statistics are older than half its size
+    (first call: never analyzed, or by a process long gone). Returns the next threshold,
+    None while it is not time yet. ``c``: a connection outside any write transaction."""
+    if analyze_at is None:
+        stale = c.execute("SELECT reltuples FROM pg_class WHERE oid = 'entries'::regclass"
+                          ).fetchone()[0] * 2 < newest
+        analyze_at = ANALYZE_FROM if stale else max(ANALYZE_FROM, 2 * newest)
+    if newest < analyze_at:
+        return analyze_at
+    if c.execute("SELECT pg_try_advisory_xact_lock(%s)", (ANALYZE_LOCK,)).fetchone()[0]:
+        c.execute(f"ANALYZE {GROWING_TABLES}")
+    return max(ANALYZE_FROM, 2 * newest)
+
+
 def story_lock(c: Any) -> None:
     """Take STORY_LOCK for the transaction (see there); before any row lock on feeds, which
     every holder may take after it (one order: no deadlock)."""
@@ -593,6 +622,7 @@ class PgDataMixin:
     readonly: bool
     path: str
     _bands_ready: bool
+    _analyze_at: int | None
 
     if TYPE_CHECKING:  # PostgresBase's
         def _use(self) -> AbstractContextManager[Any]: ...
@@ -797,6 +827,10 @@ class PgDataMixin:
             if self.write_hook is not None and any(
                     x.is_new or x.changed or x.stories_merged for x in stored):
                 self.write_hook(c)  # outside the pipeline: its savepoint may be refused
+        newest = max((x.id for x in stored if x.is_new), default=0)
+        if newest and (self._analyze_at is None or newest >= self._analyze_at):
+            with self._tx() as c:
+                self._analyze_at = keep_statistics(c, newest, self._analyze_at)
         if len(self.bands) >= BAND_FLUSH_ENTRIES:
             self.flush_bands()
         return stored

@@ -165,6 +165,9 @@ class PostgresBase:
         # writers; pg_storage); kept for the shared code paths of the SQLite backend's.
         self.bands = BandBuffer()
         self._bands_ready = False
+        # The largest entry id after which this process ANALYZEs the tables polls grow
+        # (pg_storage.keep_statistics); None until its first poll with new entries.
+        self._analyze_at: int | None = None
 
     # ----------------------------------------------------------------------- connections
 
