@@ -23,7 +23,8 @@ feed throughput, not article extraction; allow_private_hosts: 127.0.0.0/8):
 Each round also reports the cores the whole machine kept busy (/proc/stat, feed server and
 every postgres process included): when one worker already fills the machine, a second can
 only add what the first leaves idle, and the report says to compare CPU per feed instead.
-`--stagger S` starts the workers of a round S seconds apart (default: at once).
+`--stagger S` starts the workers of a round S seconds apart (default: at once). For iterating:
+`--no-sqlite` skips round 1, `--many-only` round 2.
 `--pg-mode update` runs `aggregator update --all` on the PostgreSQL database instead of
 workers (one process per round): a check of the measuring code where `worker` does not exist.
 
