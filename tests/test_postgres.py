@@ -257,3 +257,46 @@ def test_a_growing_store_analyzes_the_tables_polls_grow(postgres_url: str,
     assert reltuples()["entries"] == 35
     again.close()
     probe.close()
+
+
+def test_a_table_locked_elsewhere_delays_the_statistics_never_the_poll(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ANALYZE waits behind a VACUUM of the same table (here: a SHARE UPDATE EXCLUSIVE lock
+    held by another session): the poll is stored and returned all the same, after at most
+    the lock timeout, and the statistics are taken a little later."""
+    import time
+
+    from aggregator.models import FeedConfig
+    from aggregator.store import pg_storage
+
+    from .test_storage import NOW, entry, poll
+
+    monkeypatch.setattr(pg_storage, "ANALYZE_FROM", 10)
+    st = open_storage(postgres_url)
+    st.migrate()
+    st.sync_feeds([FeedConfig(name="f0", url="https://f0.example/rss")], NOW)
+    probe = PostgresBase(postgres_url)
+
+    def store(first: int, count: int) -> list[object]:
+        return list(poll(st, "f0", *(entry(f"k{n}", f"Story {n} with words of its own {n}.",
+                                           title=f"Title {n}")
+                                     for n in range(first, first + count))))
+
+    def reltuples() -> float:
+        with probe.pool.connection() as conn:
+            return float(conn.execute("SELECT reltuples FROM pg_class"
+                                      " WHERE relname = 'stories'").fetchone()[0])
+
+    with probe.pool.connection() as holder:
+        holder.execute("LOCK TABLE stories IN SHARE UPDATE EXCLUSIVE MODE")
+        started = time.monotonic()
+        assert len(store(0, 12)) == 12
+        assert time.monotonic() - started < 10
+        assert reltuples() < 0  # not analyzed: the table was locked
+        holder.rollback()
+    assert len(store(12, 5)) == 5  # 17 entries: not yet 12 + ANALYZE_FROM
+    assert reltuples() < 0
+    assert len(store(17, 6)) == 6  # 23: tried again, analyzed
+    assert reltuples() == 23
+    st.close()
+    probe.close()

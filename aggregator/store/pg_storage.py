@@ -829,8 +829,14 @@ class PgDataMixin:
                 self.write_hook(c)  # outside the pipeline: its savepoint may be refused
         newest = max((x.id for x in stored if x.is_new), default=0)
         if newest and (self._analyze_at is None or newest >= self._analyze_at):
-            with self._tx() as c:
-                self._analyze_at = keep_statistics(c, newest, self._analyze_at)
+            try:
+                with self._tx() as c:
+                    # ANALYZE waits for a VACUUM of the same table (autovacuum gives way
+                    # after deadlock_timeout, an anti-wraparound one does not): not long.
+                    c.execute("SET LOCAL lock_timeout = '2s'")
+                    self._analyze_at = keep_statistics(c, newest, self._analyze_at)
+            except Exception:  # noqa: BLE001 - the poll is committed; statistics can wait
+                self._analyze_at = newest + ANALYZE_FROM  # tried again a little later
         if len(self.bands) >= BAND_FLUSH_ENTRIES:
             self.flush_bands()
         return stored
