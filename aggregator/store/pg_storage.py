@@ -212,11 +212,12 @@ ANALYZE_FROM = 1000
 ANALYZE_LOCK = 0x616E616C_797A65  # "analyze"
 
 
-def keep_statistics(c: Any, newest: int, analyze_at: int | None) -> int | None:
-    """ANALYZE the tables polls grow when the store has doubled since this process last did
-    (entry ids stand for its size), or when their statistics are older than half its size
-    (first call: never analyzed, or by a process long gone). Returns the next threshold,
-    None while it is not time yet. ``c``: a connection outside any write transaction."""
+def keep_statistics(c: Any, newest: int, analyze_at: int | None) -> int:
+    """ANALYZE the tables polls grow once the newest entry id (standing for the store's
+    size) reaches ``analyze_at``; ``None`` (this process's first call): at once when their
+    statistics describe less than half the store (never analyzed, or long ago). Returns
+    the next threshold: twice the size. ``c``: a transaction of its own, committed right
+    after (the ANALYZE, and the try-lock that keeps other writers from queueing behind it)."""
     if analyze_at is None:
         stale = c.execute("SELECT reltuples FROM pg_class WHERE oid = 'entries'::regclass"
                           ).fetchone()[0] * 2 < newest
