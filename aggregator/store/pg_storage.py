@@ -477,8 +477,11 @@ _ENTRY_COLUMNS = (
     " contain_bands")
 _ENTRY_VALUES = ("%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb,%s::jsonb,%s,%s,%s,%s,"
                  "%s,%s,%s,%s,%s,%s,%s,%s,{story},%s,%s,%s")
+# No ON CONFLICT: the entry's id is new and its keys are passed deduplicated, and the
+# speculative insertion's extra probe of the primary key per row was an eighth of
+# PostgreSQL's CPU in a cold round (perf, bench-scale).
 _BANDS_OF_E = (" b AS (INSERT INTO entry_bands(band_key, entry_id)"
-               " SELECT k, e.id FROM e, unnest(%s::bigint[]) AS k ON CONFLICT DO NOTHING)")
+               " SELECT k, e.id FROM e, unnest(%s::bigint[]) AS k)")
 # A new entry in a story of its own, in one statement: the entry's id drawn first so that
 # the story is inserted with it as representative (create_story, the INSERT, its band keys
 # and the representative's UPDATE were four round trips).
@@ -935,7 +938,7 @@ class PgDataMixin:
             c.execute(
                 "INSERT INTO entry_links(entry_id, source, url_norm, language, kind)"
                 " SELECT i, 'feed', u, l, k FROM unnest(%s::bigint[], %s::text[], %s::text[],"
-                " %s::text[]) AS x(i, u, l, k) ON CONFLICT DO NOTHING",
+                " %s::text[]) AS x(i, u, l, k)",  # new entries, one row per URL: no conflict
                 ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
                  [r[3] for r in rows]))
         return fresh
