@@ -134,17 +134,26 @@ def _entry_feed_html(st: Storage, entry_id: int) -> tuple[str, str]:
 
 
 class Writer:
-    """Runs every store call on one thread, in submission order."""
+    """Runs store calls on one thread per store, taken from one queue in submission order:
+    with one store (every writer on SQLite) the calls run one after the other, in order;
+    with several (PostgreSQL's poll writers), as many at once, each with its thread's store."""
 
-    def __init__(self, store: Storage) -> None:
-        self.store = store
+    def __init__(self, *stores: Storage, name: str = "aggregator-writer") -> None:
+        self.stores = stores
+        self.store = stores[0]
         self._queue: queue.Queue[tuple[Callable[[Storage], Any], Future[Any]] | None] = (
             queue.Queue()
         )
-        self._thread = threading.Thread(target=self._run, name="aggregator-writer", daemon=True)
-        self._thread.start()
+        self.done = [0] * len(stores)  # calls each thread has run (monitoring and tests)
+        self._threads = [
+            threading.Thread(target=self._run, args=(n,), daemon=True,
+                             name=name if len(stores) == 1 else f"{name}-{n}")
+            for n in range(len(stores))]
+        for t in self._threads:
+            t.start()
 
-    def _run(self) -> None:
+    def _run(self, n: int) -> None:
+        store = self.stores[n]
         while True:
             job = self._queue.get()
             if job is None:
@@ -153,9 +162,10 @@ class Writer:
             if not fut.set_running_or_notify_cancel():
                 continue
             try:
-                fut.set_result(fn(self.store))
+                fut.set_result(fn(store))
             except BaseException as exc:  # noqa: BLE001 - handed to the caller
                 fut.set_exception(exc)
+            self.done[n] += 1
 
     def submit(self, fn: Callable[[Storage], T]) -> Future[T]:
         fut: Future[T] = Future()
@@ -166,8 +176,10 @@ class Writer:
         return self.submit(fn).result()
 
     def close(self, timeout: float = 10.0) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout)
+        for _ in self._threads:
+            self._queue.put(None)
+        for t in self._threads:
+            t.join(timeout)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -410,6 +422,14 @@ class Pipeline:
         self.store = open_storage(s.database)
         self.store.migrate()
         self.writer = Writer(self.store)
+        # Polls are written by `poll_writer`: on SQLite the writer itself; on PostgreSQL
+        # parallel_writers threads with a store (a connection) each, so that one writer,
+        # waiting on the server most of its time, no longer bounds a worker (bench-scale:
+        # a quarter more feeds/s, at no more CPU per feed), and no poll waits behind the
+        # writer's other calls (each job's feed_states, articles, maintenance).
+        self.poll_writer = self.writer if self.store.parallel_writers <= 1 else Writer(
+            *(open_storage(s.database) for _ in range(self.store.parallel_writers)),
+            name="aggregator-poll-writer")
         # Several workers on one PostgreSQL store share per-host politeness through it.
         self.gate = shared_host_gate(self.store, s)
         self.fetcher = fetch.Fetcher(s, gate=self.gate)
@@ -468,10 +488,14 @@ class Pipeline:
         if self.gate is not None:
             self.gate.close()
         self.writer.close()
+        if self.poll_writer is not self.writer:
+            self.poll_writer.close()
         self.parser.close()
         self.extractor.close()
         if self._reader is not None:
             self._reader.close()
+        for store in self.stores[1:]:
+            store.close()
         self.store.close()
 
     def checkpoint(self, *, if_larger_than: int = 0) -> bool:
@@ -507,6 +531,12 @@ class Pipeline:
                 extra={"kind": "wal", "wal_bytes": wal},
             )
         return False
+
+    @property
+    def stores(self) -> list[Storage]:
+        """The writers' stores: ``store``, then the poll writer's own, if any."""
+        return [self.store] + ([] if self.poll_writer is self.writer
+                               else list(self.poll_writer.stores))
 
     @property
     def feeds_by_name(self) -> dict[str, FeedConfig]:
@@ -549,7 +579,7 @@ class Pipeline:
                                                error_kind="stopped"))
                 return dropped
             pending.acquire()
-            fut = self.writer.submit(partial(self._write, f=fetched))
+            fut = self.poll_writer.submit(partial(self._write, f=fetched))
             fut.add_done_callback(lambda _f: pending.release())
             return fut
 
@@ -582,8 +612,11 @@ class Pipeline:
                 on_done(outcome)
         if any(o.new for o in outcomes):
             # The band keys of this cycle's new entries go to the on-disk index in one batch.
+            # (Only where a writer holds band keys in memory: SQLite's. PostgreSQL writes
+            # them with the entry, and the call would wait behind the writer's other work.)
             try:
-                self.writer.call(lambda st: st.flush_bands() if st.pending_bands else 0)
+                if self.poll_writer is self.writer:
+                    self.writer.call(lambda st: st.flush_bands() if st.pending_bands else 0)
             except Exception as exc:  # the keys are on the entries; a later flush takes them
                 log.warning("could not write the band index: %s", exc)
         if states:

@@ -145,10 +145,10 @@ class Workers:
         # The publish job is enqueued inside the store's transaction that made the change
         # (PostgreSQL store's write_hook), on that transaction's connection.
         self._in_tx = JobManager(SyncPsycopgConnector())
-        store = self.pipeline.store
-        self.transactional = hasattr(store, "write_hook")
+        self.transactional = hasattr(self.pipeline.store, "write_hook")
         if self.transactional:
-            store.write_hook = self._defer_publish_on  # type: ignore[attr-defined]
+            for store in self.pipeline.stores:  # every writer's
+                store.write_hook = self._defer_publish_on  # type: ignore[attr-defined]
 
     # ----------------------------------------------------------------------- tasks
 
@@ -477,7 +477,7 @@ class Workers:
             since, self._outage_since = self._outage_since, None
             self.database_problem = None
         # Connections the server dropped would fail the next transactions: replaced now.
-        for store in (self.pipeline.store, getattr(self.pipeline, "_reader", None)):
+        for store in (*self.pipeline.stores, getattr(self.pipeline, "_reader", None)):
             drop = getattr(store, "drop_broken_connections", None)
             if drop is not None:
                 try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -59,6 +60,39 @@ def test_cycle_stores_publishes_and_revalidates(tmp_path: Path, backend: Backend
         report = p.run_cycle(all_feeds=True)
         assert sum(o.new for o in report.feeds) == 3
         assert backend.query("SELECT COUNT(*) FROM items")[0][0] == 18
+    finally:
+        p.close()
+
+
+def test_polls_are_written_in_parallel_beside_the_writer(tmp_path: Path, backend: Backend,
+                                                        server: FeedServer) -> None:
+    """PostgreSQL: polls are written by writers of their own (parallel_writers, each on a
+    connection of its own), so neither a writer busy with a long transaction or a wait on
+    STORY_LOCK nor the main writer's other calls hold a poll back. SQLite: one writer."""
+    feeds = [{"name": f"f{n}", "url": server.url(f"/feed/{n}.xml")} for n in range(3)]
+    p = make_pipeline(tmp_path, backend, feeds)
+    try:
+        states = p.due(all_feeds=True)
+        if not backend.postgres:
+            assert p.store.parallel_writers == 1 and p.poll_writer is p.writer
+            assert p.stores == [p.store]
+            assert sum(o.new for o in p.poll(states)) == 15
+            return
+        assert len(p.poll_writer.stores) == p.store.parallel_writers == 2
+        assert len({id(st) for st in p.stores}) == 3
+        release = threading.Event()
+        # The main writer and one poll writer busy until released.
+        held = [w.submit(lambda st: release.wait(20)) for w in (p.writer, p.poll_writer)]
+        try:
+            outcomes = p.poll(states)  # would wait for `release` with one writer
+            assert sorted(o.status for o in outcomes) == ["ok"] * 3
+            assert sum(o.new for o in outcomes) == 15
+            assert not any(h.done() for h in held)
+            assert sorted(p.poll_writer.done) == [0, 3]
+            assert backend.value("SELECT COUNT(*) FROM items") == 15  # committed
+        finally:
+            release.set()
+        assert [h.result(10) for h in held] == [True, True]
     finally:
         p.close()
 

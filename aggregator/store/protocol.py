@@ -36,6 +36,12 @@ class Row(Protocol):
 
 @runtime_checkable
 class Storage(Protocol):
+    # How many instances of this store one process may write through at once, each on a
+    # thread of its own (pipeline.Pipeline's poll writers): 1 for SQLite (one writer at a
+    # time), 2 for PostgreSQL, whose concurrent writers take turns only where stories are
+    # assigned (STORY_LOCK).
+    parallel_writers: int
+
     # ------------------------------------------------------------------- lifecycle
 
     def migrate(self) -> list[str]:

@@ -24,6 +24,8 @@ class SQLiteStorage(FeedsMixin, EntriesMixin, ArticlesMixin, ReadsMixin, Retenti
     """All reads and writes of one SQLite database. Not shared across threads: open one per
     thread (readers) and use one for the writer."""
 
+    parallel_writers = 1  # SQLite takes one writer at a time
+
 
 # The name callers have always used.
 Store = SQLiteStorage
