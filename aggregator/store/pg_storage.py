@@ -1007,12 +1007,11 @@ class PgDataMixin:
                                      story_created=decision.reason == NEW_STORY.reason,
                                      stories_merged=len(decision.bridges) + merged)
         if left:
-            gone = {r[0] for r in c.execute(
-                "DELETE FROM stories s WHERE id = ANY(%s::bigint[]) AND NOT EXISTS"
-                " (SELECT 1 FROM entries WHERE story_id = s.id) RETURNING id",
-                (sorted(set(left)),)).fetchall()}
-            touched += [x for x in left if x not in gone]
-        refresh_stories(c, {s for s in map(live, touched) if s is not None}, now)
+            # Not read back (in the pipeline, it goes with refresh_stories' read): a story
+            # deleted here has no members, and refresh_stories leaves such a story alone.
+            c.execute("DELETE FROM stories s WHERE id = ANY(%s::bigint[]) AND NOT EXISTS"
+                      " (SELECT 1 FROM entries WHERE story_id = s.id)", (sorted(set(left)),))
+        refresh_stories(c, {s for s in map(live, touched + left) if s is not None}, now)
         return out
 
     @staticmethod
