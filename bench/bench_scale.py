@@ -697,9 +697,15 @@ def report(rows: list[dict[str, Any]], workers_max: int) -> dict[str, Any]:
         # The machine as a whole (the feed server and PostgreSQL's own processes too): a
         # second worker can only add what one leaves idle.
         busy = one["machine_cores_busy"] >= 0.9 * (os.cpu_count() or 1)
+        # At one worker's machine-wide CPU per feed, more workers can at most fill what it
+        # leaves idle: the most any number of them could reach on this machine.
+        bound = (os.cpu_count() or 1) / max(one["machine_cores_busy"], 1e-9)
+        targets["throughput_ratio_machine_bound"] = round(bound, 2)
         print(f"\n{workers_max} workers / 1 worker throughput = {targets['throughput_ratio']}x"
               " (target >= 1.7x)" + (" -- one worker already keeps every core busy: compare"
                                      " CPU per feed instead" if busy else ""))
+        print(f"  one worker kept {one['machine_cores_busy']:.2f} of {os.cpu_count()} cores busy:"
+              f" at its CPU per feed, this machine allows at most {bound:.2f}x")
     pg_rows = [r for r in rows if r["round"].startswith("postgresql")]
     if sqlite and pg_rows:
         worst = max(r["cpu_ms_per_feed"] for r in pg_rows) / max(sqlite["cpu_ms_per_feed"], 1e-9)
