@@ -302,12 +302,23 @@ class Workers:
             try:
                 await manager.retry_job(job)
                 retried += 1
+                continue
             except Exception as exc:  # noqa: BLE001 - another waiting job took the lock
+                why = _reason(exc)
+            try:
                 # That job does the work; this one must not hold the lock forever.
-                log.info("stalled job %s not retried (%s: %s): marked failed", job.id,
-                         type(exc).__name__, exc)
                 await manager.finish_job_by_id_async(job.id, status=Status.FAILED,
                                                      delete_job=False)
+                log.info("stalled job %s not retried (%s): marked failed", job.id, why)
+            except Exception as exc:
+                # procrastinate_finish_job refuses (RAISE: sqlstate P0001) a job no longer
+                # doing or todo. Its worker was late, not dead (its heartbeat lapsed while
+                # the database was away) and finished it, or another worker's retry_stalled
+                # got to it first: no longer doing is all this task is for.
+                if getattr(exc.__cause__, "sqlstate", None) != "P0001":
+                    raise
+                log.info("stalled job %s ended meanwhile, left as it is (%s)", job.id,
+                         _reason(exc))
         if retried:
             log.warning("retried %d job(s) of stalled workers", retried)
         await manager.prune_stalled_workers(stalled_timeout)
@@ -528,6 +539,14 @@ def _loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) ->
                  cause[0] if cause else type(exc).__name__)
         return
     loop.default_exception_handler(context)
+
+
+def _reason(exc: BaseException) -> str:
+    """One line for a failed job-manager call: procrastinate's ConnectorException says only
+    "Database error."; the database's own message is its cause."""
+    inner = exc.__cause__ or exc
+    lines = str(inner).strip().splitlines()
+    return f"{type(inner).__name__}: {lines[0]}" if lines else type(inner).__name__
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:

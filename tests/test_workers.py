@@ -461,3 +461,54 @@ def test_a_large_batch_of_due_feeds_refreshes_the_job_tables_statistics(
             assert reltuples() == FEED_SERVER["feeds"]
     finally:
         workers.pipeline.close()
+
+
+def test_a_stalled_job_that_ended_meanwhile_is_left_alone(
+        setup: Setup, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """retry_stalled lists a stalled job (its worker's heartbeat lapsed: a database outage
+    does that to a live worker), and the job ends before it is retried (that late worker
+    finished it, or another worker's retry_stalled got to it first): one info line, no
+    error, and the job stays as it ended. (The interleaving is forced by running the
+    ending right after the real listing: the race a database restart test met.)"""
+    import asyncio
+    import logging
+
+    from aggregator.config import load_config
+    from aggregator.tasks import Workers, migrate
+
+    migrate(setup.url)
+    config = load_config(None, str(setup.feeds), setup.env)
+    workers = Workers(config)
+    try:
+        with workers.app.open():
+            assert workers.schedule_due() == FEED_SERVER["feeds"]
+        late = setup.value("INSERT INTO procrastinate_workers(last_heartbeat) VALUES"
+                           " (now() - interval '1 hour') RETURNING id")
+        job_id = setup.value("UPDATE procrastinate_jobs SET status = 'doing', worker_id = %s"
+                             " WHERE id = (SELECT MIN(id) FROM procrastinate_jobs) RETURNING id",
+                             (late,))
+        manager = workers.app.job_manager
+        listed = manager.get_stalled_jobs
+
+        async def listed_then_ended(*args: Any, **kwargs: Any) -> Any:
+            jobs = list(await listed(*args, **kwargs))
+            assert [j.id for j in jobs] == [job_id]
+            setup.query("UPDATE procrastinate_jobs SET status = 'succeeded' WHERE id = %s"
+                        " RETURNING id", (job_id,))
+            return jobs
+
+        monkeypatch.setattr(manager, "get_stalled_jobs", listed_then_ended)
+
+        async def run() -> int:
+            async with workers.app.open_async():
+                return await workers.retry_stalled(4.0)
+
+        with caplog.at_level(logging.INFO, logger="aggregator"):
+            assert asyncio.run(run()) == 0
+        assert setup.value("SELECT status FROM procrastinate_jobs WHERE id = %s",
+                           (job_id,)) == "succeeded"
+        lines = [r.getMessage() for r in caplog.records if "ended meanwhile" in r.getMessage()]
+        assert len(lines) == 1 and f"stalled job {job_id} " in lines[0], caplog.text
+        assert "not found" in lines[0] and "\n" not in lines[0], lines
+    finally:
+        workers.pipeline.close()
