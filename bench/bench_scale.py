@@ -22,7 +22,10 @@ feed throughput, not article extraction; allow_private_hosts: 127.0.0.0/8):
   3. pg-2w       the same with two workers (`--workers-max`).
 Each round also reports the cores the whole machine kept busy (/proc/stat, feed server and
 every postgres process included): when one worker already fills the machine, a second can
-only add what the first leaves idle, and the report says to compare CPU per feed instead.
+only add what the first leaves idle, and the report says to compare CPU per feed instead;
+it also prints the most any number of workers could reach here at one worker's CPU per
+feed (the cores / the cores one worker kept busy). The feed server's CPU is shown, not
+counted.
 `--stagger S` starts the workers of a round S seconds apart (default: at once). For iterating:
 `--no-sqlite` skips round 1, `--many-only` round 2.
 `--pg-mode update` runs `aggregator update --all` on the PostgreSQL database instead of
