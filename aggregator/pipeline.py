@@ -176,10 +176,12 @@ class Writer:
         return self.submit(fn).result()
 
     def close(self, timeout: float = 10.0) -> None:
+        """Let the calls already queued finish, then stop: ``timeout`` for all threads."""
         for _ in self._threads:
             self._queue.put(None)
+        deadline = time.monotonic() + timeout
         for t in self._threads:
-            t.join(timeout)
+            t.join(max(0.0, deadline - time.monotonic()))
 
 
 # --------------------------------------------------------------------------- helpers
