@@ -162,10 +162,13 @@ class Writer:
             if not fut.set_running_or_notify_cancel():
                 continue
             try:
-                fut.set_result(fn(store))
+                result = fn(store)
             except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                self.done[n] += 1  # counted before the caller hears of it
                 fut.set_exception(exc)
+                continue
             self.done[n] += 1
+            fut.set_result(result)
 
     def submit(self, fn: Callable[[Storage], T]) -> Future[T]:
         fut: Future[T] = Future()
